@@ -1,0 +1,122 @@
+//! Scalar values: what an event field holds, what a feature produces, what is served.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The type of an event field or a feature value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    Boolean,
+    Int,
+    Long,
+    Float,
+    Double,
+    String,
+}
+
+impl ValueType {
+    pub fn is_numeric(self) -> bool {
+        matches!(self, Self::Int | Self::Long | Self::Float | Self::Double)
+    }
+
+    pub fn is_integral(self) -> bool {
+        matches!(self, Self::Int | Self::Long)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Boolean => "boolean",
+            Self::Int => "int",
+            Self::Long => "long",
+            Self::Float => "float",
+            Self::Double => "double",
+            Self::String => "string",
+        }
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A scalar value. Integers of every width are `Long`, floating point numbers `Double`.
+///
+/// Serialised as the plain JSON scalar (`3`, `2.5`, `"click"`, `true`, `null`), which is
+/// also how values are stored in Redis (see [`crate::store_layout`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Long(i64),
+    Double(f64),
+    String(String),
+}
+
+impl Value {
+    /// The value as a number, for comparisons and arithmetic across integer and float.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Long(v) => Some(*v as f64),
+            Value::Double(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Whether this value may be stored in a field or feature of type `ty`
+    /// (`null` fits everywhere; integers fit float types).
+    pub fn fits(&self, ty: ValueType) -> bool {
+        match self {
+            Value::Null => true,
+            Value::Bool(_) => ty == ValueType::Boolean,
+            Value::Long(_) => ty.is_numeric(),
+            Value::Double(_) => matches!(ty, ValueType::Float | ValueType::Double),
+            Value::String(_) => ty == ValueType::String,
+        }
+    }
+
+    /// Compact, unambiguous text: the JSON scalar.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(self).expect("scalars always serialise")
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_json_text() {
+        for v in [
+            Value::Null,
+            Value::Bool(true),
+            Value::Long(-42),
+            Value::Double(2.5),
+            Value::String("a \"quoted\" click".into()),
+        ] {
+            let text = v.to_json_string();
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v, "{text}");
+        }
+    }
+
+    #[test]
+    fn integers_fit_float_types_but_not_the_reverse() {
+        assert!(Value::Long(1).fits(ValueType::Double));
+        assert!(!Value::Double(1.5).fits(ValueType::Long));
+        assert!(!Value::String("1".into()).fits(ValueType::Long));
+        assert!(Value::Null.fits(ValueType::String));
+    }
+}
