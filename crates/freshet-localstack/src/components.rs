@@ -1,0 +1,96 @@
+//! How each component of the local stack is started and checked.
+
+use crate::tools::Tools;
+use std::path::{Path, PathBuf};
+
+/// How to tell that a started component is ready to serve.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// The port accepts TCP connections.
+    Tcp,
+    /// The server answers `PING` with `+PONG` (Redis protocol).
+    RedisPing,
+}
+
+/// Everything needed to start one component and publish its address.
+#[derive(Debug, Clone)]
+pub struct ComponentSpec {
+    /// Short name used in logs, status and the state file (`broker`, `redis`, ...).
+    pub name: &'static str,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Environment variables removed from the child's environment, so settings meant for
+    /// Freshet's own services do not leak into third-party servers.
+    pub env_remove: Vec<&'static str>,
+    pub host: String,
+    pub port: u16,
+    pub readiness: Readiness,
+    /// The `stack.env` variable that publishes the address, and its value.
+    pub env_key: &'static str,
+    pub env_value: String,
+}
+
+impl ComponentSpec {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// The Kafka-compatible broker, keeping topics in memory.
+pub fn broker(tools: &Tools, host: &str, port: u16) -> ComponentSpec {
+    let url = format!("tcp://{host}:{port}");
+    ComponentSpec {
+        name: "broker",
+        program: tools.tansu.clone(),
+        args: vec![
+            "broker".into(),
+            "--listener-url".into(),
+            url.clone(),
+            "--advertised-listener-url".into(),
+            url,
+            "--storage-engine".into(),
+            "memory://tansu/".into(),
+        ],
+        // tansu reads these from the environment when present.
+        env_remove: vec![
+            "LISTENER_URL",
+            "ADVERTISED_LISTENER_URL",
+            "STORAGE_ENGINE",
+            "SCHEMA_REGISTRY",
+            "CLUSTER_ID",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ],
+        host: host.into(),
+        port,
+        readiness: Readiness::Tcp,
+        env_key: "FRESHET_BROKERS",
+        env_value: format!("{host}:{port}"),
+    }
+}
+
+/// Redis, with persistence off: feature values are rebuilt by the processor.
+pub fn redis(tools: &Tools, host: &str, port: u16, data_dir: &Path) -> ComponentSpec {
+    ComponentSpec {
+        name: "redis",
+        program: tools.redis_server.clone(),
+        args: vec![
+            "--bind".into(),
+            host.into(),
+            "--port".into(),
+            port.to_string(),
+            "--dir".into(),
+            data_dir.display().to_string(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+        ],
+        env_remove: vec![],
+        host: host.into(),
+        port,
+        readiness: Readiness::RedisPing,
+        env_key: "FRESHET_REDIS_URL",
+        env_value: format!("redis://{host}:{port}"),
+    }
+}

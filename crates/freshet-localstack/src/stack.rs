@@ -1,0 +1,302 @@
+//! The whole local stack under one state folder (`.freshet/` by default):
+//!
+//! ```text
+//! .freshet/
+//!   stack.json     pids, programs and addresses of the running components
+//!   stack.env      KEY=value lines with every address (FRESHET_BROKERS, FRESHET_REDIS_URL, ...)
+//!   logs/<name>.log
+//!   data/<name>/
+//! ```
+//!
+//! Components start in order, each waiting for the previous one to be ready; they stop in
+//! the reverse order. New components join by being added to [`StackConfig::components`].
+
+use crate::components::{self, ComponentSpec, Readiness};
+use crate::process::{self, ManagedProcess, ProcessError};
+use crate::tools::Tools;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_STATE_DIR: &str = ".freshet";
+pub const DEFAULT_BROKER_PORT: u16 = 9092;
+pub const DEFAULT_REDIS_PORT: u16 = 6379;
+const STATE_FILE: &str = "stack.json";
+const ENV_FILE: &str = "stack.env";
+
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub state_dir: PathBuf,
+    pub host: String,
+    pub broker_port: u16,
+    pub redis_port: u16,
+    /// How long each component may take to become ready.
+    pub ready_timeout: Duration,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            host: "127.0.0.1".into(),
+            broker_port: DEFAULT_BROKER_PORT,
+            redis_port: DEFAULT_REDIS_PORT,
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl StackConfig {
+    /// The components in start order.
+    pub fn components(&self, tools: &Tools) -> Vec<ComponentSpec> {
+        vec![
+            components::broker(tools, &self.host, self.broker_port),
+            components::redis(
+                tools,
+                &self.host,
+                self.redis_port,
+                &absolute(&self.state_dir.join("data/redis")),
+            ),
+        ]
+    }
+
+    pub fn log_path(&self, component: &str) -> PathBuf {
+        self.state_dir.join("logs").join(format!("{component}.log"))
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("the local stack in {} is already running; see `freshet status`, or stop it with `freshet down`", .0.display())]
+    AlreadyRunning(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a stack state file Freshet can read ({reason}); remove it if no stack is running", path.display())]
+    BadState { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StackError + '_ {
+    move |source| StackError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `stack.json` records of one component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentState {
+    pub name: String,
+    pub pid: i32,
+    pub program: PathBuf,
+    pub host: String,
+    pub port: u16,
+    pub readiness: Readiness,
+    pub env_key: String,
+    pub env_value: String,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StackState {
+    pub components: Vec<ComponentState>,
+}
+
+impl StackState {
+    pub fn load(state_dir: &Path) -> Result<Option<Self>, StackError> {
+        let path = state_dir.join(STATE_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StackError::BadState {
+                    path,
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    fn save(&self, state_dir: &Path) -> Result<(), StackError> {
+        let path = state_dir.join(STATE_FILE);
+        let json = serde_json::to_string_pretty(self).expect("state serialises");
+        std::fs::write(&path, json).map_err(io(&path))?;
+        let env_path = state_dir.join(ENV_FILE);
+        std::fs::write(&env_path, self.env_file()).map_err(io(&env_path))
+    }
+
+    /// The contents of `stack.env`.
+    pub fn env_file(&self) -> String {
+        let mut text = String::from(
+            "# Addresses of the local Freshet stack, written by `freshet up`.\n# Load them with: set -a; . .freshet/stack.env; set +a\n",
+        );
+        for c in &self.components {
+            text.push_str(&format!("{}={}\n", c.env_key, c.env_value));
+        }
+        text
+    }
+
+    fn remove(state_dir: &Path) {
+        let _ = std::fs::remove_file(state_dir.join(STATE_FILE));
+        let _ = std::fs::remove_file(state_dir.join(ENV_FILE));
+    }
+}
+
+/// A started stack whose processes this process owns.
+pub struct RunningStack {
+    pub state: StackState,
+    state_dir: PathBuf,
+    processes: Vec<ManagedProcess>,
+}
+
+/// Starts every component in order and waits for each to be ready. `on_ready` is called
+/// after each one with how long it took. On any failure the components already started
+/// are stopped again.
+pub fn start(
+    config: &StackConfig,
+    tools: &Tools,
+    mut on_ready: impl FnMut(&ComponentSpec, Duration),
+) -> Result<RunningStack, StackError> {
+    if let Some(state) = StackState::load(&config.state_dir)? {
+        if state
+            .components
+            .iter()
+            .any(|c| process::is_running(c.pid, &c.program))
+        {
+            return Err(StackError::AlreadyRunning(config.state_dir.clone()));
+        }
+    }
+    let specs = config.components(tools);
+    for spec in &specs {
+        let dir = config.state_dir.join("data").join(spec.name);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    }
+    let mut processes = Vec::new();
+    let mut state = StackState::default();
+    for spec in &specs {
+        let began = Instant::now();
+        let log = absolute(&config.log_path(spec.name));
+        let mut proc = ManagedProcess::start(spec, &log)?;
+        proc.wait_ready(spec, config.ready_timeout)?;
+        on_ready(spec, began.elapsed());
+        state.components.push(ComponentState {
+            name: spec.name.into(),
+            pid: proc.pid,
+            program: spec.program.clone(),
+            host: spec.host.clone(),
+            port: spec.port,
+            readiness: spec.readiness.clone(),
+            env_key: spec.env_key.into(),
+            env_value: spec.env_value.clone(),
+            log,
+        });
+        processes.push(proc);
+    }
+    state.save(&config.state_dir)?;
+    Ok(RunningStack {
+        state,
+        state_dir: config.state_dir.clone(),
+        processes,
+    })
+}
+
+impl RunningStack {
+    /// The first component found to have exited, if any.
+    pub fn exited_component(&mut self) -> Option<&'static str> {
+        self.processes
+            .iter_mut()
+            .find_map(|p| p.has_exited().then_some(p.name))
+    }
+
+    /// Leaves every component running in the background.
+    pub fn detach(self) -> StackState {
+        for p in self.processes {
+            p.detach();
+        }
+        self.state
+    }
+
+    /// Stops every component, last started first, and removes the state files.
+    pub fn stop(mut self) {
+        while let Some(p) = self.processes.pop() {
+            p.stop();
+        }
+        StackState::remove(&self.state_dir);
+    }
+}
+
+/// How one component of a recorded stack is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentStatus {
+    pub name: String,
+    pub pid: i32,
+    pub address: String,
+    pub running: bool,
+    pub ready: bool,
+    pub log: PathBuf,
+}
+
+/// The status of the stack recorded in `state_dir`, or `None` when none was started.
+pub fn status(state_dir: &Path) -> Result<Option<Vec<ComponentStatus>>, StackError> {
+    let Some(state) = StackState::load(state_dir)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        state
+            .components
+            .iter()
+            .map(|c| {
+                let running = process::is_running(c.pid, &c.program);
+                ComponentStatus {
+                    name: c.name.clone(),
+                    pid: c.pid,
+                    address: format!("{}:{}", c.host, c.port),
+                    running,
+                    ready: running && process::check_ready(&c.host, c.port, &c.readiness),
+                    log: c.log.clone(),
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// What `down` did to one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    Stopped,
+    Killed,
+    NotRunning,
+}
+
+/// Stops every component recorded in `state_dir`, last started first, and removes the
+/// state files. Returns `None` when no stack was recorded.
+pub fn down(state_dir: &Path) -> Result<Option<Vec<(String, StopOutcome)>>, StackError> {
+    let Some(state) = StackState::load(state_dir)? else {
+        return Ok(None);
+    };
+    let outcomes = state
+        .components
+        .iter()
+        .rev()
+        .map(|c| {
+            let outcome = if !process::is_running(c.pid, &c.program) {
+                StopOutcome::NotRunning
+            } else if process::stop_pid(c.pid, &c.program) {
+                StopOutcome::Killed
+            } else {
+                StopOutcome::Stopped
+            };
+            (c.name.clone(), outcome)
+        })
+        .collect();
+    StackState::remove(state_dir);
+    Ok(Some(outcomes))
+}

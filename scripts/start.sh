@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The front door: installs what is missing, builds Freshet and brings up the local stack
+# in the background. Stop it with `scripts/freshet down`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/freshet/target}"
+echo "start: building freshet (release; the first build takes several minutes)"
+cargo build --release --quiet -p freshet-cli
+FRESHET="$CARGO_TARGET_DIR/release/freshet"
+"$FRESHET" up --detach
+echo
+"$FRESHET" features list
+echo
+echo "The stack runs in the background. Addresses: .freshet/stack.env"
+echo "  scripts/freshet status    what runs and is healthy"
+echo "  scripts/freshet down      stop everything"
