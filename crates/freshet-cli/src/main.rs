@@ -1,1 +1,74 @@
-fn main() {}
+//! `freshet`: the command-line tool of the Freshet feature platform.
+//!
+//! - `features list|validate`: read the feature definitions through the core crate
+//!   ([`features_cmd`]).
+//! - `compile --target flink-sql`: generate Flink SQL for a view ([`compile_cmd`]).
+//! - `up`, `status`, `down`: run the local stack without containers ([`stack_cmd`]).
+//!
+//! Every failure ends as one clear line on stderr (`error: ...`) and a non-zero exit code;
+//! usage mistakes exit with 2, everything else with 1.
+
+mod compile_cmd;
+mod features_cmd;
+mod stack_cmd;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "freshet",
+    version,
+    about = "Freshet: real-time features for machine learning"
+)]
+struct Cli {
+    /// The folder of feature definitions (*.toml).
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHET_FEATURES_DIR",
+        default_value = "features"
+    )]
+    features_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List and validate feature definitions.
+    #[command(subcommand)]
+    Features(features_cmd::FeaturesCommand),
+    /// Compile a feature view for another engine.
+    Compile(compile_cmd::CompileArgs),
+    /// Start the local stack (broker, Redis) and wait; Ctrl-C stops it.
+    Up(stack_cmd::UpArgs),
+    /// Show which components of the local stack run and are healthy.
+    Status(stack_cmd::StateDirArgs),
+    /// Stop the local stack started with `freshet up --detach`.
+    Down(stack_cmd::StateDirArgs),
+}
+
+fn main() -> ExitCode {
+    // A bug must still end as one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error in freshet ({info}); please report it");
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Features(cmd) => features_cmd::run(cmd, &cli.features_dir),
+        Command::Compile(args) => compile_cmd::run(args, &cli.features_dir),
+        Command::Up(args) => stack_cmd::up(args),
+        Command::Status(args) => stack_cmd::status(args),
+        Command::Down(args) => stack_cmd::down(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -21,16 +21,16 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("cannot start {name} ({program}): {source}")]
+    #[error("cannot start {name} ({program}): {cause}")]
     Spawn {
         name: String,
         program: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot create log file {}: {source}", path.display())]
+    #[error("cannot create log file {}: {cause}", path.display())]
     Log {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("port {port} on {host} is already in use, so {name} cannot listen there; stop whatever holds it or choose another port")]
     PortInUse {
@@ -83,9 +83,9 @@ impl ManagedProcess {
             });
         }
         if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| ProcessError::Log {
+            std::fs::create_dir_all(dir).map_err(|cause| ProcessError::Log {
                 path: log.to_path_buf(),
-                source,
+                cause,
             })?;
         }
         let open = || {
@@ -93,9 +93,9 @@ impl ManagedProcess {
                 .create(true)
                 .append(true)
                 .open(log)
-                .map_err(|source| ProcessError::Log {
+                .map_err(|cause| ProcessError::Log {
                     path: log.to_path_buf(),
-                    source,
+                    cause,
                 })
         };
         let (stdout, stderr) = (open()?, open()?);
@@ -111,10 +111,10 @@ impl ManagedProcess {
         for key in &spec.env_remove {
             command.env_remove(key);
         }
-        let child = command.spawn().map_err(|source| ProcessError::Spawn {
+        let child = command.spawn().map_err(|cause| ProcessError::Spawn {
             name: spec.name.into(),
             program: spec.program.display().to_string(),
-            source,
+            cause,
         })?;
         Ok(Self {
             name: spec.name,

@@ -73,10 +73,10 @@ fn absolute(path: &Path) -> PathBuf {
 pub enum StackError {
     #[error("the local stack in {} is already running; see `freshet status`, or stop it with `freshet down`", .0.display())]
     AlreadyRunning(PathBuf),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} is not a stack state file Freshet can read ({reason}); remove it if no stack is running", path.display())]
     BadState { path: PathBuf, reason: String },
@@ -85,9 +85,9 @@ pub enum StackError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StackError + '_ {
-    move |source| StackError::Io {
+    move |cause| StackError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

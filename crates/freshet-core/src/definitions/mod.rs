@@ -251,10 +251,10 @@ impl fmt::Display for Diagnostic {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read definitions at {}: {source}", path.display())]
+    #[error("cannot read definitions at {}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} is not a folder of feature definitions (expected a directory holding *.toml files)", .0.display())]
     NotADirectory(PathBuf),
@@ -275,9 +275,9 @@ fn format_diagnostics(diags: &[Diagnostic]) -> String {
 /// Reads and validates every `*.toml` file in `dir` (not recursive; schema files referenced
 /// by sources are read relative to `dir`).
 pub fn load_dir(dir: &Path) -> Result<Definitions, LoadError> {
-    let io = |source| LoadError::Io {
+    let io = |cause| LoadError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause,
     };
     let meta = std::fs::metadata(dir).map_err(io)?;
     if !meta.is_dir() {
@@ -294,9 +294,9 @@ pub fn load_dir(dir: &Path) -> Result<Definitions, LoadError> {
     }
     let mut files = Vec::with_capacity(paths.len());
     for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+        let text = std::fs::read_to_string(&path).map_err(|cause| LoadError::Io {
             path: path.clone(),
-            source,
+            cause,
         })?;
         files.push((path, text));
     }

@@ -1,0 +1,81 @@
+//! `freshet compile --target flink-sql --view NAME [-o FILE]`.
+
+use crate::features_cmd::load;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use freshet_flink_sql::{compile_view, Connectors, FlinkOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Target {
+    /// Flink SQL with window TVFs, an avro-confluent Kafka source and upsert-kafka sinks.
+    FlinkSql,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ConnectorChoice {
+    /// Kafka source and upsert-kafka sinks, for running the job.
+    Kafka,
+    /// datagen source and blackhole sinks with the same columns, for checking the plan
+    /// where the Kafka connector is not installed.
+    PlannerCheck,
+}
+
+#[derive(Args)]
+pub struct CompileArgs {
+    /// What to compile to.
+    #[arg(long, value_enum)]
+    target: Target,
+    /// The feature view to compile.
+    #[arg(long)]
+    view: String,
+    /// Write the SQL to this file instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Kafka bootstrap servers the Flink job connects to.
+    #[arg(long, env = "FRESHET_BROKERS", default_value = "localhost:9092")]
+    bootstrap_servers: String,
+    /// Schema registry the avro-confluent format reads schemas from.
+    #[arg(
+        long,
+        env = "FRESHET_REGISTRY_URL",
+        default_value = "http://localhost:8081"
+    )]
+    schema_registry_url: String,
+    /// Topic the feature values are written to.
+    #[arg(long, default_value = "feature_updates")]
+    output_topic: String,
+    /// Which connectors the tables use.
+    #[arg(long, value_enum, default_value = "kafka")]
+    connectors: ConnectorChoice,
+}
+
+pub fn run(args: CompileArgs, features_dir: &Path) -> Result<ExitCode> {
+    let defs = load(features_dir)?;
+    let options = FlinkOptions {
+        bootstrap_servers: args.bootstrap_servers,
+        schema_registry_url: args.schema_registry_url,
+        output_topic: args.output_topic,
+        connectors: match args.connectors {
+            ConnectorChoice::Kafka => Connectors::Kafka,
+            ConnectorChoice::PlannerCheck => Connectors::PlannerCheck,
+        },
+    };
+    let sql = match args.target {
+        Target::FlinkSql => compile_view(&defs, &args.view, &options)?,
+    };
+    match args.output {
+        Some(path) => {
+            std::fs::write(&path, &sql)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "wrote Flink SQL for view `{}` to {}",
+                args.view,
+                path.display()
+            );
+        }
+        None => print!("{sql}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

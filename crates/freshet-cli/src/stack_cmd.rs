@@ -1,0 +1,165 @@
+//! `freshet up`, `freshet status`, `freshet down`: the local stack without containers.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use freshet_localstack::process::log_tail;
+use freshet_localstack::stack::{self, StackConfig, StopOutcome};
+use freshet_localstack::Tools;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Args)]
+pub struct StateDirArgs {
+    /// Folder holding the stack's state, logs and data.
+    #[arg(long, env = "FRESHET_STATE_DIR", default_value = stack::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    state: StateDirArgs,
+    /// Start the stack in the background and return; stop it with `freshet down`.
+    #[arg(long)]
+    detach: bool,
+    /// Address every component listens on.
+    #[arg(long, env = "FRESHET_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port of the Kafka-compatible broker.
+    #[arg(long, env = "FRESHET_BROKER_PORT", default_value_t = stack::DEFAULT_BROKER_PORT)]
+    broker_port: u16,
+    /// Port of Redis.
+    #[arg(long, env = "FRESHET_REDIS_PORT", default_value_t = stack::DEFAULT_REDIS_PORT)]
+    redis_port: u16,
+    /// Seconds each component may take to become ready.
+    #[arg(long, default_value_t = 30)]
+    ready_timeout: u64,
+}
+
+pub fn up(args: UpArgs) -> Result<ExitCode> {
+    let config = StackConfig {
+        state_dir: args.state.state_dir,
+        host: args.host,
+        broker_port: args.broker_port,
+        redis_port: args.redis_port,
+        ready_timeout: Duration::from_secs(args.ready_timeout),
+    };
+    let tools = Tools::locate()?;
+    println!(
+        "freshet up: starting the local stack in {}",
+        config.state_dir.display()
+    );
+    let mut running = stack::start(&config, &tools, |spec, took| {
+        println!(
+            "  {:<8} ready at {:<22} ({:.1}s)",
+            spec.name,
+            spec.address(),
+            took.as_secs_f64()
+        );
+    })?;
+    let env_file = config.state_dir.join("stack.env");
+    println!("Addresses (in {}):", env_file.display());
+    for c in &running.state.components {
+        println!("  {}={}", c.env_key, c.env_value);
+    }
+    println!("Logs: {}", config.state_dir.join("logs").display());
+    if args.detach {
+        running.detach();
+        println!("Running in the background; `freshet status` to check, `freshet down` to stop.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    // Handlers are installed before the prompt, so a Ctrl-C right after it is not lost.
+    let (mut interrupt, mut terminate) = {
+        let _runtime = runtime.enter();
+        (
+            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        )
+    };
+    println!("Press Ctrl-C to stop.");
+    let failed = runtime.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => return anyhow::Ok(None),
+                _ = terminate.recv() => return anyhow::Ok(None),
+                _ = tick.tick() => {
+                    if let Some(name) = running.exited_component() {
+                        return anyhow::Ok(Some(name));
+                    }
+                }
+            }
+        }
+    })?;
+    let log_of = |name: &str| config.log_path(name);
+    println!("freshet up: stopping the local stack");
+    running.stop();
+    match failed {
+        None => {
+            println!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(name) => {
+            let log = log_of(name);
+            anyhow::bail!(
+                "{name} exited unexpectedly, so the whole stack was stopped; last lines of {}:\n{}",
+                log.display(),
+                log_tail(&log, 20)
+            )
+        }
+    }
+}
+
+pub fn status(args: StateDirArgs) -> Result<ExitCode> {
+    let Some(components) = stack::status(&args.state_dir)? else {
+        println!(
+            "no local stack recorded in {}; start one with `freshet up`",
+            args.state_dir.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    println!("{:<8} {:<8} {:<22} state", "name", "pid", "address");
+    let mut healthy = true;
+    for c in &components {
+        let state = match (c.running, c.ready) {
+            (true, true) => "ready",
+            (true, false) => "running, not answering",
+            (false, _) => "stopped",
+        };
+        healthy &= c.ready;
+        println!("{:<8} {:<8} {:<22} {state}", c.name, c.pid, c.address);
+        if !c.ready {
+            println!("         log: {}", c.log.display());
+        }
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn down(args: StateDirArgs) -> Result<ExitCode> {
+    let Some(outcomes) = stack::down(&args.state_dir)? else {
+        println!(
+            "no local stack recorded in {}; nothing to stop",
+            args.state_dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    for (name, outcome) in outcomes {
+        let what = match outcome {
+            StopOutcome::Stopped => "stopped",
+            StopOutcome::Killed => "killed (did not stop within 5 s)",
+            StopOutcome::NotRunning => "was not running",
+        };
+        println!("{name}: {what}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,297 @@
+//! The `freshet` binary as a user runs it: from the repository root, on the shipped
+//! definitions, on broken ones, and running the local stack with real servers.
+
+use freshet_localstack::free_port;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn freshet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_freshet"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("FRESHET_FEATURES_DIR")
+        .output()
+        .expect("freshet runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn features_list_prints_every_view_and_feature_with_its_description() {
+    let out = freshet(&["features", "list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with(
+        "user_click_stats  (entity: user, source: user_events from topic user_events, ttl: 1h)\n"
+    ));
+    for line in [
+        "├── click_count_1m: count where action_type == \"click\", tumbling 1m, long, default 0",
+        "│       Clicks in the last closed one-minute window.",
+        "├── click_count_10m: count where action_type == \"click\", sliding 10m every 10s, long, default 0",
+        "user_purchase_stats  (entity: user, source: user_events from topic user_events, ttl: 1d)",
+        "├── purchase_amount_sum_1h: sum(amount) where action_type == \"purchase\", tumbling 1h, double, default 0.0",
+        "└── events_per_session: count, session gap 30m, long, default 0",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "missing line {line:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn features_list_json_describes_views_for_machines() {
+    let out = freshet(&["features", "list", "--json"]);
+    assert!(out.status.success());
+    let views: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(views[0]["name"], "user_click_stats");
+    assert_eq!(views[0]["ttl_ms"], 3_600_000);
+    let sliding = &views[0]["features"][2];
+    assert_eq!(sliding["name"], "click_count_10m");
+    assert_eq!(
+        sliding["window"],
+        serde_json::json!({"type": "sliding", "size_ms": 600000, "step_ms": 10000})
+    );
+    assert_eq!(views[1]["features"][2]["default"], serde_json::Value::Null);
+    assert_eq!(views[1]["features"][1]["field"], "amount");
+}
+
+#[test]
+fn validate_reports_every_problem_of_a_broken_folder_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("schemas")).unwrap();
+    std::fs::copy(
+        repo().join("features/schemas/user_event.v2.avsc"),
+        dir.path().join("schemas/e.avsc"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        r#"[[source]]
+name = "events"
+schema = "schemas/e.avsc"
+event_time_field = "timestamp"
+entity_key_field = "user_id"
+
+[view]
+name = "v"
+entity = "user"
+source = "events"
+ttl = "1 hour"
+description = "d"
+
+[[feature]]
+name = "spend"
+description = "d"
+aggregation = "sum"
+field = "action_type"
+window = { type = "sliding", size = "1m", step = "5m" }
+"#,
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = freshet(&["features", "validate", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let file = dir.path().join("broken.toml");
+    for expected in [
+        format!("{}:11:7: view \"v\" > ttl: invalid duration \"1 hour\"", file.display()),
+        format!("{}:18:9: feature \"spend\" > field: `sum` needs a numeric field", file.display()),
+        format!("{}:19:50: feature \"spend\" > window > step: step 5m is larger than the window size 1m", file.display()),
+        format!("error: 3 problem(s) in {path}"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+
+    let ok = freshet(&["features", "validate"]);
+    assert!(ok.status.success());
+    assert_eq!(
+        text(&ok.stdout),
+        "features: 1 source(s), 2 view(s), 8 feature(s): all valid\n"
+    );
+}
+
+#[test]
+fn compile_prints_the_golden_sql_and_writes_it_with_output() {
+    let golden = std::fs::read_to_string(
+        repo().join("crates/freshet-flink-sql/tests/golden/user_click_stats.sql"),
+    )
+    .unwrap();
+    let out = freshet(&[
+        "compile",
+        "--target",
+        "flink-sql",
+        "--view",
+        "user_click_stats",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), golden);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("job.sql");
+    let out = freshet(&[
+        "compile",
+        "--target",
+        "flink-sql",
+        "--view",
+        "user_click_stats",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), golden);
+}
+
+#[test]
+fn mistakes_end_in_one_clear_line_and_a_non_zero_exit() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["compile", "--target", "flink-sql", "--view", "nope"], "error: unknown view `nope`; defined views are: user_click_stats, user_purchase_stats\n"),
+        (&["features", "list", "--features-dir", "/nonexistent"], "error: cannot read definitions at /nonexistent: No such file or directory (os error 2)\n"),
+        (&["compile", "--target", "flink-sql", "--view", "user_click_stats", "-o", "/nonexistent/x.sql"], "error: cannot write /nonexistent/x.sql: No such file or directory (os error 2)\n"),
+    ];
+    for (args, expected) in cases {
+        let out = freshet(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(text(&out.stderr), expected, "{args:?}");
+    }
+    let out = freshet(&["compile", "--target", "spark", "--view", "x"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit with 2");
+    assert!(!text(&out.stderr).contains("panicked"));
+}
+
+fn pid_alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+}
+
+fn recorded_pids(state_dir: &Path) -> Vec<i32> {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state_dir.join("stack.json")).unwrap())
+            .unwrap();
+    state["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["pid"].as_i64().unwrap() as i32)
+        .collect()
+}
+
+#[test]
+fn up_detach_status_and_down_manage_a_real_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("stack");
+    let state = state.to_str().unwrap();
+    let (broker, redis) = (free_port().to_string(), free_port().to_string());
+    let out = freshet(&[
+        "up",
+        "--detach",
+        "--state-dir",
+        state,
+        "--broker-port",
+        &broker,
+        "--redis-port",
+        &redis,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    let env = std::fs::read_to_string(Path::new(state).join("stack.env")).unwrap();
+    let lines: Vec<&str> = env.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("FRESHET_BROKERS=127.0.0.1:{broker}"),
+            format!("FRESHET_REDIS_URL=redis://127.0.0.1:{redis}")
+        ]
+    );
+    let pids = recorded_pids(Path::new(state));
+    assert!(pids.iter().all(|p| pid_alive(*p)));
+
+    let status = freshet(&["status", "--state-dir", state]);
+    assert!(status.status.success(), "{}", text(&status.stdout));
+    let status_text = text(&status.stdout);
+    assert!(
+        status_text.contains(&format!("127.0.0.1:{broker}"))
+            && status_text.matches(" ready").count() == 2,
+        "{status_text}"
+    );
+
+    let again = freshet(&[
+        "up",
+        "--detach",
+        "--state-dir",
+        state,
+        "--broker-port",
+        &broker,
+        "--redis-port",
+        &redis,
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("is already running"));
+
+    let down = freshet(&["down", "--state-dir", state]);
+    assert!(down.status.success());
+    assert_eq!(text(&down.stdout), "redis: stopped\nbroker: stopped\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| pid_alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "components still alive after down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = freshet(&["status", "--state-dir", state]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(
+        !Path::new(state).join("stack.env").exists(),
+        "stale addresses are removed"
+    );
+}
+
+#[test]
+fn up_in_the_foreground_stops_every_component_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("stack");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freshet"))
+        .args(["up", "--state-dir", state.to_str().unwrap()])
+        .args([
+            "--broker-port",
+            &free_port().to_string(),
+            "--redis-port",
+            &free_port().to_string(),
+        ])
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("up prints until it is ready").unwrap();
+        if line == "Press Ctrl-C to stop." {
+            break;
+        }
+    }
+    let pids = recorded_pids(&state);
+    assert_eq!(pids.len(), 2);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert_eq!(rest, ["freshet up: stopping the local stack", "stopped"]);
+    assert!(
+        pids.iter().all(|p| !pid_alive(*p)),
+        "components stopped with freshet up"
+    );
+    assert!(!state.join("stack.json").exists());
+}
