@@ -1,6 +1,9 @@
-//! Real servers for integration tests: a Kafka-compatible broker (tansu) and Redis, each
-//! started on a free loopback port through the same `freshet-localstack` code that
-//! `freshet up` uses, and stopped when the [`TestStack`] is dropped, even on panic.
+//! Real servers for integration tests: a Kafka-compatible broker (tansu), Redis and
+//! Freshet's schema registry, each on a free loopback port, stopped when the [`TestStack`]
+//! is dropped, even on panic. The broker and Redis are started through the same
+//! `freshet-localstack` code that `freshet up` uses; the registry runs in-process on its own
+//! runtime thread, serving the same router as its binary, with its journal in the test's
+//! temporary folder so it can be stopped and restarted with its data.
 //!
 //! Logs go to a temporary folder. When a test fails, the folder is kept and the last lines
 //! of every log are printed, so a failure in CI can be understood from its output alone.
@@ -51,10 +54,92 @@ impl Server {
     }
 }
 
-/// A broker and a Redis for one test.
+/// A schema registry serving in-process, on a thread with its own runtime.
+pub struct Registry {
+    pub port: u16,
+    pub journal: std::path::PathBuf,
+    running: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl Registry {
+    /// A registry on a free port with its journal at `journal`, for tests of the registry
+    /// itself.
+    pub fn start_at(journal: std::path::PathBuf) -> Self {
+        Self::start(journal, 0)
+    }
+
+    fn start(journal: std::path::PathBuf, port: u16) -> Self {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("schema registry cannot listen on port {port}: {e}"));
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let port = listener.local_addr().expect("bound address").port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let path = journal.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("registry runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = freshet_schema_registry::serve(
+                    listener,
+                    &path,
+                    freshet_schema_registry::DEFAULT_MAX_BODY_BYTES,
+                    shutdown,
+                )
+                .await
+                {
+                    eprintln!("schema registry failed: {e:#}");
+                }
+            });
+        });
+        Self {
+            port,
+            journal,
+            running: Some((stop, thread)),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops serving; the journal stays.
+    pub fn stop(&mut self) {
+        if let Some((stop, thread)) = self.running.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+    }
+
+    /// Starts again on the same port with the same journal.
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = Registry::start(self.journal.clone(), self.port);
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A broker, a Redis and a schema registry for one test.
 pub struct TestStack {
     pub broker: Server,
     pub redis: Server,
+    pub registry: Registry,
     logs: tempfile::TempDir,
 }
 
@@ -73,11 +158,18 @@ impl TestStack {
         let redis = start_server(&logs, |port| {
             components::redis(&tools, "127.0.0.1", port, &redis_dir)
         });
+        let registry = Registry::start(logs.path().join("registry/journal.jsonl"), 0);
         Self {
             broker,
             redis,
+            registry,
             logs,
         }
+    }
+
+    /// `http://host:port` of the schema registry.
+    pub fn registry_url(&self) -> String {
+        self.registry.url()
     }
 
     /// `host:port` of the broker, for `bootstrap.servers`.
@@ -140,6 +232,7 @@ fn start_server(logs: &tempfile::TempDir, spec_for: impl Fn(u16) -> ComponentSpe
 
 impl Drop for TestStack {
     fn drop(&mut self) {
+        self.registry.stop();
         self.redis.stop();
         self.broker.stop();
         if std::thread::panicking() {

@@ -40,21 +40,50 @@ fn ok<T: Serialize + ?Sized>(body: &T) -> ApiResult {
 pub fn router(store: Store, max_body_bytes: usize) -> Router {
     let shared: Shared = Arc::new(Mutex::new(store));
     Router::new()
-        .route("/", get(|| async { reply(StatusCode::OK, &serde_json::json!({})) }))
-        .route("/health", get(|| async { reply(StatusCode::OK, &serde_json::json!({"status": "ok"})) }))
-        .route("/schemas/types", get(|| async { reply(StatusCode::OK, &["AVRO"]) }))
+        .route(
+            "/",
+            get(|| async { reply(StatusCode::OK, &serde_json::json!({})) }),
+        )
+        .route(
+            "/health",
+            get(|| async { reply(StatusCode::OK, &serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/schemas/types",
+            get(|| async { reply(StatusCode::OK, &["AVRO"]) }),
+        )
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/schemas/ids/{id}/versions", get(versions_of_id))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register))
-        .route("/subjects/{subject}/versions/{version}", get(get_version).delete(delete_version))
-        .route("/subjects/{subject}/versions/{version}/schema", get(raw_version))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(get_version).delete(delete_version),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(raw_version),
+        )
         .route("/config", get(get_global_config).put(put_global_config))
-        .route("/config/{subject}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
-        .route("/compatibility/subjects/{subject}/versions", post(check_all))
-        .route("/compatibility/subjects/{subject}/versions/{version}", post(check_version))
+        .route(
+            "/config/{subject}",
+            get(get_subject_config)
+                .put(put_subject_config)
+                .delete(delete_subject_config),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            post(check_all),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(check_version),
+        )
         .fallback(|| async { ApiError::NoSuchEndpoint })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -66,7 +95,9 @@ type AppState = AxumState<(Shared, usize)>;
 fn lock(shared: &Shared) -> MutexGuard<'_, Store> {
     // A panic while holding the lock cannot leave the state half-changed (changes are
     // applied only after the journal write), so a poisoned lock is safe to reuse.
-    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Deserialize)]
@@ -156,11 +187,21 @@ fn parse_version(text: &str) -> Result<VersionRef, ApiError> {
     }
 }
 
-fn subject<'s>(state: &'s State, name: &str, include_deleted: bool) -> Result<&'s Subject, ApiError> {
+fn subject<'s>(
+    state: &'s State,
+    name: &str,
+    include_deleted: bool,
+) -> Result<&'s Subject, ApiError> {
     state
         .subjects
         .get(name)
-        .filter(|s| if include_deleted { !s.versions.is_empty() } else { s.is_live() })
+        .filter(|s| {
+            if include_deleted {
+                !s.versions.is_empty()
+            } else {
+                s.is_live()
+            }
+        })
         .ok_or_else(|| ApiError::SubjectNotFound(name.to_string()))
 }
 
@@ -175,14 +216,22 @@ struct VersionBody<'a> {
 async fn schema_by_id(AxumState((shared, _)): AppState, Path(id): Path<String>) -> ApiResult {
     let id = id.parse::<u32>().map_err(|_| ApiError::SchemaNotFound)?;
     let store = lock(&shared);
-    let schema = store.state.schemas.get(&id).ok_or(ApiError::SchemaIdNotFound(id))?;
+    let schema = store
+        .state
+        .schemas
+        .get(&id)
+        .ok_or(ApiError::SchemaIdNotFound(id))?;
     ok(&serde_json::json!({ "schema": schema }))
 }
 
 async fn raw_schema_by_id(AxumState((shared, _)): AppState, Path(id): Path<String>) -> ApiResult {
     let id = id.parse::<u32>().map_err(|_| ApiError::SchemaNotFound)?;
     let store = lock(&shared);
-    let schema = store.state.schemas.get(&id).ok_or(ApiError::SchemaIdNotFound(id))?;
+    let schema = store
+        .state
+        .schemas
+        .get(&id)
+        .ok_or(ApiError::SchemaIdNotFound(id))?;
     let json: serde_json::Value = serde_json::from_str(schema).expect("stored schemas are JSON");
     ok(&json)
 }
@@ -235,7 +284,11 @@ async fn list_versions(
 }
 
 /// The (version, id) a version reference points at.
-fn resolve(s: &Subject, version: &VersionRef, include_deleted: bool) -> Result<(u32, u32), ApiError> {
+fn resolve(
+    s: &Subject,
+    version: &VersionRef,
+    include_deleted: bool,
+) -> Result<(u32, u32), ApiError> {
     let found = match version {
         VersionRef::Latest => s.live_versions().last(),
         VersionRef::Number(n) => s
@@ -310,7 +363,11 @@ async fn register(
         {
             return ok(&serde_json::json!({ "id": v.id }));
         }
-        let problems = compat::check(level_of(state, &name), &parsed.avro, &live_schemas(state, s));
+        let problems = compat::check(
+            level_of(state, &name),
+            &parsed.avro,
+            &live_schemas(state, s),
+        );
         if !problems.is_empty() {
             return Err(ApiError::Incompatible {
                 subject: name,
@@ -440,7 +497,12 @@ async fn get_subject_config(
     Query(flags): Query<Flags>,
 ) -> ApiResult {
     let store = lock(&shared);
-    match store.state.subjects.get(&name).and_then(|s| s.compatibility) {
+    match store
+        .state
+        .subjects
+        .get(&name)
+        .and_then(|s| s.compatibility)
+    {
         Some(level) => ok(&serde_json::json!({ "compatibilityLevel": level })),
         None if flags.default_to_global => {
             ok(&serde_json::json!({ "compatibilityLevel": store.state.global_compatibility }))
@@ -462,7 +524,10 @@ async fn put_subject_config(
     ok(&serde_json::json!({ "compatibility": level }))
 }
 
-async fn delete_subject_config(AxumState((shared, _)): AppState, Path(name): Path<String>) -> ApiResult {
+async fn delete_subject_config(
+    AxumState((shared, _)): AppState,
+    Path(name): Path<String>,
+) -> ApiResult {
     let mut store = lock(&shared);
     let previous = store
         .state

@@ -121,7 +121,9 @@ mod tests {
     #[test]
     fn adding_a_field_with_a_default_is_fully_compatible() {
         let v1 = record(r#"{"name":"a","type":"long"}"#);
-        let v2 = record(r#"{"name":"a","type":"long"},{"name":"b","type":["null","string"],"default":null}"#);
+        let v2 = record(
+            r#"{"name":"a","type":"long"},{"name":"b","type":["null","string"],"default":null}"#,
+        );
         for level in CompatibilityLevel::ALL {
             assert!(check(level, &v2, &[(1, v1.clone())]).is_empty(), "{level}");
         }
@@ -131,9 +133,15 @@ mod tests {
     fn adding_a_required_field_breaks_backward_but_not_forward() {
         let v1 = record(r#"{"name":"a","type":"long"}"#);
         let v2 = record(r#"{"name":"a","type":"long"},{"name":"b","type":"string"}"#);
-        assert_eq!(check(CompatibilityLevel::Backward, &v2, &[(1, v1.clone())]).len(), 1);
+        assert_eq!(
+            check(CompatibilityLevel::Backward, &v2, &[(1, v1.clone())]).len(),
+            1
+        );
         assert!(check(CompatibilityLevel::Forward, &v2, &[(1, v1.clone())]).is_empty());
-        assert_eq!(check(CompatibilityLevel::Full, &v2, &[(1, v1.clone())]).len(), 1);
+        assert_eq!(
+            check(CompatibilityLevel::Full, &v2, &[(1, v1.clone())]).len(),
+            1
+        );
         assert!(check(CompatibilityLevel::None, &v2, &[(1, v1)]).is_empty());
     }
 
@@ -146,12 +154,18 @@ mod tests {
         let v3 = record(r#"{"name":"a","type":"long"},{"name":"b","type":"string"}"#);
         let history = [(1, v1), (2, v2)];
         assert!(check(CompatibilityLevel::Backward, &v3, &history).is_empty());
-        assert_eq!(check(CompatibilityLevel::BackwardTransitive, &v3, &history).len(), 1);
+        assert_eq!(
+            check(CompatibilityLevel::BackwardTransitive, &v3, &history).len(),
+            1
+        );
     }
 
     #[test]
     fn levels_parse_case_insensitively() {
-        assert_eq!("full_transitive".parse(), Ok(CompatibilityLevel::FullTransitive));
+        assert_eq!(
+            "full_transitive".parse(),
+            Ok(CompatibilityLevel::FullTransitive)
+        );
         assert_eq!("sideways".parse::<CompatibilityLevel>(), Err(()));
     }
 }

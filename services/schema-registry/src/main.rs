@@ -8,7 +8,11 @@ use std::path::PathBuf;
 #[command(version, about = "Schema registry speaking the Confluent REST API")]
 struct Args {
     /// Address to listen on.
-    #[arg(long, env = "FRESHET_REGISTRY_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "FRESHET_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
     listen: String,
     /// The journal file holding every schema, subject and setting.
     #[arg(
@@ -26,8 +30,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();

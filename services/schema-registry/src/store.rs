@@ -114,14 +114,20 @@ impl State {
                     }
                 }
             }
-            Change::SetCompatibility { subject: None, level } => {
+            Change::SetCompatibility {
+                subject: None,
+                level,
+            } => {
                 self.global_compatibility = level.unwrap_or_default();
             }
             Change::SetCompatibility {
                 subject: Some(subject),
                 level,
             } => {
-                self.subjects.entry(subject.clone()).or_default().compatibility = *level;
+                self.subjects
+                    .entry(subject.clone())
+                    .or_default()
+                    .compatibility = *level;
             }
         }
     }
@@ -130,7 +136,10 @@ impl State {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the schema journal {}: {cause}", path.display())]
-    Open { path: PathBuf, cause: std::io::Error },
+    Open {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("the schema journal {} is damaged at line {line}: {reason}; restore it from a backup or move it away to start empty", path.display())]
     Corrupt {
         path: PathBuf,
@@ -138,7 +147,10 @@ pub enum StoreError {
         reason: String,
     },
     #[error("cannot write to the schema journal {}: {cause}", path.display())]
-    Write { path: PathBuf, cause: std::io::Error },
+    Write {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 /// The state plus the journal it is persisted to.
@@ -258,7 +270,10 @@ mod tests {
         }
         let store = Store::open(&path).unwrap();
         let a = &store.state.subjects["a"];
-        assert_eq!(a.live_versions().map(|v| v.version).collect::<Vec<_>>(), [2]);
+        assert_eq!(
+            a.live_versions().map(|v| v.version).collect::<Vec<_>>(),
+            [2]
+        );
         assert_eq!(store.state.global_compatibility, CompatibilityLevel::Full);
         assert_eq!(store.state.next_id(), 3);
     }
@@ -286,7 +301,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
         std::fs::write(&path, "{\"op\":\"register\",\"subject\":\"a\",\"version\":1,\"id\":1,\"schema\":\"x\"}\nnot json\n{}\n").unwrap();
-        let err = Store::open(&path).err().expect("a damaged journal is refused");
+        let err = Store::open(&path)
+            .err()
+            .expect("a damaged journal is refused");
         assert!(matches!(err, StoreError::Corrupt { line: 2, .. }), "{err}");
     }
 }
