@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/freshet/target}"
 echo "start: building freshet (release; the first build takes several minutes)"
-cargo build --release --quiet -p freshet-cli
+cargo build --release --quiet --workspace --bins
 FRESHET="$CARGO_TARGET_DIR/release/freshet"
 "$FRESHET" up --detach
 echo

@@ -33,6 +33,9 @@ pub struct UpArgs {
     /// Port of Redis.
     #[arg(long, env = "FRESHET_REDIS_PORT", default_value_t = stack::DEFAULT_REDIS_PORT)]
     redis_port: u16,
+    /// Port of the schema registry.
+    #[arg(long, env = "FRESHET_REGISTRY_PORT", default_value_t = stack::DEFAULT_REGISTRY_PORT)]
+    registry_port: u16,
     /// Seconds each component may take to become ready.
     #[arg(long, default_value_t = 30)]
     ready_timeout: u64,
@@ -44,6 +47,7 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
         host: args.host,
         broker_port: args.broker_port,
         redis_port: args.redis_port,
+        registry_port: args.registry_port,
         ready_timeout: Duration::from_secs(args.ready_timeout),
     };
     let tools = Tools::locate()?;

@@ -188,8 +188,12 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("stack");
     let state = state.to_str().unwrap();
-    let (broker, redis) = (free_port().to_string(), free_port().to_string());
-    let out = freshet(&[
+    let (broker, redis, registry) = (
+        free_port().to_string(),
+        free_port().to_string(),
+        free_port().to_string(),
+    );
+    let up: Vec<&str> = vec![
         "up",
         "--detach",
         "--state-dir",
@@ -198,7 +202,10 @@ fn up_detach_status_and_down_manage_a_real_stack() {
         &broker,
         "--redis-port",
         &redis,
-    ]);
+        "--registry-port",
+        &registry,
+    ];
+    let out = freshet(&up);
     assert!(
         out.status.success(),
         "{}{}",
@@ -212,7 +219,8 @@ fn up_detach_status_and_down_manage_a_real_stack() {
         lines,
         [
             format!("FRESHET_BROKERS=127.0.0.1:{broker}"),
-            format!("FRESHET_REDIS_URL=redis://127.0.0.1:{redis}")
+            format!("FRESHET_REDIS_URL=redis://127.0.0.1:{redis}"),
+            format!("FRESHET_REGISTRY_URL=http://127.0.0.1:{registry}"),
         ]
     );
     let pids = recorded_pids(Path::new(state));
@@ -223,26 +231,20 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let status_text = text(&status.stdout);
     assert!(
         status_text.contains(&format!("127.0.0.1:{broker}"))
-            && status_text.matches(" ready").count() == 2,
+            && status_text.matches(" ready").count() == 3,
         "{status_text}"
     );
 
-    let again = freshet(&[
-        "up",
-        "--detach",
-        "--state-dir",
-        state,
-        "--broker-port",
-        &broker,
-        "--redis-port",
-        &redis,
-    ]);
+    let again = freshet(&up);
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again.stderr).contains("is already running"));
 
     let down = freshet(&["down", "--state-dir", state]);
     assert!(down.status.success());
-    assert_eq!(text(&down.stdout), "redis: stopped\nbroker: stopped\n");
+    assert_eq!(
+        text(&down.stdout),
+        "registry: stopped\nredis: stopped\nbroker: stopped\n"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| pid_alive(*p)) {
         assert!(
@@ -270,6 +272,8 @@ fn up_in_the_foreground_stops_every_component_on_ctrl_c() {
             &free_port().to_string(),
             "--redis-port",
             &free_port().to_string(),
+            "--registry-port",
+            &free_port().to_string(),
         ])
         .current_dir(repo())
         .stdout(Stdio::piped())
@@ -283,7 +287,7 @@ fn up_in_the_foreground_stops_every_component_on_ctrl_c() {
         }
     }
     let pids = recorded_pids(&state);
-    assert_eq!(pids.len(), 2);
+    assert_eq!(pids.len(), 3);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success());

@@ -11,6 +11,8 @@ pub enum Readiness {
     Tcp,
     /// The server answers `PING` with `+PONG` (Redis protocol).
     RedisPing,
+    /// `GET path` over HTTP/1.1 answers 200.
+    Http { path: String },
 }
 
 /// Everything needed to start one component and publish its address.
@@ -66,6 +68,29 @@ pub fn broker(tools: &Tools, host: &str, port: u16) -> ComponentSpec {
         readiness: Readiness::Tcp,
         env_key: "FRESHET_BROKERS",
         env_value: format!("{host}:{port}"),
+    }
+}
+
+/// Freshet's schema registry, with its journal in the stack's data folder so schema ids
+/// survive restarts of the stack.
+pub fn schema_registry(tools: &Tools, host: &str, port: u16, data_dir: &Path) -> ComponentSpec {
+    ComponentSpec {
+        name: "registry",
+        program: tools.schema_registry.clone(),
+        args: vec![
+            "--listen".into(),
+            format!("{host}:{port}"),
+            "--journal".into(),
+            data_dir.join("journal.jsonl").display().to_string(),
+        ],
+        env_remove: vec!["FRESHET_REGISTRY_LISTEN", "FRESHET_REGISTRY_JOURNAL"],
+        host: host.into(),
+        port,
+        readiness: Readiness::Http {
+            path: "/health".into(),
+        },
+        env_key: "FRESHET_REGISTRY_URL",
+        env_value: format!("http://{host}:{port}"),
     }
 }
 

@@ -266,6 +266,16 @@ pub fn check_ready(host: &str, port: u16, readiness: &Readiness) -> bool {
                 && stream.read_exact(&mut reply).is_ok()
                 && &reply == b"+PONG\r\n"
         }
+        Readiness::Http { path } => {
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            let mut status = [0u8; 12];
+            stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_exact(&mut status).is_ok()
+                && status.starts_with(b"HTTP/1.")
+                && &status[9..12] == b"200"
+        }
     }
 }
 

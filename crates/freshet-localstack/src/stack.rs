@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_STATE_DIR: &str = ".freshet";
 pub const DEFAULT_BROKER_PORT: u16 = 9092;
 pub const DEFAULT_REDIS_PORT: u16 = 6379;
+pub const DEFAULT_REGISTRY_PORT: u16 = 8081;
 const STATE_FILE: &str = "stack.json";
 const ENV_FILE: &str = "stack.env";
 
@@ -30,6 +31,7 @@ pub struct StackConfig {
     pub host: String,
     pub broker_port: u16,
     pub redis_port: u16,
+    pub registry_port: u16,
     /// How long each component may take to become ready.
     pub ready_timeout: Duration,
 }
@@ -41,6 +43,7 @@ impl Default for StackConfig {
             host: "127.0.0.1".into(),
             broker_port: DEFAULT_BROKER_PORT,
             redis_port: DEFAULT_REDIS_PORT,
+            registry_port: DEFAULT_REGISTRY_PORT,
             ready_timeout: Duration::from_secs(30),
         }
     }
@@ -56,6 +59,12 @@ impl StackConfig {
                 &self.host,
                 self.redis_port,
                 &absolute(&self.state_dir.join("data/redis")),
+            ),
+            components::schema_registry(
+                tools,
+                &self.host,
+                self.registry_port,
+                &absolute(&self.state_dir.join("data/registry")),
             ),
         ]
     }

@@ -16,7 +16,7 @@ pub fn tools_dir() -> PathBuf {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{tool} not found (looked at {looked}); run `scripts/bootstrap.sh` to install it, or set {env} to its path")]
+#[error("{tool} not found (looked at {looked}); run `scripts/bootstrap.sh` (or `cargo build --workspace` for Freshet's own services), or set {env} to its path")]
 pub struct ToolError {
     pub tool: &'static str,
     pub looked: String,
@@ -30,6 +30,8 @@ pub struct Tools {
     /// which implements transactions).
     pub tansu: PathBuf,
     pub redis_server: PathBuf,
+    /// Freshet's own schema registry, built with the workspace.
+    pub schema_registry: PathBuf,
 }
 
 impl Tools {
@@ -47,8 +49,23 @@ impl Tools {
                 Path::new("/usr/bin/redis-server"),
                 "redis-server",
             )?,
+            schema_registry: find(
+                "freshet-schema-registry",
+                "FRESHET_SCHEMA_REGISTRY_BIN",
+                &sibling_binary("freshet-schema-registry"),
+                "freshet-schema-registry",
+            )?,
         })
     }
+}
+
+/// A binary built by the same cargo build as the running one: Freshet's services sit next
+/// to the `freshet` command in the target folder.
+fn sibling_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 fn find(
