@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use freshet_localstack::process::log_tail;
 use freshet_localstack::stack::{self, StackConfig, StopOutcome};
-use freshet_localstack::Tools;
+use freshet_localstack::{ServiceBinaries, Tools};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -51,11 +51,12 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
         ready_timeout: Duration::from_secs(args.ready_timeout),
     };
     let tools = Tools::locate()?;
+    let services = ServiceBinaries::locate()?;
     println!(
         "freshet up: starting the local stack in {}",
         config.state_dir.display()
     );
-    let mut running = stack::start(&config, &tools, |spec, took| {
+    let mut running = stack::start(&config, &tools, &services, |spec, took| {
         println!(
             "  {:<8} ready at {:<22} ({:.1}s)",
             spec.name,

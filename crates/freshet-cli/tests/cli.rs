@@ -183,11 +183,21 @@ fn recorded_pids(state_dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Runs `freshet down` when dropped, so a failing test leaves no servers behind.
+struct DownOnDrop(String);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = freshet(&["down", "--state-dir", &self.0]);
+    }
+}
+
 #[test]
 fn up_detach_status_and_down_manage_a_real_stack() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("stack");
     let state = state.to_str().unwrap();
+    let _cleanup = DownOnDrop(state.to_string());
     let (broker, redis, registry) = (
         free_port().to_string(),
         free_port().to_string(),

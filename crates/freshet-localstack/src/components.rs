@@ -1,6 +1,6 @@
 //! How each component of the local stack is started and checked.
 
-use crate::tools::Tools;
+use crate::tools::{ServiceBinaries, Tools};
 use std::path::{Path, PathBuf};
 
 /// How to tell that a started component is ready to serve.
@@ -73,10 +73,15 @@ pub fn broker(tools: &Tools, host: &str, port: u16) -> ComponentSpec {
 
 /// Freshet's schema registry, with its journal in the stack's data folder so schema ids
 /// survive restarts of the stack.
-pub fn schema_registry(tools: &Tools, host: &str, port: u16, data_dir: &Path) -> ComponentSpec {
+pub fn schema_registry(
+    services: &ServiceBinaries,
+    host: &str,
+    port: u16,
+    data_dir: &Path,
+) -> ComponentSpec {
     ComponentSpec {
         name: "registry",
-        program: tools.schema_registry.clone(),
+        program: services.schema_registry.clone(),
         args: vec![
             "--listen".into(),
             format!("{host}:{port}"),

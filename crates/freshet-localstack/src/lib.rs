@@ -20,4 +20,4 @@ pub mod tools;
 pub use components::{ComponentSpec, Readiness};
 pub use process::{free_port, ManagedProcess, ProcessError};
 pub use stack::{StackConfig, StackError, StackState};
-pub use tools::{ToolError, Tools};
+pub use tools::{ServiceBinaries, ToolError, Tools};

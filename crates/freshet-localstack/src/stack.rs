@@ -13,7 +13,7 @@
 
 use crate::components::{self, ComponentSpec, Readiness};
 use crate::process::{self, ManagedProcess, ProcessError};
-use crate::tools::Tools;
+use crate::tools::{ServiceBinaries, Tools};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ impl Default for StackConfig {
 
 impl StackConfig {
     /// The components in start order.
-    pub fn components(&self, tools: &Tools) -> Vec<ComponentSpec> {
+    pub fn components(&self, tools: &Tools, services: &ServiceBinaries) -> Vec<ComponentSpec> {
         vec![
             components::broker(tools, &self.host, self.broker_port),
             components::redis(
@@ -61,7 +61,7 @@ impl StackConfig {
                 &absolute(&self.state_dir.join("data/redis")),
             ),
             components::schema_registry(
-                tools,
+                services,
                 &self.host,
                 self.registry_port,
                 &absolute(&self.state_dir.join("data/registry")),
@@ -159,6 +159,29 @@ impl StackState {
     }
 }
 
+/// The addresses a stack published in its `stack.env`, for services' default settings:
+/// a service started by hand next to a running `freshet up` finds the stack by itself.
+#[derive(Debug, Clone, Default)]
+pub struct StackEnv(std::collections::HashMap<String, String>);
+
+impl StackEnv {
+    /// Reads `state_dir/stack.env`; a missing file gives no values.
+    pub fn load(state_dir: &Path) -> Self {
+        let text = std::fs::read_to_string(state_dir.join(ENV_FILE)).unwrap_or_default();
+        Self(
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+}
+
 /// A started stack whose processes this process owns.
 pub struct RunningStack {
     pub state: StackState,
@@ -172,6 +195,7 @@ pub struct RunningStack {
 pub fn start(
     config: &StackConfig,
     tools: &Tools,
+    services: &ServiceBinaries,
     mut on_ready: impl FnMut(&ComponentSpec, Duration),
 ) -> Result<RunningStack, StackError> {
     if let Some(state) = StackState::load(&config.state_dir)? {
@@ -183,7 +207,7 @@ pub fn start(
             return Err(StackError::AlreadyRunning(config.state_dir.clone()));
         }
     }
-    let specs = config.components(tools);
+    let specs = config.components(tools, services);
     for spec in &specs {
         let dir = config.state_dir.join("data").join(spec.name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;

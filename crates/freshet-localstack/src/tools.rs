@@ -16,7 +16,7 @@ pub fn tools_dir() -> PathBuf {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{tool} not found (looked at {looked}); run `scripts/bootstrap.sh` (or `cargo build --workspace` for Freshet's own services), or set {env} to its path")]
+#[error("{tool} not found (looked at {looked}); run `scripts/bootstrap.sh` for third-party tools or `cargo build --workspace --bins` for Freshet's services, or set {env} to its path")]
 pub struct ToolError {
     pub tool: &'static str,
     pub looked: String,
@@ -30,8 +30,25 @@ pub struct Tools {
     /// which implements transactions).
     pub tansu: PathBuf,
     pub redis_server: PathBuf,
-    /// Freshet's own schema registry, built with the workspace.
+}
+
+/// Freshet's own service binaries, built with the workspace next to the `freshet` command.
+#[derive(Debug, Clone)]
+pub struct ServiceBinaries {
     pub schema_registry: PathBuf,
+}
+
+impl ServiceBinaries {
+    pub fn locate() -> Result<Self, ToolError> {
+        Ok(Self {
+            schema_registry: find(
+                "freshet-schema-registry",
+                "FRESHET_SCHEMA_REGISTRY_BIN",
+                &sibling_binary("freshet-schema-registry"),
+                "freshet-schema-registry",
+            )?,
+        })
+    }
 }
 
 impl Tools {
@@ -48,12 +65,6 @@ impl Tools {
                 "FRESHET_REDIS_SERVER_BIN",
                 Path::new("/usr/bin/redis-server"),
                 "redis-server",
-            )?,
-            schema_registry: find(
-                "freshet-schema-registry",
-                "FRESHET_SCHEMA_REGISTRY_BIN",
-                &sibling_binary("freshet-schema-registry"),
-                "freshet-schema-registry",
             )?,
         })
     }

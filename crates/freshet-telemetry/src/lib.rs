@@ -1,6 +1,7 @@
 //! What every Freshet service does the same way, written once:
 //!
-//! - [`init`]: logs through `tracing` (filter with `RUST_LOG`, default `info`) and, when
+//! - [`init`]: logs through `tracing` to stderr (filter with `RUST_LOG`, default `info`;
+//!   colours only on a terminal) and, when
 //!   an OTLP endpoint is configured, traces exported over OTLP/HTTP. The W3C trace-context
 //!   propagator is installed either way, so trace ids flow even when nothing is exported.
 //! - [`kafka_headers`]: trace context in and out of Kafka record headers (`traceparent`),
@@ -87,7 +88,11 @@ pub fn init(
         .then(|| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(otel_layer)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInitialised)?;
