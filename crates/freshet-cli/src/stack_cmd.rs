@@ -36,6 +36,12 @@ pub struct UpArgs {
     /// Port of the schema registry.
     #[arg(long, env = "FRESHET_REGISTRY_PORT", default_value_t = stack::DEFAULT_REGISTRY_PORT)]
     registry_port: u16,
+    /// Port of the demo producer's /metrics endpoint.
+    #[arg(long, env = "FRESHET_PRODUCER_METRICS_PORT", default_value_t = stack::DEFAULT_PRODUCER_METRICS_PORT)]
+    producer_metrics_port: u16,
+    /// Events per second of simulated demo traffic; 0 for none.
+    #[arg(long, env = "FRESHET_DEMO_RATE", default_value_t = stack::DEFAULT_DEMO_RATE)]
+    demo_rate: f64,
     /// Seconds each component may take to become ready.
     #[arg(long, default_value_t = 30)]
     ready_timeout: u64,
@@ -48,6 +54,8 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
         broker_port: args.broker_port,
         redis_port: args.redis_port,
         registry_port: args.registry_port,
+        producer_metrics_port: args.producer_metrics_port,
+        demo_rate: args.demo_rate,
         ready_timeout: Duration::from_secs(args.ready_timeout),
     };
     let tools = Tools::locate()?;

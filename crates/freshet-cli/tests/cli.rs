@@ -166,6 +166,23 @@ fn mistakes_end_in_one_clear_line_and_a_non_zero_exit() {
     assert!(!text(&out.stderr).contains("panicked"));
 }
 
+/// A metric's value from a Prometheus text endpoint at `address`.
+fn scrape(address: &str, metric: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(metric))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
 fn pid_alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
@@ -198,7 +215,8 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let state = dir.path().join("stack");
     let state = state.to_str().unwrap();
     let _cleanup = DownOnDrop(state.to_string());
-    let (broker, redis, registry) = (
+    let (broker, redis, registry, producer) = (
+        free_port().to_string(),
         free_port().to_string(),
         free_port().to_string(),
         free_port().to_string(),
@@ -214,6 +232,10 @@ fn up_detach_status_and_down_manage_a_real_stack() {
         &redis,
         "--registry-port",
         &registry,
+        "--producer-metrics-port",
+        &producer,
+        "--demo-rate",
+        "100",
     ];
     let out = freshet(&up);
     assert!(
@@ -231,6 +253,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
             format!("FRESHET_BROKERS=127.0.0.1:{broker}"),
             format!("FRESHET_REDIS_URL=redis://127.0.0.1:{redis}"),
             format!("FRESHET_REGISTRY_URL=http://127.0.0.1:{registry}"),
+            format!("FRESHET_PRODUCER_METRICS_URL=http://127.0.0.1:{producer}/metrics"),
         ]
     );
     let pids = recorded_pids(Path::new(state));
@@ -241,9 +264,24 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let status_text = text(&status.stdout);
     assert!(
         status_text.contains(&format!("127.0.0.1:{broker}"))
-            && status_text.matches(" ready").count() == 3,
+            && status_text.matches(" ready").count() == 4,
         "{status_text}"
     );
+
+    // The demo producer sends events: its delivered counter climbs.
+    let metrics_url = format!("127.0.0.1:{producer}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let delivered = scrape(&metrics_url, "freshet_producer_events_delivered_total");
+        if delivered.is_some_and(|d| d > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo producer delivered nothing: {delivered:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let again = freshet(&up);
     assert_eq!(again.status.code(), Some(1));
@@ -253,7 +291,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     assert!(down.status.success());
     assert_eq!(
         text(&down.stdout),
-        "registry: stopped\nredis: stopped\nbroker: stopped\n"
+        "producer: stopped\nregistry: stopped\nredis: stopped\nbroker: stopped\n"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| pid_alive(*p)) {
@@ -284,6 +322,8 @@ fn up_in_the_foreground_stops_every_component_on_ctrl_c() {
             &free_port().to_string(),
             "--registry-port",
             &free_port().to_string(),
+            "--demo-rate",
+            "0",
         ])
         .current_dir(repo())
         .stdout(Stdio::piped())

@@ -99,6 +99,43 @@ pub fn schema_registry(
     }
 }
 
+/// The demo producer: simulated user events at `rate` per second, forever.
+pub fn demo_producer(
+    services: &ServiceBinaries,
+    host: &str,
+    metrics_port: u16,
+    brokers: &str,
+    registry_url: &str,
+    rate: f64,
+) -> ComponentSpec {
+    ComponentSpec {
+        name: "producer",
+        program: services.producer.clone(),
+        args: vec![
+            "--rate".into(),
+            rate.to_string(),
+            "--brokers".into(),
+            brokers.into(),
+            "--registry-url".into(),
+            registry_url.into(),
+            "--metrics-listen".into(),
+            format!("{host}:{metrics_port}"),
+        ],
+        env_remove: vec![
+            "FRESHET_BROKERS",
+            "FRESHET_REGISTRY_URL",
+            "FRESHET_PRODUCER_METRICS_LISTEN",
+        ],
+        host: host.into(),
+        port: metrics_port,
+        readiness: Readiness::Http {
+            path: "/metrics".into(),
+        },
+        env_key: "FRESHET_PRODUCER_METRICS_URL",
+        env_value: format!("http://{host}:{metrics_port}/metrics"),
+    }
+}
+
 /// Redis, with persistence off: feature values are rebuilt by the processor.
 pub fn redis(tools: &Tools, host: &str, port: u16, data_dir: &Path) -> ComponentSpec {
     ComponentSpec {

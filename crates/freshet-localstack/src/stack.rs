@@ -22,6 +22,9 @@ pub const DEFAULT_STATE_DIR: &str = ".freshet";
 pub const DEFAULT_BROKER_PORT: u16 = 9092;
 pub const DEFAULT_REDIS_PORT: u16 = 6379;
 pub const DEFAULT_REGISTRY_PORT: u16 = 8081;
+pub const DEFAULT_PRODUCER_METRICS_PORT: u16 = 9101;
+/// Events per second of demo traffic.
+pub const DEFAULT_DEMO_RATE: f64 = 50.0;
 const STATE_FILE: &str = "stack.json";
 const ENV_FILE: &str = "stack.env";
 
@@ -32,6 +35,9 @@ pub struct StackConfig {
     pub broker_port: u16,
     pub redis_port: u16,
     pub registry_port: u16,
+    pub producer_metrics_port: u16,
+    /// Events per second of simulated traffic; 0 starts no producer.
+    pub demo_rate: f64,
     /// How long each component may take to become ready.
     pub ready_timeout: Duration,
 }
@@ -44,6 +50,8 @@ impl Default for StackConfig {
             broker_port: DEFAULT_BROKER_PORT,
             redis_port: DEFAULT_REDIS_PORT,
             registry_port: DEFAULT_REGISTRY_PORT,
+            producer_metrics_port: DEFAULT_PRODUCER_METRICS_PORT,
+            demo_rate: DEFAULT_DEMO_RATE,
             ready_timeout: Duration::from_secs(30),
         }
     }
@@ -52,21 +60,35 @@ impl Default for StackConfig {
 impl StackConfig {
     /// The components in start order.
     pub fn components(&self, tools: &Tools, services: &ServiceBinaries) -> Vec<ComponentSpec> {
-        vec![
-            components::broker(tools, &self.host, self.broker_port),
+        let broker = components::broker(tools, &self.host, self.broker_port);
+        let registry = components::schema_registry(
+            services,
+            &self.host,
+            self.registry_port,
+            &absolute(&self.state_dir.join("data/registry")),
+        );
+        let producer = (self.demo_rate > 0.0).then(|| {
+            components::demo_producer(
+                services,
+                &self.host,
+                self.producer_metrics_port,
+                &broker.env_value,
+                &registry.env_value,
+                self.demo_rate,
+            )
+        });
+        let mut all = vec![
+            broker,
             components::redis(
                 tools,
                 &self.host,
                 self.redis_port,
                 &absolute(&self.state_dir.join("data/redis")),
             ),
-            components::schema_registry(
-                services,
-                &self.host,
-                self.registry_port,
-                &absolute(&self.state_dir.join("data/registry")),
-            ),
-        ]
+            registry,
+        ];
+        all.extend(producer);
+        all
     }
 
     pub fn log_path(&self, component: &str) -> PathBuf {

@@ -36,6 +36,7 @@ pub struct Tools {
 #[derive(Debug, Clone)]
 pub struct ServiceBinaries {
     pub schema_registry: PathBuf,
+    pub producer: PathBuf,
 }
 
 impl ServiceBinaries {
@@ -46,6 +47,12 @@ impl ServiceBinaries {
                 "FRESHET_SCHEMA_REGISTRY_BIN",
                 &sibling_binary("freshet-schema-registry"),
                 "freshet-schema-registry",
+            )?,
+            producer: find(
+                "freshet-producer",
+                "FRESHET_PRODUCER_BIN",
+                &sibling_binary("freshet-producer"),
+                "freshet-producer",
             )?,
         })
     }

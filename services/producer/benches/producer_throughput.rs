@@ -40,10 +40,10 @@ fn sim() -> Simulator {
 /// The mean size of an encoded event (5-byte header plus Avro body) and of its key.
 fn mean_sizes(n: usize) -> (usize, usize) {
     let schema = apache_avro::Schema::parse_str(SCHEMA_V2).unwrap();
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().unwrap();
     let (mut payload, mut key) = (0, 0);
     for e in sim().take(n) {
-        let value = apache_avro::to_value(&e).unwrap().resolve(&schema).unwrap();
-        payload += 5 + apache_avro::to_avro_datum(&schema, value).unwrap().len();
+        payload += 5 + writer.write_ser_to_vec(&e).unwrap().len();
         key += e.user_id.to_string().len();
     }
     (payload / n, key / n)

@@ -30,6 +30,9 @@ struct Args {
     /// The topic to produce to.
     #[arg(long, default_value = "user_events")]
     topic: String,
+    /// Partitions of the topic when the producer has to create it.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
     /// The schema version events are written with.
     #[arg(long, value_enum, default_value = "v2")]
     schema_version: SchemaVersion,
@@ -128,6 +131,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         schema_version: args.schema_version,
         auto_register: !args.no_auto_register,
     };
+    freshet_kafka::ensure_topic(&brokers, &args.topic, args.partitions).await?;
     let producer = EventProducer::new(config, metrics, telemetry.tracer())?;
     let options = RunOptions {
         rate: args.rate,

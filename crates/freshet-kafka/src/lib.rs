@@ -1,0 +1,90 @@
+//! Kafka plumbing every Freshet service needs the same way.
+//!
+//! - [`ensure_topic`]: creates a topic when it does not exist. Brokers such as tansu do not
+//!   create topics on first use, and a produce to a missing topic only times out, so
+//!   services create what they write to at start-up, with a clear error if they cannot.
+//! - [`group_consumer_config`]: consumer-group settings that join a group in seconds
+//!   rather than the ~25 s librdkafka's defaults take against tansu.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("cannot reach the Kafka brokers at {brokers}: {reason}")]
+    Unreachable { brokers: String, reason: String },
+    #[error("cannot create topic {topic} on {brokers}: {reason}")]
+    Create {
+        topic: String,
+        brokers: String,
+        reason: String,
+    },
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists. Returns whether it was
+/// created.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<bool, TopicError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| TopicError::Unreachable {
+            brokers: brokers.to_string(),
+            reason: e.to_string(),
+        })?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| TopicError::Unreachable {
+            brokers: brokers.to_string(),
+            reason: e.to_string(),
+        })?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        return Ok(false);
+    }
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .map_err(|e| TopicError::Create {
+            topic: topic.to_string(),
+            brokers: brokers.to_string(),
+            reason: e.to_string(),
+        })?;
+    for result in results {
+        match result {
+            Ok(_) => tracing::info!(topic, partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
+            Err((_, code)) => {
+                return Err(TopicError::Create {
+                    topic: topic.to_string(),
+                    brokers: brokers.to_string(),
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Settings for a consumer in group `group`: short session and heartbeat timeouts so a
+/// group forms in about 3 s, manual offset commits.
+pub fn group_consumer_config(brokers: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "10000");
+    config
+}
