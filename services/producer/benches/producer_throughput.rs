@@ -40,7 +40,9 @@ fn sim() -> Simulator {
 /// The mean size of an encoded event (5-byte header plus Avro body) and of its key.
 fn mean_sizes(n: usize) -> (usize, usize) {
     let schema = apache_avro::Schema::parse_str(SCHEMA_V2).unwrap();
-    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().unwrap();
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+        .build()
+        .unwrap();
     let (mut payload, mut key) = (0, 0);
     for e in sim().take(n) {
         payload += 5 + writer.write_ser_to_vec(&e).unwrap().len();
