@@ -37,6 +37,8 @@ need g++ g++
 need python3 python3
 if [ "$WITH_FLINK" = 1 ]; then need java openjdk-17-jre-headless; fi
 python3 -m venv --help >/dev/null 2>&1 || missing_packages+=(python3-venv)
+# The rocksdb crate generates its bindings with libclang.
+compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null || missing_packages+=(libclang-dev clang)
 
 if [ "${#missing_packages[@]}" -gt 0 ]; then
   mapfile -t missing_packages < <(printf '%s\n' "${missing_packages[@]}" | sort -u)

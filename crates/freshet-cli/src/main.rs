@@ -43,7 +43,7 @@ enum Command {
     Features(features_cmd::FeaturesCommand),
     /// Compile a feature view for another engine.
     Compile(compile_cmd::CompileArgs),
-    /// Start the local stack (broker, Redis) and wait; Ctrl-C stops it.
+    /// Start the local stack (broker, Redis, registry, processor, demo producer); Ctrl-C stops it.
     Up(stack_cmd::UpArgs),
     /// Show which components of the local stack run and are healthy.
     Status(stack_cmd::StateDirArgs),
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Features(cmd) => features_cmd::run(cmd, &cli.features_dir),
         Command::Compile(args) => compile_cmd::run(args, &cli.features_dir),
-        Command::Up(args) => stack_cmd::up(args),
+        Command::Up(args) => stack_cmd::up(args, &cli.features_dir),
         Command::Status(args) => stack_cmd::status(args),
         Command::Down(args) => stack_cmd::down(args),
     };

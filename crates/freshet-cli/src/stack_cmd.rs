@@ -39,6 +39,9 @@ pub struct UpArgs {
     /// Port of the demo producer's /metrics endpoint.
     #[arg(long, env = "FRESHET_PRODUCER_METRICS_PORT", default_value_t = stack::DEFAULT_PRODUCER_METRICS_PORT)]
     producer_metrics_port: u16,
+    /// Port of the processor's /metrics endpoint.
+    #[arg(long, env = "FRESHET_PROCESSOR_METRICS_PORT", default_value_t = stack::DEFAULT_PROCESSOR_METRICS_PORT)]
+    processor_metrics_port: u16,
     /// Events per second of simulated demo traffic; 0 for none.
     #[arg(long, env = "FRESHET_DEMO_RATE", default_value_t = stack::DEFAULT_DEMO_RATE)]
     demo_rate: f64,
@@ -47,7 +50,7 @@ pub struct UpArgs {
     ready_timeout: u64,
 }
 
-pub fn up(args: UpArgs) -> Result<ExitCode> {
+pub fn up(args: UpArgs, features_dir: &std::path::Path) -> Result<ExitCode> {
     let config = StackConfig {
         state_dir: args.state.state_dir,
         host: args.host,
@@ -55,6 +58,8 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
         redis_port: args.redis_port,
         registry_port: args.registry_port,
         producer_metrics_port: args.producer_metrics_port,
+        processor_metrics_port: args.processor_metrics_port,
+        features_dir: features_dir.to_path_buf(),
         demo_rate: args.demo_rate,
         ready_timeout: Duration::from_secs(args.ready_timeout),
     };

@@ -215,6 +215,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let state = dir.path().join("stack");
     let state = state.to_str().unwrap();
     let _cleanup = DownOnDrop(state.to_string());
+    let processor = free_port().to_string();
     let (broker, redis, registry, producer) = (
         free_port().to_string(),
         free_port().to_string(),
@@ -234,6 +235,8 @@ fn up_detach_status_and_down_manage_a_real_stack() {
         &registry,
         "--producer-metrics-port",
         &producer,
+        "--processor-metrics-port",
+        &processor,
         "--demo-rate",
         "100",
     ];
@@ -253,6 +256,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
             format!("FRESHET_BROKERS=127.0.0.1:{broker}"),
             format!("FRESHET_REDIS_URL=redis://127.0.0.1:{redis}"),
             format!("FRESHET_REGISTRY_URL=http://127.0.0.1:{registry}"),
+            format!("FRESHET_PROCESSOR_METRICS_URL=http://127.0.0.1:{processor}/metrics"),
             format!("FRESHET_PRODUCER_METRICS_URL=http://127.0.0.1:{producer}/metrics"),
         ]
     );
@@ -264,21 +268,27 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let status_text = text(&status.stdout);
     assert!(
         status_text.contains(&format!("127.0.0.1:{broker}"))
-            && status_text.matches(" ready").count() == 4,
+            && status_text.matches(" ready").count() == 5,
         "{status_text}"
     );
 
-    // The demo producer sends events: its delivered counter climbs.
-    let metrics_url = format!("127.0.0.1:{producer}");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // The demo producer sends events and the processor turns them into updates.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let delivered = scrape(&metrics_url, "freshet_producer_events_delivered_total");
-        if delivered.is_some_and(|d| d > 0.0) {
+        let delivered = scrape(
+            &format!("127.0.0.1:{producer}"),
+            "freshet_producer_events_delivered_total",
+        );
+        let updates = scrape(
+            &format!("127.0.0.1:{processor}"),
+            "freshet_processor_updates_total",
+        );
+        if delivered.is_some_and(|d| d > 0.0) && updates.is_some_and(|u| u > 0.0) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the demo producer delivered nothing: {delivered:?}"
+            "no traffic through the pipeline: delivered {delivered:?}, updates {updates:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -291,7 +301,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     assert!(down.status.success());
     assert_eq!(
         text(&down.stdout),
-        "producer: stopped\nregistry: stopped\nredis: stopped\nbroker: stopped\n"
+        "producer: stopped\nprocessor: stopped\nregistry: stopped\nredis: stopped\nbroker: stopped\n"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| pid_alive(*p)) {
@@ -322,6 +332,8 @@ fn up_in_the_foreground_stops_every_component_on_ctrl_c() {
             &free_port().to_string(),
             "--registry-port",
             &free_port().to_string(),
+            "--processor-metrics-port",
+            &free_port().to_string(),
             "--demo-rate",
             "0",
         ])
@@ -337,7 +349,7 @@ fn up_in_the_foreground_stops_every_component_on_ctrl_c() {
         }
     }
     let pids = recorded_pids(&state);
-    assert_eq!(pids.len(), 3);
+    assert_eq!(pids.len(), 4);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success());

@@ -136,6 +136,53 @@ pub fn demo_producer(
     }
 }
 
+/// The stream processor, with its RocksDB checkpoint in the stack's data folder.
+#[allow(clippy::too_many_arguments)]
+pub fn processor(
+    services: &ServiceBinaries,
+    host: &str,
+    metrics_port: u16,
+    brokers: &str,
+    registry_url: &str,
+    redis_url: &str,
+    features_dir: &Path,
+    data_dir: &Path,
+) -> ComponentSpec {
+    ComponentSpec {
+        name: "processor",
+        program: services.processor.clone(),
+        args: vec![
+            "--brokers".into(),
+            brokers.into(),
+            "--registry-url".into(),
+            registry_url.into(),
+            "--redis-url".into(),
+            redis_url.into(),
+            "--features-dir".into(),
+            features_dir.display().to_string(),
+            "--state-dir".into(),
+            data_dir.display().to_string(),
+            "--metrics-listen".into(),
+            format!("{host}:{metrics_port}"),
+        ],
+        env_remove: vec![
+            "FRESHET_BROKERS",
+            "FRESHET_REGISTRY_URL",
+            "FRESHET_REDIS_URL",
+            "FRESHET_FEATURES_DIR",
+            "FRESHET_PROCESSOR_STATE_DIR",
+            "FRESHET_PROCESSOR_METRICS_LISTEN",
+        ],
+        host: host.into(),
+        port: metrics_port,
+        readiness: Readiness::Http {
+            path: "/metrics".into(),
+        },
+        env_key: "FRESHET_PROCESSOR_METRICS_URL",
+        env_value: format!("http://{host}:{metrics_port}/metrics"),
+    }
+}
+
 /// Redis, with persistence off: feature values are rebuilt by the processor.
 pub fn redis(tools: &Tools, host: &str, port: u16, data_dir: &Path) -> ComponentSpec {
     ComponentSpec {

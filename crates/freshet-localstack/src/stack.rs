@@ -23,6 +23,7 @@ pub const DEFAULT_BROKER_PORT: u16 = 9092;
 pub const DEFAULT_REDIS_PORT: u16 = 6379;
 pub const DEFAULT_REGISTRY_PORT: u16 = 8081;
 pub const DEFAULT_PRODUCER_METRICS_PORT: u16 = 9101;
+pub const DEFAULT_PROCESSOR_METRICS_PORT: u16 = 9102;
 /// Events per second of demo traffic.
 pub const DEFAULT_DEMO_RATE: f64 = 50.0;
 const STATE_FILE: &str = "stack.json";
@@ -36,6 +37,9 @@ pub struct StackConfig {
     pub redis_port: u16,
     pub registry_port: u16,
     pub producer_metrics_port: u16,
+    pub processor_metrics_port: u16,
+    /// The feature definitions the processor computes.
+    pub features_dir: PathBuf,
     /// Events per second of simulated traffic; 0 starts no producer.
     pub demo_rate: f64,
     /// How long each component may take to become ready.
@@ -51,6 +55,8 @@ impl Default for StackConfig {
             redis_port: DEFAULT_REDIS_PORT,
             registry_port: DEFAULT_REGISTRY_PORT,
             producer_metrics_port: DEFAULT_PRODUCER_METRICS_PORT,
+            processor_metrics_port: DEFAULT_PROCESSOR_METRICS_PORT,
+            features_dir: PathBuf::from("features"),
             demo_rate: DEFAULT_DEMO_RATE,
             ready_timeout: Duration::from_secs(30),
         }
@@ -67,6 +73,22 @@ impl StackConfig {
             self.registry_port,
             &absolute(&self.state_dir.join("data/registry")),
         );
+        let redis = components::redis(
+            tools,
+            &self.host,
+            self.redis_port,
+            &absolute(&self.state_dir.join("data/redis")),
+        );
+        let processor = components::processor(
+            services,
+            &self.host,
+            self.processor_metrics_port,
+            &broker.env_value,
+            &registry.env_value,
+            &redis.env_value,
+            &absolute(&self.features_dir),
+            &absolute(&self.state_dir.join("data/processor")),
+        );
         let producer = (self.demo_rate > 0.0).then(|| {
             components::demo_producer(
                 services,
@@ -77,16 +99,7 @@ impl StackConfig {
                 self.demo_rate,
             )
         });
-        let mut all = vec![
-            broker,
-            components::redis(
-                tools,
-                &self.host,
-                self.redis_port,
-                &absolute(&self.state_dir.join("data/redis")),
-            ),
-            registry,
-        ];
+        let mut all = vec![broker, redis, registry, processor];
         all.extend(producer);
         all
     }

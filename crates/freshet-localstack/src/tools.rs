@@ -37,6 +37,7 @@ pub struct Tools {
 pub struct ServiceBinaries {
     pub schema_registry: PathBuf,
     pub producer: PathBuf,
+    pub processor: PathBuf,
 }
 
 impl ServiceBinaries {
@@ -53,6 +54,12 @@ impl ServiceBinaries {
                 "FRESHET_PRODUCER_BIN",
                 &sibling_binary("freshet-producer"),
                 "freshet-producer",
+            )?,
+            processor: find(
+                "freshet-processor",
+                "FRESHET_PROCESSOR_BIN",
+                &sibling_binary("freshet-processor"),
+                "freshet-processor",
             )?,
         })
     }

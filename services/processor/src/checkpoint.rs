@@ -1,0 +1,246 @@
+//! The processor's checkpoint in RocksDB: per input partition its next offset, its clock
+//! and the state of every entity, plus the outbox of the epoch in flight.
+//!
+//! Keys (all state is scoped by partition, so partitions can later be split between
+//! processor instances):
+//!
+//! ```text
+//! p/{topic}/{partition}/offset           next offset to read (i64, big-endian)
+//! p/{topic}/{partition}/clock            largest event time seen (i64)
+//! p/{topic}/{partition}/s/{view}/{entity} entity state (JSON)
+//! v/{view}                               fingerprint of the view's definition
+//! outbox                                 the epoch being delivered (JSON)
+//! ```
+//!
+//! [`Checkpoint::commit_epoch`] writes one synced WriteBatch: state changes, offsets,
+//! clocks and the outbox together, so after a crash the store holds either the whole epoch
+//! or none of it.
+
+use crate::engine::{EntityState, PartitionEngine, ServedWindow, StateKey};
+use freshet_core::store_layout::FeatureUpdate;
+use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot open the processor state at {path}: {cause}")]
+    Open { path: String, cause: rocksdb::Error },
+    #[error("processor state I/O failed: {0}")]
+    Io(#[from] rocksdb::Error),
+    #[error("processor state is damaged at key {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// A record for the dead-letter topic, with why it is there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub reason: String,
+}
+
+/// An update as kept in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxUpdate {
+    pub view: String,
+    pub entity: String,
+    pub version: u64,
+    pub event_time_ms: i64,
+    pub values: BTreeMap<String, freshet_core::Value>,
+    pub windows: Vec<ServedWindow>,
+}
+
+impl OutboxUpdate {
+    pub fn feature_update(&self) -> FeatureUpdate {
+        FeatureUpdate {
+            view: self.view.clone(),
+            entity: self.entity.clone(),
+            version: self.version,
+            event_time_ms: self.event_time_ms,
+            values: self.values.clone(),
+        }
+    }
+}
+
+/// Everything one epoch delivers, kept until it is delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outbox {
+    pub epoch: u64,
+    pub updates: Vec<OutboxUpdate>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Next offset of every partition at the end of the epoch.
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
+/// What the checkpoint holds for one partition.
+#[derive(Debug, Default)]
+pub struct PartitionCheckpoint {
+    pub next_offset: Option<i64>,
+    pub clock: Option<i64>,
+    pub entities: HashMap<StateKey, EntityState>,
+}
+
+pub struct Checkpoint {
+    db: DB,
+}
+
+fn prefix(topic: &str, partition: i32) -> String {
+    format!("p/{topic}/{partition}/")
+}
+
+const OUTBOX: &[u8] = b"outbox";
+
+impl Checkpoint {
+    pub fn open(path: &Path) -> Result<Self, CheckpointError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        let db = DB::open(&options, path).map_err(|cause| CheckpointError::Open {
+            path: path.display().to_string(),
+            cause,
+        })?;
+        Ok(Self { db })
+    }
+
+    /// Drops the state of views whose definition changed since it was written (their old
+    /// state would not fit), and records the current fingerprints. Returns the views reset.
+    pub fn reconcile_views(
+        &self,
+        fingerprints: &[(String, String)],
+    ) -> Result<Vec<String>, CheckpointError> {
+        let mut reset = Vec::new();
+        let mut batch = WriteBatch::default();
+        for (view, fingerprint) in fingerprints {
+            let key = format!("v/{view}");
+            let stored = self.db.get(&key)?;
+            if stored.as_deref() != Some(fingerprint.as_bytes()) {
+                if stored.is_some() {
+                    reset.push(view.clone());
+                    for item in self.db.prefix_iterator(b"p/") {
+                        let (k, _) = item?;
+                        let text = String::from_utf8_lossy(&k);
+                        if !text.starts_with("p/") {
+                            break;
+                        }
+                        if text.contains(&format!("/s/{view}/")) {
+                            batch.delete(&k);
+                        }
+                    }
+                }
+                batch.put(&key, fingerprint.as_bytes());
+            }
+        }
+        self.db.write(batch)?;
+        Ok(reset)
+    }
+
+    /// What is stored for a partition; entity states come back keyed by view index.
+    pub fn load_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        view_index: &HashMap<String, usize>,
+    ) -> Result<PartitionCheckpoint, CheckpointError> {
+        let p = prefix(topic, partition);
+        let read_i64 = |name: &str| -> Result<Option<i64>, CheckpointError> {
+            let key = format!("{p}{name}");
+            match self.db.get(&key)? {
+                None => Ok(None),
+                Some(bytes) => bytes
+                    .as_slice()
+                    .try_into()
+                    .map(|b| Some(i64::from_be_bytes(b)))
+                    .map_err(|_| CheckpointError::Corrupt {
+                        key,
+                        reason: "not an 8-byte integer".into(),
+                    }),
+            }
+        };
+        let mut out = PartitionCheckpoint {
+            next_offset: read_i64("offset")?,
+            clock: read_i64("clock")?,
+            entities: HashMap::new(),
+        };
+        let state_prefix = format!("{p}s/");
+        for item in self.db.prefix_iterator(state_prefix.as_bytes()) {
+            let (k, v) = item?;
+            let Some(rest) = k.strip_prefix(state_prefix.as_bytes()) else {
+                break;
+            };
+            let rest = String::from_utf8_lossy(rest);
+            let Some((view, entity)) = rest.split_once('/') else {
+                continue;
+            };
+            let Some(&vi) = view_index.get(view) else {
+                continue;
+            };
+            let state: EntityState =
+                serde_json::from_slice(&v).map_err(|e| CheckpointError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: e.to_string(),
+                })?;
+            out.entities.insert((vi, entity.to_string()), state);
+        }
+        Ok(out)
+    }
+
+    pub fn outbox(&self) -> Result<Option<Outbox>, CheckpointError> {
+        match self.db.get(OUTBOX)? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| CheckpointError::Corrupt {
+                        key: "outbox".into(),
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Writes the epoch atomically and durably: the partitions' offsets and clocks, the
+    /// entity states they changed, and the outbox.
+    pub fn commit_epoch(
+        &self,
+        engines: &mut [(String, i32, PartitionEngine)],
+        view_names: &[String],
+        outbox: &Outbox,
+    ) -> Result<(), CheckpointError> {
+        let mut batch = WriteBatch::default();
+        for (topic, partition, engine) in engines.iter_mut() {
+            let p = prefix(topic, *partition);
+            batch.put(format!("{p}offset"), engine.next_offset().to_be_bytes());
+            if let Some(clock) = engine.clock() {
+                batch.put(format!("{p}clock"), clock.to_be_bytes());
+            }
+            for ((vi, entity), state) in engine.drain_touched() {
+                let key = format!("{p}s/{}/{entity}", view_names[vi]);
+                match state {
+                    Some(state) => {
+                        batch.put(key, serde_json::to_vec(&state).expect("state serialises"))
+                    }
+                    None => batch.delete(key),
+                }
+            }
+        }
+        batch.put(
+            OUTBOX,
+            serde_json::to_vec(outbox).expect("outbox serialises"),
+        );
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db.write_opt(batch, &sync)?;
+        Ok(())
+    }
+
+    /// Removes the delivered outbox. Not synced: if it is lost, delivery is repeated, and
+    /// repeating it is harmless (see docs/processor.md).
+    pub fn clear_outbox(&self) -> Result<(), CheckpointError> {
+        self.db.delete(OUTBOX)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+//! Delivering an epoch's outbox: one Kafka transaction (feature updates, dead letters and
+//! the input offsets), then versioned writes to Redis.
+
+use crate::checkpoint::{DeadLetter, Outbox, OutboxUpdate};
+use crate::metrics::ProcessorMetrics;
+use freshet_avro::WireEncoder;
+use freshet_core::store_layout::VERSIONED_WRITE_SCRIPT;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// The Avro schema of records on the feature_updates topic.
+pub const FEATURE_UPDATE_SCHEMA: &str = r#"{
+  "type": "record", "name": "FeatureUpdate", "namespace": "dev.freshet.updates",
+  "doc": "The values of one entity's features in one view, as of a version.",
+  "fields": [
+    {"name": "view", "type": "string"},
+    {"name": "entity", "type": "string"},
+    {"name": "version", "type": "long", "doc": "Offset + 1 of the input record that last changed these values."},
+    {"name": "event_time", "type": "long", "doc": "The partition's largest event time at that record, epoch ms."},
+    {"name": "values", "type": {"type": "map", "values": "string"}, "doc": "Feature name to its value as a JSON scalar."},
+    {"name": "windows", "type": {"type": "array", "items": {"type": "record", "name": "ServedWindow",
+      "fields": [{"name": "group", "type": "string"}, {"name": "start", "type": "long"}, {"name": "end", "type": "long"}]}}}
+  ]
+}"#;
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("Kafka transaction failed: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("another processor with the same group took over (this one was fenced): {0}")]
+    Fenced(KafkaError),
+    #[error("cannot encode a feature update: {0}")]
+    Encode(#[from] freshet_avro::EncodeError),
+    #[error("Redis write failed: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+#[derive(Serialize)]
+struct UpdateRecord<'a> {
+    view: &'a str,
+    entity: &'a str,
+    version: i64,
+    event_time: i64,
+    values: BTreeMap<&'a str, String>,
+    windows: &'a [crate::engine::ServedWindow],
+}
+
+pub struct KafkaSink {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    encoder: WireEncoder,
+    output_topic: String,
+    dead_letter_topic: String,
+}
+
+fn is_fatal(e: &KafkaError) -> bool {
+    e.rdkafka_error_code().is_some_and(|c| {
+        matches!(
+            c,
+            rdkafka::types::RDKafkaErrorCode::Fenced
+                | rdkafka::types::RDKafkaErrorCode::ProducerFenced
+        )
+    })
+}
+
+impl KafkaSink {
+    /// A transactional producer; `init_transactions` fences any earlier producer with the
+    /// same transactional id and aborts its open transaction.
+    pub fn new(
+        brokers: &str,
+        registry_url: &str,
+        transactional_id: &str,
+        output_topic: &str,
+        dead_letter_topic: &str,
+    ) -> Result<Self, DeliveryError> {
+        let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("transactional.id", transactional_id)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .set("transaction.timeout.ms", "60000")
+            .create()?;
+        producer.init_transactions(KAFKA_TIMEOUT)?;
+        Ok(Self {
+            producer,
+            encoder: WireEncoder::new(registry_url, output_topic, Some(FEATURE_UPDATE_SCHEMA)),
+            output_topic: output_topic.to_string(),
+            dead_letter_topic: dead_letter_topic.to_string(),
+        })
+    }
+
+    /// Publishes the outbox and commits the input offsets in one transaction.
+    pub async fn publish(
+        &self,
+        outbox: &Outbox,
+        consumer: &BaseConsumer,
+    ) -> Result<(), DeliveryError> {
+        let mut payloads = Vec::with_capacity(outbox.updates.len());
+        for u in &outbox.updates {
+            payloads.push((format!("{}:{}", u.view, u.entity), self.encode(u).await?));
+        }
+        let result = self.transaction(outbox, consumer, &payloads);
+        if let Err(e) = &result {
+            if is_fatal(e) {
+                return Err(DeliveryError::Fenced(e.clone()));
+            }
+            let _ = self.producer.abort_transaction(KAFKA_TIMEOUT);
+        }
+        Ok(result?)
+    }
+
+    async fn encode(&self, u: &OutboxUpdate) -> Result<Vec<u8>, DeliveryError> {
+        let record = UpdateRecord {
+            view: &u.view,
+            entity: &u.entity,
+            version: u.version as i64,
+            event_time: u.event_time_ms,
+            values: u
+                .values
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.to_json_string()))
+                .collect(),
+            windows: &u.windows,
+        };
+        Ok(self.encoder.encode(&record).await?)
+    }
+
+    fn transaction(
+        &self,
+        outbox: &Outbox,
+        consumer: &BaseConsumer,
+        payloads: &[(String, Vec<u8>)],
+    ) -> Result<(), KafkaError> {
+        self.producer.begin_transaction()?;
+        for (key, payload) in payloads {
+            self.send(
+                BaseRecord::to(&self.output_topic)
+                    .key(key.as_bytes())
+                    .payload(payload.as_slice()),
+            )?;
+        }
+        for dl in &outbox.dead_letters {
+            self.send(dead_letter_record(&self.dead_letter_topic, dl))?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (topic, partition, next) in &outbox.offsets {
+            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        let group = consumer.group_metadata().ok_or_else(|| {
+            KafkaError::ClientCreation("the consumer has no group metadata".into())
+        })?;
+        self.producer
+            .send_offsets_to_transaction(&offsets, &group, KAFKA_TIMEOUT)?;
+        self.producer.commit_transaction(KAFKA_TIMEOUT)
+    }
+
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+}
+
+fn dead_letter_record<'a>(topic: &'a str, dl: &'a DeadLetter) -> BaseRecord<'a, [u8], [u8]> {
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "freshet.error",
+            value: Some(dl.reason.as_bytes()),
+        })
+        .insert(Header {
+            key: "freshet.source.topic",
+            value: Some(dl.topic.as_bytes()),
+        })
+        .insert(Header {
+            key: "freshet.source.partition",
+            value: Some(dl.partition.to_string().as_bytes()),
+        })
+        .insert(Header {
+            key: "freshet.source.offset",
+            value: Some(dl.offset.to_string().as_bytes()),
+        });
+    let mut record = BaseRecord::to(topic).headers(headers);
+    if let Some(key) = &dl.key {
+        record = record.key(key.as_slice());
+    }
+    if let Some(payload) = &dl.payload {
+        record = record.payload(payload.as_slice());
+    }
+    record
+}
+
+/// Whether the group's committed offsets are the outbox's: then its transaction committed.
+pub fn transaction_committed(consumer: &BaseConsumer, outbox: &Outbox) -> Result<bool, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, _) in &outbox.offsets {
+        tpl.add_partition(topic, *partition);
+    }
+    let committed = consumer.committed_offsets(tpl, KAFKA_TIMEOUT)?;
+    Ok(outbox.offsets.iter().all(|(topic, partition, next)| {
+        committed
+            .find_partition(topic, *partition)
+            .is_some_and(|p| p.offset() == Offset::Offset(*next))
+    }))
+}
+
+/// Versioned writes to Redis, pipelined.
+pub struct RedisSink {
+    connection: redis::aio::ConnectionManager,
+    ttl_ms: HashMap<String, i64>,
+}
+
+impl RedisSink {
+    pub async fn connect(url: &str, ttl_ms: HashMap<String, i64>) -> Result<Self, DeliveryError> {
+        let client = redis::Client::open(url)?;
+        let connection = redis::aio::ConnectionManager::new(client).await?;
+        Ok(Self { connection, ttl_ms })
+    }
+
+    /// Applies every update; a write whose version is not newer than the stored one is a
+    /// no-op in Redis. Repeating this is harmless.
+    pub async fn apply(
+        &mut self,
+        updates: &[OutboxUpdate],
+        metrics: &ProcessorMetrics,
+    ) -> Result<(), DeliveryError> {
+        let started = Instant::now();
+        for chunk in updates.chunks(1_000) {
+            let mut pipe = redis::pipe();
+            for u in chunk {
+                let update = u.feature_update();
+                let ttl = self.ttl_ms.get(&u.view).copied().unwrap_or(0);
+                pipe.cmd("EVAL")
+                    .arg(VERSIONED_WRITE_SCRIPT)
+                    .arg(1)
+                    .arg(update.key());
+                for arg in update.script_args(ttl) {
+                    pipe.arg(arg);
+                }
+                pipe.ignore();
+            }
+            pipe.query_async::<()>(&mut self.connection).await?;
+        }
+        metrics.redis_write.observe(started.elapsed().as_secs_f64());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        for u in updates {
+            metrics
+                .freshness
+                .observe(((now_ms - u.event_time_ms).max(0)) as f64 / 1_000.0);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! Accumulators: the running state of one aggregation over one window.
+
+use freshet_core::definitions::Aggregation;
+use freshet_core::Value;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// One feature's partial aggregate. Values are added in arrival order; panes of a sliding
+/// window are combined with [`Acc::merge`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Acc {
+    Count(i64),
+    SumLong(i64),
+    SumDouble(f64),
+    Min(Option<Value>),
+    Max(Option<Value>),
+    Mean {
+        sum: f64,
+        n: i64,
+    },
+    /// The value of the latest event time; on equal times the later arrival wins.
+    Last(Option<(i64, Value)>),
+    /// Distinct values, kept exactly (as their JSON text). Exact is a valid estimate; a
+    /// sketch would bound memory for very high cardinalities.
+    Distinct(BTreeSet<String>),
+}
+
+impl Acc {
+    pub fn new(aggregation: Aggregation, integral: bool) -> Self {
+        match aggregation {
+            Aggregation::Count => Acc::Count(0),
+            Aggregation::Sum if integral => Acc::SumLong(0),
+            Aggregation::Sum => Acc::SumDouble(0.0),
+            Aggregation::Min => Acc::Min(None),
+            Aggregation::Max => Acc::Max(None),
+            Aggregation::Mean => Acc::Mean { sum: 0.0, n: 0 },
+            Aggregation::Last => Acc::Last(None),
+            Aggregation::ApproxCountDistinct => Acc::Distinct(BTreeSet::new()),
+        }
+    }
+
+    /// Adds one event's value. `value` is `None` for a count without a field (every event
+    /// counts); otherwise nulls are skipped, as in SQL.
+    pub fn add(&mut self, value: Option<&Value>, event_time: i64) {
+        let Some(value) = value else {
+            if let Acc::Count(n) = self {
+                *n += 1;
+            }
+            return;
+        };
+        if value.is_null() {
+            return;
+        }
+        match self {
+            Acc::Count(n) => *n += 1,
+            Acc::SumLong(s) => *s = s.wrapping_add(as_long(value)),
+            Acc::SumDouble(s) => *s += value.as_f64().unwrap_or(0.0),
+            Acc::Min(m) => {
+                if m.as_ref().is_none_or(|cur| less(value, cur)) {
+                    *m = Some(value.clone());
+                }
+            }
+            Acc::Max(m) => {
+                if m.as_ref().is_none_or(|cur| less(cur, value)) {
+                    *m = Some(value.clone());
+                }
+            }
+            Acc::Mean { sum, n } => {
+                *sum += value.as_f64().unwrap_or(0.0);
+                *n += 1;
+            }
+            Acc::Last(last) => {
+                if last.as_ref().is_none_or(|(t, _)| event_time >= *t) {
+                    *last = Some((event_time, value.clone()));
+                }
+            }
+            Acc::Distinct(set) => {
+                set.insert(value.to_json_string());
+            }
+        }
+    }
+
+    /// Combines another partial aggregate of the same kind into this one.
+    pub fn merge(&mut self, other: &Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::SumLong(a), Acc::SumLong(b)) => *a = a.wrapping_add(*b),
+            (Acc::SumDouble(a), Acc::SumDouble(b)) => *a += b,
+            (Acc::Min(a), Acc::Min(Some(b))) => {
+                if a.as_ref().is_none_or(|cur| less(b, cur)) {
+                    *a = Some(b.clone());
+                }
+            }
+            (Acc::Max(a), Acc::Max(Some(b))) => {
+                if a.as_ref().is_none_or(|cur| less(cur, b)) {
+                    *a = Some(b.clone());
+                }
+            }
+            (Acc::Mean { sum, n }, Acc::Mean { sum: s2, n: n2 }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (Acc::Last(a), Acc::Last(Some((t, v)))) => {
+                if a.as_ref().is_none_or(|(cur, _)| *t >= *cur) {
+                    *a = Some((*t, v.clone()));
+                }
+            }
+            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b.iter().cloned()),
+            _ => {}
+        }
+    }
+
+    /// The aggregate's value; `Value::Null` when there is none (no values for min, max,
+    /// mean, last).
+    pub fn result(&self) -> Value {
+        match self {
+            Acc::Count(n) => Value::Long(*n),
+            Acc::SumLong(s) => Value::Long(*s),
+            Acc::SumDouble(s) => Value::Double(*s),
+            Acc::Min(v) | Acc::Max(v) => v.clone().map(widen).unwrap_or(Value::Null),
+            Acc::Mean { n: 0, .. } => Value::Null,
+            Acc::Mean { sum, n } => Value::Double(sum / *n as f64),
+            Acc::Last(v) => v.clone().map(|(_, v)| widen(v)).unwrap_or(Value::Null),
+            Acc::Distinct(set) => Value::Long(set.len() as i64),
+        }
+    }
+}
+
+fn as_long(v: &Value) -> i64 {
+    match v {
+        Value::Long(i) => *i,
+        Value::Double(d) => *d as i64,
+        _ => 0,
+    }
+}
+
+/// Integer values stay integers; everything else as it is.
+fn widen(v: Value) -> Value {
+    v
+}
+
+fn less(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Long(x), Value::Long(y)) => x < y,
+        (Value::String(x), Value::String(y)) => x < y,
+        _ => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x < y,
+            _ => false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(agg: Aggregation, integral: bool, values: &[(i64, Value)]) -> Value {
+        let mut acc = Acc::new(agg, integral);
+        for (t, v) in values {
+            acc.add(Some(v), *t);
+        }
+        acc.result()
+    }
+
+    #[test]
+    fn aggregations_compute_their_values_and_skip_nulls() {
+        let vals = [
+            (1, Value::Long(5)),
+            (2, Value::Null),
+            (3, Value::Long(-2)),
+            (4, Value::Long(9)),
+        ];
+        assert_eq!(run(Aggregation::Count, true, &vals), Value::Long(3));
+        assert_eq!(run(Aggregation::Sum, true, &vals), Value::Long(12));
+        assert_eq!(run(Aggregation::Min, true, &vals), Value::Long(-2));
+        assert_eq!(run(Aggregation::Max, true, &vals), Value::Long(9));
+        assert_eq!(run(Aggregation::Mean, true, &vals), Value::Double(4.0));
+        assert_eq!(run(Aggregation::Last, true, &vals), Value::Long(9));
+        let dup = [
+            (1, Value::String("a".into())),
+            (2, Value::String("b".into())),
+            (3, Value::String("a".into())),
+        ];
+        assert_eq!(
+            run(Aggregation::ApproxCountDistinct, false, &dup),
+            Value::Long(2)
+        );
+    }
+
+    #[test]
+    fn empty_aggregates_are_zero_or_null() {
+        assert_eq!(run(Aggregation::Count, true, &[]), Value::Long(0));
+        assert_eq!(run(Aggregation::Sum, false, &[]), Value::Double(0.0));
+        assert_eq!(run(Aggregation::Mean, false, &[]), Value::Null);
+        assert_eq!(run(Aggregation::Max, false, &[]), Value::Null);
+        assert_eq!(run(Aggregation::Last, false, &[]), Value::Null);
+    }
+
+    #[test]
+    fn last_follows_event_time_not_arrival_and_ties_go_to_the_later_arrival() {
+        let vals = [
+            (10, Value::Long(1)),
+            (5, Value::Long(2)),
+            (10, Value::Long(3)),
+        ];
+        assert_eq!(run(Aggregation::Last, true, &vals), Value::Long(3));
+        let vals = [(10, Value::Long(1)), (5, Value::Long(2))];
+        assert_eq!(run(Aggregation::Last, true, &vals), Value::Long(1));
+    }
+
+    #[test]
+    fn a_count_without_field_counts_every_event() {
+        let mut acc = Acc::new(Aggregation::Count, true);
+        acc.add(None, 1);
+        acc.add(None, 2);
+        assert_eq!(acc.result(), Value::Long(2));
+    }
+
+    #[test]
+    fn merging_panes_equals_adding_everything_to_one() {
+        let values: Vec<(i64, Value)> = (0..10)
+            .map(|i| (i, Value::Double(i as f64 * 1.5)))
+            .collect();
+        for agg in Aggregation::ALL {
+            let mut whole = Acc::new(agg, false);
+            let mut left = Acc::new(agg, false);
+            let mut right = Acc::new(agg, false);
+            for (i, (t, v)) in values.iter().enumerate() {
+                whole.add(Some(v), *t);
+                if i < 4 {
+                    left.add(Some(v), *t)
+                } else {
+                    right.add(Some(v), *t)
+                }
+            }
+            left.merge(&right);
+            assert_eq!(left.result(), whole.result(), "{agg}");
+        }
+    }
+}

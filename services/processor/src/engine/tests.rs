@@ -1,0 +1,358 @@
+//! Window semantics against hand-computed answers.
+
+use super::*;
+use freshet_core::duration::DurationMs;
+
+fn feature(
+    name: &str,
+    aggregation: Aggregation,
+    field: Option<&str>,
+    filter: Option<&str>,
+) -> CompiledFeature {
+    CompiledFeature {
+        name: name.into(),
+        aggregation,
+        field: field.map(Into::into),
+        filter: filter.map(|f| Filter::parse(f).unwrap()),
+        default: Aggregation::implicit_default(aggregation, freshet_core::ValueType::Long),
+        integral: true,
+    }
+}
+
+fn view(window: Window, features: Vec<CompiledFeature>, delay: i64) -> Arc<Vec<CompiledView>> {
+    Arc::new(vec![CompiledView {
+        name: "v".into(),
+        topic: "t".into(),
+        entity_key_field: "user_id".into(),
+        event_time_field: "timestamp".into(),
+        watermark_delay_ms: delay,
+        ttl_ms: 3_600_000,
+        groups: vec![Group {
+            window,
+            features: (0..features.len()).collect(),
+        }],
+        features,
+    }])
+}
+
+fn ev(entity: &str, time: i64, action: &str) -> Event {
+    Event {
+        entity: entity.into(),
+        time,
+        fields: HashMap::from([
+            ("action_type".to_string(), Value::String(action.into())),
+            ("amount".to_string(), Value::Long(time / 1000)),
+        ]),
+    }
+}
+
+struct Run {
+    engine: PartitionEngine,
+    offset: i64,
+}
+
+impl Run {
+    fn new(views: Arc<Vec<CompiledView>>) -> Self {
+        Self {
+            engine: PartitionEngine::new(views, "t", 0, None, HashMap::new()),
+            offset: 0,
+        }
+    }
+
+    fn push(&mut self, e: Event) -> Outcome {
+        let outcome = self.engine.process(self.offset, Some(&e));
+        self.offset += 1;
+        outcome
+    }
+
+    fn value(&self, entity: &str, feature: &str) -> Value {
+        self.engine.values(0, entity)[feature].clone()
+    }
+}
+
+fn d(ms: i64) -> DurationMs {
+    DurationMs(ms)
+}
+
+#[test]
+fn tumbling_serves_the_last_closed_window_then_decays_to_the_default() {
+    let clicks = feature(
+        "clicks",
+        Aggregation::Count,
+        None,
+        Some("action_type == 'click'"),
+    );
+    let mut run = Run::new(view(
+        Window::Tumbling { size: d(60_000) },
+        vec![clicks],
+        5_000,
+    ));
+    run.push(ev("a", 1_000, "click"));
+    run.push(ev("a", 30_000, "click"));
+    run.push(ev("a", 61_000, "view"));
+    assert_eq!(
+        run.value("a", "clicks"),
+        Value::Long(0),
+        "W = 56 s: no window closed yet"
+    );
+    run.push(ev("b", 65_000, "view"));
+    assert_eq!(
+        run.value("a", "clicks"),
+        Value::Long(2),
+        "W = 60 s closes [0, 60 s)"
+    );
+    let updates = run.engine.drain_updates();
+    let a = updates.iter().find(|u| u.entity == "a").unwrap();
+    assert_eq!(
+        (a.version, a.values["clicks"].clone()),
+        (4, Value::Long(2)),
+        "version of the record that closed it"
+    );
+    run.push(ev("b", 125_000, "view"));
+    assert_eq!(
+        run.value("a", "clicks"),
+        Value::Long(0),
+        "[60 s, 120 s) had a view and no click"
+    );
+    run.push(ev("b", 185_000, "view"));
+    assert_eq!(
+        run.value("a", "clicks"),
+        Value::Long(0),
+        "no event at all in [120 s, 180 s): default"
+    );
+    assert!(
+        !run.engine.entities.contains_key(&(0, "a".to_string())),
+        "a's state is cleaned up"
+    );
+}
+
+#[test]
+fn an_event_on_a_boundary_belongs_to_the_window_it_starts() {
+    let n = feature("n", Aggregation::Count, None, None);
+    let mut run = Run::new(view(Window::Tumbling { size: d(60_000) }, vec![n], 0));
+    run.push(ev("a", 59_999, "x"));
+    run.push(ev("a", 60_000, "x"));
+    run.push(ev("a", 60_001, "x"));
+    assert_eq!(
+        run.value("a", "n"),
+        Value::Long(1),
+        "[0, 60 s) holds only 59.999 s"
+    );
+    run.push(ev("a", 120_000, "x"));
+    assert_eq!(run.value("a", "n"), Value::Long(2));
+}
+
+#[test]
+fn events_behind_the_watermark_are_late_and_out_of_order_ones_within_it_count() {
+    let n = feature("n", Aggregation::Count, None, None);
+    let mut run = Run::new(view(Window::Tumbling { size: d(60_000) }, vec![n], 5_000));
+    assert_eq!(run.push(ev("a", 100_000, "x")), Outcome::Applied);
+    assert_eq!(run.push(ev("a", 94_999, "x")), Outcome::Late);
+    assert_eq!(
+        run.push(ev("a", 95_000, "x")),
+        Outcome::Applied,
+        "exactly on the watermark"
+    );
+    assert_eq!(run.push(ev("a", 97_000, "x")), Outcome::Applied);
+    run.push(ev("b", 125_000, "x"));
+    assert_eq!(
+        run.value("a", "n"),
+        Value::Long(3),
+        "three in [60 s, 120 s), the late one not"
+    );
+}
+
+#[test]
+fn sliding_values_follow_the_latest_event_and_shrink_as_panes_leave() {
+    let n = feature("n", Aggregation::Count, None, None);
+    let sum = feature("s", Aggregation::Sum, Some("amount"), None);
+    let mut run = Run::new(view(
+        Window::Sliding {
+            size: d(10_000),
+            step: d(2_000),
+        },
+        vec![n, sum],
+        60_000,
+    ));
+    run.push(ev("a", 1_000, "x"));
+    run.push(ev("a", 3_000, "x"));
+    assert_eq!(
+        run.value("a", "n"),
+        Value::Long(2),
+        "updated at once, window [-6 s, 4 s)"
+    );
+    run.push(ev("a", 11_500, "x"));
+    assert_eq!(
+        run.value("a", "n"),
+        Value::Long(2),
+        "window [2 s, 12 s): the 1 s event left"
+    );
+    assert_eq!(run.value("a", "s"), Value::Long(3 + 11));
+    run.push(ev("b", 13_000, "x"));
+    assert_eq!(run.value("a", "n"), Value::Long(1), "window [4 s, 14 s)");
+    let updates = run.engine.drain_updates();
+    assert_eq!(
+        updates.iter().find(|u| u.entity == "a").unwrap().version,
+        4,
+        "the pane expiry is a change"
+    );
+    run.push(ev("b", 22_000, "x"));
+    assert_eq!(run.value("a", "n"), Value::Long(0));
+    assert!(!run.engine.entities.contains_key(&(0, "a".to_string())));
+}
+
+#[test]
+fn sessions_merge_when_an_event_bridges_the_gap_and_serve_once_closed() {
+    let n = feature("n", Aggregation::Count, None, None);
+    let mut run = Run::new(view(Window::Session { gap: d(1_000) }, vec![n], 5_000));
+    run.push(ev("a", 0, "x"));
+    run.push(ev("a", 2_000, "x"));
+    run.push(ev("a", 1_000, "x"));
+    assert_eq!(run.value("a", "n"), Value::Long(0), "nothing closed yet");
+    run.push(ev("b", 8_000, "x"));
+    assert_eq!(
+        run.value("a", "n"),
+        Value::Long(0),
+        "W = 3 s: [0, 3 s) closes only when W passes 3 s"
+    );
+    run.push(ev("b", 8_001, "x"));
+    assert_eq!(
+        run.value("a", "n"),
+        Value::Long(3),
+        "one session of three events"
+    );
+    run.push(ev("a", 20_000, "x"));
+    run.push(ev("b", 26_001, "x"));
+    assert_eq!(
+        run.value("a", "n"),
+        Value::Long(1),
+        "the latest closed session"
+    );
+}
+
+fn mixed_view() -> Arc<Vec<CompiledView>> {
+    let mut v = view(
+        Window::Tumbling { size: d(10_000) },
+        vec![feature(
+            "clicks",
+            Aggregation::Count,
+            None,
+            Some("action_type == 'click'"),
+        )],
+        2_000,
+    );
+    let view = Arc::get_mut(&mut v).unwrap();
+    view[0]
+        .features
+        .push(feature("recent", Aggregation::Count, None, None));
+    view[0]
+        .features
+        .push(feature("per_session", Aggregation::Count, None, None));
+    view[0].groups.push(Group {
+        window: Window::Sliding {
+            size: d(6_000),
+            step: d(1_000),
+        },
+        features: vec![1],
+    });
+    view[0].groups.push(Group {
+        window: Window::Session { gap: d(3_000) },
+        features: vec![2],
+    });
+    v
+}
+
+fn stream() -> Vec<Event> {
+    (0..400)
+        .map(|i| {
+            let t =
+                i * 137 - if i % 7 == 0 { 1_500 } else { 0 } - if i % 31 == 0 { 9_000 } else { 0 };
+            ev(
+                ["a", "b", "c"][(i % 3) as usize],
+                t,
+                if i % 4 == 0 { "click" } else { "view" },
+            )
+        })
+        .collect()
+}
+
+fn last_per_entity(updates: Vec<FeatureUpdate>) -> BTreeMap<String, FeatureUpdate> {
+    updates.into_iter().map(|u| (u.entity.clone(), u)).collect()
+}
+
+#[test]
+fn where_epochs_are_cut_changes_no_version_and_no_value() {
+    let events = stream();
+    let mut every_record = Run::new(mixed_view());
+    let mut all_updates = Vec::new();
+    for e in &events {
+        every_record.push(e.clone());
+        all_updates.extend(every_record.engine.drain_updates());
+    }
+    let mut once = Run::new(mixed_view());
+    for e in &events {
+        once.push(e.clone());
+    }
+    let final_once = last_per_entity(once.engine.drain_updates());
+    // The values under a version are the same however the epochs were cut.
+    let by_version: HashMap<(String, u64), BTreeMap<String, Value>> = all_updates
+        .iter()
+        .map(|u| ((u.entity.clone(), u.version), u.values.clone()))
+        .collect();
+    for u in final_once.values() {
+        assert_eq!(
+            by_version.get(&(u.entity.clone(), u.version)),
+            Some(&u.values),
+            "{}",
+            u.entity
+        );
+    }
+    assert_eq!(last_per_entity(all_updates), final_once);
+}
+
+#[test]
+fn a_restored_checkpoint_continues_exactly_like_an_uninterrupted_run() {
+    let events = stream();
+    let mut straight = Run::new(mixed_view());
+    let mut straight_updates = Vec::new();
+    for e in &events {
+        straight.push(e.clone());
+    }
+    straight_updates.extend(straight.engine.drain_updates());
+
+    let mut first = Run::new(mixed_view());
+    let mut saved: HashMap<StateKey, EntityState> = HashMap::new();
+    for e in &events[..150] {
+        first.push(e.clone());
+    }
+    let mut updates = first.engine.drain_updates();
+    for (key, state) in first.engine.drain_touched() {
+        match state {
+            // Through JSON, as the checkpoint stores it.
+            Some(s) => saved.insert(
+                key,
+                serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap(),
+            ),
+            None => saved.remove(&key),
+        };
+    }
+    let mut resumed = Run {
+        engine: PartitionEngine::new(
+            mixed_view(),
+            "t",
+            first.engine.next_offset(),
+            first.engine.clock(),
+            saved,
+        ),
+        offset: first.offset,
+    };
+    for e in &events[150..] {
+        resumed.push(e.clone());
+    }
+    updates.extend(resumed.engine.drain_updates());
+    assert_eq!(last_per_entity(updates), last_per_entity(straight_updates));
+    assert_eq!(
+        resumed.engine.entity_count(),
+        straight.engine.entity_count()
+    );
+}

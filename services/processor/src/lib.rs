@@ -1,0 +1,16 @@
+//! The stream processor: turns the event stream into the features declared in
+//! `features/`, keeps its state in RocksDB and delivers results exactly once.
+//!
+//! - [`engine`]: the windowed aggregation, pure and deterministic, per input partition.
+//! - [`checkpoint`]: RocksDB: offsets, clocks, entity states and the outbox, written per
+//!   epoch in one synced batch.
+//! - [`delivery`]: an epoch's outbox to Kafka (one transaction with the input offsets) and
+//!   to Redis (versioned writes).
+//! - [`runtime`]: recovery and the epoch loop.
+//! - [`metrics`]: the processor's Prometheus metrics.
+
+pub mod checkpoint;
+pub mod delivery;
+pub mod engine;
+pub mod metrics;
+pub mod runtime;

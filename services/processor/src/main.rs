@@ -1,0 +1,146 @@
+//! `freshet-processor`: flags in, the epoch loop until SIGTERM or Ctrl-C.
+
+use anyhow::Context as _;
+use clap::Parser;
+use freshet_localstack::stack::StackEnv;
+use freshet_processor::metrics::ProcessorMetrics;
+use freshet_processor::runtime::{self, LatePolicy, ProcessorConfig};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Windowed features from Kafka into Redis and feature_updates, exactly once"
+)]
+struct Args {
+    /// The folder of feature definitions.
+    #[arg(long, env = "FRESHET_FEATURES_DIR", default_value = "features")]
+    features_dir: PathBuf,
+    /// Kafka bootstrap servers (default: the local stack's).
+    #[arg(long, env = "FRESHET_BROKERS")]
+    brokers: Option<String>,
+    /// Schema registry URL (default: the local stack's).
+    #[arg(long, env = "FRESHET_REGISTRY_URL")]
+    registry_url: Option<String>,
+    /// Redis URL (default: the local stack's).
+    #[arg(long, env = "FRESHET_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Folder of the RocksDB checkpoint.
+    #[arg(
+        long,
+        env = "FRESHET_PROCESSOR_STATE_DIR",
+        default_value = ".freshet/data/processor"
+    )]
+    state_dir: PathBuf,
+    /// Consumer group; also names the transactional id. One per processor deployment.
+    #[arg(
+        long,
+        env = "FRESHET_PROCESSOR_GROUP",
+        default_value = "freshet-processor"
+    )]
+    group_id: String,
+    /// Topic of feature updates.
+    #[arg(long, default_value = "feature_updates")]
+    output_topic: String,
+    /// Topic of records that cannot be processed (and late events, with --late-events dead-letter).
+    #[arg(long, default_value = "freshet_dead_letters")]
+    dead_letter_topic: String,
+    /// What to do with events behind the watermark.
+    #[arg(long, value_enum, default_value = "dead-letter")]
+    late_events: LatePolicy,
+    /// Longest time an epoch collects records, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    epoch_ms: u64,
+    /// Most records in one epoch.
+    #[arg(long, default_value_t = 20_000)]
+    epoch_max_records: usize,
+    /// Partitions of topics the processor creates when missing.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Folder of the local stack whose stack.env supplies default addresses.
+    #[arg(long, env = "FRESHET_STATE_DIR", default_value = ".freshet")]
+    stack_dir: PathBuf,
+    /// Address for the Prometheus /metrics endpoint; "off" to disable.
+    #[arg(
+        long,
+        env = "FRESHET_PROCESSOR_METRICS_LISTEN",
+        default_value = "127.0.0.1:9102"
+    )]
+    metrics_listen: String,
+    /// OTLP/HTTP endpoint to export traces to.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let _telemetry = freshet_telemetry::init("freshet-processor", args.otlp_endpoint.as_deref())?;
+    let stack = StackEnv::load(&args.stack_dir);
+    let pick = |given: Option<String>, key: &str, default: &str| {
+        given
+            .or_else(|| stack.get(key))
+            .unwrap_or_else(|| default.to_string())
+    };
+    let config = ProcessorConfig {
+        features_dir: args.features_dir,
+        brokers: pick(args.brokers, "FRESHET_BROKERS", "127.0.0.1:9092"),
+        registry_url: pick(
+            args.registry_url,
+            "FRESHET_REGISTRY_URL",
+            "http://127.0.0.1:8081",
+        ),
+        redis_url: pick(
+            args.redis_url,
+            "FRESHET_REDIS_URL",
+            "redis://127.0.0.1:6379",
+        ),
+        state_dir: args.state_dir,
+        group_id: args.group_id,
+        output_topic: args.output_topic,
+        dead_letter_topic: args.dead_letter_topic,
+        late_events: args.late_events,
+        epoch_duration: Duration::from_millis(args.epoch_ms.max(1)),
+        epoch_max_records: args.epoch_max_records.max(1),
+        partitions: args.partitions,
+    };
+    let metrics = ProcessorMetrics::new();
+    if args.metrics_listen != "off" {
+        let listener = tokio::net::TcpListener::bind(&args.metrics_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot serve metrics on {} (use --metrics-listen, or off)",
+                    args.metrics_listen
+                )
+            })?;
+        freshet_telemetry::metrics::spawn_server(listener, metrics.registry.clone());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stop requested; finishing the current epoch");
+        flag.store(true, Ordering::Relaxed);
+    });
+    tracing::info!(brokers = %config.brokers, redis = %config.redis_url, group = %config.group_id, "starting");
+    runtime::run(config, metrics, stop).await
+}

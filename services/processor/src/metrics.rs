@@ -1,0 +1,114 @@
+//! The processor's metrics, defined once; emitted per record batch or epoch.
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct ProcessorMetrics {
+    pub registry: Registry,
+    pub events: IntCounterVec,
+    pub late_events: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub updates: IntCounterVec,
+    pub consumer_lag: IntGaugeVec,
+    pub epoch_duration: Histogram,
+    pub epochs: IntCounterVec,
+    pub redis_write: Histogram,
+    pub freshness: Histogram,
+    pub entities: IntGauge,
+}
+
+impl ProcessorMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let latency = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "freshet_processor_consumer_lag",
+                "Records in the partition not yet processed.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("unique metric");
+        let entities = IntGauge::new(
+            "freshet_processor_state_entities",
+            "Entity states held, over all views.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(entities.clone()))
+            .expect("unique metric");
+        Self {
+            events: counter(
+                "freshet_processor_events_total",
+                "Input records processed.",
+                &["topic"],
+            ),
+            late_events: counter(
+                "freshet_processor_late_events_total",
+                "Events behind the watermark, not aggregated.",
+                &["topic"],
+            ),
+            dead_letters: counter(
+                "freshet_processor_dead_letters_total",
+                "Records routed to the dead-letter topic, by reason.",
+                &["reason"],
+            ),
+            updates: counter(
+                "freshet_processor_updates_total",
+                "Feature updates delivered, per view.",
+                &["view"],
+            ),
+            epochs: counter(
+                "freshet_processor_epochs_total",
+                "Epochs completed, by how they were delivered.",
+                &["delivery"],
+            ),
+            epoch_duration: histogram(
+                "freshet_processor_epoch_duration_seconds",
+                "Time to checkpoint and deliver one epoch.",
+                latency.clone(),
+            ),
+            redis_write: histogram(
+                "freshet_processor_redis_write_seconds",
+                "Time to apply one epoch's updates to Redis.",
+                latency.clone(),
+            ),
+            freshness: histogram(
+                "freshet_processor_freshness_seconds",
+                "End-to-end freshness: Redis write time minus the update's event time.",
+                vec![
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                ],
+            ),
+            consumer_lag,
+            entities,
+            registry,
+        }
+    }
+}
+
+impl Default for ProcessorMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

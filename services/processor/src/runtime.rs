@@ -1,0 +1,534 @@
+//! The processor's main loop: recover, then read epochs of records, checkpoint each epoch
+//! and deliver it exactly once. The protocol and why each crash point is safe are in
+//! `docs/processor.md`.
+
+use crate::checkpoint::{Checkpoint, DeadLetter, Outbox, OutboxUpdate};
+use crate::delivery::{transaction_committed, DeliveryError, KafkaSink, RedisSink};
+use crate::engine::{CompiledView, Event, Outcome, PartitionEngine};
+use crate::metrics::ProcessorMetrics;
+use anyhow::{bail, Context as _};
+use apache_avro::types::Value as AvroValue;
+use freshet_avro::WireDecoder;
+use freshet_core::{load_dir, Value};
+use opentelemetry::trace::{Span, SpanKind, Tracer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to do with events behind the watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LatePolicy {
+    /// Count them and drop them.
+    Drop,
+    /// Count them and send them to the dead-letter topic.
+    DeadLetter,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    pub features_dir: PathBuf,
+    pub brokers: String,
+    pub registry_url: String,
+    pub redis_url: String,
+    pub state_dir: PathBuf,
+    /// Consumer group and transactional id: one per processor deployment.
+    pub group_id: String,
+    pub output_topic: String,
+    pub dead_letter_topic: String,
+    pub late_events: LatePolicy,
+    pub epoch_duration: Duration,
+    pub epoch_max_records: usize,
+    /// Partitions of topics the processor creates when they are missing.
+    pub partitions: i32,
+}
+
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+fn fingerprint(view: &CompiledView) -> String {
+    let text = format!(
+        "{}|{}|{}|{}|{:?}|{:?}",
+        view.topic,
+        view.entity_key_field,
+        view.event_time_field,
+        view.watermark_delay_ms,
+        view.groups
+            .iter()
+            .map(|g| (g.window, g.features.clone()))
+            .collect::<Vec<_>>(),
+        view.features
+            .iter()
+            .map(|f| (
+                &f.name,
+                f.aggregation,
+                &f.field,
+                f.filter.as_ref().map(ToString::to_string),
+                f.integral
+            ))
+            .collect::<Vec<_>>()
+    );
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// The fields of a decoded record as scalar values.
+fn scalar(v: &AvroValue) -> Value {
+    match v {
+        AvroValue::Null => Value::Null,
+        AvroValue::Boolean(b) => Value::Bool(*b),
+        AvroValue::Int(i) | AvroValue::Date(i) | AvroValue::TimeMillis(i) => Value::Long(*i as i64),
+        AvroValue::Long(i)
+        | AvroValue::TimeMicros(i)
+        | AvroValue::TimestampMillis(i)
+        | AvroValue::TimestampMicros(i)
+        | AvroValue::LocalTimestampMillis(i)
+        | AvroValue::LocalTimestampMicros(i) => Value::Long(*i),
+        AvroValue::Float(f) => Value::Double(*f as f64),
+        AvroValue::Double(f) => Value::Double(*f),
+        AvroValue::String(s) | AvroValue::Enum(_, s) => Value::String(s.clone()),
+        AvroValue::Union(_, inner) => scalar(inner),
+        _ => Value::Null,
+    }
+}
+
+/// Turns a decoded record into an event, or says why it cannot be one.
+pub fn to_event(value: &AvroValue, entity_field: &str, time_field: &str) -> Result<Event, String> {
+    let AvroValue::Record(fields) = value else {
+        return Err("the record is not an Avro record".into());
+    };
+    let fields: HashMap<String, Value> =
+        fields.iter().map(|(k, v)| (k.clone(), scalar(v))).collect();
+    let entity = match fields.get(entity_field) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Long(i)) => i.to_string(),
+        other => {
+            return Err(format!(
+                "entity key field `{entity_field}` is {other:?}, not a string or integer"
+            ))
+        }
+    };
+    let time = match fields.get(time_field) {
+        Some(Value::Long(t)) => *t,
+        other => {
+            return Err(format!(
+                "event time field `{time_field}` is {other:?}, not an integer"
+            ))
+        }
+    };
+    Ok(Event {
+        entity,
+        time,
+        fields,
+    })
+}
+
+struct Source {
+    decoder: WireDecoder,
+    entity_field: String,
+    time_field: String,
+}
+
+/// Runs the processor until `stop` is set; then finishes the epoch in progress and returns.
+pub async fn run(
+    config: ProcessorConfig,
+    metrics: ProcessorMetrics,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let defs = load_dir(&config.features_dir)?;
+    let views = Arc::new(CompiledView::compile_all(&defs));
+    let view_names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
+    let view_index: HashMap<String, usize> = view_names
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, n)| (n, i))
+        .collect();
+
+    std::fs::create_dir_all(&config.state_dir).with_context(|| {
+        format!(
+            "cannot create the state folder {}",
+            config.state_dir.display()
+        )
+    })?;
+    let checkpoint = Checkpoint::open(&config.state_dir.join("rocksdb"))?;
+    let fingerprints: Vec<(String, String)> = views
+        .iter()
+        .map(|v| (v.name.clone(), fingerprint(v)))
+        .collect();
+    for view in checkpoint.reconcile_views(&fingerprints)? {
+        tracing::warn!(
+            view,
+            "the view's definition changed; its state starts empty (backfill to recompute history)"
+        );
+    }
+
+    let mut sources: HashMap<String, Source> = HashMap::new();
+    for source in &defs.sources {
+        if views.iter().any(|v| v.topic == source.topic) {
+            sources.insert(
+                source.topic.clone(),
+                Source {
+                    decoder: WireDecoder::new(&config.registry_url, source.schema.avro.clone()),
+                    entity_field: source.entity_key_field.clone(),
+                    time_field: source.event_time_field.clone(),
+                },
+            );
+        }
+    }
+    for topic in sources.keys() {
+        freshet_kafka::ensure_topic(&config.brokers, topic, config.partitions).await?;
+    }
+    freshet_kafka::ensure_topic(&config.brokers, &config.output_topic, config.partitions).await?;
+    freshet_kafka::ensure_topic(&config.brokers, &config.dead_letter_topic, 1).await?;
+
+    let mut consumer_config =
+        freshet_kafka::group_consumer_config(&config.brokers, &config.group_id);
+    consumer_config.set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = consumer_config
+        .create()
+        .context("cannot create the Kafka consumer")?;
+
+    // One engine per input partition, restored from the checkpoint.
+    let mut engines: Vec<(String, i32, PartitionEngine)> = Vec::new();
+    let mut topics: Vec<&String> = sources.keys().collect();
+    topics.sort();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("cannot read the partitions of {topic}"))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if partitions == 0 {
+            bail!("topic {topic} has no partitions");
+        }
+        for partition in 0..partitions as i32 {
+            let saved = checkpoint.load_partition(topic, partition, &view_index)?;
+            let engine = PartitionEngine::new(
+                views.clone(),
+                topic,
+                saved.next_offset.unwrap_or(0),
+                saved.clock,
+                saved.entities,
+            );
+            engines.push((topic.clone(), partition, engine));
+        }
+    }
+    let engine_index: HashMap<(String, i32), usize> = engines
+        .iter()
+        .enumerate()
+        .map(|(i, (t, p, _))| ((t.clone(), *p), i))
+        .collect();
+    metrics.entities.set(
+        engines
+            .iter()
+            .map(|(_, _, e)| e.entity_count() as i64)
+            .sum(),
+    );
+
+    let transactional_id = format!("{}-tx", config.group_id);
+    let mut kafka = KafkaSink::new(
+        &config.brokers,
+        &config.registry_url,
+        &transactional_id,
+        &config.output_topic,
+        &config.dead_letter_topic,
+    )?;
+    let ttl_ms: HashMap<String, i64> = views.iter().map(|v| (v.name.clone(), v.ttl_ms)).collect();
+    let mut redis = connect_redis(&config.redis_url, ttl_ms, &stop).await?;
+
+    let mut epoch = 0;
+    if let Some(outbox) = checkpoint.outbox()? {
+        epoch = outbox.epoch + 1;
+        let committed = transaction_committed(&consumer, &outbox)
+            .context("cannot read the group's committed offsets")?;
+        tracing::info!(
+            epoch = outbox.epoch,
+            committed,
+            "finishing the epoch left by the last run"
+        );
+        if !committed {
+            publish(
+                &mut kafka,
+                &config,
+                &transactional_id,
+                &outbox,
+                &consumer,
+                &stop,
+            )
+            .await?;
+        }
+        write_redis(&mut redis, &outbox, &metrics, &stop).await;
+        checkpoint.clear_outbox()?;
+        metrics.epochs.with_label_values(&["recovered"]).inc();
+    }
+
+    let mut assignment = TopicPartitionList::new();
+    for (topic, partition, engine) in &engines {
+        assignment.add_partition_offset(topic, *partition, Offset::Offset(engine.next_offset()))?;
+    }
+    consumer.assign(&assignment)?;
+    tracing::info!(
+        partitions = engines.len(),
+        views = views.len(),
+        "processing"
+    );
+
+    let tracer = opentelemetry::global::tracer("freshet-processor");
+    let mut last_lag = Instant::now() - LAG_EVERY;
+    loop {
+        let started = Instant::now();
+        let mut records = 0usize;
+        let mut dead_letters = Vec::new();
+        while records < config.epoch_max_records && started.elapsed() < config.epoch_duration {
+            let Some(message) = consumer.poll(Duration::from_millis(20)) else {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                continue;
+            };
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    continue;
+                }
+            };
+            let Some(&index) =
+                engine_index.get(&(message.topic().to_string(), message.partition()))
+            else {
+                continue;
+            };
+            let engine = &mut engines[index].2;
+            if message.offset() < engine.next_offset() {
+                continue;
+            }
+            records += 1;
+            metrics.events.with_label_values(&[message.topic()]).inc();
+            trace_record(&tracer, &message);
+            let source = &sources[message.topic()];
+            let event = match source.decoder.decode(message.payload()).await {
+                Ok(decoded) => to_event(&decoded.value, &source.entity_field, &source.time_field),
+                Err(e) => Err(e.to_string()),
+            };
+            match event {
+                Ok(event) => {
+                    if engine.process(message.offset(), Some(&event)) == Outcome::Late {
+                        metrics
+                            .late_events
+                            .with_label_values(&[message.topic()])
+                            .inc();
+                        if config.late_events == LatePolicy::DeadLetter {
+                            let reason = format!(
+                                "late event: event time {} is behind the watermark {}",
+                                event.time,
+                                engine.watermark().unwrap_or(i64::MIN)
+                            );
+                            dead_letters.push(dead_letter(&message, reason));
+                            metrics.dead_letters.with_label_values(&["late"]).inc();
+                        }
+                    }
+                }
+                Err(reason) => {
+                    engine.process(message.offset(), None);
+                    tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %reason, "dead-lettering an undecodable record");
+                    dead_letters.push(dead_letter(&message, reason));
+                    metrics
+                        .dead_letters
+                        .with_label_values(&["undecodable"])
+                        .inc();
+                }
+            }
+        }
+        if last_lag.elapsed() >= LAG_EVERY {
+            last_lag = Instant::now();
+            record_lag(&consumer, &engines, &metrics);
+        }
+        if records == 0 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            continue;
+        }
+
+        let delivery_started = Instant::now();
+        let updates: Vec<OutboxUpdate> = engines
+            .iter_mut()
+            .flat_map(|(_, _, e)| e.drain_view_updates())
+            .map(|u| OutboxUpdate {
+                view: u.update.view,
+                entity: u.update.entity,
+                version: u.update.version,
+                event_time_ms: u.update.event_time_ms,
+                values: u.update.values,
+                windows: u.windows,
+            })
+            .collect();
+        let outbox = Outbox {
+            epoch,
+            updates,
+            dead_letters,
+            offsets: engines
+                .iter()
+                .map(|(t, p, e)| (t.clone(), *p, e.next_offset()))
+                .collect(),
+        };
+        checkpoint.commit_epoch(&mut engines, &view_names, &outbox)?;
+        publish(
+            &mut kafka,
+            &config,
+            &transactional_id,
+            &outbox,
+            &consumer,
+            &stop,
+        )
+        .await?;
+        write_redis(&mut redis, &outbox, &metrics, &stop).await;
+        checkpoint.clear_outbox()?;
+        for u in &outbox.updates {
+            metrics.updates.with_label_values(&[&u.view]).inc();
+        }
+        metrics.epochs.with_label_values(&["normal"]).inc();
+        metrics
+            .epoch_duration
+            .observe(delivery_started.elapsed().as_secs_f64());
+        metrics.entities.set(
+            engines
+                .iter()
+                .map(|(_, _, e)| e.entity_count() as i64)
+                .sum(),
+        );
+        epoch += 1;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    tracing::info!(epoch, "stopped after finishing the last epoch");
+    Ok(())
+}
+
+fn trace_record(tracer: &opentelemetry::global::BoxedTracer, message: &BorrowedMessage<'_>) {
+    let Some(headers) = message.headers() else {
+        return;
+    };
+    let parent = freshet_telemetry::kafka_headers::extract(headers);
+    let mut span = tracer.build_with_context(
+        tracer
+            .span_builder("process user_event")
+            .with_kind(SpanKind::Consumer),
+        &parent,
+    );
+    span.end();
+}
+
+fn dead_letter(message: &BorrowedMessage<'_>, reason: String) -> DeadLetter {
+    DeadLetter {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        reason,
+    }
+}
+
+fn record_lag(
+    consumer: &BaseConsumer,
+    engines: &[(String, i32, PartitionEngine)],
+    metrics: &ProcessorMetrics,
+) {
+    for (topic, partition, engine) in engines {
+        if let Ok((_, high)) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(1))
+        {
+            metrics
+                .consumer_lag
+                .with_label_values(&[topic, &partition.to_string()])
+                .set((high - engine.next_offset()).max(0));
+        }
+    }
+}
+
+async fn connect_redis(
+    url: &str,
+    ttl_ms: HashMap<String, i64>,
+    stop: &AtomicBool,
+) -> anyhow::Result<RedisSink> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match RedisSink::connect(url, ttl_ms.clone()).await {
+            Ok(sink) => return Ok(sink),
+            Err(e) if !stop.load(Ordering::Relaxed) => {
+                tracing::warn!(error = %e, url, "Redis is not reachable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
+            Err(e) => bail!("Redis at {url} is not reachable: {e}"),
+        }
+    }
+}
+
+/// Publishes the outbox, retrying until it commits. A fenced producer (another processor
+/// took over the same group) ends the run.
+async fn publish(
+    kafka: &mut KafkaSink,
+    config: &ProcessorConfig,
+    transactional_id: &str,
+    outbox: &Outbox,
+    consumer: &BaseConsumer,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match kafka.publish(outbox, consumer).await {
+            Ok(()) => return Ok(()),
+            Err(DeliveryError::Fenced(e)) => bail!("stopping: {e}"),
+            Err(e) => {
+                tracing::warn!(error = %e, epoch = outbox.epoch, "publishing the epoch failed; retrying with a new producer");
+                if stop.load(Ordering::Relaxed) && backoff >= RETRY_BACKOFF_MAX {
+                    bail!("stopping with epoch {} not published: {e}", outbox.epoch);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                if let Ok(fresh) = KafkaSink::new(
+                    &config.brokers,
+                    &config.registry_url,
+                    transactional_id,
+                    &config.output_topic,
+                    &config.dead_letter_topic,
+                ) {
+                    *kafka = fresh;
+                }
+            }
+        }
+    }
+}
+
+/// Applies the outbox to Redis, retrying while Redis is away: the outbox stays in the
+/// checkpoint until this succeeds, so nothing is lost.
+async fn write_redis(
+    redis: &mut RedisSink,
+    outbox: &Outbox,
+    metrics: &ProcessorMetrics,
+    stop: &AtomicBool,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match redis.apply(&outbox.updates, metrics).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, epoch = outbox.epoch, stopping = stop.load(Ordering::Relaxed), "writing to Redis failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! Shared by the processor's integration tests: running the processor binary, producing a
+//! seeded stream, reading topics back, and the independent oracle.
+
+#![allow(dead_code)]
+
+use apache_avro::Schema;
+use freshet_avro::WireDecoder;
+use freshet_core::definitions::{Aggregation, Definitions};
+use freshet_core::{load_dir, Value, Window};
+use freshet_producer::event::{SchemaVersion, UserEvent, SCHEMA_V2};
+use freshet_producer::metrics::ProducerMetrics;
+use freshet_producer::produce::{run, EventProducer, ProducerConfig, RunOptions};
+use freshet_producer::simulate::{SimConfig, Simulator};
+use freshet_testkit::TestStack;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOPIC: &str = "user_events";
+pub const PARTITIONS: i32 = 3;
+
+pub fn features_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features")
+}
+
+pub fn definitions() -> Definitions {
+    load_dir(&features_dir()).unwrap()
+}
+
+/// A processor deployment: its own state folder, group, output topic and Redis database.
+pub struct Deployment {
+    pub group: String,
+    pub state_dir: PathBuf,
+    pub output_topic: String,
+    pub redis_db: u8,
+    pub metrics_port: u16,
+}
+
+impl Deployment {
+    pub fn new(dir: &Path, name: &str, redis_db: u8) -> Self {
+        Self {
+            group: format!("processor-{name}"),
+            state_dir: dir.join(name),
+            output_topic: format!("feature_updates_{name}"),
+            redis_db,
+            metrics_port: freshet_localstack::free_port(),
+        }
+    }
+
+    pub fn redis_url(&self, stack: &TestStack) -> String {
+        format!("{}/{}", stack.redis_url(), self.redis_db)
+    }
+
+    pub fn start(&self, stack: &TestStack) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_freshet-processor"))
+            .args(["--features-dir", features_dir().to_str().unwrap()])
+            .args([
+                "--brokers",
+                &stack.brokers(),
+                "--registry-url",
+                &stack.registry_url(),
+            ])
+            .args(["--redis-url", &self.redis_url(stack)])
+            .args([
+                "--state-dir",
+                self.state_dir.to_str().unwrap(),
+                "--group-id",
+                &self.group,
+            ])
+            .args([
+                "--output-topic",
+                &self.output_topic,
+                "--dead-letter-topic",
+                &format!("dead_{}", self.group),
+            ])
+            .args([
+                "--metrics-listen",
+                &format!("127.0.0.1:{}", self.metrics_port),
+                "--epoch-ms",
+                "50",
+            ])
+            .args(["--stack-dir", "/nonexistent"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the processor starts")
+    }
+}
+
+pub fn sim(seed: u64, users: u32) -> SimConfig {
+    SimConfig {
+        seed,
+        users,
+        start_ms: 1_700_000_000_000,
+        // Slow event time: 30,000 events span 100 minutes, so hourly windows and
+        // 30-minute sessions close.
+        events_per_second: 5.0,
+        ..SimConfig::default()
+    }
+}
+
+pub async fn produce(stack: &TestStack, config: SimConfig, count: u64, rate: f64) -> u64 {
+    let provider = freshet_telemetry::tracer_provider("test-producer", None).unwrap();
+    let producer = EventProducer::new(
+        ProducerConfig {
+            brokers: stack.brokers(),
+            registry_url: stack.registry_url(),
+            topic: TOPIC.into(),
+            schema_version: SchemaVersion::V2,
+            auto_register: true,
+        },
+        ProducerMetrics::new(),
+        opentelemetry::trace::TracerProvider::tracer(&provider, "test"),
+    )
+    .unwrap();
+    let events = Simulator::new(config)
+        .unwrap()
+        .map(Ok::<_, std::convert::Infallible>);
+    let options = RunOptions {
+        rate,
+        count: Some(count),
+        duration: None,
+    };
+    let summary = run(&producer, events, &options, std::future::pending()).await;
+    assert_eq!(summary.delivered, count);
+    summary.delivered
+}
+
+/// Every record of a topic, per partition in offset order, as (offset, key, payload).
+pub fn read_topic(
+    stack: &TestStack,
+    topic: &str,
+    partitions: i32,
+) -> Vec<Vec<(i64, Vec<u8>, Vec<u8>)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", stack.brokers())
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut ends = Vec::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        ends.push(high);
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out: Vec<Vec<(i64, Vec<u8>, Vec<u8>)>> = vec![Vec::new(); partitions as usize];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while out
+        .iter()
+        .zip(&ends)
+        .any(|(records, end)| records.last().map_or(0, |r| r.0 + 1) < *end)
+    {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out[m.partition() as usize].push((
+                m.offset(),
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    out
+}
+
+/// The input as the processor sees it: per partition, in order.
+pub async fn input_events(stack: &TestStack) -> Vec<Vec<UserEvent>> {
+    let decoder = WireDecoder::new(&stack.registry_url(), Schema::parse_str(SCHEMA_V2).unwrap());
+    let mut out = Vec::new();
+    for partition in read_topic(stack, TOPIC, PARTITIONS) {
+        let mut events = Vec::new();
+        for (_, _, payload) in partition {
+            let value = decoder.decode(Some(&payload)).await.unwrap().value;
+            events.push(apache_avro::from_value::<UserEvent>(&value).unwrap());
+        }
+        out.push(events);
+    }
+    out
+}
+
+fn floor_to(t: i64, size: i64) -> i64 {
+    t - t.rem_euclid(size)
+}
+
+fn field(e: &UserEvent, name: &str) -> Value {
+    match name {
+        "user_id" => Value::Long(e.user_id),
+        "action_type" => Value::String(e.action_type.clone()),
+        "item_id" => Value::Long(e.item_id),
+        "amount" => e.amount.map(Value::Double).unwrap_or(Value::Null),
+        "timestamp" => Value::Long(e.timestamp),
+        "session_id" => e
+            .session_id
+            .clone()
+            .map(Value::String)
+            .unwrap_or(Value::Null),
+        other => panic!("unknown field {other}"),
+    }
+}
+
+/// An independent oracle: the feature values each entity should have once every input
+/// event is processed, computed directly from the events by brute force.
+pub fn oracle(
+    defs: &Definitions,
+    partitions: &[Vec<UserEvent>],
+) -> BTreeMap<(String, String), BTreeMap<String, Value>> {
+    let mut out = BTreeMap::new();
+    for events in partitions {
+        for view in &defs.views {
+            let delay = defs.source_of(view).watermark_delay.as_millis();
+            // Lateness is decided on arrival, against the partition's watermark then.
+            let mut clock: Option<i64> = None;
+            let mut accepted: HashMap<String, Vec<&UserEvent>> = HashMap::new();
+            for e in events {
+                if clock.is_none_or(|c| e.timestamp > c) {
+                    clock = Some(e.timestamp);
+                }
+                if e.timestamp >= clock.unwrap() - delay {
+                    accepted.entry(e.user_id.to_string()).or_default().push(e);
+                }
+            }
+            let Some(clock) = clock else { continue };
+            let watermark = clock - delay;
+            for (entity, evs) in &accepted {
+                let mut values = BTreeMap::new();
+                for window in view.windows() {
+                    let in_window: Vec<&UserEvent> = match window {
+                        Window::Tumbling { size } => {
+                            let end = floor_to(watermark, size.0);
+                            evs.iter()
+                                .copied()
+                                .filter(|e| e.timestamp >= end - size.0 && e.timestamp < end)
+                                .collect()
+                        }
+                        Window::Sliding { size, step } => {
+                            let end = floor_to(clock, step.0) + step.0;
+                            evs.iter()
+                                .copied()
+                                .filter(|e| e.timestamp >= end - size.0 && e.timestamp < end)
+                                .collect()
+                        }
+                        Window::Session { gap } => {
+                            let mut sorted: Vec<&UserEvent> = evs.clone();
+                            sorted.sort_by_key(|e| e.timestamp);
+                            let mut sessions: Vec<(i64, i64)> = Vec::new();
+                            for e in &sorted {
+                                match sessions.last_mut() {
+                                    Some((_, end)) if e.timestamp <= *end => {
+                                        *end = (*end).max(e.timestamp + gap.0)
+                                    }
+                                    _ => sessions.push((e.timestamp, e.timestamp + gap.0)),
+                                }
+                            }
+                            match sessions.iter().rev().find(|(_, end)| *end < watermark) {
+                                Some(&(start, end)) => evs
+                                    .iter()
+                                    .copied()
+                                    .filter(|e| e.timestamp >= start && e.timestamp < end)
+                                    .collect(),
+                                None => Vec::new(),
+                            }
+                        }
+                    };
+                    for f in view.features.iter().filter(|f| f.window == window) {
+                        let value = if in_window.is_empty() {
+                            f.default.clone()
+                        } else {
+                            let matching: Vec<&UserEvent> = in_window
+                                .iter()
+                                .copied()
+                                .filter(|e| {
+                                    f.filter.as_ref().is_none_or(|flt| {
+                                        let fields: HashMap<String, Value> = [
+                                            "action_type",
+                                            "amount",
+                                            "item_id",
+                                            "user_id",
+                                            "timestamp",
+                                            "session_id",
+                                        ]
+                                        .iter()
+                                        .map(|n| (n.to_string(), field(e, n)))
+                                        .collect();
+                                        flt.matches(|k| fields.get(k))
+                                    })
+                                })
+                                .collect();
+                            let vals: Vec<Value> = match &f.field {
+                                None => matching.iter().map(|_| Value::Long(1)).collect(),
+                                Some(name) => matching
+                                    .iter()
+                                    .map(|e| field(e, name))
+                                    .filter(|v| !v.is_null())
+                                    .collect(),
+                            };
+                            let result = match f.aggregation {
+                                Aggregation::Count => Value::Long(vals.len() as i64),
+                                Aggregation::Sum => {
+                                    Value::Double(vals.iter().filter_map(Value::as_f64).sum())
+                                }
+                                Aggregation::Mean if vals.is_empty() => Value::Null,
+                                Aggregation::Mean => Value::Double(
+                                    vals.iter().filter_map(Value::as_f64).sum::<f64>()
+                                        / vals.len() as f64,
+                                ),
+                                Aggregation::ApproxCountDistinct => {
+                                    let set: std::collections::BTreeSet<String> =
+                                        vals.iter().map(Value::to_json_string).collect();
+                                    Value::Long(set.len() as i64)
+                                }
+                                other => panic!("the oracle does not cover {other}"),
+                            };
+                            if result.is_null() {
+                                f.default.clone()
+                            } else {
+                                result
+                            }
+                        };
+                        values.insert(f.name.clone(), value);
+                    }
+                }
+                out.insert((view.name.clone(), entity.clone()), values);
+            }
+        }
+    }
+    out
+}
+
+/// Values as Redis holds them, for every (view, entity) in `keys`; missing hashes read as
+/// `None`.
+pub async fn redis_values(
+    url: &str,
+    keys: impl Iterator<Item = (String, String)>,
+) -> BTreeMap<(String, String), Option<(u64, BTreeMap<String, Value>)>> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut out = BTreeMap::new();
+    for (view, entity) in keys {
+        let key = freshet_core::store_layout::feature_key(&view, &entity);
+        let hash: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let stored = freshet_core::store_layout::StoredValues::decode(
+            hash.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .unwrap()
+        .map(|s| (s.version, s.values));
+        out.insert((view, entity), stored);
+    }
+    out
+}
+
+pub fn close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Double(x), Value::Double(y)) => {
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        (Value::Long(x), Value::Double(y)) | (Value::Double(y), Value::Long(x)) => {
+            (*x as f64 - y).abs() < 1e-9
+        }
+        _ => a == b,
+    }
+}
+
+/// The differences between Redis and the oracle, as readable lines (empty when equal).
+pub fn differences(
+    oracle: &BTreeMap<(String, String), BTreeMap<String, Value>>,
+    redis: &BTreeMap<(String, String), Option<(u64, BTreeMap<String, Value>)>>,
+    defs: &Definitions,
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (key, expected) in oracle {
+        let got = redis
+            .get(key)
+            .cloned()
+            .flatten()
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| {
+                let view = defs.view(&key.0).unwrap();
+                view.features
+                    .iter()
+                    .map(|f| (f.name.clone(), f.default.clone()))
+                    .collect()
+            });
+        for (name, value) in expected {
+            let actual = got.get(name).cloned().unwrap_or(Value::Null);
+            if !close(value, &actual) {
+                diffs.push(format!(
+                    "{}/{} {name}: expected {value}, Redis has {actual}",
+                    key.0, key.1
+                ));
+            }
+        }
+    }
+    diffs
+}
+
+/// Waits until Redis equals the oracle; returns the remaining differences on timeout.
+pub async fn wait_for_oracle(
+    url: &str,
+    oracle: &BTreeMap<(String, String), BTreeMap<String, Value>>,
+    defs: &Definitions,
+    timeout: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let redis = redis_values(url, oracle.keys().cloned()).await;
+        let diffs = differences(oracle, &redis, defs);
+        if diffs.is_empty() || Instant::now() > deadline {
+            return diffs;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
