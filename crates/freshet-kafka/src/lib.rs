@@ -34,22 +34,13 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result
             brokers: brokers.to_string(),
             reason: e.to_string(),
         })?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| TopicError::Unreachable {
-            brokers: brokers.to_string(),
-            reason: e.to_string(),
-        })?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if exists {
-        return Ok(false);
-    }
+    // Create and accept "already exists" rather than look first: a metadata request from an
+    // admin or producer client may itself auto-create the topic, with the broker's default
+    // partition count instead of ours (tansu does).
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics([&new], &options)
         .await

@@ -22,6 +22,15 @@ async fn redis_equals_an_independent_oracle_after_a_seeded_stream() {
     let defs = definitions();
     let input = input_events(&stack).await;
     let expected = oracle(&defs, &input);
+    let mut homes: std::collections::BTreeMap<i64, std::collections::BTreeSet<usize>> =
+        Default::default();
+    for (p, events) in input.iter().enumerate() {
+        for e in events {
+            homes.entry(e.user_id).or_default().insert(p);
+        }
+    }
+    let split: Vec<_> = homes.iter().filter(|(_, ps)| ps.len() > 1).collect();
+    assert!(split.is_empty(), "users in several partitions: {split:?}");
     assert!(
         expected.len() > 200,
         "the stream touches many (view, entity) pairs: {}",
@@ -54,13 +63,41 @@ async fn redis_equals_an_independent_oracle_after_a_seeded_stream() {
         &diffs[..diffs.len().min(10)]
     );
 
+    // The metrics count what happened.
+    let metrics = scrape_metrics(deployment.metrics_port);
+    assert_eq!(
+        metric(
+            &metrics,
+            "freshet_processor_events_total{topic=\"user_events\"}"
+        ),
+        Some(10_000.0)
+    );
+    assert!(
+        metric(
+            &metrics,
+            "freshet_processor_updates_total{view=\"user_click_stats\"}"
+        )
+        .unwrap_or(0.0)
+            >= 200.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "freshet_processor_late_events_total{topic=\"user_events\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    );
+    assert!(
+        metric(&metrics, "freshet_processor_epoch_duration_seconds_count").unwrap_or(0.0) > 0.0
+    );
     // SIGTERM finishes the epoch and exits cleanly.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(processor.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(processor.wait().unwrap().success());
+    assert!(processor.wait().success());
 
     // Every feature_updates record decodes, and the last per (view, entity) is Redis's value.
     let decoder = WireDecoder::new(

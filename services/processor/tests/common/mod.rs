@@ -56,7 +56,11 @@ impl Deployment {
         format!("{}/{}", stack.redis_url(), self.redis_db)
     }
 
-    pub fn start(&self, stack: &TestStack) -> Child {
+    pub fn start(&self, stack: &TestStack) -> Running {
+        Running(self.spawn(stack))
+    }
+
+    fn spawn(&self, stack: &TestStack) -> Child {
         Command::new(env!("CARGO_BIN_EXE_freshet-processor"))
             .args(["--features-dir", features_dir().to_str().unwrap()])
             .args([
@@ -90,6 +94,30 @@ impl Deployment {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the processor starts")
+    }
+}
+
+/// A running processor, killed when dropped so a failing test leaves nothing behind.
+pub struct Running(pub Child);
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -141,6 +169,7 @@ pub fn read_topic(
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", stack.brokers())
         .set("group.id", "test-reader")
+        .set("isolation.level", "read_uncommitted")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
@@ -157,18 +186,24 @@ pub fn read_topic(
     consumer.assign(&tpl).unwrap();
     let mut out: Vec<Vec<(i64, Vec<u8>, Vec<u8>)>> = vec![Vec::new(); partitions as usize];
     let deadline = Instant::now() + Duration::from_secs(120);
-    while out
-        .iter()
-        .zip(&ends)
-        .any(|(records, end)| records.last().map_or(0, |r| r.0 + 1) < *end)
-    {
-        assert!(Instant::now() < deadline, "reading {topic} timed out");
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out[m.partition() as usize].push((
+    // Transactional topics hold commit markers that take offsets but are never delivered,
+    // so the end is reached when the consumer's position is at the high watermark.
+    let done = |consumer: &BaseConsumer| {
+        let position = consumer.position().unwrap();
+        (0..partitions).all(|p| {
+            ends[p as usize] == 0
+                || matches!(position.find_partition(topic, p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= ends[p as usize])
+        })
+    };
+    loop {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out[m.partition() as usize].push((
                 m.offset(),
                 m.key().unwrap_or_default().to_vec(),
                 m.payload().unwrap_or_default().to_vec(),
-            ));
+            )),
+            _ if done(&consumer) => break,
+            _ => assert!(Instant::now() < deadline, "reading {topic} timed out"),
         }
     }
     out
@@ -335,6 +370,29 @@ pub fn oracle(
         }
     }
     out
+}
+
+/// The text of a Prometheus /metrics endpoint on localhost.
+pub fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// The value of one series (name with labels, as printed) in a scrape.
+pub fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Values as Redis holds them, for every (view, entity) in `keys`; missing hashes read as
