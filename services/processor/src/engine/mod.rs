@@ -340,12 +340,24 @@ impl PartitionEngine {
             if first.0 > clock {
                 break;
             }
-            let (_, vi, entity) = self.timers.pop_first().expect("first exists");
+            let (at, vi, entity) = self.timers.pop_first().expect("first exists");
             let key = (vi, entity);
             let Some(state) = self.entities.get_mut(&key) else {
                 continue;
             };
             let view = &self.views[vi];
+            // A timer left by state that has since changed (a session merged away, a
+            // window already dropped) changes nothing. Acting on it would give a version
+            // that a run restored from a checkpoint, which rebuilds only the timers its
+            // state needs, would not give.
+            let live = view
+                .groups
+                .iter()
+                .zip(&state.groups)
+                .any(|(g, gs)| timers_of(&g.window, gs, self.delay).contains(&at));
+            if !live {
+                continue;
+            }
             cleanup(view, state, clock, self.delay);
             if state.is_empty() {
                 self.entities.remove(&key);

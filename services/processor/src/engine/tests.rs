@@ -312,6 +312,12 @@ fn where_epochs_are_cut_changes_no_version_and_no_value() {
 
 #[test]
 fn a_restored_checkpoint_continues_exactly_like_an_uninterrupted_run() {
+    for cut in [1, 37, 150, 151, 299] {
+        restored_run_matches(cut);
+    }
+}
+
+fn restored_run_matches(cut: usize) {
     let events = stream();
     let mut straight = Run::new(mixed_view());
     let mut straight_updates = Vec::new();
@@ -322,7 +328,7 @@ fn a_restored_checkpoint_continues_exactly_like_an_uninterrupted_run() {
 
     let mut first = Run::new(mixed_view());
     let mut saved: HashMap<StateKey, EntityState> = HashMap::new();
-    for e in &events[..150] {
+    for e in &events[..cut] {
         first.push(e.clone());
     }
     let mut updates = first.engine.drain_updates();
@@ -346,13 +352,41 @@ fn a_restored_checkpoint_continues_exactly_like_an_uninterrupted_run() {
         ),
         offset: first.offset,
     };
-    for e in &events[150..] {
+    for e in &events[cut..] {
         resumed.push(e.clone());
     }
     updates.extend(resumed.engine.drain_updates());
-    assert_eq!(last_per_entity(updates), last_per_entity(straight_updates));
+    assert_eq!(
+        last_per_entity(updates),
+        last_per_entity(straight_updates),
+        "cut at {cut}"
+    );
     assert_eq!(
         resumed.engine.entity_count(),
         straight.engine.entity_count()
     );
+}
+
+#[test]
+fn a_timer_left_by_a_merged_session_changes_nothing() {
+    let n = feature("n", Aggregation::Count, None, None);
+    let mut run = Run::new(view(Window::Session { gap: d(1_000) }, vec![n], 0));
+    run.push(ev("a", 0, "x"));
+    run.push(ev("a", 500, "x"));
+    run.engine.drain_updates();
+    // The first session's end (1 s) passes; the merged session ends at 1.5 s.
+    run.push(ev("b", 1_200, "x"));
+    let updates = run.engine.drain_updates();
+    assert!(
+        updates.iter().all(|u| u.entity != "a"),
+        "a's value did not change, so no new version: {updates:?}"
+    );
+    run.push(ev("b", 1_600, "x"));
+    let a = run
+        .engine
+        .drain_updates()
+        .into_iter()
+        .find(|u| u.entity == "a")
+        .expect("a's session closed");
+    assert_eq!((a.version, a.values["n"].clone()), (4, Value::Long(2)));
 }
