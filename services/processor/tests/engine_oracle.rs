@@ -13,7 +13,7 @@ use std::sync::Arc;
 fn the_engine_agrees_with_the_oracle_on_a_simulated_stream() {
     let defs = definitions();
     let events: Vec<_> = Simulator::new(sim(3, 200)).unwrap().take(10_000).collect();
-    let expected = oracle(&defs, &[events.clone()]);
+    let expected = oracle(&defs, std::slice::from_ref(&events));
     let views = Arc::new(CompiledView::compile_all(&defs));
     let mut engine = PartitionEngine::new(views.clone(), TOPIC, 0, None, HashMap::new());
     let mut emitted = HashMap::new();

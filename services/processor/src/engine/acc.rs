@@ -86,24 +86,20 @@ impl Acc {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
             (Acc::SumLong(a), Acc::SumLong(b)) => *a = a.wrapping_add(*b),
             (Acc::SumDouble(a), Acc::SumDouble(b)) => *a += b,
-            (Acc::Min(a), Acc::Min(Some(b))) => {
-                if a.as_ref().is_none_or(|cur| less(b, cur)) {
-                    *a = Some(b.clone());
-                }
+            (Acc::Min(a), Acc::Min(Some(b))) if a.as_ref().is_none_or(|cur| less(b, cur)) => {
+                *a = Some(b.clone());
             }
-            (Acc::Max(a), Acc::Max(Some(b))) => {
-                if a.as_ref().is_none_or(|cur| less(cur, b)) {
-                    *a = Some(b.clone());
-                }
+            (Acc::Max(a), Acc::Max(Some(b))) if a.as_ref().is_none_or(|cur| less(cur, b)) => {
+                *a = Some(b.clone());
             }
             (Acc::Mean { sum, n }, Acc::Mean { sum: s2, n: n2 }) => {
                 *sum += s2;
                 *n += n2;
             }
-            (Acc::Last(a), Acc::Last(Some((t, v)))) => {
-                if a.as_ref().is_none_or(|(cur, _)| *t >= *cur) {
-                    *a = Some((*t, v.clone()));
-                }
+            (Acc::Last(a), Acc::Last(Some((t, v))))
+                if a.as_ref().is_none_or(|(cur, _)| *t >= *cur) =>
+            {
+                *a = Some((*t, v.clone()));
             }
             (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b.iter().cloned()),
             _ => {}

@@ -22,6 +22,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const TOPIC: &str = "user_events";
+
+/// One record as read back: (offset, key, payload).
+pub type RawRecord = (i64, Vec<u8>, Vec<u8>);
+/// Feature values by (view, entity).
+pub type ValuesByKey = BTreeMap<(String, String), BTreeMap<String, Value>>;
+/// What Redis holds by (view, entity): version and values, or nothing.
+pub type StoredByKey = BTreeMap<(String, String), Option<(u64, BTreeMap<String, Value>)>>;
 pub const PARTITIONS: i32 = 3;
 
 pub fn features_dir() -> PathBuf {
@@ -161,11 +168,7 @@ pub async fn produce(stack: &TestStack, config: SimConfig, count: u64, rate: f64
 }
 
 /// Every record of a topic, per partition in offset order, as (offset, key, payload).
-pub fn read_topic(
-    stack: &TestStack,
-    topic: &str,
-    partitions: i32,
-) -> Vec<Vec<(i64, Vec<u8>, Vec<u8>)>> {
+pub fn read_topic(stack: &TestStack, topic: &str, partitions: i32) -> Vec<Vec<RawRecord>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", stack.brokers())
         .set("group.id", "test-reader")
@@ -184,7 +187,7 @@ pub fn read_topic(
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    let mut out: Vec<Vec<(i64, Vec<u8>, Vec<u8>)>> = vec![Vec::new(); partitions as usize];
+    let mut out: Vec<Vec<RawRecord>> = vec![Vec::new(); partitions as usize];
     let deadline = Instant::now() + Duration::from_secs(120);
     // Transactional topics hold commit markers that take offsets but are never delivered,
     // so the end is reached when the consumer's position is at the high watermark.
@@ -436,7 +439,7 @@ pub fn close(a: &Value, b: &Value) -> bool {
 /// The differences between Redis and the oracle, as readable lines (empty when equal).
 pub fn differences(
     oracle: &BTreeMap<(String, String), BTreeMap<String, Value>>,
-    redis: &BTreeMap<(String, String), Option<(u64, BTreeMap<String, Value>)>>,
+    redis: &StoredByKey,
     defs: &Definitions,
 ) -> Vec<String> {
     let mut diffs = Vec::new();
