@@ -157,9 +157,22 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     reference.kill();
     let crashy_redis = redis_values(&crashy.redis_url(&stack), expected.keys().cloned()).await;
     let clean_redis = redis_values(&clean.redis_url(&stack), expected.keys().cloned()).await;
-    assert_eq!(
-        crashy_redis, clean_redis,
-        "Redis after crashes equals Redis after a crash-free run"
+    let mismatched: Vec<String> = crashy_redis
+        .iter()
+        .filter(|(k, v)| clean_redis.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            format!(
+                "{k:?}: after crashes {v:?}, crash-free {:?}",
+                clean_redis.get(k)
+            )
+        })
+        .collect();
+    assert!(
+        mismatched.is_empty(),
+        "Redis after crashes differs from a crash-free run in {} of {} keys: {:#?}",
+        mismatched.len(),
+        crashy_redis.len(),
+        &mismatched[..mismatched.len().min(5)]
     );
 
     // No update on feature_updates disagrees with what a crash-free run gives its version.
