@@ -1,0 +1,236 @@
+//! Processor throughput as a ratio to a bare rdkafka consumer draining the same pre-filled
+//! topic in the same run, and end-to-end freshness at a fixed input rate.
+//!
+//! `cargo bench -p freshet-processor`. `FRESHET_BENCH_EVENTS` (default 200000) sets the
+//! backlog; `FRESHET_BENCH_RATE` (default 10000) and `FRESHET_BENCH_SECONDS` (default 10)
+//! the live phase. Freshness is the processor's own histogram (Redis write time minus the
+//! update's event time), read as bucket upper bounds.
+
+use freshet_producer::event::SchemaVersion;
+use freshet_producer::metrics::ProducerMetrics;
+use freshet_producer::produce::{run, EventProducer, ProducerConfig, RunOptions};
+use freshet_producer::simulate::{SimConfig, Simulator};
+use freshet_testkit::TestStack;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "user_events";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn produce(stack: &TestStack, config: SimConfig, count: u64, rate: f64) {
+    let provider = freshet_telemetry::tracer_provider("bench", None).unwrap();
+    let producer = EventProducer::new(
+        ProducerConfig {
+            brokers: stack.brokers(),
+            registry_url: stack.registry_url(),
+            topic: TOPIC.into(),
+            schema_version: SchemaVersion::V2,
+            auto_register: true,
+        },
+        ProducerMetrics::new(),
+        opentelemetry::trace::TracerProvider::tracer(&provider, "bench"),
+    )
+    .unwrap();
+    let events = Simulator::new(config)
+        .unwrap()
+        .map(Ok::<_, std::convert::Infallible>);
+    let options = RunOptions {
+        rate,
+        count: Some(count),
+        duration: None,
+    };
+    let summary = run(&producer, events, &options, std::future::pending()).await;
+    assert_eq!(summary.delivered, count);
+}
+
+fn bare_drain(brokers: &str, n: u64) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bare")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen = 0;
+    let mut started = None;
+    while seen < n {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            started.get_or_insert_with(Instant::now);
+            seen += 1;
+        }
+    }
+    n as f64 / started.unwrap().elapsed().as_secs_f64()
+}
+
+fn scrape(port: u16) -> String {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body);
+    body
+}
+
+fn metric(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Freshness buckets: (upper bound, cumulative count).
+fn buckets(scrape: &str) -> Vec<(f64, f64)> {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with("freshet_processor_freshness_seconds_bucket{le=\""))
+        .map(|l| {
+            let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (bound, l.rsplit(' ').next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let deltas: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(b, c)| {
+            (
+                *b,
+                c - before.iter().find(|(bb, _)| bb == b).map_or(0.0, |x| x.1),
+            )
+        })
+        .collect();
+    let total = deltas.last().map_or(0.0, |x| x.1);
+    deltas
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map_or(f64::INFINITY, |x| x.0)
+}
+
+fn start_processor(stack: &TestStack, dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_freshet-processor"))
+        .args([
+            "--features-dir",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../features")
+                .to_str()
+                .unwrap(),
+        ])
+        .args([
+            "--brokers",
+            &stack.brokers(),
+            "--registry-url",
+            &stack.registry_url(),
+            "--redis-url",
+            &stack.redis_url(),
+        ])
+        .args([
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--late-events", "drop", "--stack-dir", "/nonexistent"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_or("FRESHET_BENCH_EVENTS", 200_000);
+    let rate = env_or("FRESHET_BENCH_RATE", 10_000);
+    let seconds = env_or("FRESHET_BENCH_SECONDS", 10);
+    let stack = TestStack::start();
+    stack.create_topic(TOPIC, 3).await;
+    let backlog = SimConfig {
+        seed: 1,
+        start_ms: 1_700_000_000_000,
+        events_per_second: 100.0,
+        ..SimConfig::default()
+    };
+    produce(&stack, backlog, n, 0.0).await;
+    println!("processor throughput: {n} pre-filled events, 3 partitions, shipped definitions (2 views, 8 features)");
+
+    let bare = bare_drain(&stack.brokers(), n);
+    let dir = tempfile::tempdir().unwrap();
+    let port = freshet_localstack::free_port();
+    let mut processor = start_processor(&stack, dir.path(), port);
+    let mut started = None;
+    loop {
+        let processed = metric(
+            &scrape(port),
+            "freshet_processor_events_total{topic=\"user_events\"}",
+        );
+        if processed > 0.0 {
+            started.get_or_insert_with(Instant::now);
+        }
+        if processed >= n as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let processed_rate = n as f64 / started.unwrap().elapsed().as_secs_f64();
+    println!("  bare rdkafka consumer : {bare:>10.0} events/s");
+    println!("  freshet processor     : {processed_rate:>10.0} events/s  (decode, aggregate, checkpoint, Kafka transaction, Redis)");
+    println!(
+        "  ratio processor / bare: {:>10.2}  (target >= 0.50)",
+        processed_rate / bare
+    );
+
+    // Freshness: live events whose event time is now, at a fixed rate. The backlog left the
+    // partition clocks in 2023, so the live phase starts from current time.
+    let before = buckets(&scrape(port));
+    let live = SimConfig {
+        seed: 2,
+        start_ms: now_ms(),
+        events_per_second: rate as f64,
+        late_fraction: 0.0,
+        ..SimConfig::default()
+    };
+    produce(&stack, live, rate * seconds, rate as f64).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = buckets(&scrape(port));
+    println!(
+        "  freshness at {rate} events/s for {seconds} s: p50 <= {:.3} s, p99 <= {:.3} s  (target p99 < 0.100 s; histogram bucket bounds)",
+        quantile(&before, &after, 0.50),
+        quantile(&before, &after, 0.99)
+    );
+    let _ = processor.kill();
+    let _ = processor.wait();
+}
