@@ -215,6 +215,14 @@ impl StackEnv {
     pub fn get(&self, key: &str) -> Option<String> {
         self.0.get(key).cloned()
     }
+
+    /// A setting given by flag or environment, else the stack's value for `key`, else
+    /// `default`.
+    pub fn resolve(&self, given: Option<String>, key: &str, default: &str) -> String {
+        given
+            .or_else(|| self.get(key))
+            .unwrap_or_else(|| default.to_string())
+    }
 }
 
 /// A started stack whose processes this process owns.

@@ -6,15 +6,15 @@
 //! the live phase. Freshness is the processor's own histogram (Redis write time minus the
 //! update's event time), read as bucket upper bounds.
 
-use freshet_producer::event::SchemaVersion;
-use freshet_producer::metrics::ProducerMetrics;
-use freshet_producer::produce::{run, EventProducer, ProducerConfig, RunOptions};
-use freshet_producer::simulate::{SimConfig, Simulator};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::produce;
+use freshet_producer::simulate::SimConfig;
 use freshet_testkit::TestStack;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,32 +33,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-async fn produce(stack: &TestStack, config: SimConfig, count: u64, rate: f64) {
-    let provider = freshet_telemetry::tracer_provider("bench", None).unwrap();
-    let producer = EventProducer::new(
-        ProducerConfig {
-            brokers: stack.brokers(),
-            registry_url: stack.registry_url(),
-            topic: TOPIC.into(),
-            schema_version: SchemaVersion::V2,
-            auto_register: true,
-        },
-        ProducerMetrics::new(),
-        opentelemetry::trace::TracerProvider::tracer(&provider, "bench"),
-    )
-    .unwrap();
-    let events = Simulator::new(config)
-        .unwrap()
-        .map(Ok::<_, std::convert::Infallible>);
-    let options = RunOptions {
-        rate,
-        count: Some(count),
-        duration: None,
-    };
-    let summary = run(&producer, events, &options, std::future::pending()).await;
-    assert_eq!(summary.delivered, count);
 }
 
 fn bare_drain(brokers: &str, n: u64) -> f64 {
@@ -86,25 +60,11 @@ fn bare_drain(brokers: &str, n: u64) -> f64 {
 }
 
 fn scrape(port: u16) -> String {
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body);
-    body
+    common::scrape_metrics(port)
 }
 
 fn metric(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    common::metric(scrape, series).unwrap_or(0.0)
 }
 
 /// Freshness buckets: (upper bound, cumulative count).

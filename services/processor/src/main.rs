@@ -97,7 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let config = ProcessorConfig {
         features_dir: args.features_dir,
-        brokers: pick(args.brokers, "FRESHET_BROKERS", "127.0.0.1:9092"),
+        brokers: stack.resolve(args.brokers, "FRESHET_BROKERS", "127.0.0.1:9092"),
         registry_url: pick(
             args.registry_url,
             "FRESHET_REGISTRY_URL",

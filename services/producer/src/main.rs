@@ -105,14 +105,12 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let telemetry = freshet_telemetry::init("freshet-producer", args.otlp_endpoint.as_deref())?;
     let stack = StackEnv::load(&args.state_dir);
-    let brokers = args
-        .brokers
-        .or_else(|| stack.get("FRESHET_BROKERS"))
-        .unwrap_or_else(|| "127.0.0.1:9092".into());
-    let registry_url = args
-        .registry_url
-        .or_else(|| stack.get("FRESHET_REGISTRY_URL"))
-        .unwrap_or_else(|| "http://127.0.0.1:8081".into());
+    let brokers = stack.resolve(args.brokers, "FRESHET_BROKERS", "127.0.0.1:9092");
+    let registry_url = stack.resolve(
+        args.registry_url,
+        "FRESHET_REGISTRY_URL",
+        "http://127.0.0.1:8081",
+    );
     if args.rate < 0.0 || !args.rate.is_finite() {
         bail!("--rate must be 0 (unlimited) or a positive number of events per second");
     }
