@@ -39,8 +39,8 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result
     // partition count instead of ours (tansu does).
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(10)))
-        .request_timeout(Some(Duration::from_secs(10)));
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics([&new], &options)
         .await

@@ -39,7 +39,7 @@ async fn a_missing_topic_is_created_with_the_partitions_asked_for_and_only_once(
 async fn an_unreachable_broker_is_a_clear_error() {
     let port = freshet_localstack::free_port();
     let err = tokio::time::timeout(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         freshet_kafka::ensure_topic(&format!("127.0.0.1:{port}"), "t", 1),
     )
     .await

@@ -378,14 +378,15 @@ pub fn oracle(
 /// The text of a Prometheus /metrics endpoint on localhost.
 pub fn scrape_metrics(port: u16) -> String {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    // Empty when nothing listens (yet): callers poll until the metric they want appears.
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
     let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
+    let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_ok() {
+        let _ = stream.read_to_string(&mut body);
+    }
     body
 }
 
