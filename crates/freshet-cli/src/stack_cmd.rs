@@ -71,7 +71,7 @@ pub fn up(args: UpArgs, features_dir: &std::path::Path) -> Result<ExitCode> {
     );
     let mut running = stack::start(&config, &tools, &services, |spec, took| {
         println!(
-            "  {:<8} ready at {:<22} ({:.1}s)",
+            "  {:<10} ready at {:<22} ({:.1}s)",
             spec.name,
             spec.address(),
             took.as_secs_f64()
@@ -142,7 +142,7 @@ pub fn status(args: StateDirArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     };
-    println!("{:<8} {:<8} {:<22} state", "name", "pid", "address");
+    println!("{:<10} {:<8} {:<22} state", "name", "pid", "address");
     let mut healthy = true;
     for c in &components {
         let state = match (c.running, c.ready) {
@@ -151,9 +151,9 @@ pub fn status(args: StateDirArgs) -> Result<ExitCode> {
             (false, _) => "stopped",
         };
         healthy &= c.ready;
-        println!("{:<8} {:<8} {:<22} {state}", c.name, c.pid, c.address);
+        println!("{:<10} {:<8} {:<22} {state}", c.name, c.pid, c.address);
         if !c.ready {
-            println!("         log: {}", c.log.display());
+            println!("           log: {}", c.log.display());
         }
     }
     Ok(if healthy {
