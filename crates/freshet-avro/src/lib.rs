@@ -128,7 +128,11 @@ pub enum DecodeError {
 /// Decodes wire-format records and resolves them to one reader schema.
 pub struct WireDecoder {
     decoder: AvroDecoder,
-    reader: Schema,
+    reader: &'static Schema,
+    /// A resolving reader per writer schema id, built once: building one compares the two
+    /// schemas, which costs more than decoding a small record.
+    readers:
+        std::sync::RwLock<std::collections::HashMap<u32, &'static GenericDatumReader<'static>>>,
 }
 
 /// A decoded record and the id of the schema it was written with.
@@ -139,23 +143,27 @@ pub struct Decoded {
 }
 
 impl WireDecoder {
+    /// The reader schema and the resolving readers are kept for the life of the process
+    /// (decoders live as long as their consumer; writer schemas are few).
     pub fn new(registry_url: &str, reader: Schema) -> Self {
         Self {
             decoder: AvroDecoder::new(SrSettings::new(registry_url.to_string())),
-            reader,
+            reader: Box::leak(Box::new(reader)),
+            readers: Default::default(),
         }
     }
 
     pub fn reader_schema(&self) -> &Schema {
-        &self.reader
+        self.reader
     }
 
-    pub async fn decode(&self, bytes: Option<&[u8]>) -> Result<Decoded, DecodeError> {
-        let (id, payload) = match get_bytes_result(bytes) {
-            BytesResult::Null => return Err(DecodeError::Empty),
-            BytesResult::Invalid(_) => return Err(DecodeError::NotWireFormat),
-            BytesResult::Valid(id, payload) => (id, payload),
-        };
+    async fn datum_reader(
+        &self,
+        id: u32,
+    ) -> Result<&'static GenericDatumReader<'static>, DecodeError> {
+        if let Some(reader) = self.readers.read().expect("never poisoned").get(&id) {
+            return Ok(reader);
+        }
         let writer = self
             .decoder
             .get_schema(id)
@@ -164,13 +172,29 @@ impl WireDecoder {
                 id,
                 reason: describe(&e),
             })?;
-        let datum_reader = GenericDatumReader::builder(&writer.parsed)
-            .reader_schema(&self.reader)
+        let writer: &'static Schema = Box::leak(Box::new(writer.parsed.clone()));
+        let reader = GenericDatumReader::builder(writer)
+            .reader_schema(self.reader)
             .build()
             .map_err(|e| DecodeError::Incompatible {
                 id,
                 reason: e.to_string(),
             })?;
+        let reader: &'static GenericDatumReader<'static> = Box::leak(Box::new(reader));
+        self.readers
+            .write()
+            .expect("never poisoned")
+            .insert(id, reader);
+        Ok(reader)
+    }
+
+    pub async fn decode(&self, bytes: Option<&[u8]>) -> Result<Decoded, DecodeError> {
+        let (id, payload) = match get_bytes_result(bytes) {
+            BytesResult::Null => return Err(DecodeError::Empty),
+            BytesResult::Invalid(_) => return Err(DecodeError::NotWireFormat),
+            BytesResult::Valid(id, payload) => (id, payload),
+        };
+        let datum_reader = self.datum_reader(id).await?;
         let mut slice = payload;
         let value = datum_reader
             .read_value(&mut slice)
