@@ -166,11 +166,21 @@ async fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let processed_rate = n as f64 / started.unwrap().elapsed().as_secs_f64();
+    let catch_up = scrape(port);
+    let epochs = metric(&catch_up, "freshet_processor_epoch_duration_seconds_count");
+    let epoch_seconds = metric(&catch_up, "freshet_processor_epoch_duration_seconds_sum");
+    let redis_seconds = metric(&catch_up, "freshet_processor_redis_write_seconds_sum");
     println!("  bare rdkafka consumer : {bare:>10.0} events/s");
     println!("  freshet processor     : {processed_rate:>10.0} events/s  (decode, aggregate, checkpoint, Kafka transaction, Redis)");
     println!(
         "  ratio processor / bare: {:>10.2}  (target >= 0.50)",
         processed_rate / bare
+    );
+    println!(
+        "  catch-up: {epochs:.0} epochs, {:.0} records each, delivery {:.1} ms per epoch of which Redis {:.1} ms",
+        n as f64 / epochs.max(1.0),
+        1_000.0 * epoch_seconds / epochs.max(1.0),
+        1_000.0 * redis_seconds / epochs.max(1.0)
     );
 
     // Freshness: live events whose event time is now, at a fixed rate. The backlog left the
