@@ -116,6 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         epoch_duration: Duration::from_millis(args.epoch_ms.max(1)),
         epoch_max_records: args.epoch_max_records.max(1),
         partitions: args.partitions,
+        trace_records: args.otlp_endpoint.is_some(),
     };
     let metrics = ProcessorMetrics::new();
     if args.metrics_listen != "off" {

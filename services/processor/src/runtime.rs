@@ -46,6 +46,22 @@ pub struct ProcessorConfig {
     pub epoch_max_records: usize,
     /// Partitions of topics the processor creates when they are missing.
     pub partitions: i32,
+    /// Start a span per record continuing its `traceparent` (only worth it when spans are
+    /// exported).
+    pub trace_records: bool,
+}
+
+fn kafka_sink(
+    config: &ProcessorConfig,
+    transactional_id: &str,
+) -> Result<KafkaSink, DeliveryError> {
+    KafkaSink::new(
+        &config.brokers,
+        &config.registry_url,
+        transactional_id,
+        &config.output_topic,
+        &config.dead_letter_topic,
+    )
 }
 
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -236,13 +252,7 @@ pub async fn run(
     );
 
     let transactional_id = format!("{}-tx", config.group_id);
-    let mut kafka = KafkaSink::new(
-        &config.brokers,
-        &config.registry_url,
-        &transactional_id,
-        &config.output_topic,
-        &config.dead_letter_topic,
-    )?;
+    let mut kafka = kafka_sink(&config, &transactional_id)?;
     let ttl_ms: HashMap<String, i64> = views.iter().map(|v| (v.name.clone(), v.ttl_ms)).collect();
     let mut redis = connect_redis(&config.redis_url, ttl_ms, &stop).await?;
 
@@ -288,6 +298,8 @@ pub async fn run(
     loop {
         let started = Instant::now();
         let mut records = 0usize;
+        // Records per engine, added to the metrics once per epoch, not per record.
+        let mut per_engine = vec![0u64; engines.len()];
         let mut dead_letters = Vec::new();
         while records < config.epoch_max_records && started.elapsed() < config.epoch_duration {
             let Some(message) = consumer.poll(Duration::from_millis(20)) else {
@@ -313,8 +325,10 @@ pub async fn run(
                 continue;
             }
             records += 1;
-            metrics.events.with_label_values(&[message.topic()]).inc();
-            trace_record(&tracer, &message);
+            per_engine[index] += 1;
+            if config.trace_records {
+                trace_record(&tracer, &message);
+            }
             let source = &sources[message.topic()];
             let event = match source.decoder.decode(message.payload()).await {
                 Ok(decoded) => to_event(&decoded.value, &source.entity_field, &source.time_field),
@@ -348,6 +362,12 @@ pub async fn run(
                         .inc();
                 }
             }
+        }
+        for (i, n) in per_engine.iter().enumerate().filter(|(_, n)| **n > 0) {
+            metrics
+                .events
+                .with_label_values(&[engines[i].0.as_str()])
+                .inc_by(*n);
         }
         if last_lag.elapsed() >= LAG_EVERY {
             last_lag = Instant::now();
@@ -498,13 +518,7 @@ async fn publish(
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-                if let Ok(fresh) = KafkaSink::new(
-                    &config.brokers,
-                    &config.registry_url,
-                    transactional_id,
-                    &config.output_topic,
-                    &config.dead_letter_topic,
-                ) {
+                if let Ok(fresh) = kafka_sink(config, transactional_id) {
                     *kafka = fresh;
                 }
             }

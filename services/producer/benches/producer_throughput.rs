@@ -144,25 +144,6 @@ async fn main() {
     }
     let (payload, key) = mean_sizes(10_000);
     println!("producer throughput: {n} events per measurement, payload {payload} B, key {key} B");
-    if std::env::var_os("FRESHET_BENCH_PROFILE").is_some() {
-        let encoder =
-            freshet_avro::WireEncoder::new(&stack.registry_url(), "warmup", Some(SCHEMA_V2));
-        let evs: Vec<_> = sim().take(n as usize).collect();
-        let t = Instant::now();
-        for e in &evs {
-            encoder.encode(e).await.unwrap();
-        }
-        println!(
-            "  encode only: {:.0} events/s",
-            n as f64 / t.elapsed().as_secs_f64()
-        );
-        let t = Instant::now();
-        let c = sim().take(n as usize).count();
-        println!(
-            "  simulate only: {:.0} events/s",
-            c as f64 / t.elapsed().as_secs_f64()
-        );
-    }
     // Warm up the registry cache and the broker.
     freshet(&stack, "warmup", 1_000).await;
     // Interleaved, so drift on a noisy machine hits both sides alike.

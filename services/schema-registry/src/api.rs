@@ -213,26 +213,26 @@ struct VersionBody<'a> {
     schema: &'a str,
 }
 
-async fn schema_by_id(AxumState((shared, _)): AppState, Path(id): Path<String>) -> ApiResult {
+/// The stored text of schema `id` (given as the path segment).
+fn schema_text(shared: &Shared, id: &str) -> Result<(u32, String), ApiError> {
     let id = id.parse::<u32>().map_err(|_| ApiError::SchemaNotFound)?;
-    let store = lock(&shared);
+    let store = lock(shared);
     let schema = store
         .state
         .schemas
         .get(&id)
         .ok_or(ApiError::SchemaIdNotFound(id))?;
+    Ok((id, schema.clone()))
+}
+
+async fn schema_by_id(AxumState((shared, _)): AppState, Path(id): Path<String>) -> ApiResult {
+    let (_, schema) = schema_text(&shared, &id)?;
     ok(&serde_json::json!({ "schema": schema }))
 }
 
 async fn raw_schema_by_id(AxumState((shared, _)): AppState, Path(id): Path<String>) -> ApiResult {
-    let id = id.parse::<u32>().map_err(|_| ApiError::SchemaNotFound)?;
-    let store = lock(&shared);
-    let schema = store
-        .state
-        .schemas
-        .get(&id)
-        .ok_or(ApiError::SchemaIdNotFound(id))?;
-    let json: serde_json::Value = serde_json::from_str(schema).expect("stored schemas are JSON");
+    let (_, schema) = schema_text(&shared, &id)?;
+    let json: serde_json::Value = serde_json::from_str(&schema).expect("stored schemas are JSON");
     ok(&json)
 }
 

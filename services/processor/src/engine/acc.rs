@@ -113,10 +113,10 @@ impl Acc {
             Acc::Count(n) => Value::Long(*n),
             Acc::SumLong(s) => Value::Long(*s),
             Acc::SumDouble(s) => Value::Double(*s),
-            Acc::Min(v) | Acc::Max(v) => v.clone().map(widen).unwrap_or(Value::Null),
+            Acc::Min(v) | Acc::Max(v) => v.clone().unwrap_or(Value::Null),
             Acc::Mean { n: 0, .. } => Value::Null,
             Acc::Mean { sum, n } => Value::Double(sum / *n as f64),
-            Acc::Last(v) => v.clone().map(|(_, v)| widen(v)).unwrap_or(Value::Null),
+            Acc::Last(v) => v.clone().map(|(_, v)| v).unwrap_or(Value::Null),
             Acc::Distinct(set) => Value::Long(set.len() as i64),
         }
     }
@@ -128,11 +128,6 @@ fn as_long(v: &Value) -> i64 {
         Value::Double(d) => *d as i64,
         _ => 0,
     }
-}
-
-/// Integer values stay integers; everything else as it is.
-fn widen(v: Value) -> Value {
-    v
 }
 
 fn less(a: &Value, b: &Value) -> bool {

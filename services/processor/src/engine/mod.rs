@@ -314,7 +314,7 @@ impl PartitionEngine {
         if event.time < clock - self.delay {
             return Outcome::Late;
         }
-        for vi in self.view_ids.clone() {
+        for &vi in &self.view_ids {
             let key = (vi, event.entity.clone());
             let view = &self.views[vi];
             let state = self
