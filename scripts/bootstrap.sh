@@ -37,8 +37,12 @@ need g++ g++
 need python3 python3
 if [ "$WITH_FLINK" = 1 ]; then need java openjdk-17-jre-headless; fi
 python3 -m venv --help >/dev/null 2>&1 || missing_packages+=(python3-venv)
-# The rocksdb crate generates its bindings with libclang.
-compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null || missing_packages+=(libclang-dev clang)
+# The rocksdb crate generates its bindings with libclang (libclang.so itself: LLVM's
+# libclang-cpp.so, which other packages bring, does not do).
+compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so*" >/dev/null || missing_packages+=(libclang-dev clang)
+# wrk: the HTTP load generator of the serving benchmark.
+need wrk wrk
+need curl curl   # start.sh reads the serving API with it
 
 if [ "${#missing_packages[@]}" -gt 0 ]; then
   mapfile -t missing_packages < <(printf '%s\n' "${missing_packages[@]}" | sort -u)
