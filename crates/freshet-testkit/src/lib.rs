@@ -8,7 +8,12 @@
 //! Logs go to a temporary folder. When a test fails, the folder is kept and the last lines
 //! of every log are printed, so a failure in CI can be understood from its output alone.
 //!
+//! [`TestRedis`] is a Redis alone, for tests that need no broker; [`metrics`] reads a
+//! service's Prometheus endpoint.
+//!
 //! Binaries come from `scripts/bootstrap.sh` (see `freshet_localstack::Tools`).
+
+pub mod metrics;
 
 use freshet_localstack::components::{self, ComponentSpec};
 use freshet_localstack::process::log_tail;
@@ -204,6 +209,57 @@ impl TestStack {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => panic!("creating topic {topic}: {code}"),
             }
+        }
+    }
+}
+
+/// A Redis on its own, for tests that need no broker (the serving API, the store).
+pub struct TestRedis {
+    pub server: Server,
+    logs: tempfile::TempDir,
+}
+
+impl TestRedis {
+    pub fn start() -> Self {
+        let tools = Tools::locate().unwrap_or_else(|e| panic!("{e}"));
+        let logs = tempfile::Builder::new()
+            .prefix("freshet-test-")
+            .tempdir()
+            .expect("a temporary folder for server logs");
+        let data = logs.path().join("redis-data");
+        std::fs::create_dir_all(&data).expect("redis data folder");
+        let server = start_server(&logs, |port| {
+            components::redis(&tools, "127.0.0.1", port, &data)
+        });
+        Self { server, logs }
+    }
+
+    /// `redis://host:port`.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.server.address())
+    }
+
+    /// Stops Redis (as an outage would); [`TestRedis::restart`] brings it back, empty, at
+    /// the same address.
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    pub fn restart(&mut self) {
+        self.server.restart(self.logs.path());
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.server.stop();
+        if std::thread::panicking() {
+            let log = self.logs.path().join("redis.log");
+            eprintln!(
+                "--- last lines of {} ---\n{}",
+                log.display(),
+                log_tail(&log, 30)
+            );
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::checkpoint::{DeadLetter, Outbox, OutboxUpdate};
 use crate::metrics::ProcessorMetrics;
 use freshet_avro::WireEncoder;
-use freshet_core::store_layout::VERSIONED_WRITE_SCRIPT;
+use freshet_core::store_layout::FeatureUpdate;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -241,22 +241,15 @@ impl RedisSink {
         metrics: &ProcessorMetrics,
     ) -> Result<(), DeliveryError> {
         let started = Instant::now();
-        for chunk in updates.chunks(1_000) {
-            let mut pipe = redis::pipe();
-            for u in chunk {
-                let update = u.feature_update();
+        let writes: Vec<(FeatureUpdate, i64)> = updates
+            .iter()
+            .map(|u| {
                 let ttl = self.ttl_ms.get(&u.view).copied().unwrap_or(0);
-                pipe.cmd("EVAL")
-                    .arg(VERSIONED_WRITE_SCRIPT)
-                    .arg(1)
-                    .arg(update.key());
-                for arg in update.script_args(ttl) {
-                    pipe.arg(arg);
-                }
-                pipe.ignore();
-            }
-            pipe.query_async::<()>(&mut self.connection).await?;
-        }
+                (u.feature_update(), ttl)
+            })
+            .collect();
+        freshet_store::write_updates(&mut self.connection, writes.iter().map(|(u, t)| (u, *t)))
+            .await?;
         metrics.redis_write.observe(started.elapsed().as_secs_f64());
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

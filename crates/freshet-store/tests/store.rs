@@ -1,0 +1,82 @@
+//! Versioned writes and pipelined reads against a real Redis.
+
+use freshet_core::store_layout::{feature_key, FeatureUpdate};
+use freshet_core::Value;
+use freshet_testkit::TestRedis;
+use std::collections::BTreeMap;
+
+fn update(entity: &str, version: u64, clicks: i64) -> FeatureUpdate {
+    FeatureUpdate {
+        view: "clicks".into(),
+        entity: entity.into(),
+        version,
+        event_time_ms: 1_700_000_000_000 + version as i64,
+        values: BTreeMap::from([
+            ("count".to_string(), Value::Long(clicks)),
+            ("mean".to_string(), Value::Double(0.1 + clicks as f64)),
+        ]),
+    }
+}
+
+#[tokio::test]
+async fn written_values_read_back_exactly_and_older_versions_never_win() {
+    let redis = TestRedis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+
+    let first = update("1", 10, 3);
+    let newer = update("1", 11, 4);
+    let older = update("1", 9, 99);
+    let other = update("2", 5, 7);
+    freshet_store::write_updates(&mut conn, [(&first, 60_000), (&other, 0)])
+        .await
+        .unwrap();
+    freshet_store::write_updates(&mut conn, [(&newer, 60_000), (&older, 60_000)])
+        .await
+        .unwrap();
+
+    let keys = vec![
+        feature_key("clicks", "1"),
+        feature_key("clicks", "missing"),
+        feature_key("clicks", "2"),
+    ];
+    let hashes = freshet_store::read_hashes(&mut conn, &keys).await.unwrap();
+    assert_eq!(hashes.len(), 3);
+    let one = freshet_store::decode(&hashes[0]).unwrap().unwrap();
+    assert_eq!(one.version, 11);
+    assert_eq!(one.event_time_ms, newer.event_time_ms);
+    assert_eq!(one.values, newer.values);
+    assert_eq!(freshet_store::decode(&hashes[1]).unwrap(), None);
+    let two = freshet_store::decode(&hashes[2]).unwrap().unwrap();
+    assert_eq!(two.values, other.values);
+
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "ttl {ttl}");
+    let no_ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[2])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(no_ttl, -1, "a TTL of 0 means the key never expires");
+}
+
+#[tokio::test]
+async fn writes_larger_than_one_pipeline_all_land() {
+    let redis = TestRedis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let updates: Vec<FeatureUpdate> = (0..2_500).map(|i| update(&i.to_string(), 1, i)).collect();
+    freshet_store::write_updates(&mut conn, updates.iter().map(|u| (u, 0)))
+        .await
+        .unwrap();
+    let keys: Vec<String> = updates.iter().map(|u| u.key()).collect();
+    let hashes = freshet_store::read_hashes(&mut conn, &keys).await.unwrap();
+    for (u, hash) in updates.iter().zip(&hashes) {
+        let stored = freshet_store::decode(hash).unwrap().unwrap();
+        assert_eq!(stored.values, u.values, "entity {}", u.entity);
+    }
+}
