@@ -6,8 +6,11 @@
 //!   propagator is installed either way, so trace ids flow even when nothing is exported.
 //! - [`kafka_headers`]: trace context in and out of Kafka record headers (`traceparent`),
 //!   so one event's journey from producer to processor is one trace.
+//! - [`http_headers`]: trace context from HTTP request headers, so a caller's trace
+//!   continues into a service's request span.
 //! - [`metrics`]: the Prometheus text endpoint (`GET /metrics`) for a service's registry.
 
+pub mod http_headers;
 pub mod kafka_headers;
 pub mod metrics;
 

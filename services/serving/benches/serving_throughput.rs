@@ -1,0 +1,290 @@
+//! Serving benchmark: `cargo bench -p freshet-serving`.
+//!
+//! In one run, against one real Redis holding 10,000 entities in both shipped views:
+//!
+//! 1. baseline: raw Redis from a Rust client (the redis crate's multiplexed connection,
+//!    the one the service uses), at the same concurrency as the load generator, each
+//!    operation the same pipelined HGETALLs a lookup needs (one per view);
+//! 2. `GET /features/{id}` through the real `freshet-serving` binary, driven by wrk (an
+//!    HTTP load generator in its own process) at the same concurrency;
+//!
+//! alternated twice, printing throughput and the ratio (2) / (1); then single-lookup
+//! latency at moderate load (4 connections) and 1,000-entity batch latency (sequential
+//! requests from an HTTP client, with the server's own latency figure beside it).
+//!
+//! Figures are ratios within one run because these machines are noisy. Aims: ratio >= 0.5,
+//! single-lookup p99 < 1 ms at moderate load, batch p99 < 10 ms.
+
+use freshet_core::store_layout::{feature_key, FeatureUpdate};
+use freshet_core::Value;
+use freshet_testkit::TestRedis;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ENTITIES: usize = 10_000;
+const CONCURRENCY: usize = 32;
+const ROUND: Duration = Duration::from_secs(8);
+const BATCH: usize = 1_000;
+const BATCH_REQUESTS: usize = 200;
+const VIEWS: [&str; 2] = ["user_click_stats", "user_purchase_stats"];
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!(
+            "the serving benchmark needs wrk: run scripts/bootstrap.sh (or apt-get install wrk)"
+        );
+        std::process::exit(1);
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let redis = TestRedis::start();
+    runtime.block_on(fill(&redis.url()));
+
+    let port = freshet_localstack::free_port();
+    let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+    let _serving = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_freshet-serving"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--redis-url", &redis.url()])
+            .arg("--features-dir")
+            .arg(&features)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start freshet-serving"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    runtime.block_on(wait_ready(&base));
+    let script = std::env::temp_dir().join(format!("freshet-bench-{port}.lua"));
+    std::fs::write(
+        &script,
+        format!(
+            "math.randomseed(7)\nrequest = function()\n  return wrk.format(\"GET\", \"/features/\" .. math.random(0, {}))\nend\n",
+            ENTITIES - 1
+        ),
+    )
+    .expect("wrk script");
+
+    println!("serving benchmark: {ENTITIES} entities x {} views, concurrency {CONCURRENCY}, rounds of {}s", VIEWS.len(), ROUND.as_secs());
+    let (mut redis_total, mut serving_total) = (0.0, 0.0);
+    for round in 1..=2 {
+        let raw = runtime.block_on(raw_redis(&redis.url()));
+        let http = wrk(&base, &script, CONCURRENCY, 2);
+        println!(
+            "  round {round}: raw Redis {:>9.0} lookups/s (p50 {:.3} ms, p99 {:.3} ms) | GET /features/{{id}} {:>9.0} req/s (p50 {:.3} ms, p99 {:.3} ms) | ratio {:.2}",
+            raw.per_second, raw.p50_ms, raw.p99_ms, http.per_second, http.p50_ms, http.p99_ms,
+            http.per_second / raw.per_second
+        );
+        redis_total += raw.per_second;
+        serving_total += http.per_second;
+    }
+    println!(
+        "throughput ratio (serving / raw Redis, both rounds): {:.2}  (aim >= 0.5)",
+        serving_total / redis_total
+    );
+    let moderate = wrk(&base, &script, 4, 1);
+    println!(
+        "single lookup at moderate load (4 connections): {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms  (aim p99 < 1 ms)",
+        moderate.per_second, moderate.p50_ms, moderate.p99_ms
+    );
+    let (client_ms, server_ms) = runtime.block_on(batches(&base));
+    println!(
+        "batch of {BATCH} (one view pair each, {BATCH_REQUESTS} requests): p50 {:.2} ms, p99 {:.2} ms at the client; server p50 {:.2} ms, p99 {:.2} ms  (aim p99 < 10 ms)",
+        percentile(&client_ms, 0.5), percentile(&client_ms, 0.99),
+        percentile(&server_ms, 0.5), percentile(&server_ms, 0.99)
+    );
+    let _ = std::fs::remove_file(script);
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Both views for every entity, as the processor would write them.
+async fn fill(url: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let now = now_ms();
+    let updates: Vec<FeatureUpdate> = (0..ENTITIES)
+        .flat_map(|i| {
+            let clicks = FeatureUpdate {
+                view: VIEWS[0].into(),
+                entity: i.to_string(),
+                version: 1,
+                event_time_ms: now,
+                values: BTreeMap::from([
+                    ("click_count_1m".to_string(), Value::Long(i as i64 % 7)),
+                    ("view_count_1m".to_string(), Value::Long(i as i64 % 31)),
+                    ("click_count_10m".to_string(), Value::Long(i as i64 % 50)),
+                    ("distinct_items_viewed_10m".to_string(), Value::Long(3)),
+                ]),
+            };
+            let purchases = FeatureUpdate {
+                view: VIEWS[1].into(),
+                entity: i.to_string(),
+                version: 1,
+                event_time_ms: now,
+                values: BTreeMap::from([
+                    ("purchase_count_5m".to_string(), Value::Long(1)),
+                    ("purchase_amount_sum_1h".to_string(), Value::Double(42.5)),
+                    ("avg_purchase_amount_1h".to_string(), Value::Double(21.25)),
+                    ("events_per_session".to_string(), Value::Long(12)),
+                ]),
+            };
+            [clicks, purchases]
+        })
+        .collect();
+    freshet_store::write_updates(&mut conn, updates.iter().map(|u| (u, 0)))
+        .await
+        .unwrap();
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/ready"))
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "freshet-serving did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Figures {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// CONCURRENCY tasks, each looping over lookups of random entities: one pipelined round
+/// trip with an HGETALL per view, as the service does for a lookup.
+async fn raw_redis(url: &str) -> Figures {
+    let client = redis::Client::open(url).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..CONCURRENCY {
+        let (mut conn, stop, count) = (conn.clone(), stop.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut entity = t * 7919;
+            while !stop.load(Ordering::Relaxed) {
+                entity = (entity * 31 + 17) % ENTITIES;
+                let keys: Vec<String> = VIEWS
+                    .iter()
+                    .map(|v| feature_key(v, &entity.to_string()))
+                    .collect();
+                let started = Instant::now();
+                let hashes = freshet_store::read_hashes(&mut conn, &keys).await.unwrap();
+                latencies.push(started.elapsed().as_secs_f64() * 1_000.0);
+                assert_eq!(hashes.len(), VIEWS.len());
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(ROUND).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Figures {
+        per_second: count.load(Ordering::Relaxed) as f64 / elapsed,
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+    }
+}
+
+/// Runs wrk against `GET /features/{random id}` and reads its figures.
+fn wrk(base: &str, script: &std::path::Path, connections: usize, threads: usize) -> Figures {
+    let out = Command::new("wrk")
+        .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
+        .args(["-d", &format!("{}s", ROUND.as_secs()), "--latency", "-s"])
+        .arg(script)
+        .arg(base)
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("Non-2xx"),
+        "the service answered errors under load:\n{text}"
+    );
+    let field = |prefix: &str| -> &str {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in wrk's output:\n{text}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+    };
+    Figures {
+        per_second: field("Requests/sec:").parse().expect("requests/s"),
+        p50_ms: duration_ms(field("50%")),
+        p99_ms: duration_ms(field("99%")),
+    }
+}
+
+/// wrk's durations: `812.00us`, `1.20ms`, `2.01s`.
+fn duration_ms(text: &str) -> f64 {
+    for (unit, scale) in [("us", 0.001), ("ms", 1.0), ("s", 1_000.0)] {
+        if let Some(number) = text.strip_suffix(unit) {
+            return number.parse::<f64>().expect("a number") * scale;
+        }
+    }
+    panic!("unknown duration {text:?} from wrk")
+}
+
+/// Sequential 1,000-entity batches; client-side and server-reported latencies, sorted.
+async fn batches(base: &str) -> (Vec<f64>, Vec<f64>) {
+    let http = reqwest::Client::new();
+    let (mut client_ms, mut server_ms) = (Vec::new(), Vec::new());
+    for r in 0..BATCH_REQUESTS {
+        let ids: Vec<String> = (0..BATCH)
+            .map(|i| ((r * 7919 + i * 13) % ENTITIES).to_string())
+            .collect();
+        let started = Instant::now();
+        let response = http
+            .post(format!("{base}/features/batch"))
+            .json(&serde_json::json!({ "entity_ids": ids }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let bytes = response.bytes().await.unwrap();
+        client_ms.push(started.elapsed().as_secs_f64() * 1_000.0);
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        server_ms.push(body["server_latency_ms"].as_f64().unwrap());
+        assert_eq!(body["results"].as_array().unwrap().len(), BATCH);
+    }
+    client_ms.sort_by(f64::total_cmp);
+    server_ms.sort_by(f64::total_cmp);
+    (client_ms, server_ms)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}

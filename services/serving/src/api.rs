@@ -1,0 +1,341 @@
+//! The routes: lookups, health, metrics and the OpenAPI docs. Handlers are plain async
+//! functions over one shared [`AppState`]; every error goes through [`ApiError`].
+
+use crate::error::{ApiError, ErrorBody};
+use crate::lookup::{Catalog, EntityFeatures, FeatureValue, ValueSource, ViewStatus, ViewValues};
+use crate::metrics::ServingMetrics;
+use crate::store::FeatureStore;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// Longest entity id accepted, in bytes.
+pub const MAX_ENTITY_ID_BYTES: usize = 512;
+
+pub struct AppState {
+    pub catalog: Catalog,
+    pub store: FeatureStore,
+    pub metrics: ServingMetrics,
+    pub max_batch_size: usize,
+}
+
+type SharedState = Arc<AppState>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Freshet serving API",
+        description = "Feature values for machine-learning models, computed by Freshet's stream processor and read from Redis."
+    ),
+    paths(get_features, batch_features, health, ready),
+    components(schemas(
+        EntityFeatures,
+        ViewValues,
+        FeatureValue,
+        ViewStatus,
+        ValueSource,
+        BatchRequest,
+        BatchResponse,
+        ErrorBody,
+        StatusBody
+    ))
+)]
+pub struct ApiDoc;
+
+/// The service's routes with their state; `/metrics`, `/docs` and `/openapi.json`
+/// included. Middleware (timeouts, tracing, metrics) is added by [`crate::app`].
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/features/{entity_id}", get(get_features))
+        .route("/features/batch", post(batch_features))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(state.clone())
+        .merge(freshet_telemetry::metrics::router(
+            state.metrics.registry.clone(),
+        ))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state, record_request))
+}
+
+/// Which views and features to return (all when not given).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionQuery {
+    /// Feature view name(s), comma-separated.
+    view: Option<String>,
+    /// Feature names, comma-separated.
+    features: Option<String>,
+}
+
+/// Features of one entity.
+#[utoipa::path(
+    get,
+    path = "/features/{entity_id}",
+    params(("entity_id" = String, Path, description = "The entity's id, e.g. a user id"), SelectionQuery),
+    responses(
+        (status = 200, description = "The entity's features; defaults where nothing is stored", body = EntityFeatures),
+        (status = 400, description = "Unknown view or feature, or a bad query", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+async fn get_features(
+    State(state): State<SharedState>,
+    Path(entity_id): Path<String>,
+    query: Result<Query<SelectionQuery>, QueryRejection>,
+) -> Result<Json<EntityFeatures>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest {
+        status: StatusCode::BAD_REQUEST,
+        message: format!(
+            "{}; the query takes `view` and `features`, each a comma-separated list of names",
+            e.body_text()
+        ),
+    })?;
+    check_entity_id(0, &entity_id)?;
+    let selection = state.catalog.select(
+        query.view.as_deref().map(|v| v.split(',')),
+        query.features.as_deref().map(|f| f.split(',')),
+    )?;
+    let span = tracing::Span::current();
+    span.record("entity_count", 1);
+    span.record("views", selection.view_names().join(",").as_str());
+    let mut results = lookup(&state, &selection, vec![entity_id]).await?;
+    Ok(Json(results.pop().expect("one entity in, one out")))
+}
+
+/// A batch lookup. `user_ids` is accepted as an older spelling of `entity_ids`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Entity ids (strings or integers), answered in the same order.
+    #[schema(value_type = Option<Vec<String>>)]
+    entity_ids: Option<Vec<EntityId>>,
+    /// Older spelling of `entity_ids`.
+    #[schema(value_type = Option<Vec<String>>)]
+    user_ids: Option<Vec<EntityId>>,
+    /// Feature views to return (all when not given).
+    views: Option<Vec<String>>,
+    /// Features to return (all of the selected views' when not given).
+    features: Option<Vec<String>>,
+}
+
+/// An entity id: a JSON string, or an integer taken as its decimal text.
+#[derive(Debug)]
+struct EntityId(String);
+
+impl<'de> Deserialize<'de> for EntityId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = EntityId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an entity id (a string or an integer)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EntityId, E> {
+                Ok(EntityId(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<EntityId, E> {
+                Ok(EntityId(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<EntityId, E> {
+                Ok(EntityId(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<EntityId, E> {
+                Ok(EntityId(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// Number of entities in the batch.
+    batch_size: usize,
+    /// Time the server spent on the batch, in milliseconds.
+    server_latency_ms: f64,
+    /// One entry per requested entity id, in request order.
+    results: Vec<EntityFeatures>,
+}
+
+/// Features of many entities, read from Redis in one round trip.
+#[utoipa::path(
+    post,
+    path = "/features/batch",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "Every entity's features, in request order", body = BatchResponse),
+        (status = 400, description = "Malformed JSON, an empty batch, a bad id, an unknown view or feature", body = ErrorBody),
+        (status = 413, description = "More entity ids than the server's maximum batch size", body = ErrorBody),
+        (status = 422, description = "Well-formed JSON of the wrong shape or types", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+async fn batch_features(
+    State(state): State<SharedState>,
+    body: Result<Json<BatchRequest>, JsonRejection>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let started = Instant::now();
+    let Json(request) = body.map_err(|e| ApiError::BadRequest {
+        status: e.status(),
+        message: e.body_text(),
+    })?;
+    let ids = match (request.entity_ids, request.user_ids) {
+        (Some(_), Some(_)) => return Err(ApiError::BothIdLists),
+        (Some(ids), None) | (None, Some(ids)) => ids,
+        (None, None) => return Err(ApiError::NoIdList),
+    };
+    if ids.is_empty() {
+        return Err(ApiError::EmptyBatch);
+    }
+    if ids.len() > state.max_batch_size {
+        return Err(ApiError::BatchTooLarge {
+            size: ids.len(),
+            max: state.max_batch_size,
+        });
+    }
+    let entities: Vec<String> = ids.into_iter().map(|id| id.0).collect();
+    for (position, id) in entities.iter().enumerate() {
+        check_entity_id(position, id)?;
+    }
+    let selection = state.catalog.select(
+        request.views.as_ref().map(|v| v.iter().map(String::as_str)),
+        request
+            .features
+            .as_ref()
+            .map(|f| f.iter().map(String::as_str)),
+    )?;
+    let span = tracing::Span::current();
+    span.record("entity_count", entities.len());
+    span.record("views", selection.view_names().join(",").as_str());
+    state.metrics.batch_size.observe(entities.len() as f64);
+    let results = lookup(&state, &selection, entities).await?;
+    Ok(Json(BatchResponse {
+        batch_size: results.len(),
+        server_latency_ms: started.elapsed().as_secs_f64() * 1_000.0,
+        results,
+    }))
+}
+
+fn check_entity_id(position: usize, id: &str) -> Result<(), ApiError> {
+    let problem = if id.is_empty() {
+        "empty"
+    } else if id.len() > MAX_ENTITY_ID_BYTES {
+        "longer than 512 bytes"
+    } else if id.chars().any(char::is_control) {
+        "holding control characters"
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::BadEntityId { position, problem })
+}
+
+async fn lookup(
+    state: &AppState,
+    selection: &crate::lookup::Selection<'_>,
+    entities: Vec<String>,
+) -> Result<Vec<EntityFeatures>, ApiError> {
+    let keys = selection.keys(&entities);
+    let started = Instant::now();
+    let hashes = state.store.read(&keys).await.inspect_err(|_| {
+        state.metrics.store_errors.inc();
+    })?;
+    let redis_seconds = started.elapsed().as_secs_f64();
+    Ok(selection.assemble(entities, &hashes, now_ms(), redis_seconds))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusBody {
+    /// `ok`, `ready` or `not_ready`.
+    status: &'static str,
+    /// Why the service is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = StatusBody)))]
+async fn health() -> Json<StatusBody> {
+    Json(StatusBody {
+        status: "ok",
+        reason: None,
+    })
+}
+
+/// Redis answers: lookups can be served.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    responses(
+        (status = 200, description = "Redis answers", body = StatusBody),
+        (status = 503, description = "Redis does not answer", body = StatusBody),
+    )
+)]
+async fn ready(State(state): State<SharedState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(StatusBody {
+            status: "ready",
+            reason: None,
+        })
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(StatusBody {
+                status: "not_ready",
+                reason: Some(e.to_string()),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+/// Records every request's latency by endpoint (method and matched route) and status.
+async fn record_request(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let endpoint = match request.extensions().get::<MatchedPath>() {
+        Some(path) => format!("{} {}", request.method(), path.as_str()),
+        None => "unmatched".to_string(),
+    };
+    let response = next.run(request).await;
+    state
+        .metrics
+        .requests
+        .with_label_values(&[endpoint.as_str(), response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

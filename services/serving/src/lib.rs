@@ -1,0 +1,119 @@
+//! Freshet's serving API: feature values for models, read from Redis.
+//!
+//! - [`api`]: the routes (`GET /features/{entity_id}`, `POST /features/batch`, `/health`,
+//!   `/ready`, `/metrics`, `/docs` and `/openapi.json`) and their request and response
+//!   shapes.
+//! - [`lookup`]: which views and features a request selects, and how stored hashes become
+//!   served values (defaults, TTL, ages). Pure.
+//! - [`store`]: the one shared Redis connection: lazy, with timeouts, remade after a
+//!   failure, so an outage gives fast 503s and the service recovers by itself.
+//! - [`error`]: every error response, in one JSON shape.
+//! - [`metrics`]: the service's Prometheus metrics.
+//!
+//! Invariant: serving never writes to Redis. The layout it reads is
+//! `freshet_core::store_layout`, through `freshet-store`, the same code the processor
+//! writes with.
+
+pub mod api;
+pub mod error;
+pub mod lookup;
+pub mod metrics;
+pub mod store;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::Router;
+use freshet_core::Definitions;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Default largest batch.
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 1_000;
+/// Default time Redis may take to connect or answer before a request gets 503.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default time a request may take before it is answered with 408.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ServingConfig {
+    pub redis_url: String,
+    pub max_batch_size: usize,
+    pub redis_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl ServingConfig {
+    pub fn new(redis_url: impl Into<String>) -> Self {
+        Self {
+            redis_url: redis_url.into(),
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            redis_timeout: DEFAULT_REDIS_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// The whole service as a router: routes, metrics, request span, body limit, timeout.
+/// Connects to Redis only when first needed, so it starts while Redis is down.
+pub fn app(
+    definitions: &Definitions,
+    config: &ServingConfig,
+    metrics: metrics::ServingMetrics,
+) -> Result<Router, store::StoreError> {
+    let state = Arc::new(api::AppState {
+        catalog: lookup::Catalog::new(definitions, &metrics),
+        store: store::FeatureStore::new(&config.redis_url, config.redis_timeout)?,
+        metrics,
+        max_batch_size: config.max_batch_size,
+    });
+    // Room for the largest batch of the longest ids, with JSON punctuation.
+    let body_limit = 64 * 1024 + config.max_batch_size * (api::MAX_ENTITY_ID_BYTES + 4);
+    Ok(api::router(state)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span)))
+}
+
+/// The span of one request, continuing the caller's trace when it sent a `traceparent`.
+/// Handlers fill in `entity_count` and `views`.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    let span = tracing::info_span!(
+        "serving.request",
+        http.method = %request.method(),
+        http.route = route,
+        entity_count = tracing::field::Empty,
+        views = tracing::field::Empty,
+    );
+    if let Some(cx) = freshet_telemetry::http_headers::extract(request.headers()) {
+        let _ = span.set_parent(cx);
+    }
+    span
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes the requests in
+/// flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    definitions: &Definitions,
+    config: &ServingConfig,
+    metrics: metrics::ServingMetrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = app(definitions, config, metrics)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

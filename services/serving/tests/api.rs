@@ -1,0 +1,637 @@
+//! The serving API against a real Redis, over real HTTP. Values are written with the same
+//! versioned writes the processor uses (freshet-store over the core's layout).
+
+use freshet_core::store_layout::FeatureUpdate;
+use freshet_core::{Definitions, Value};
+use freshet_serving::metrics::ServingMetrics;
+use freshet_serving::ServingConfig;
+use freshet_testkit::{metrics, TestRedis};
+use serde_json::{json, Value as Json};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const CLICKS: &str = "user_click_stats";
+const PURCHASES: &str = "user_purchase_stats";
+const HOUR_MS: i64 = 3_600_000;
+
+fn definitions() -> Definitions {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+    freshet_core::load_dir(&dir).expect("the shipped definitions load")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The service on a free port, in this test's runtime.
+struct Serving {
+    base: String,
+    address: String,
+    http: reqwest::Client,
+}
+
+impl Serving {
+    async fn start(redis_url: &str, max_batch_size: usize) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let mut config = ServingConfig::new(redis_url);
+        config.max_batch_size = max_batch_size;
+        let definitions = definitions();
+        tokio::spawn(async move {
+            freshet_serving::serve(
+                listener,
+                &definitions,
+                &config,
+                ServingMetrics::new(),
+                std::future::pending(),
+            )
+            .await
+            .unwrap();
+        });
+        Self {
+            base: format!("http://{address}"),
+            address,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, Json) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, body: &Json) -> (u16, Json) {
+        self.post_raw(path, "application/json", body.to_string())
+            .await
+    }
+
+    async fn post_raw(&self, path: &str, content_type: &str, body: String) -> (u16, Json) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("POST {path} answered {status} with non-JSON {text:?}"));
+        (status, json)
+    }
+}
+
+async fn write(redis_url: &str, updates: &[(FeatureUpdate, i64)]) {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    freshet_store::write_updates(&mut conn, updates.iter().map(|(u, ttl)| (u, *ttl)))
+        .await
+        .unwrap();
+}
+
+fn click_update(entity: &str, version: u64, event_time_ms: i64, clicks: i64) -> FeatureUpdate {
+    FeatureUpdate {
+        view: CLICKS.into(),
+        entity: entity.into(),
+        version,
+        event_time_ms,
+        values: BTreeMap::from([
+            ("click_count_1m".to_string(), Value::Long(clicks)),
+            ("view_count_1m".to_string(), Value::Long(clicks * 10)),
+            ("click_count_10m".to_string(), Value::Long(clicks + 100)),
+            ("distinct_items_viewed_10m".to_string(), Value::Long(7)),
+        ]),
+    }
+}
+
+/// A feature of one view in a served entity.
+fn feature<'a>(entity: &'a Json, view: &str, name: &str) -> &'a Json {
+    &entity["views"][view]["features"][name]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_written_by_the_processors_writer_come_back_exactly() {
+    let redis = TestRedis::start();
+    let serving = Serving::start(&redis.url(), 1_000).await;
+    let event_time = now_ms() - 2_000;
+    let purchase = FeatureUpdate {
+        view: PURCHASES.into(),
+        entity: "42".into(),
+        version: 9,
+        event_time_ms: event_time - 1_000,
+        values: BTreeMap::from([
+            ("purchase_count_5m".to_string(), Value::Long(2)),
+            (
+                "purchase_amount_sum_1h".to_string(),
+                Value::Double(0.1 + 0.2),
+            ),
+            (
+                "avg_purchase_amount_1h".to_string(),
+                Value::Double(12.345678901234567),
+            ),
+        ]),
+    };
+    write(
+        &redis.url(),
+        &[
+            (click_update("42", 17, event_time, 3), HOUR_MS),
+            (purchase, 0),
+        ],
+    )
+    .await;
+
+    let (status, body) = serving.get("/features/42").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entity_id"], "42");
+    let clicks = &body["views"][CLICKS];
+    assert_eq!(clicks["status"], "found");
+    assert_eq!(clicks["version"], 17);
+    assert_eq!(clicks["event_time_ms"], event_time);
+    let age = clicks["age_ms"].as_i64().unwrap();
+    assert!((2_000..12_000).contains(&age), "age {age}");
+    for (name, value) in [
+        ("click_count_1m", json!(3)),
+        ("view_count_1m", json!(30)),
+        ("click_count_10m", json!(103)),
+        ("distinct_items_viewed_10m", json!(7)),
+    ] {
+        let f = feature(&body, CLICKS, name);
+        assert_eq!(f["value"], value, "{name}");
+        assert_eq!(f["source"], "store", "{name}");
+        assert_eq!(f["age_ms"], age, "{name}");
+    }
+    // Floats come back bit for bit; a feature the hash lacks serves its default.
+    assert_eq!(
+        feature(&body, PURCHASES, "purchase_amount_sum_1h")["value"],
+        json!(0.1 + 0.2)
+    );
+    assert_eq!(
+        feature(&body, PURCHASES, "avg_purchase_amount_1h")["value"],
+        json!(12.345678901234567)
+    );
+    let session = feature(&body, PURCHASES, "events_per_session");
+    assert_eq!(session["value"], 0);
+    assert_eq!(session["source"], "default");
+    assert_eq!(session["age_ms"], Json::Null);
+
+    // An older version written later never replaces the served values.
+    write(
+        &redis.url(),
+        &[(click_update("42", 16, event_time, 99), HOUR_MS)],
+    )
+    .await;
+    let (_, body) = serving.get("/features/42").await;
+    assert_eq!(feature(&body, CLICKS, "click_count_1m")["value"], 3);
+
+    // Selection by view and feature.
+    let (status, body) = serving
+        .get("/features/42?view=user_click_stats&features=click_count_1m,click_count_10m")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let views = body["views"].as_object().unwrap();
+    assert_eq!(views.keys().collect::<Vec<_>>(), [CLICKS]);
+    let features = views[CLICKS]["features"].as_object().unwrap();
+    assert_eq!(
+        features.keys().collect::<Vec<_>>(),
+        ["click_count_10m", "click_count_1m"]
+    );
+    // Features alone select the views that have them.
+    let (_, body) = serving.get("/features/42?features=purchase_count_5m").await;
+    assert_eq!(body["views"].as_object().unwrap().len(), 1);
+    assert_eq!(feature(&body, PURCHASES, "purchase_count_5m")["value"], 2);
+
+    // An entity with nothing stored gets every default, not an error.
+    let (status, body) = serving.get("/features/nobody").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["views"][CLICKS]["status"], "missing");
+    assert_eq!(
+        feature(&body, PURCHASES, "avg_purchase_amount_1h")["value"],
+        Json::Null
+    );
+    assert_eq!(
+        feature(&body, PURCHASES, "purchase_amount_sum_1h")["value"],
+        json!(0.0)
+    );
+    assert_eq!(
+        feature(&body, CLICKS, "click_count_1m")["source"],
+        "default"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_a_thousand_mixes_present_missing_and_expired_entities_in_order() {
+    let redis = TestRedis::start();
+    let serving = Serving::start(&redis.url(), 1_000).await;
+    let now = now_ms();
+    // Entity i: i % 3 == 0 fresh, == 1 nothing stored, == 2 older than the view's 1 h TTL
+    // (its key has not expired in Redis: a backfill wrote old values).
+    let mut updates = Vec::new();
+    for i in (0..1_000).filter(|i| i % 3 != 1) {
+        let event_time = if i % 3 == 0 {
+            now - 1_000 - i
+        } else {
+            now - HOUR_MS - 60_000
+        };
+        updates.push((
+            click_update(&format!("u{i}"), 100 + i as u64, event_time, i),
+            0,
+        ));
+    }
+    write(&redis.url(), &updates).await;
+    // Ids in a scrambled order, to see that answers follow the request, not the store.
+    let order: Vec<i64> = (0..1_000).map(|k| (k * 7919) % 1_000).collect();
+    let ids: Vec<String> = order.iter().map(|i| format!("u{i}")).collect();
+
+    let started = Instant::now();
+    let (status, body) = serving
+        .post(
+            "/features/batch",
+            &json!({ "entity_ids": ids, "views": [CLICKS] }),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["batch_size"], 1_000);
+    let latency = body["server_latency_ms"].as_f64().unwrap();
+    assert!(
+        latency > 0.0 && latency <= took.as_secs_f64() * 1_000.0,
+        "{latency}"
+    );
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1_000);
+    for (result, &i) in results.iter().zip(&order) {
+        assert_eq!(result["entity_id"], format!("u{i}"));
+        let view = &result["views"][CLICKS];
+        let clicks = feature(result, CLICKS, "click_count_1m");
+        match i % 3 {
+            0 => {
+                assert_eq!(view["status"], "found", "u{i}");
+                assert_eq!(view["version"], 100 + i);
+                assert_eq!(clicks["value"], i, "u{i}");
+                assert_eq!(clicks["source"], "store");
+                let age = clicks["age_ms"].as_i64().unwrap();
+                assert!(
+                    age >= 1_000 + i && age < 1_000 + i + 30_000,
+                    "u{i}: age {age}"
+                );
+                assert_eq!(feature(result, CLICKS, "view_count_1m")["value"], i * 10);
+            }
+            1 => {
+                assert_eq!(view["status"], "missing", "u{i}");
+                assert_eq!(clicks["value"], 0);
+                assert_eq!(clicks["source"], "default");
+            }
+            _ => {
+                assert_eq!(view["status"], "expired", "u{i}");
+                assert_eq!(clicks["value"], 0, "u{i}: expired values are not served");
+                assert_eq!(clicks["source"], "default");
+                assert_eq!(clicks["age_ms"], Json::Null);
+            }
+        }
+    }
+
+    // The older spelling, integer ids, and a feature selection.
+    write(&redis.url(), &[(click_update("7", 1, now, 5), 0)]).await;
+    let (status, body) = serving
+        .post(
+            "/features/batch",
+            &json!({ "user_ids": [7, "7", 8], "features": ["click_count_1m"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["entity_id"], "7");
+    assert_eq!(feature(&results[0], CLICKS, "click_count_1m")["value"], 5);
+    assert_eq!(feature(&results[1], CLICKS, "click_count_1m")["value"], 5);
+    assert_eq!(
+        feature(&results[2], CLICKS, "click_count_1m")["source"],
+        "default"
+    );
+    assert_eq!(results[0]["views"].as_object().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_json_error_naming_the_problem() {
+    let redis = TestRedis::start();
+    let serving = Serving::start(&redis.url(), 10).await;
+    let check = |(status, body): (u16, Json), want_status: u16, code: &str, mentions: &str| {
+        assert_eq!(status, want_status, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(mentions),
+            "{message:?} should mention {mentions:?}"
+        );
+    };
+    let batch = "/features/batch";
+    check(
+        serving
+            .post_raw(batch, "application/json", "{\"entity_ids\": [1,".into())
+            .await,
+        400,
+        "bad_request",
+        "EOF",
+    );
+    check(
+        serving.post(batch, &json!({"entity_ids": "u1"})).await,
+        422,
+        "bad_request",
+        "entity_ids",
+    );
+    check(
+        serving.post(batch, &json!({"entity_ids": [true]})).await,
+        422,
+        "bad_request",
+        "an entity id (a string or an integer)",
+    );
+    check(
+        serving
+            .post(batch, &json!({"entity_ids": ["1"], "colour": "red"}))
+            .await,
+        422,
+        "bad_request",
+        "colour",
+    );
+    check(
+        serving.post_raw(batch, "text/plain", "{}".into()).await,
+        415,
+        "unsupported_media_type",
+        "application/json",
+    );
+    check(
+        serving.post(batch, &json!({"entity_ids": []})).await,
+        400,
+        "empty_batch",
+        "entity_ids",
+    );
+    check(
+        serving.post(batch, &json!({})).await,
+        400,
+        "no_entity_ids",
+        "entity_ids",
+    );
+    check(
+        serving
+            .post(batch, &json!({"entity_ids": ["1"], "user_ids": ["2"]}))
+            .await,
+        400,
+        "both_id_lists",
+        "user_ids",
+    );
+    check(
+        serving.post(batch, &json!({"entity_ids": ["1", ""]})).await,
+        400,
+        "bad_entity_id",
+        "entity id 1 is empty",
+    );
+    let eleven: Vec<String> = (0..11).map(|i| i.to_string()).collect();
+    check(
+        serving.post(batch, &json!({ "entity_ids": eleven })).await,
+        413,
+        "batch_too_large",
+        "maximum of 10",
+    );
+    let huge = format!("{{\"entity_ids\": [\"{}\"]}}", "x".repeat(200_000));
+    check(
+        serving.post_raw(batch, "application/json", huge).await,
+        413,
+        "body_too_large",
+        "length limit",
+    );
+    check(
+        serving
+            .post(batch, &json!({"entity_ids": ["1"], "views": ["nope"]}))
+            .await,
+        400,
+        "unknown_view",
+        "`nope`; known views: user_click_stats, user_purchase_stats",
+    );
+    check(
+        serving.get("/features/1?view=nope").await,
+        400,
+        "unknown_view",
+        "nope",
+    );
+    check(
+        serving
+            .get("/features/1?view=user_click_stats&features=purchase_count_5m")
+            .await,
+        400,
+        "unknown_feature",
+        "`purchase_count_5m` in view(s) user_click_stats",
+    );
+    check(
+        serving.get("/features/1?features=click_count_1m,").await,
+        400,
+        "empty_name",
+        "feature",
+    );
+    check(
+        serving.get("/features/1?veiw=x").await,
+        400,
+        "bad_request",
+        "veiw",
+    );
+    check(
+        serving.get("/nothing/here").await,
+        404,
+        "not_found",
+        "/nothing/here",
+    );
+    let (status, body) = {
+        let r = serving
+            .http
+            .delete(format!("{}/features/1", serving.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Json>().await.unwrap())
+    };
+    check((status, body), 405, "method_not_allowed", "DELETE");
+    // After all that, the service still answers.
+    assert_eq!(serving.get("/features/1").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_gives_fast_503s_and_the_service_recovers_by_itself() {
+    let mut redis = TestRedis::start();
+    let serving = Serving::start(&redis.url(), 1_000).await;
+    write(&redis.url(), &[(click_update("1", 1, now_ms(), 4), 0)]).await;
+    assert_eq!(serving.get("/features/1").await.0, 200);
+    assert_eq!(serving.get("/ready").await.0, 200);
+
+    redis.stop();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, body) = serving.get("/features/1").await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "store_unavailable");
+        assert!(body["error"]["message"].as_str().unwrap().contains("Redis"));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "503 took {:?}",
+            started.elapsed()
+        );
+        let (status, _) = serving
+            .post("/features/batch", &json!({"entity_ids": ["1"]}))
+            .await;
+        assert_eq!(status, 503);
+    }
+    let (status, body) = serving.get("/ready").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(
+        serving.get("/health").await.0,
+        200,
+        "the process itself is fine"
+    );
+
+    redis.restart();
+    write(&redis.url(), &[(click_update("1", 2, now_ms(), 6), 0)]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = serving.get("/features/1").await;
+        if status == 200 {
+            assert_eq!(feature(&body, CLICKS, "click_count_1m")["value"], 6);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(serving.get("/ready").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_traffic_show_latency_batches_hits_costs_and_ages() {
+    let redis = TestRedis::start();
+    let serving = Serving::start(&redis.url(), 1_000).await;
+    let now = now_ms();
+    write(
+        &redis.url(),
+        &[
+            (click_update("a", 1, now - 5_000, 1), 0),
+            (click_update("b", 1, now - 5_000, 1), 0),
+            (click_update("old", 1, now - 2 * HOUR_MS, 1), 0),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(serving.get("/features/a").await.0, 200);
+    }
+    let ids = json!({"entity_ids": ["a", "b", "old", "none"], "views": [CLICKS]});
+    assert_eq!(serving.post("/features/batch", &ids).await.0, 200);
+    assert_eq!(serving.get("/features/a?view=nope").await.0, 400);
+
+    let text = metrics::scrape(&serving.address);
+    let value = |series: &str| {
+        metrics::value(&text, series).unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+    };
+    let single = "endpoint=\"GET /features/{entity_id}\"";
+    assert_eq!(
+        value(&format!(
+            "freshet_serving_request_duration_seconds_count{{{single},status=\"200\"}}"
+        )),
+        3.0
+    );
+    assert_eq!(
+        value(&format!(
+            "freshet_serving_request_duration_seconds_count{{{single},status=\"400\"}}"
+        )),
+        1.0
+    );
+    let single_sum = value(&format!(
+        "freshet_serving_request_duration_seconds_sum{{{single},status=\"200\"}}"
+    ));
+    assert!(single_sum > 0.0 && single_sum < 3.0, "{single_sum}");
+    assert_eq!(
+        value("freshet_serving_request_duration_seconds_count{endpoint=\"POST /features/batch\",status=\"200\"}"),
+        1.0
+    );
+    assert_eq!(value("freshet_serving_batch_size_count"), 1.0);
+    assert_eq!(value("freshet_serving_batch_size_sum"), 4.0);
+    // Three single lookups of `a` (both views) and the batch (clicks only).
+    let lookups = |view: &str, outcome: &str| {
+        value(&format!(
+            "freshet_serving_view_lookups_total{{outcome=\"{outcome}\",view=\"{view}\"}}"
+        ))
+    };
+    assert_eq!(lookups(CLICKS, "found"), 3.0 + 2.0);
+    assert_eq!(lookups(CLICKS, "expired"), 1.0);
+    assert_eq!(lookups(CLICKS, "missing"), 1.0);
+    assert_eq!(lookups(PURCHASES, "missing"), 3.0);
+    assert_eq!(lookups(PURCHASES, "found"), 0.0);
+    for phase in ["redis", "compute"] {
+        let series = format!("{{phase=\"{phase}\",view=\"{CLICKS}\"}}");
+        assert_eq!(
+            value(&format!("freshet_serving_view_fetch_seconds_count{series}")),
+            4.0
+        );
+        let sum = value(&format!("freshet_serving_view_fetch_seconds_sum{series}"));
+        assert!(sum > 0.0 && sum < 2.0, "{phase}: {sum}");
+    }
+    let ages = format!("{{view=\"{CLICKS}\"}}");
+    assert_eq!(
+        value(&format!("freshet_serving_value_age_seconds_count{ages}")),
+        5.0
+    );
+    let age_sum = value(&format!("freshet_serving_value_age_seconds_sum{ages}"));
+    assert!(
+        (25.0..60.0).contains(&age_sum),
+        "five values about 5 s old: {age_sum}"
+    );
+    assert_eq!(value("freshet_serving_store_errors_total"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_and_docs_page_describe_the_api() {
+    let redis = TestRedis::start();
+    let serving = Serving::start(&redis.url(), 1_000).await;
+    let (status, doc) = serving.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/features/{entity_id}",
+        "/features/batch",
+        "/health",
+        "/ready",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys()
+        );
+    }
+    assert!(doc["components"]["schemas"]["BatchRequest"]["properties"]
+        .as_object()
+        .unwrap()
+        .contains_key("entity_ids"));
+    let page = serving
+        .http
+        .get(format!("{}/docs/", serving.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    // The page's assets are served by the service itself, not fetched from the internet.
+    let asset = serving
+        .http
+        .get(format!("{}/docs/swagger-ui-bundle.js", serving.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asset.status(), 200);
+    assert!(asset.text().await.unwrap().len() > 100_000);
+}
