@@ -12,19 +12,25 @@ FRESHET="$CARGO_TARGET_DIR/release/freshet"
 echo
 "$FRESHET" features list
 echo
-# Until the serving API lands, show live values straight from Redis.
+# The front door's promise: live values for user 1 from the serving API.
 set -a; . .freshet/stack.env; set +a
-redis_port="${FRESHET_REDIS_URL##*:}"
-echo "Waiting for the first feature values of user 1 (up to 60 s)..."
+echo "Waiting for the first served values of user 1 (up to 60 s)..."
+served=0
 for _ in $(seq 1 60); do
-  if [ "$(redis-cli -p "$redis_port" exists fv:user_click_stats:1)" = "1" ]; then
-    echo "redis-cli -p $redis_port hgetall fv:user_click_stats:1"
-    redis-cli -p "$redis_port" hgetall fv:user_click_stats:1 | paste - -
+  if curl -sf "$FRESHET_SERVING_URL/features/1" | grep -q '"status":"found"'; then
+    served=1
     break
   fi
   sleep 1
 done
+echo "curl $FRESHET_SERVING_URL/features/1"
+curl -s "$FRESHET_SERVING_URL/features/1" | python3 -m json.tool
+if [ "$served" = 0 ]; then
+  echo "start: no values stored for user 1 yet; see .freshet/logs/processor.log" >&2
+fi
 echo
 echo "The stack runs in the background. Addresses: .freshet/stack.env"
+echo "  curl $FRESHET_SERVING_URL/features/1    live features (run it again: they change)"
+echo "  $FRESHET_SERVING_URL/docs                the API, interactive"
 echo "  scripts/freshet status    what runs and is healthy"
 echo "  scripts/freshet down      stop everything"

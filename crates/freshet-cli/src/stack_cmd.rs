@@ -42,6 +42,9 @@ pub struct UpArgs {
     /// Port of the processor's /metrics endpoint.
     #[arg(long, env = "FRESHET_PROCESSOR_METRICS_PORT", default_value_t = stack::DEFAULT_PROCESSOR_METRICS_PORT)]
     processor_metrics_port: u16,
+    /// Port of the serving API.
+    #[arg(long, env = "FRESHET_SERVING_PORT", default_value_t = stack::DEFAULT_SERVING_PORT)]
+    serving_port: u16,
     /// Events per second of simulated demo traffic; 0 for none.
     #[arg(long, env = "FRESHET_DEMO_RATE", default_value_t = stack::DEFAULT_DEMO_RATE)]
     demo_rate: f64,
@@ -59,6 +62,7 @@ pub fn up(args: UpArgs, features_dir: &std::path::Path) -> Result<ExitCode> {
         registry_port: args.registry_port,
         producer_metrics_port: args.producer_metrics_port,
         processor_metrics_port: args.processor_metrics_port,
+        serving_port: args.serving_port,
         features_dir: features_dir.to_path_buf(),
         demo_rate: args.demo_rate,
         ready_timeout: Duration::from_secs(args.ready_timeout),

@@ -166,21 +166,25 @@ fn mistakes_end_in_one_clear_line_and_a_non_zero_exit() {
     assert!(!text(&out.stderr).contains("panicked"));
 }
 
-/// A metric's value from a Prometheus text endpoint at `address`.
+/// A metric's value from the Prometheus text endpoint at `address`.
 fn scrape(address: &str, metric: &str) -> Option<f64> {
+    freshet_testkit::metrics::value(&freshet_testkit::metrics::scrape(address), metric)
+}
+
+/// `GET path` over HTTP/1.1: the status and the body.
+fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).ok()?;
     write!(
         stream,
-        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    body.lines()
-        .find(|l| l.starts_with(metric))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -216,6 +220,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let state = state.to_str().unwrap();
     let _cleanup = DownOnDrop(state.to_string());
     let processor = free_port().to_string();
+    let serving = free_port().to_string();
     let (broker, redis, registry, producer) = (
         free_port().to_string(),
         free_port().to_string(),
@@ -237,6 +242,8 @@ fn up_detach_status_and_down_manage_a_real_stack() {
         &producer,
         "--processor-metrics-port",
         &processor,
+        "--serving-port",
+        &serving,
         "--demo-rate",
         "100",
     ];
@@ -257,6 +264,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
             format!("FRESHET_REDIS_URL=redis://127.0.0.1:{redis}"),
             format!("FRESHET_REGISTRY_URL=http://127.0.0.1:{registry}"),
             format!("FRESHET_PROCESSOR_METRICS_URL=http://127.0.0.1:{processor}/metrics"),
+            format!("FRESHET_SERVING_URL=http://127.0.0.1:{serving}"),
             format!("FRESHET_PRODUCER_METRICS_URL=http://127.0.0.1:{producer}/metrics"),
         ]
     );
@@ -268,7 +276,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let status_text = text(&status.stdout);
     assert!(
         status_text.contains(&format!("127.0.0.1:{broker}"))
-            && status_text.matches(" ready").count() == 5,
+            && status_text.matches(" ready").count() == 6,
         "{status_text}"
     );
 
@@ -293,6 +301,28 @@ fn up_detach_status_and_down_manage_a_real_stack() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // ... and the serving API answers with values from the store: the whole pipeline.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let serving_address = format!("127.0.0.1:{serving}");
+    'served: loop {
+        for user in 1..=20 {
+            if let Some((200, body)) = http_get(&serving_address, &format!("/features/{user}")) {
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if body["views"]["user_click_stats"]["status"] == "found" {
+                    let feature = &body["views"]["user_click_stats"]["features"]["click_count_10m"];
+                    assert_eq!(feature["source"], "store", "{body}");
+                    assert!(feature["value"].is_i64(), "{body}");
+                    break 'served;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no user among 1..=20 has served values after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     let again = freshet(&up);
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again.stderr).contains("is already running"));
@@ -301,7 +331,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     assert!(down.status.success());
     assert_eq!(
         text(&down.stdout),
-        "producer: stopped\nprocessor: stopped\nregistry: stopped\nredis: stopped\nbroker: stopped\n"
+        "producer: stopped\nserving: stopped\nprocessor: stopped\nregistry: stopped\nredis: stopped\nbroker: stopped\n"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| pid_alive(*p)) {
@@ -334,6 +364,8 @@ fn up_in_the_foreground_stops_every_component_on_ctrl_c() {
             &free_port().to_string(),
             "--processor-metrics-port",
             &free_port().to_string(),
+            "--serving-port",
+            &free_port().to_string(),
             "--demo-rate",
             "0",
         ])
@@ -349,7 +381,7 @@ fn up_in_the_foreground_stops_every_component_on_ctrl_c() {
         }
     }
     let pids = recorded_pids(&state);
-    assert_eq!(pids.len(), 4);
+    assert_eq!(pids.len(), 5);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success());

@@ -183,6 +183,40 @@ pub fn processor(
     }
 }
 
+/// The serving API, reading feature values from Redis.
+pub fn serving(
+    services: &ServiceBinaries,
+    host: &str,
+    port: u16,
+    redis_url: &str,
+    features_dir: &Path,
+) -> ComponentSpec {
+    ComponentSpec {
+        name: "serving",
+        program: services.serving.clone(),
+        args: vec![
+            "--listen".into(),
+            format!("{host}:{port}"),
+            "--redis-url".into(),
+            redis_url.into(),
+            "--features-dir".into(),
+            features_dir.display().to_string(),
+        ],
+        env_remove: vec![
+            "FRESHET_SERVING_LISTEN",
+            "FRESHET_REDIS_URL",
+            "FRESHET_FEATURES_DIR",
+        ],
+        host: host.into(),
+        port,
+        readiness: Readiness::Http {
+            path: "/ready".into(),
+        },
+        env_key: "FRESHET_SERVING_URL",
+        env_value: format!("http://{host}:{port}"),
+    }
+}
+
 /// Redis, with persistence off: feature values are rebuilt by the processor.
 pub fn redis(tools: &Tools, host: &str, port: u16, data_dir: &Path) -> ComponentSpec {
     ComponentSpec {

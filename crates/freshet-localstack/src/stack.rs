@@ -24,6 +24,7 @@ pub const DEFAULT_REDIS_PORT: u16 = 6379;
 pub const DEFAULT_REGISTRY_PORT: u16 = 8081;
 pub const DEFAULT_PRODUCER_METRICS_PORT: u16 = 9101;
 pub const DEFAULT_PROCESSOR_METRICS_PORT: u16 = 9102;
+pub const DEFAULT_SERVING_PORT: u16 = 8000;
 /// Events per second of demo traffic.
 pub const DEFAULT_DEMO_RATE: f64 = 50.0;
 const STATE_FILE: &str = "stack.json";
@@ -38,6 +39,7 @@ pub struct StackConfig {
     pub registry_port: u16,
     pub producer_metrics_port: u16,
     pub processor_metrics_port: u16,
+    pub serving_port: u16,
     /// The feature definitions the processor computes.
     pub features_dir: PathBuf,
     /// Events per second of simulated traffic; 0 starts no producer.
@@ -56,6 +58,7 @@ impl Default for StackConfig {
             registry_port: DEFAULT_REGISTRY_PORT,
             producer_metrics_port: DEFAULT_PRODUCER_METRICS_PORT,
             processor_metrics_port: DEFAULT_PROCESSOR_METRICS_PORT,
+            serving_port: DEFAULT_SERVING_PORT,
             features_dir: PathBuf::from("features"),
             demo_rate: DEFAULT_DEMO_RATE,
             ready_timeout: Duration::from_secs(30),
@@ -89,6 +92,13 @@ impl StackConfig {
             &absolute(&self.features_dir),
             &absolute(&self.state_dir.join("data/processor")),
         );
+        let serving = components::serving(
+            services,
+            &self.host,
+            self.serving_port,
+            &redis.env_value,
+            &absolute(&self.features_dir),
+        );
         let producer = (self.demo_rate > 0.0).then(|| {
             components::demo_producer(
                 services,
@@ -99,7 +109,7 @@ impl StackConfig {
                 self.demo_rate,
             )
         });
-        let mut all = vec![broker, redis, registry, processor];
+        let mut all = vec![broker, redis, registry, processor, serving];
         all.extend(producer);
         all
     }

@@ -38,6 +38,7 @@ pub struct ServiceBinaries {
     pub schema_registry: PathBuf,
     pub producer: PathBuf,
     pub processor: PathBuf,
+    pub serving: PathBuf,
 }
 
 impl ServiceBinaries {
@@ -60,6 +61,12 @@ impl ServiceBinaries {
                 "FRESHET_PROCESSOR_BIN",
                 &sibling_binary("freshet-processor"),
                 "freshet-processor",
+            )?,
+            serving: find(
+                "freshet-serving",
+                "FRESHET_SERVING_BIN",
+                &sibling_binary("freshet-serving"),
+                "freshet-serving",
             )?,
         })
     }
