@@ -166,9 +166,9 @@ fn mistakes_end_in_one_clear_line_and_a_non_zero_exit() {
     assert!(!text(&out.stderr).contains("panicked"));
 }
 
-/// A metric's value from the Prometheus text endpoint at `address`.
+/// A metric's value, summed over its labels, from the Prometheus endpoint at `address`.
 fn scrape(address: &str, metric: &str) -> Option<f64> {
-    freshet_testkit::metrics::value(&freshet_testkit::metrics::scrape(address), metric)
+    freshet_testkit::metrics::sum(&freshet_testkit::metrics::scrape(address), metric)
 }
 
 /// `GET path` over HTTP/1.1: the status and the body.

@@ -9,11 +9,12 @@
 //! of every log are printed, so a failure in CI can be understood from its output alone.
 //!
 //! [`TestRedis`] is a Redis alone, for tests that need no broker; [`metrics`] reads a
-//! service's Prometheus endpoint.
+//! service's Prometheus endpoint; [`otlp`] receives exported spans.
 //!
 //! Binaries come from `scripts/bootstrap.sh` (see `freshet_localstack::Tools`).
 
 pub mod metrics;
+pub mod otlp;
 
 use freshet_localstack::components::{self, ComponentSpec};
 use freshet_localstack::process::log_tail;

@@ -25,6 +25,20 @@ pub fn value(scrape: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The sum over every series of metric `name` (all label values), or `None` when the
+/// scrape has no series of it.
+pub fn sum(scrape: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = scrape
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -34,5 +48,8 @@ mod tests {
         assert_eq!(super::value(text, "req_count{a=\"10\"}"), Some(7.0));
         assert_eq!(super::value(text, "req"), Some(2.5));
         assert_eq!(super::value(text, "req_count"), None);
+        assert_eq!(super::sum(text, "req_count"), Some(10.0));
+        assert_eq!(super::sum(text, "req"), Some(2.5));
+        assert_eq!(super::sum(text, "other"), None);
     }
 }

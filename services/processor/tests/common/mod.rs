@@ -377,27 +377,10 @@ pub fn oracle(
 
 /// The text of a Prometheus /metrics endpoint on localhost.
 pub fn scrape_metrics(port: u16) -> String {
-    use std::io::{Read, Write};
-    // Empty when nothing listens (yet): callers poll until the metric they want appears.
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let mut body = String::new();
-    let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    if stream.write_all(request.as_bytes()).is_ok() {
-        let _ = stream.read_to_string(&mut body);
-    }
-    body
+    freshet_testkit::metrics::scrape(&format!("127.0.0.1:{port}"))
 }
 
-/// The value of one series (name with labels, as printed) in a scrape.
-pub fn metric(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
+pub use freshet_testkit::metrics::value as metric;
 
 /// Values as Redis holds them, for every (view, entity) in `keys`; missing hashes read as
 /// `None`.
