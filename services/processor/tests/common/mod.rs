@@ -380,7 +380,10 @@ pub fn scrape_metrics(port: u16) -> String {
     freshet_testkit::metrics::scrape(&format!("127.0.0.1:{port}"))
 }
 
-pub use freshet_testkit::metrics::value as metric;
+/// The value of one series (name with labels, as printed) in a scrape.
+pub fn metric(scrape: &str, series: &str) -> Option<f64> {
+    freshet_testkit::metrics::value(scrape, series)
+}
 
 /// Values as Redis holds them, for every (view, entity) in `keys`; missing hashes read as
 /// `None`.
