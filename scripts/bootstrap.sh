@@ -3,7 +3,9 @@
 # Quiet when everything is there; safe to run any number of times.
 #
 #   scripts/bootstrap.sh               broker, redis-server, prometheus, build tools
-#   scripts/bootstrap.sh --with-flink  also Flink's SQL planner (PyPI apache-flink), for tests
+#   scripts/bootstrap.sh --with-flink  also what only the tests need: Flink's SQL planner
+#                                      (PyPI apache-flink) and docker-compose (to validate
+#                                      deployment/docker-compose.yml; no engine needed)
 #
 # Tools that take long to fetch live outside the clone, in $FRESHET_TOOLS_DIR
 # (default ~/.cache/freshet/tools), so every clone and CI run reuses them.
@@ -13,7 +15,7 @@ WITH_FLINK=0
 for arg in "$@"; do
   case "$arg" in
     --with-flink) WITH_FLINK=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "bootstrap: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -35,7 +37,10 @@ need make make
 need cc gcc
 need g++ g++
 need python3 python3
-if [ "$WITH_FLINK" = 1 ]; then need java openjdk-17-jre-headless; fi
+if [ "$WITH_FLINK" = 1 ]; then
+  need java openjdk-17-jre-headless
+  need docker-compose docker-compose
+fi
 python3 -m venv --help >/dev/null 2>&1 || missing_packages+=(python3-venv)
 # The rocksdb crate generates its bindings with libclang (libclang.so itself: LLVM's
 # libclang-cpp.so, which other packages bring, does not do).

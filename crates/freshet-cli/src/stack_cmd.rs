@@ -45,6 +45,12 @@ pub struct UpArgs {
     /// Port of the serving API.
     #[arg(long, env = "FRESHET_SERVING_PORT", default_value_t = stack::DEFAULT_SERVING_PORT)]
     serving_port: u16,
+    /// Port of Prometheus.
+    #[arg(long, env = "FRESHET_PROMETHEUS_PORT", default_value_t = stack::DEFAULT_PROMETHEUS_PORT)]
+    prometheus_port: u16,
+    /// Folder holding prometheus.yml and rules.yml.
+    #[arg(long, env = "FRESHET_MONITORING_DIR", default_value = stack::DEFAULT_MONITORING_DIR)]
+    monitoring_dir: PathBuf,
     /// Events per second of simulated demo traffic; 0 for none.
     #[arg(long, env = "FRESHET_DEMO_RATE", default_value_t = stack::DEFAULT_DEMO_RATE)]
     demo_rate: f64,
@@ -63,6 +69,8 @@ pub fn up(args: UpArgs, features_dir: &std::path::Path) -> Result<ExitCode> {
         producer_metrics_port: args.producer_metrics_port,
         processor_metrics_port: args.processor_metrics_port,
         serving_port: args.serving_port,
+        prometheus_port: args.prometheus_port,
+        monitoring_dir: args.monitoring_dir,
         features_dir: features_dir.to_path_buf(),
         demo_rate: args.demo_rate,
         ready_timeout: Duration::from_secs(args.ready_timeout),

@@ -5,26 +5,12 @@ use freshet_localstack::free_port;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn freshet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_freshet"))
-        .args(args)
-        .current_dir(repo())
-        .env_remove("FRESHET_FEATURES_DIR")
-        .output()
-        .expect("freshet runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{freshet, http_get, repo, text, DownOnDrop};
 
 #[test]
 fn features_list_prints_every_view_and_feature_with_its_description() {
@@ -171,22 +157,6 @@ fn scrape(address: &str, metric: &str) -> Option<f64> {
     freshet_testkit::metrics::sum(&freshet_testkit::metrics::scrape(address), metric)
 }
 
-/// `GET path` over HTTP/1.1: the status and the body.
-fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
-}
-
 fn pid_alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
@@ -204,15 +174,6 @@ fn recorded_pids(state_dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Runs `freshet down` when dropped, so a failing test leaves no servers behind.
-struct DownOnDrop(String);
-
-impl Drop for DownOnDrop {
-    fn drop(&mut self) {
-        let _ = freshet(&["down", "--state-dir", &self.0]);
-    }
-}
-
 #[test]
 fn up_detach_status_and_down_manage_a_real_stack() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,6 +182,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let _cleanup = DownOnDrop(state.to_string());
     let processor = free_port().to_string();
     let serving = free_port().to_string();
+    let prometheus = free_port().to_string();
     let (broker, redis, registry, producer) = (
         free_port().to_string(),
         free_port().to_string(),
@@ -244,6 +206,8 @@ fn up_detach_status_and_down_manage_a_real_stack() {
         &processor,
         "--serving-port",
         &serving,
+        "--prometheus-port",
+        &prometheus,
         "--demo-rate",
         "100",
     ];
@@ -265,6 +229,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
             format!("FRESHET_REGISTRY_URL=http://127.0.0.1:{registry}"),
             format!("FRESHET_PROCESSOR_METRICS_URL=http://127.0.0.1:{processor}/metrics"),
             format!("FRESHET_SERVING_URL=http://127.0.0.1:{serving}"),
+            format!("FRESHET_PROMETHEUS_URL=http://127.0.0.1:{prometheus}"),
             format!("FRESHET_PRODUCER_METRICS_URL=http://127.0.0.1:{producer}/metrics"),
         ]
     );
@@ -276,7 +241,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let status_text = text(&status.stdout);
     assert!(
         status_text.contains(&format!("127.0.0.1:{broker}"))
-            && status_text.matches(" ready").count() == 6,
+            && status_text.matches(" ready").count() == 7,
         "{status_text}"
     );
 
@@ -331,7 +296,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     assert!(down.status.success());
     assert_eq!(
         text(&down.stdout),
-        "producer: stopped\nserving: stopped\nprocessor: stopped\nregistry: stopped\nredis: stopped\nbroker: stopped\n"
+        "producer: stopped\nprometheus: stopped\nserving: stopped\nprocessor: stopped\nregistry: stopped\nredis: stopped\nbroker: stopped\n"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| pid_alive(*p)) {
@@ -366,6 +331,8 @@ fn up_in_the_foreground_stops_every_component_on_ctrl_c() {
             &free_port().to_string(),
             "--serving-port",
             &free_port().to_string(),
+            "--prometheus-port",
+            &free_port().to_string(),
             "--demo-rate",
             "0",
         ])
@@ -381,7 +348,7 @@ fn up_in_the_foreground_stops_every_component_on_ctrl_c() {
         }
     }
     let pids = recorded_pids(&state);
-    assert_eq!(pids.len(), 5);
+    assert_eq!(pids.len(), 6);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success());

@@ -217,6 +217,32 @@ pub fn serving(
     }
 }
 
+/// Prometheus, scraping the stack with the configuration in `config_dir` (see
+/// [`crate::stack`], which writes it there from `monitoring/`), keeping its data there too.
+pub fn prometheus(tools: &Tools, host: &str, port: u16, config_dir: &Path) -> ComponentSpec {
+    ComponentSpec {
+        name: "prometheus",
+        program: tools.prometheus.clone(),
+        args: vec![
+            format!(
+                "--config.file={}",
+                config_dir.join("prometheus.yml").display()
+            ),
+            format!("--storage.tsdb.path={}", config_dir.join("tsdb").display()),
+            "--storage.tsdb.retention.time=1d".into(),
+            format!("--web.listen-address={host}:{port}"),
+        ],
+        env_remove: vec![],
+        host: host.into(),
+        port,
+        readiness: Readiness::Http {
+            path: "/-/ready".into(),
+        },
+        env_key: "FRESHET_PROMETHEUS_URL",
+        env_value: format!("http://{host}:{port}"),
+    }
+}
+
 /// Redis, with persistence off: feature values are rebuilt by the processor.
 pub fn redis(tools: &Tools, host: &str, port: u16, data_dir: &Path) -> ComponentSpec {
     ComponentSpec {

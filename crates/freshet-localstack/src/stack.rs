@@ -25,6 +25,9 @@ pub const DEFAULT_REGISTRY_PORT: u16 = 8081;
 pub const DEFAULT_PRODUCER_METRICS_PORT: u16 = 9101;
 pub const DEFAULT_PROCESSOR_METRICS_PORT: u16 = 9102;
 pub const DEFAULT_SERVING_PORT: u16 = 8000;
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 9090;
+/// The Prometheus configuration and alert rules, shared with docker-compose.
+pub const DEFAULT_MONITORING_DIR: &str = "monitoring";
 /// Events per second of demo traffic.
 pub const DEFAULT_DEMO_RATE: f64 = 50.0;
 const STATE_FILE: &str = "stack.json";
@@ -40,6 +43,9 @@ pub struct StackConfig {
     pub producer_metrics_port: u16,
     pub processor_metrics_port: u16,
     pub serving_port: u16,
+    pub prometheus_port: u16,
+    /// `prometheus.yml` and `rules.yml` for the stack's Prometheus.
+    pub monitoring_dir: PathBuf,
     /// The feature definitions the processor computes.
     pub features_dir: PathBuf,
     /// Events per second of simulated traffic; 0 starts no producer.
@@ -59,6 +65,8 @@ impl Default for StackConfig {
             producer_metrics_port: DEFAULT_PRODUCER_METRICS_PORT,
             processor_metrics_port: DEFAULT_PROCESSOR_METRICS_PORT,
             serving_port: DEFAULT_SERVING_PORT,
+            prometheus_port: DEFAULT_PROMETHEUS_PORT,
+            monitoring_dir: PathBuf::from(DEFAULT_MONITORING_DIR),
             features_dir: PathBuf::from("features"),
             demo_rate: DEFAULT_DEMO_RATE,
             ready_timeout: Duration::from_secs(30),
@@ -109,9 +117,47 @@ impl StackConfig {
                 self.demo_rate,
             )
         });
-        let mut all = vec![broker, redis, registry, processor, serving];
+        let prometheus = components::prometheus(
+            tools,
+            &self.host,
+            self.prometheus_port,
+            &absolute(&self.prometheus_dir()),
+        );
+        let mut all = vec![broker, redis, registry, processor, serving, prometheus];
         all.extend(producer);
         all
+    }
+
+    fn prometheus_dir(&self) -> PathBuf {
+        self.state_dir.join("data/prometheus")
+    }
+
+    /// Puts the monitoring configuration where the stack's Prometheus reads it, with the
+    /// scrape targets of this stack in `targets/local.json`.
+    fn write_prometheus_config(&self, specs: &[ComponentSpec]) -> Result<(), StackError> {
+        let dir = self.prometheus_dir();
+        let targets_dir = dir.join("targets");
+        std::fs::create_dir_all(&targets_dir).map_err(io(&targets_dir))?;
+        for file in ["prometheus.yml", "rules.yml"] {
+            let from = self.monitoring_dir.join(file);
+            std::fs::copy(&from, dir.join(file)).map_err(|cause| StackError::Io {
+                path: from.clone(),
+                cause,
+            })?;
+        }
+        let targets: Vec<serde_json::Value> = specs
+            .iter()
+            .filter(|s| matches!(s.name, "processor" | "producer" | "serving"))
+            .map(|s| {
+                serde_json::json!({
+                    "targets": [s.address()],
+                    "labels": {"service": s.name},
+                })
+            })
+            .collect();
+        let path = targets_dir.join("local.json");
+        let json = serde_json::to_string_pretty(&targets).expect("targets serialise");
+        std::fs::write(&path, json).map_err(io(&path))
     }
 
     pub fn log_path(&self, component: &str) -> PathBuf {
@@ -265,6 +311,7 @@ pub fn start(
         let dir = config.state_dir.join("data").join(spec.name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     }
+    config.write_prometheus_config(&specs)?;
     let mut processes = Vec::new();
     let mut state = StackState::default();
     for spec in &specs {

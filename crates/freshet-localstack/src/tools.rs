@@ -30,6 +30,7 @@ pub struct Tools {
     /// which implements transactions).
     pub tansu: PathBuf,
     pub redis_server: PathBuf,
+    pub prometheus: PathBuf,
 }
 
 /// Freshet's own service binaries, built with the workspace next to the `freshet` command.
@@ -86,6 +87,12 @@ impl Tools {
                 "FRESHET_REDIS_SERVER_BIN",
                 Path::new("/usr/bin/redis-server"),
                 "redis-server",
+            )?,
+            prometheus: find(
+                "prometheus",
+                "FRESHET_PROMETHEUS_BIN",
+                Path::new("/usr/bin/prometheus"),
+                "prometheus",
             )?,
         })
     }

@@ -2,6 +2,9 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+/// The `reason` label values of `freshet_processor_dead_letters_total`.
+pub const DEAD_LETTER_REASONS: [&str; 2] = ["late", "undecodable"];
+
 #[derive(Clone)]
 pub struct ProcessorMetrics {
     pub registry: Registry,
@@ -57,6 +60,15 @@ impl ProcessorMetrics {
         registry
             .register(Box::new(entities.clone()))
             .expect("unique metric");
+        let dead_letters = counter(
+            "freshet_processor_dead_letters_total",
+            "Records routed to the dead-letter topic, by reason.",
+            &["reason"],
+        );
+        // Every reason is a series from the start, so rates read 0 rather than nothing.
+        for reason in DEAD_LETTER_REASONS {
+            dead_letters.with_label_values(&[reason]);
+        }
         Self {
             events: counter(
                 "freshet_processor_events_total",
@@ -68,11 +80,7 @@ impl ProcessorMetrics {
                 "Events behind the watermark, not aggregated.",
                 &["topic"],
             ),
-            dead_letters: counter(
-                "freshet_processor_dead_letters_total",
-                "Records routed to the dead-letter topic, by reason.",
-                &["reason"],
-            ),
+            dead_letters,
             updates: counter(
                 "freshet_processor_updates_total",
                 "Feature updates delivered, per view.",

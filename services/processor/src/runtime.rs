@@ -200,6 +200,9 @@ pub async fn run(
     }
     for topic in sources.keys() {
         freshet_kafka::ensure_topic(&config.brokers, topic, config.partitions).await?;
+        // A series per source from the start, so its rates read 0 rather than nothing.
+        metrics.late_events.with_label_values(&[topic]);
+        metrics.events.with_label_values(&[topic]);
     }
     freshet_kafka::ensure_topic(&config.brokers, &config.output_topic, config.partitions).await?;
     freshet_kafka::ensure_topic(&config.brokers, &config.dead_letter_topic, 1).await?;
