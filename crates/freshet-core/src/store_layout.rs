@@ -125,7 +125,7 @@ impl StoredValues {
                 FIELD_EVENT_TIME => event_time = text.parse::<i64>().ok(),
                 _ => {
                     let value =
-                        serde_json::from_str::<Value>(text).map_err(|_| DecodeError::BadValue {
+                        Value::from_json_str(text).ok_or_else(|| DecodeError::BadValue {
                             field: name.to_string(),
                             text: text.to_string(),
                         })?;

@@ -65,6 +65,31 @@ async fn written_values_read_back_exactly_and_older_versions_never_win() {
 }
 
 #[tokio::test]
+async fn chosen_fields_come_back_in_the_order_asked_for() {
+    let redis = TestRedis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    freshet_store::write_updates(&mut conn, [(&update("1", 42, 3), 0)])
+        .await
+        .unwrap();
+    let fields: &[&str] = &["mean", "_version", "absent", "count"];
+    let requests = vec![
+        (feature_key("clicks", "1"), fields),
+        (feature_key("clicks", "missing"), fields),
+    ];
+    let read = freshet_store::read_fields(&mut conn, &requests)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[0].get(0), Some("3.1"));
+    assert_eq!(read[0].get(1), Some("00000000000000000042"));
+    assert_eq!(read[0].get(2), None);
+    assert_eq!(read[0].get(3), Some("3"));
+    assert!(!read[0].is_empty());
+    assert!(read[1].is_empty());
+}
+
+#[tokio::test]
 async fn writes_larger_than_one_pipeline_all_land() {
     let redis = TestRedis::start();
     let client = redis::Client::open(redis.url()).unwrap();

@@ -245,13 +245,13 @@ async fn lookup(
     selection: &crate::lookup::Selection<'_>,
     entities: Vec<String>,
 ) -> Result<Vec<EntityFeatures>, ApiError> {
-    let keys = selection.keys(&entities);
+    let reads = selection.reads(&entities);
     let started = Instant::now();
-    let hashes = state.store.read(&keys).await.inspect_err(|_| {
+    let read = state.store.read(&reads).await.inspect_err(|_| {
         state.metrics.store_errors.inc();
     })?;
     let redis_seconds = started.elapsed().as_secs_f64();
-    Ok(selection.assemble(entities, &hashes, now_ms(), redis_seconds))
+    Ok(selection.assemble(entities, &read, now_ms(), redis_seconds))
 }
 
 fn now_ms() -> i64 {

@@ -44,6 +44,9 @@ pub struct ServingConfig {
     pub max_batch_size: usize,
     pub redis_timeout: Duration,
     pub request_timeout: Duration,
+    /// Give every request a span (continuing the caller's `traceparent`). Worth its cost
+    /// only when spans are exported; off, handlers' span fields are no-ops.
+    pub trace_requests: bool,
 }
 
 impl ServingConfig {
@@ -53,11 +56,13 @@ impl ServingConfig {
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            trace_requests: false,
         }
     }
 }
 
-/// The whole service as a router: routes, metrics, request span, body limit, timeout.
+/// The whole service as a router: routes, metrics, body limit, timeout, and request spans
+/// when `trace_requests` is set.
 /// Connects to Redis only when first needed, so it starts while Redis is down.
 pub fn app(
     definitions: &Definitions,
@@ -72,13 +77,17 @@ pub fn app(
     });
     // Room for the largest batch of the longest ids, with JSON punctuation.
     let body_limit = 64 * 1024 + config.max_batch_size * (api::MAX_ENTITY_ID_BYTES + 4);
-    Ok(api::router(state)
+    let router = api::router(state)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
-        ))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span)))
+        ));
+    Ok(if config.trace_requests {
+        router.layer(TraceLayer::new_for_http().make_span_with(request_span))
+    } else {
+        router
+    })
 }
 
 /// The span of one request, continuing the caller's trace when it sent a `traceparent`.

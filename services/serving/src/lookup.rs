@@ -1,5 +1,7 @@
 //! What a lookup means: which views and features a request selects, and how stored hashes
-//! become served values. Pure: no I/O, the time is a parameter.
+//! become served values. Pure: no I/O, the time is a parameter. Only the fields a request
+//! needs are read (`HMGET`: version, event time, the selected features), so Redis sends no
+//! field names and nothing unasked for.
 //!
 //! Served-value rules, per view and entity:
 //! - `found`: the hash exists and its event time is within the view's TTL; each feature
@@ -14,11 +16,11 @@
 
 use crate::error::ApiError;
 use crate::metrics::{ServingMetrics, ViewMetrics};
-use freshet_core::store_layout::feature_key;
+use freshet_core::store_layout::{decode_version, feature_key, FIELD_EVENT_TIME, FIELD_VERSION};
 use freshet_core::{Definitions, Value};
-use freshet_store::Hash;
+use freshet_store::RawFields;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 use utoipa::ToSchema;
 
@@ -29,9 +31,9 @@ pub struct Catalog {
 }
 
 struct CatalogView {
-    name: String,
+    name: Arc<str>,
     ttl_ms: i64,
-    features: Vec<(String, Value)>,
+    features: Vec<(Arc<str>, Value)>,
     metrics: ViewMetrics,
 }
 
@@ -42,12 +44,12 @@ impl Catalog {
                 .views
                 .iter()
                 .map(|v| CatalogView {
-                    name: v.name.clone(),
+                    name: v.name.as_str().into(),
                     ttl_ms: v.ttl.0,
                     features: v
                         .features
                         .iter()
-                        .map(|f| (f.name.clone(), f.default.clone()))
+                        .map(|f| (f.name.as_str().into(), f.default.clone()))
                         .collect(),
                     metrics: metrics.view(&v.name),
                 })
@@ -58,7 +60,7 @@ impl Catalog {
     fn view_names(&self) -> String {
         self.views
             .iter()
-            .map(|v| v.name.as_str())
+            .map(|v| &*v.name)
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -80,12 +82,14 @@ impl Catalog {
                     if name.is_empty() {
                         return Err(ApiError::EmptyName("view"));
                     }
-                    let view = self.views.iter().find(|v| v.name == name).ok_or_else(|| {
-                        ApiError::UnknownView {
+                    let view = self
+                        .views
+                        .iter()
+                        .find(|v| &*v.name == name)
+                        .ok_or_else(|| ApiError::UnknownView {
                             name: name.to_string(),
                             known: self.view_names(),
-                        }
-                    })?;
+                        })?;
                     if !chosen.iter().any(|c: &&CatalogView| c.name == view.name) {
                         chosen.push(view);
                     }
@@ -106,17 +110,17 @@ impl Catalog {
                 }
                 if !chosen
                     .iter()
-                    .any(|v| v.features.iter().any(|(f, _)| f == name))
+                    .any(|v| v.features.iter().any(|(f, _)| &**f == name))
                 {
                     let known: Vec<&str> = chosen
                         .iter()
-                        .flat_map(|v| v.features.iter().map(|(f, _)| f.as_str()))
+                        .flat_map(|v| v.features.iter().map(|(f, _)| &**f))
                         .collect();
                     return Err(ApiError::UnknownFeature {
                         name: name.to_string(),
                         views: chosen
                             .iter()
-                            .map(|v| v.name.as_str())
+                            .map(|v| &*v.name)
                             .collect::<Vec<_>>()
                             .join(", "),
                         known: known.join(", "),
@@ -136,10 +140,18 @@ impl Catalog {
                     .filter(|&i| {
                         wanted
                             .as_ref()
-                            .is_none_or(|w| w.contains(&view.features[i].0.as_str()))
+                            .is_none_or(|w| w.contains(&&*view.features[i].0))
                     })
                     .collect();
-                (!features.is_empty()).then_some(SelectedView { view, features })
+                let fields = [FIELD_VERSION, FIELD_EVENT_TIME]
+                    .into_iter()
+                    .chain(features.iter().map(|&i| &*view.features[i].0))
+                    .collect();
+                (!features.is_empty()).then_some(SelectedView {
+                    view,
+                    features,
+                    fields,
+                })
             })
             .collect();
         Ok(Selection { views })
@@ -155,125 +167,153 @@ struct SelectedView<'c> {
     view: &'c CatalogView,
     /// Indices into the view's features.
     features: Vec<usize>,
+    /// The hash fields to read: version, event time, then the selected features.
+    fields: Vec<&'c str>,
 }
 
 impl Selection<'_> {
     pub fn view_names(&self) -> Vec<&str> {
-        self.views.iter().map(|v| v.view.name.as_str()).collect()
+        self.views.iter().map(|v| &*v.view.name).collect()
     }
 
-    /// The Redis keys to read, view-major: key `v * entities.len() + e` is view `v` of
-    /// entity `e`.
-    pub fn keys(&self, entities: &[String]) -> Vec<String> {
-        let mut keys = Vec::with_capacity(self.views.len() * entities.len());
+    /// What to read from Redis, view-major: request `v * entities.len() + e` is view `v`
+    /// of entity `e`, with the view's fields.
+    pub fn reads(&self, entities: &[String]) -> Vec<(String, &[&str])> {
+        let mut reads = Vec::with_capacity(self.views.len() * entities.len());
         for selected in &self.views {
             for entity in entities {
-                keys.push(feature_key(&selected.view.name, entity));
+                reads.push((
+                    feature_key(&selected.view.name, entity),
+                    selected.fields.as_slice(),
+                ));
             }
         }
-        keys
+        reads
     }
 
-    /// Builds each entity's served values from the hashes read at [`Selection::keys`], and
+    /// Builds each entity's served values from what was read for [`Selection::reads`], and
     /// records the per-view metrics (`redis_seconds`: how long the round trip took).
     pub fn assemble(
         &self,
         entities: Vec<String>,
-        hashes: &[Hash],
+        read: &[RawFields],
         now_ms: i64,
         redis_seconds: f64,
     ) -> Vec<EntityFeatures> {
+        let n = entities.len();
         let mut results: Vec<EntityFeatures> = entities
             .into_iter()
             .map(|entity_id| EntityFeatures {
                 entity_id,
-                views: BTreeMap::new(),
+                views: NamedMap(Vec::with_capacity(self.views.len())),
             })
             .collect();
-        let n = results.len();
         for (v, selected) in self.views.iter().enumerate() {
             let started = Instant::now();
             let view = selected.view;
-            let (mut found, mut missing, mut expired, mut unreadable) = (0, 0, 0, 0);
+            let mut counts = [0u64; 4];
             for (e, result) in results.iter_mut().enumerate() {
-                let hash = &hashes[v * n + e];
-                let stored = match freshet_store::decode(hash) {
-                    Ok(Some(stored)) if now_ms - stored.event_time_ms > view.ttl_ms => {
-                        expired += 1;
-                        Err(ViewStatus::Expired)
-                    }
-                    Ok(Some(stored)) => {
-                        found += 1;
-                        Ok(stored)
-                    }
-                    Ok(None) => {
-                        missing += 1;
-                        Err(ViewStatus::Missing)
-                    }
-                    Err(error) => {
-                        unreadable += 1;
-                        tracing::warn!(
-                            key = %feature_key(&view.name, &result.entity_id),
-                            %error,
-                            "unreadable feature values; serving defaults"
-                        );
-                        Err(ViewStatus::Unreadable)
-                    }
-                };
-                let values = match stored {
-                    Ok(mut stored) => {
-                        let age_ms = (now_ms - stored.event_time_ms).max(0);
-                        view.metrics.age_seconds.observe(age_ms as f64 / 1_000.0);
-                        let features = selected
-                            .features
-                            .iter()
-                            .map(|&i| {
-                                let (name, default) = &view.features[i];
-                                let value = match stored.values.remove(name) {
-                                    Some(value) => FeatureValue {
-                                        value,
-                                        source: ValueSource::Store,
-                                        age_ms: Some(age_ms),
-                                    },
-                                    None => FeatureValue::default_of(default),
-                                };
-                                (name.clone(), value)
-                            })
-                            .collect();
-                        ViewValues {
-                            status: ViewStatus::Found,
-                            event_time_ms: Some(stored.event_time_ms),
-                            version: Some(stored.version),
-                            age_ms: Some(age_ms),
-                            features,
-                        }
-                    }
-                    Err(status) => ViewValues {
-                        status,
-                        event_time_ms: None,
-                        version: None,
-                        age_ms: None,
-                        features: selected
-                            .features
-                            .iter()
-                            .map(|&i| {
-                                let (name, default) = &view.features[i];
-                                (name.clone(), FeatureValue::default_of(default))
-                            })
-                            .collect(),
-                    },
-                };
-                result.views.insert(view.name.clone(), values);
+                let values = selected.serve(&read[v * n + e], now_ms, &result.entity_id);
+                counts[values.status as usize] += 1;
+                if let Some(age_ms) = values.age_ms {
+                    view.metrics.age_seconds.observe(age_ms as f64 / 1_000.0);
+                }
+                result.views.0.push((view.name.clone(), values));
             }
             let m = &view.metrics;
-            m.found.inc_by(found);
-            m.missing.inc_by(missing);
-            m.expired.inc_by(expired);
-            m.unreadable.inc_by(unreadable);
+            m.found.inc_by(counts[ViewStatus::Found as usize]);
+            m.missing.inc_by(counts[ViewStatus::Missing as usize]);
+            m.expired.inc_by(counts[ViewStatus::Expired as usize]);
+            m.unreadable.inc_by(counts[ViewStatus::Unreadable as usize]);
             m.redis_seconds.observe(redis_seconds);
             m.compute_seconds.observe(started.elapsed().as_secs_f64());
         }
         results
+    }
+}
+
+impl SelectedView<'_> {
+    /// One entity's values of this view, straight from the fields read (see `fields`).
+    fn serve(&self, read: &RawFields, now_ms: i64, entity: &str) -> ViewValues {
+        let view = self.view;
+        if read.is_empty() {
+            return self.defaults(ViewStatus::Missing);
+        }
+        let version = read.get(0).and_then(decode_version);
+        let event_time = read.get(1).and_then(|t| t.parse::<i64>().ok());
+        let (Some(version), Some(event_time_ms)) = (version, event_time) else {
+            return self.unreadable(entity, "the version or event time is missing or malformed");
+        };
+        if now_ms - event_time_ms > view.ttl_ms {
+            return self.defaults(ViewStatus::Expired);
+        }
+        let age_ms = (now_ms - event_time_ms).max(0);
+        let mut features = Vec::with_capacity(self.features.len());
+        for (j, &i) in self.features.iter().enumerate() {
+            let (name, default) = &view.features[i];
+            let value = match read.get(2 + j) {
+                Some(text) => match Value::from_json_str(text) {
+                    Some(value) => FeatureValue {
+                        value,
+                        source: ValueSource::Store,
+                        age_ms: Some(age_ms),
+                    },
+                    None => return self.unreadable(entity, &format!("`{name}` holds {text:?}")),
+                },
+                None => FeatureValue::default_of(default),
+            };
+            features.push((name.clone(), value));
+        }
+        ViewValues {
+            status: ViewStatus::Found,
+            event_time_ms: Some(event_time_ms),
+            version: Some(version),
+            age_ms: Some(age_ms),
+            features: NamedMap(features),
+        }
+    }
+
+    fn defaults(&self, status: ViewStatus) -> ViewValues {
+        ViewValues {
+            status,
+            event_time_ms: None,
+            version: None,
+            age_ms: None,
+            features: NamedMap(
+                self.features
+                    .iter()
+                    .map(|&i| {
+                        let (name, default) = &self.view.features[i];
+                        (name.clone(), FeatureValue::default_of(default))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn unreadable(&self, entity: &str, problem: &str) -> ViewValues {
+        tracing::warn!(
+            key = %feature_key(&self.view.name, entity),
+            problem,
+            "unreadable feature values; serving defaults"
+        );
+        self.defaults(ViewStatus::Unreadable)
+    }
+}
+
+/// Names to values, serialised as a JSON object in the definitions' order. The names are
+/// shared with the catalog, so building an answer copies none of them.
+#[derive(Debug)]
+pub struct NamedMap<T>(pub Vec<(Arc<str>, T)>);
+
+impl<T: Serialize> Serialize for NamedMap<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(&**name, value)?;
+        }
+        map.end()
     }
 }
 
@@ -282,7 +322,8 @@ impl Selection<'_> {
 pub struct EntityFeatures {
     pub entity_id: String,
     /// The selected feature views, by name.
-    pub views: BTreeMap<String, ViewValues>,
+    #[schema(value_type = BTreeMap<String, ViewValues>)]
+    pub views: NamedMap<ViewValues>,
 }
 
 /// One view's served features for one entity.
@@ -298,17 +339,18 @@ pub struct ViewValues {
     pub version: Option<u64>,
     /// Serving time minus `event_time_ms`, in milliseconds (never negative).
     pub age_ms: Option<i64>,
-    /// The selected features, by name.
-    pub features: BTreeMap<String, FeatureValue>,
+    /// The selected features, by name, in the order of the definition.
+    #[schema(value_type = BTreeMap<String, FeatureValue>)]
+    pub features: NamedMap<FeatureValue>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ViewStatus {
-    Found,
-    Missing,
-    Expired,
-    Unreadable,
+    Found = 0,
+    Missing = 1,
+    Expired = 2,
+    Unreadable = 3,
 }
 
 /// One served feature value.

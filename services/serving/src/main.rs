@@ -69,6 +69,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_batch_size: args.max_batch_size,
         redis_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+        trace_requests: args.otlp_endpoint.is_some(),
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -8,7 +8,7 @@
 //! connection that failed is dropped and the next request makes a new one. The
 //! transitions (lost, back) are logged once each, not per request.
 
-use freshet_store::Hash;
+use freshet_store::RawFields;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use std::sync::Mutex;
@@ -118,10 +118,10 @@ impl FeatureStore {
         }
     }
 
-    /// The hashes at `keys`, in order, in one round trip.
-    pub async fn read(&self, keys: &[String]) -> Result<Vec<Hash>, StoreError> {
+    /// The chosen fields of each key, in order, in one round trip.
+    pub async fn read(&self, reads: &[(String, &[&str])]) -> Result<Vec<RawFields>, StoreError> {
         let mut connection = self.connection().await?;
-        freshet_store::read_hashes(&mut connection, keys)
+        freshet_store::read_fields(&mut connection, reads)
             .await
             .map_err(|e| self.failed(e))
     }

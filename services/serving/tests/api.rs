@@ -205,6 +205,20 @@ async fn values_written_by_the_processors_writer_come_back_exactly() {
         features.keys().collect::<Vec<_>>(),
         ["click_count_10m", "click_count_1m"]
     );
+    // ... listed in the order of the definition.
+    let raw = serving
+        .http
+        .get(format!("{}/features/42", serving.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = |name: &str| raw.find(&format!("\"{name}\"")).unwrap();
+    assert!(at(CLICKS) < at(PURCHASES), "{raw}");
+    assert!(at("click_count_1m") < at("view_count_1m"), "{raw}");
+    assert!(at("view_count_1m") < at("click_count_10m"), "{raw}");
     // Features alone select the views that have them.
     let (_, body) = serving.get("/features/42?features=purchase_count_5m").await;
     assert_eq!(body["views"].as_object().unwrap().len(), 1);
@@ -226,6 +240,33 @@ async fn values_written_by_the_processors_writer_come_back_exactly() {
         feature(&body, CLICKS, "click_count_1m")["source"],
         "default"
     );
+
+    // A corrupt entry serves defaults (and is logged) instead of failing the lookup.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let now = now_ms().to_string();
+    let _: () = redis::cmd("HSET")
+        .arg("fv:user_click_stats:bad")
+        .arg(&[
+            "_version",
+            "1",
+            "_event_time",
+            &now,
+            "click_count_1m",
+            "{oops",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (status, body) = serving.get("/features/bad").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["views"][CLICKS]["status"], "unreadable");
+    assert_eq!(feature(&body, CLICKS, "click_count_1m")["value"], 0);
+    assert_eq!(
+        feature(&body, CLICKS, "click_count_1m")["source"],
+        "default"
+    );
+    assert_eq!(body["views"][PURCHASES]["status"], "missing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
