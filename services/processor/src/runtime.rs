@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use apache_avro::types::Value as AvroValue;
 use freshet_avro::WireDecoder;
 use freshet_core::{load_dir, Value};
-use opentelemetry::trace::{Span, SpanKind, Tracer};
+use opentelemetry::trace::{Span, SpanContext, SpanKind, TraceContextExt, Tracer};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -304,6 +304,9 @@ pub async fn run(
         // Records per engine, added to the metrics once per epoch, not per record.
         let mut per_engine = vec![0u64; engines.len()];
         let mut dead_letters = Vec::new();
+        // With tracing on: each entity's latest record span this epoch, the parent of the
+        // span of its Redis write, so an event's trace ends where its values land.
+        let mut traced: HashMap<String, SpanContext> = HashMap::new();
         while records < config.epoch_max_records && started.elapsed() < config.epoch_duration {
             let Some(message) = consumer.poll(Duration::from_millis(20)) else {
                 if stop.load(Ordering::Relaxed) {
@@ -329,9 +332,10 @@ pub async fn run(
             }
             records += 1;
             per_engine[index] += 1;
-            if config.trace_records {
-                trace_record(&tracer, &message);
-            }
+            let record_span = config
+                .trace_records
+                .then(|| trace_record(&tracer, &message))
+                .flatten();
             let source = &sources[message.topic()];
             let event = match source.decoder.decode(message.payload()).await {
                 Ok(decoded) => to_event(&decoded.value, &source.entity_field, &source.time_field),
@@ -339,6 +343,9 @@ pub async fn run(
             };
             match event {
                 Ok(event) => {
+                    if let Some(span) = record_span {
+                        traced.insert(event.entity.clone(), span);
+                    }
                     if engine.process(message.offset(), Some(&event)) == Outcome::Late {
                         metrics
                             .late_events
@@ -415,7 +422,11 @@ pub async fn run(
             &stop,
         )
         .await?;
+        let redis_started = std::time::SystemTime::now();
         write_redis(&mut redis, &outbox, &metrics, &stop).await;
+        if !traced.is_empty() {
+            trace_redis_writes(&tracer, &outbox, &traced, redis_started);
+        }
         checkpoint.clear_outbox()?;
         for u in &outbox.updates {
             metrics.updates.with_label_values(&[&u.view]).inc();
@@ -439,18 +450,55 @@ pub async fn run(
     Ok(())
 }
 
-fn trace_record(tracer: &opentelemetry::global::BoxedTracer, message: &BorrowedMessage<'_>) {
-    let Some(headers) = message.headers() else {
-        return;
-    };
-    let parent = freshet_telemetry::kafka_headers::extract(headers);
+/// A span for one record, continuing the trace in its `traceparent` header; its context,
+/// or `None` when the record carries none.
+fn trace_record(
+    tracer: &opentelemetry::global::BoxedTracer,
+    message: &BorrowedMessage<'_>,
+) -> Option<SpanContext> {
+    let parent = freshet_telemetry::kafka_headers::extract(message.headers()?);
+    if !parent.span().span_context().is_valid() {
+        return None;
+    }
     let mut span = tracer.build_with_context(
         tracer
             .span_builder("process user_event")
             .with_kind(SpanKind::Consumer),
         &parent,
     );
+    let context = span.span_context().clone();
     span.end();
+    Some(context)
+}
+
+/// One span per update written to Redis whose entity had a traced record this epoch, as
+/// a child of that record's span, covering the epoch's Redis write.
+fn trace_redis_writes(
+    tracer: &opentelemetry::global::BoxedTracer,
+    outbox: &Outbox,
+    traced: &HashMap<String, SpanContext>,
+    started: std::time::SystemTime,
+) {
+    let ended = std::time::SystemTime::now();
+    for update in &outbox.updates {
+        let Some(record) = traced.get(&update.entity) else {
+            continue;
+        };
+        let parent = opentelemetry::Context::new().with_remote_span_context(record.clone());
+        let mut span = tracer.build_with_context(
+            tracer
+                .span_builder("write features to redis")
+                .with_kind(SpanKind::Client)
+                .with_start_time(started)
+                .with_attributes([
+                    opentelemetry::KeyValue::new("view", update.view.clone()),
+                    opentelemetry::KeyValue::new("entity", update.entity.clone()),
+                    opentelemetry::KeyValue::new("version", update.version as i64),
+                ]),
+            &parent,
+        );
+        span.end_with_timestamp(ended);
+    }
 }
 
 fn dead_letter(message: &BorrowedMessage<'_>, reason: String) -> DeadLetter {

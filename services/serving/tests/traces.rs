@@ -11,13 +11,6 @@ use std::time::{Duration, Instant};
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
-fn hex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn requests_are_spans_in_the_callers_trace_exported_over_otlp() {
     let redis = TestRedis::start();
@@ -67,30 +60,36 @@ async fn requests_are_spans_in_the_callers_trace_exported_over_otlp() {
     };
     assert!(status.success(), "SIGTERM is a clean stop: {status}");
 
-    // The spans were exported (flushed at shutdown), the first one in the caller's trace
-    // as a child of the caller's span, each with its route, entity count and views.
-    assert!(
-        receiver.contains(b"serving.request"),
-        "no request span exported"
+    // The spans were exported (flushed at shutdown): the lookup's in the caller's trace,
+    // as a child of the caller's span; each with its route, entity count and views.
+    let spans: Vec<_> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "serving.request")
+        .collect();
+    let route = |s: &freshet_testkit::otlp::ReceivedSpan| s.attributes["http.route"].clone();
+    let single = spans
+        .iter()
+        .find(|s| route(s) == "/features/{entity_id}")
+        .unwrap_or_else(|| panic!("no span of the single lookup in {spans:#?}"));
+    assert_eq!(single.service, "freshet-serving");
+    assert_eq!(single.trace_id, TRACE_ID);
+    assert_eq!(single.parent_span_id, PARENT_SPAN_ID);
+    assert_eq!(single.attributes["entity_count"], "1");
+    assert_eq!(
+        single.attributes["views"],
+        "user_click_stats,user_purchase_stats"
     );
-    assert!(
-        receiver.contains(&hex(TRACE_ID)),
-        "the caller's trace id is not in any span"
+    let batch = spans
+        .iter()
+        .find(|s| route(s) == "/features/batch")
+        .unwrap_or_else(|| panic!("no span of the batch in {spans:#?}"));
+    assert_ne!(
+        batch.trace_id, TRACE_ID,
+        "a request without traceparent starts a trace"
     );
-    assert!(
-        receiver.contains(&hex(PARENT_SPAN_ID)),
-        "the caller's span is not a parent"
-    );
-    for text in [
-        "/features/{entity_id}",
-        "/features/batch",
-        "entity_count",
-        "user_click_stats,user_purchase_stats",
-        "freshet-serving",
-    ] {
-        assert!(
-            receiver.contains(text.as_bytes()),
-            "no {text:?} in the exported spans"
-        );
-    }
+    assert_eq!(batch.parent_span_id, "");
+    assert_eq!(batch.attributes["entity_count"], "2");
+    assert_eq!(batch.attributes["views"], "user_purchase_stats");
+    assert_eq!(batch.attributes["http.method"], "POST");
 }

@@ -64,11 +64,17 @@ impl Deployment {
     }
 
     pub fn start(&self, stack: &TestStack) -> Running {
-        Running(self.spawn(stack))
+        Running(self.spawn(stack, &[]))
     }
 
-    fn spawn(&self, stack: &TestStack) -> Child {
+    /// [`Deployment::start`] with more flags.
+    pub fn start_with(&self, stack: &TestStack, flags: &[&str]) -> Running {
+        Running(self.spawn(stack, flags))
+    }
+
+    fn spawn(&self, stack: &TestStack, flags: &[&str]) -> Child {
         Command::new(env!("CARGO_BIN_EXE_freshet-processor"))
+            .args(flags)
             .args(["--features-dir", features_dir().to_str().unwrap()])
             .args([
                 "--brokers",
@@ -141,7 +147,19 @@ pub fn sim(seed: u64, users: u32) -> SimConfig {
 }
 
 pub async fn produce(stack: &TestStack, config: SimConfig, count: u64, rate: f64) -> u64 {
-    let provider = freshet_telemetry::tracer_provider("test-producer", None).unwrap();
+    produce_traced(stack, config, count, rate, None).await
+}
+
+/// [`produce`], exporting the producer's spans (one per event) to `otlp_endpoint`, all
+/// flushed before it returns.
+pub async fn produce_traced(
+    stack: &TestStack,
+    config: SimConfig,
+    count: u64,
+    rate: f64,
+    otlp_endpoint: Option<&str>,
+) -> u64 {
+    let provider = freshet_telemetry::tracer_provider("freshet-producer", otlp_endpoint).unwrap();
     let producer = EventProducer::new(
         ProducerConfig {
             brokers: stack.brokers(),
@@ -164,6 +182,8 @@ pub async fn produce(stack: &TestStack, config: SimConfig, count: u64, rate: f64
     };
     let summary = run(&producer, events, &options, std::future::pending()).await;
     assert_eq!(summary.delivered, count);
+    drop(producer);
+    provider.shutdown().expect("spans flushed");
     summary.delivered
 }
 
