@@ -4,10 +4,12 @@
 //!   ([`features_cmd`]).
 //! - `compile --target flink-sql`: generate Flink SQL for a view ([`compile_cmd`]).
 //! - `up`, `status`, `down`: run the local stack without containers ([`stack_cmd`]).
+//! - `backfill`: feature values for the past from Kafka history or a file ([`backfill_cmd`]).
 //!
 //! Every failure ends as one clear line on stderr (`error: ...`) and a non-zero exit code;
 //! usage mistakes exit with 2, everything else with 1.
 
+mod backfill_cmd;
 mod compile_cmd;
 mod features_cmd;
 mod stack_cmd;
@@ -49,6 +51,9 @@ enum Command {
     Status(stack_cmd::StateDirArgs),
     /// Stop the local stack started with `freshet up --detach`.
     Down(stack_cmd::StateDirArgs),
+    /// Compute feature values for the past, from Kafka history or a file, and write them
+    /// to Redis without overwriting newer values.
+    Backfill(backfill_cmd::BackfillArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +68,11 @@ fn main() -> ExitCode {
         Command::Up(args) => stack_cmd::up(args, &cli.features_dir),
         Command::Status(args) => stack_cmd::status(args),
         Command::Down(args) => stack_cmd::down(args),
+        Command::Backfill(args) => {
+            // Warnings about skipped input go to stderr through tracing.
+            let _logs = freshet_telemetry::init("freshet-backfill", None);
+            backfill_cmd::run(args, &cli.features_dir)
+        }
     };
     match result {
         Ok(code) => code,

@@ -14,7 +14,7 @@
 //! even when the entity id does. Keys expire after the view's TTL.
 //!
 //! Writes go through [`VERSIONED_WRITE_SCRIPT`], which applies an update only if its version
-//! is newer than the stored one. Versions come from the data (window ends, event times,
+//! is newer than the stored one (or equal, for the live processor over a backfill). Versions come from the data (window ends, event times,
 //! input offsets), never from the clock, so replaying the same input writes the same
 //! versions and a replayed or late write can never move a value backwards. Versions are
 //! compared as fixed-width decimal strings, which is exact for all of `u64` (Lua numbers
@@ -47,15 +47,36 @@ pub fn decode_version(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
+/// Who writes an update. At an equal version the processor's write wins over a
+/// backfill's: a backfill from the middle of history computes values from fewer events
+/// under the same versions, and the live processor's must replace them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// The live processor: applies over an equal version (a replay writes the same values).
+    Processor,
+    /// A backfill: applies only over an older version.
+    Backfill,
+}
+
+impl Writer {
+    fn as_arg(self) -> &'static str {
+        match self {
+            Writer::Processor => "processor",
+            Writer::Backfill => "backfill",
+        }
+    }
+}
+
 /// Lua script for a versioned write. KEYS[1]: the hash. ARGV: version (encoded), event
-/// time (ms), TTL (ms, 0 for none), then field/value pairs. Returns 1 when applied, 0 when
-/// the stored version was equal or newer (the write is then a no-op).
+/// time (ms), TTL (ms, 0 for none), writer (`processor` or `backfill`), then field/value
+/// pairs. Returns 1 when applied, 0 when the stored version was newer, or equal and the
+/// writer a backfill (the write is then a no-op).
 pub const VERSIONED_WRITE_SCRIPT: &str = r#"
 local current = redis.call('HGET', KEYS[1], '_version')
-if current and current >= ARGV[1] then
+if current and (current > ARGV[1] or (current == ARGV[1] and ARGV[4] ~= 'processor')) then
   return 0
 end
-redis.call('HSET', KEYS[1], '_version', ARGV[1], '_event_time', ARGV[2], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], '_version', ARGV[1], '_event_time', ARGV[2], unpack(ARGV, 5))
 if tonumber(ARGV[3]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
@@ -78,11 +99,12 @@ impl FeatureUpdate {
     }
 
     /// The script's ARGV for this update (see [`VERSIONED_WRITE_SCRIPT`]).
-    pub fn script_args(&self, ttl_ms: i64) -> Vec<String> {
+    pub fn script_args(&self, ttl_ms: i64, writer: Writer) -> Vec<String> {
         let mut args = vec![
             encode_version(self.version),
             self.event_time_ms.to_string(),
             ttl_ms.max(0).to_string(),
+            writer.as_arg().to_string(),
         ];
         for (name, value) in &self.values {
             args.push(name.clone());
@@ -182,14 +204,19 @@ mod tests {
                 ("last_item".to_string(), Value::Null),
             ]),
         };
-        let args = update.script_args(3_600_000);
+        let args = update.script_args(3_600_000, Writer::Processor);
         assert_eq!(
-            args[..3],
-            ["00000000000000000077", "1700000000000", "3600000"]
+            args[..4],
+            [
+                "00000000000000000077",
+                "1700000000000",
+                "3600000",
+                "processor"
+            ]
         );
         let mut fields: Vec<(&str, &str)> =
             vec![(FIELD_VERSION, &args[0]), (FIELD_EVENT_TIME, &args[1])];
-        fields.extend(args[3..].chunks(2).map(|p| (p[0].as_str(), p[1].as_str())));
+        fields.extend(args[4..].chunks(2).map(|p| (p[0].as_str(), p[1].as_str())));
         let stored = StoredValues::decode(fields).unwrap().unwrap();
         assert_eq!(stored.version, 77);
         assert_eq!(stored.event_time_ms, 1_700_000_000_000);

@@ -5,6 +5,8 @@
 //!   services create what they write to at start-up, with a clear error if they cannot.
 //! - [`group_consumer_config`]: consumer-group settings that join a group in seconds
 //!   rather than the ~25 s librdkafka's defaults take against tansu.
+//! - [`partition_for_key`]: the partition librdkafka's default partitioner puts a keyed
+//!   record in, so events read from a file can be split the way the topic splits them.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -78,4 +80,13 @@ pub fn group_consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("heartbeat.interval.ms", "1000")
         .set("max.poll.interval.ms", "10000");
     config
+}
+
+/// The partition librdkafka's default partitioner (`consistent_random`) chooses for a
+/// record with a non-empty `key` in a topic of `partitions` partitions: CRC-32 of the key
+/// modulo the partition count. Backfill from a file uses it to give every event the
+/// partition (and so the watermark) it has in the live topic.
+pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    assert!(partitions > 0, "a topic has at least one partition");
+    (crc32fast::hash(key) % partitions as u32) as i32
 }

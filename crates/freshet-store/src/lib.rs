@@ -4,8 +4,9 @@
 //! does no I/O; this crate talks to Redis with it, so the processor that writes and the
 //! serving API that reads (and the tests that stand in for either) do it the same way:
 //!
-//! - [`write_updates`]: versioned writes, pipelined; a write whose version is not newer
-//!   than the stored one is a no-op, so repeating or replaying writes is harmless.
+//! - [`write_updates`]: versioned writes, pipelined; a write whose version is older than
+//!   the stored one is a no-op (an equal one too, unless the processor writes over a
+//!   backfill), so repeating or replaying writes is harmless.
 //! - [`read_hashes`]: the hashes of many keys in one round trip; [`read_fields`]: chosen
 //!   fields of many keys in one round trip (what serving uses: half the reply).
 //!
@@ -14,7 +15,7 @@
 //! fast want different policies.
 
 use freshet_core::store_layout::{
-    DecodeError, FeatureUpdate, StoredValues, VERSIONED_WRITE_SCRIPT,
+    DecodeError, FeatureUpdate, StoredValues, Writer, VERSIONED_WRITE_SCRIPT,
 };
 use redis::aio::ConnectionLike;
 
@@ -64,11 +65,14 @@ impl redis::FromRedisValue for RawHash {
 }
 
 /// Applies `updates`, each with its view's TTL in milliseconds (0 for none), through the
-/// versioned-write script. Returns after Redis has answered every write.
+/// versioned-write script. Returns after Redis has answered every write, with the number
+/// of updates applied (the others found a version at least as new already stored).
 pub async fn write_updates<'a, C: ConnectionLike>(
     connection: &mut C,
     updates: impl IntoIterator<Item = (&'a FeatureUpdate, i64)>,
-) -> redis::RedisResult<()> {
+    writer: Writer,
+) -> redis::RedisResult<usize> {
+    let mut applied = 0;
     let mut updates = updates.into_iter().peekable();
     while updates.peek().is_some() {
         let mut pipe = redis::pipe();
@@ -77,12 +81,12 @@ pub async fn write_updates<'a, C: ConnectionLike>(
                 .arg(VERSIONED_WRITE_SCRIPT)
                 .arg(1)
                 .arg(update.key())
-                .arg(update.script_args(ttl_ms))
-                .ignore();
+                .arg(update.script_args(ttl_ms, writer));
         }
-        pipe.query_async::<()>(connection).await?;
+        let results: Vec<i64> = pipe.query_async(connection).await?;
+        applied += results.iter().filter(|r| **r == 1).count();
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// The hashes at `keys`, in the same order, in one round trip (`HGETALL` pipelined).

@@ -1,6 +1,6 @@
 //! Versioned writes and pipelined reads against a real Redis.
 
-use freshet_core::store_layout::{feature_key, FeatureUpdate};
+use freshet_core::store_layout::{feature_key, FeatureUpdate, Writer};
 use freshet_core::Value;
 use freshet_testkit::TestRedis;
 use std::collections::BTreeMap;
@@ -28,12 +28,22 @@ async fn written_values_read_back_exactly_and_older_versions_never_win() {
     let newer = update("1", 11, 4);
     let older = update("1", 9, 99);
     let other = update("2", 5, 7);
-    freshet_store::write_updates(&mut conn, [(&first, 60_000), (&other, 0)])
-        .await
-        .unwrap();
-    freshet_store::write_updates(&mut conn, [(&newer, 60_000), (&older, 60_000)])
-        .await
-        .unwrap();
+    let applied = freshet_store::write_updates(
+        &mut conn,
+        [(&first, 60_000), (&other, 0)],
+        Writer::Processor,
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied, 2);
+    let applied = freshet_store::write_updates(
+        &mut conn,
+        [(&newer, 60_000), (&older, 60_000), (&newer, 60_000)],
+        Writer::Backfill,
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied, 1, "only the newer version applies, once");
 
     let keys = vec![
         feature_key("clicks", "1"),
@@ -69,7 +79,7 @@ async fn chosen_fields_come_back_in_the_order_asked_for() {
     let redis = TestRedis::start();
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    freshet_store::write_updates(&mut conn, [(&update("1", 42, 3), 0)])
+    freshet_store::write_updates(&mut conn, [(&update("1", 42, 3), 0)], Writer::Processor)
         .await
         .unwrap();
     let fields: &[&str] = &["mean", "_version", "absent", "count"];
@@ -95,7 +105,7 @@ async fn writes_larger_than_one_pipeline_all_land() {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let updates: Vec<FeatureUpdate> = (0..2_500).map(|i| update(&i.to_string(), 1, i)).collect();
-    freshet_store::write_updates(&mut conn, updates.iter().map(|u| (u, 0)))
+    freshet_store::write_updates(&mut conn, updates.iter().map(|u| (u, 0)), Writer::Processor)
         .await
         .unwrap();
     let keys: Vec<String> = updates.iter().map(|u| u.key()).collect();

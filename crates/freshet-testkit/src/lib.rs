@@ -9,10 +9,12 @@
 //! of every log are printed, so a failure in CI can be understood from its output alone.
 //!
 //! [`TestRedis`] is a Redis alone, for tests that need no broker; [`metrics`] reads a
-//! service's Prometheus endpoint; [`otlp`] receives exported spans.
+//! service's Prometheus endpoint; [`otlp`] receives exported spans; [`llm`] answers
+//! OpenAI chat-completion requests from a script, standing in for the LLM API.
 //!
 //! Binaries come from `scripts/bootstrap.sh` (see `freshet_localstack::Tools`).
 
+pub mod llm;
 pub mod metrics;
 pub mod otlp;
 

@@ -2,7 +2,7 @@
 //! through Redis, laid out by the core crate.
 
 use freshet_core::store_layout::{
-    feature_key, FeatureUpdate, StoredValues, VERSIONED_WRITE_SCRIPT,
+    feature_key, FeatureUpdate, StoredValues, Writer, VERSIONED_WRITE_SCRIPT,
 };
 use freshet_core::Value;
 use freshet_testkit::TestStack;
@@ -76,23 +76,38 @@ async fn feature_hashes_round_trip_through_redis_with_the_core_layout() {
         ]),
     };
     let writer = conn.clone();
-    let write = |u: FeatureUpdate| {
+    let write_as = |u: FeatureUpdate, who: Writer| {
         let mut conn = writer.clone();
         let script = script.clone();
         async move {
             let mut invocation = script.key(u.key());
-            for arg in u.script_args(3_600_000) {
+            for arg in u.script_args(3_600_000, who) {
                 invocation.arg(arg);
             }
             invocation.invoke_async::<i64>(&mut conn).await.unwrap()
         }
     };
-    assert_eq!(write(update(10, 3)).await, 1, "first write applies");
+    let write = |u: FeatureUpdate| write_as(u, Writer::Processor);
+    assert_eq!(
+        write_as(update(10, 99), Writer::Backfill).await,
+        1,
+        "a backfill fills an empty key"
+    );
+    assert_eq!(
+        write_as(update(10, 98), Writer::Backfill).await,
+        0,
+        "a backfill never replaces an equal version"
+    );
+    assert_eq!(
+        write(update(10, 3)).await,
+        1,
+        "the processor's value wins at an equal version"
+    );
     assert_eq!(write(update(9, 99)).await, 0, "an older version is refused");
     assert_eq!(
-        write(update(10, 99)).await,
+        write_as(update(9, 99), Writer::Backfill).await,
         0,
-        "a replay of the same version is a no-op"
+        "also from a backfill"
     );
 
     let key = feature_key("user_click_stats", "42");

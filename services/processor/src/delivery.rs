@@ -4,7 +4,7 @@
 use crate::checkpoint::{DeadLetter, Outbox, OutboxUpdate};
 use crate::metrics::ProcessorMetrics;
 use freshet_avro::WireEncoder;
-use freshet_core::store_layout::FeatureUpdate;
+use freshet_core::store_layout::{FeatureUpdate, Writer};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -248,8 +248,12 @@ impl RedisSink {
                 (u.feature_update(), ttl)
             })
             .collect();
-        freshet_store::write_updates(&mut self.connection, writes.iter().map(|(u, t)| (u, *t)))
-            .await?;
+        freshet_store::write_updates(
+            &mut self.connection,
+            writes.iter().map(|(u, t)| (u, *t)),
+            Writer::Processor,
+        )
+        .await?;
         metrics.redis_write.observe(started.elapsed().as_secs_f64());
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

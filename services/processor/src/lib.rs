@@ -8,7 +8,10 @@
 //!   to Redis (versioned writes).
 //! - [`runtime`]: recovery and the epoch loop.
 //! - [`metrics`]: the processor's Prometheus metrics.
+//! - [`backfill`]: values for the past, from a topic's history or a file, through the same
+//!   engine.
 
+pub mod backfill;
 pub mod checkpoint;
 pub mod delivery;
 pub mod engine;

@@ -16,7 +16,7 @@
 //! Figures are ratios within one run because these machines are noisy. Aims: ratio >= 0.5,
 //! single-lookup p99 < 1 ms at moderate load, batch p99 < 10 ms.
 
-use freshet_core::store_layout::{feature_key, FeatureUpdate};
+use freshet_core::store_layout::{feature_key, FeatureUpdate, Writer};
 use freshet_core::Value;
 use freshet_testkit::TestRedis;
 use std::collections::BTreeMap;
@@ -176,7 +176,7 @@ async fn fill(url: &str) {
             [clicks, purchases]
         })
         .collect();
-    freshet_store::write_updates(&mut conn, updates.iter().map(|u| (u, 0)))
+    freshet_store::write_updates(&mut conn, updates.iter().map(|u| (u, 0)), Writer::Processor)
         .await
         .unwrap();
 }

@@ -1,7 +1,7 @@
 //! The serving API against a real Redis, over real HTTP. Values are written with the same
 //! versioned writes the processor uses (freshet-store over the core's layout).
 
-use freshet_core::store_layout::FeatureUpdate;
+use freshet_core::store_layout::{FeatureUpdate, Writer};
 use freshet_core::{Definitions, Value};
 use freshet_serving::metrics::ServingMetrics;
 use freshet_serving::ServingConfig;
@@ -94,9 +94,13 @@ impl Serving {
 async fn write(redis_url: &str, updates: &[(FeatureUpdate, i64)]) {
     let client = redis::Client::open(redis_url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    freshet_store::write_updates(&mut conn, updates.iter().map(|(u, ttl)| (u, *ttl)))
-        .await
-        .unwrap();
+    freshet_store::write_updates(
+        &mut conn,
+        updates.iter().map(|(u, ttl)| (u, *ttl)),
+        Writer::Processor,
+    )
+    .await
+    .unwrap();
 }
 
 fn click_update(entity: &str, version: u64, event_time_ms: i64, clicks: i64) -> FeatureUpdate {

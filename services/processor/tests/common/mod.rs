@@ -159,6 +159,24 @@ pub async fn produce_traced(
     rate: f64,
     otlp_endpoint: Option<&str>,
 ) -> u64 {
+    produce_events(
+        stack,
+        Simulator::new(config).unwrap(),
+        count,
+        rate,
+        otlp_endpoint,
+    )
+    .await
+}
+
+/// Produces the first `count` of `events` at `rate` per second (0: as fast as possible).
+pub async fn produce_events(
+    stack: &TestStack,
+    events: impl Iterator<Item = UserEvent>,
+    count: u64,
+    rate: f64,
+    otlp_endpoint: Option<&str>,
+) -> u64 {
     let provider = freshet_telemetry::tracer_provider("freshet-producer", otlp_endpoint).unwrap();
     let producer = EventProducer::new(
         ProducerConfig {
@@ -172,9 +190,7 @@ pub async fn produce_traced(
         opentelemetry::trace::TracerProvider::tracer(&provider, "test"),
     )
     .unwrap();
-    let events = Simulator::new(config)
-        .unwrap()
-        .map(Ok::<_, std::convert::Infallible>);
+    let events = events.map(Ok::<_, std::convert::Infallible>);
     let options = RunOptions {
         rate,
         count: Some(count),

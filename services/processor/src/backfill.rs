@@ -1,0 +1,861 @@
+//! Backfill: feature values for the past, computed from history by the live processor's
+//! own engine.
+//!
+//! History comes from the source topics (from the offsets of a start time on every
+//! partition, up to each partition's end when the backfill started) or from a file of
+//! events (JSON Lines or an Avro object container file). Either way every record becomes an
+//! [`Event`] through [`to_event`], the live processor's conversion, and goes through a
+//! [`PartitionEngine`] per input partition, exactly as it would live:
+//!
+//! - **Kafka**: records keep their partitions and offsets, so values come with the live
+//!   processor's versions (`offset + 1` of the record that last changed them). A backfill
+//!   that reads the whole history the live processor read gives exactly its values under
+//!   exactly its versions.
+//! - **File**: events are split into the partitions the live topic puts them in
+//!   ([`freshet_kafka::partition_for_key`]), so each partition's watermark (and so what is
+//!   late and which windows have closed) is the same as live. A file has no offsets, so its
+//!   values are written with version 0: they fill (view, entity) pairs that have no value
+//!   and never replace one that Kafka history produced.
+//!
+//! Nothing is written until all input is processed: [`compute`] keeps the final values of
+//! every (view, entity) it touched, [`write`] applies them with the versioned-write script.
+//! A value already stored under a newer (or the same) version stays, so a backfill can run
+//! beside the live processor and never moves a value back. An interrupted backfill has
+//! written nothing or a part of one set of final values; running it again writes the same
+//! values under the same versions, so the result is the same.
+
+use crate::engine::{CompiledView, Event, Outcome, PartitionEngine};
+use crate::runtime::to_event;
+use apache_avro::types::Value as AvroValue;
+use apache_avro::Schema;
+use freshet_avro::WireDecoder;
+use freshet_core::definitions::Definitions;
+use freshet_core::store_layout::{FeatureUpdate, Writer};
+use freshet_core::Value;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the broker may send nothing while records are still expected.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often [`compute`] reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// Unreadable lines of a file named one by one in the log; the rest are only counted.
+const NAMED_BAD_LINES: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error("no feature view named `{name}` (views: {known})")]
+    UnknownView { name: String, known: String },
+    #[error("name at least one feature view to backfill")]
+    NoView,
+    #[error(
+        "views {views} read different sources; a file holds the events of one source, so \
+         backfill them one source at a time"
+    )]
+    MixedSources { views: String },
+    #[error("the start time {from_ms} ms is not before the end time {to_ms} ms")]
+    EmptyRange { from_ms: i64, to_ms: i64 },
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a readable Avro object container file: {reason}", path.display())]
+    AvroFile { path: PathBuf, reason: String },
+    #[error("Kafka at {brokers}: {context}: {reason}")]
+    Kafka {
+        brokers: String,
+        context: String,
+        reason: String,
+    },
+    #[error("the source topic `{topic}` does not exist at {brokers}")]
+    NoTopic { topic: String, brokers: String },
+    #[error(
+        "no records from the broker for {}s while {remaining} more were expected \
+         (partitions still open: {open})",
+        STALL_TIMEOUT.as_secs()
+    )]
+    Stalled { remaining: u64, open: String },
+    #[error("interrupted before all input was read; nothing was written")]
+    Interrupted,
+    #[error("Redis at {url}: {source}")]
+    Redis {
+        url: String,
+        source: redis::RedisError,
+    },
+}
+
+/// Where history comes from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// The views' source topics, from the offsets of the start time (or the beginning) to
+    /// each partition's end when the backfill starts.
+    Kafka {
+        brokers: String,
+        registry_url: String,
+    },
+    /// A file of events of the views' source: JSON Lines (one object per line, fields as
+    /// in the source's Avro schema) or an Avro object container file (detected by its
+    /// header). `partitions` is the live topic's partition count.
+    File { path: PathBuf, partitions: i32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct BackfillConfig {
+    pub views: Vec<String>,
+    pub input: Input,
+    /// Only events with an event time at or after this (epoch ms).
+    pub from_ms: Option<i64>,
+    /// Only events with an event time before this (epoch ms).
+    pub to_ms: Option<i64>,
+}
+
+/// How far [`compute`] has come. `position` and `total` count records for Kafka input
+/// and bytes for a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub events: u64,
+    pub position: u64,
+    pub total: u64,
+}
+
+/// What the input held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputStats {
+    /// Records or lines read.
+    pub read: u64,
+    /// Events that went into the aggregation.
+    pub used: u64,
+    /// Events outside `[from, to)`.
+    pub outside_range: u64,
+    /// Events behind their partition's watermark (late, not aggregated, as live).
+    pub late: u64,
+    /// Records or lines that are not events of the source.
+    pub unreadable: u64,
+}
+
+/// The result of [`compute`]: the final values of every (view, entity) the input touched.
+#[derive(Debug, Clone)]
+pub struct Computed {
+    pub updates: Vec<FeatureUpdate>,
+    pub stats: InputStats,
+    /// TTL in milliseconds per view, for the writes.
+    ttl_ms: HashMap<String, i64>,
+}
+
+/// One view's part of a backfill, as `--dry-run` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewSummary {
+    pub view: String,
+    pub entities: usize,
+    /// Per feature (in definition order): how many entities get a value other than the
+    /// feature's default.
+    pub non_default: Vec<(String, usize)>,
+}
+
+impl Computed {
+    /// Entities and non-default values per view, in the order the views were asked for.
+    pub fn summary(&self, defs: &Definitions, views: &[String]) -> Vec<ViewSummary> {
+        views
+            .iter()
+            .filter_map(|name| defs.view(name))
+            .map(|view| {
+                let updates: Vec<&FeatureUpdate> = self
+                    .updates
+                    .iter()
+                    .filter(|u| u.view == view.name)
+                    .collect();
+                let non_default = view
+                    .features
+                    .iter()
+                    .map(|f| {
+                        let n = updates
+                            .iter()
+                            .filter(|u| u.values.get(&f.name).is_some_and(|v| *v != f.default))
+                            .count();
+                        (f.name.clone(), n)
+                    })
+                    .collect();
+                ViewSummary {
+                    view: view.name.clone(),
+                    entities: updates.len(),
+                    non_default,
+                }
+            })
+            .collect()
+    }
+}
+
+/// What [`write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Values written.
+    pub written: usize,
+    /// Values left alone because Redis held a version at least as new.
+    pub kept_newer: usize,
+}
+
+fn select_views(
+    defs: &Definitions,
+    names: &[String],
+) -> Result<Arc<Vec<CompiledView>>, BackfillError> {
+    if names.is_empty() {
+        return Err(BackfillError::NoView);
+    }
+    for name in names {
+        if defs.view(name).is_none() {
+            return Err(BackfillError::UnknownView {
+                name: name.clone(),
+                known: defs.view_names().join(", "),
+            });
+        }
+    }
+    Ok(Arc::new(
+        CompiledView::compile_all(defs)
+            .into_iter()
+            .filter(|v| names.contains(&v.name))
+            .collect(),
+    ))
+}
+
+/// One input partition: its engine and where its input ends.
+struct Lane {
+    topic: String,
+    partition: i32,
+    engine: PartitionEngine,
+    /// The largest event time seen, counting events outside the range.
+    max_time: Option<i64>,
+    done: bool,
+}
+
+/// Feeds events through the lanes' engines, keeping the range and the statistics.
+struct Feeder {
+    from_ms: i64,
+    to_ms: i64,
+    stats: InputStats,
+}
+
+impl Feeder {
+    fn new(config: &BackfillConfig) -> Result<Self, BackfillError> {
+        let from_ms = config.from_ms.unwrap_or(i64::MIN);
+        let to_ms = config.to_ms.unwrap_or(i64::MAX);
+        if from_ms >= to_ms {
+            return Err(BackfillError::EmptyRange { from_ms, to_ms });
+        }
+        Ok(Self {
+            from_ms,
+            to_ms,
+            stats: InputStats::default(),
+        })
+    }
+
+    /// Processes one record at `offset` of `lane`; `event` is `None` for an unreadable one.
+    fn feed(&mut self, lane: &mut Lane, offset: i64, event: Option<&Event>, delay_ms: i64) {
+        self.stats.read += 1;
+        let Some(event) = event else {
+            self.stats.unreadable += 1;
+            lane.engine.process(offset, None);
+            return;
+        };
+        lane.max_time = Some(lane.max_time.map_or(event.time, |t| t.max(event.time)));
+        if event.time < self.from_ms || event.time >= self.to_ms {
+            self.stats.outside_range += 1;
+        } else {
+            self.stats.used += 1;
+            if lane.engine.process(offset, Some(event)) == Outcome::Late {
+                self.stats.late += 1;
+            }
+        }
+        // Past `to + delay` every further event before `to` would be late: the lane is
+        // complete.
+        if self.to_ms != i64::MAX
+            && lane
+                .max_time
+                .is_some_and(|t| t >= self.to_ms.saturating_add(delay_ms))
+        {
+            lane.done = true;
+        }
+    }
+}
+
+fn finish(
+    lanes: Vec<Lane>,
+    stats: InputStats,
+    views: &[CompiledView],
+    version: Option<u64>,
+) -> Computed {
+    let mut updates: Vec<FeatureUpdate> = lanes
+        .into_iter()
+        .flat_map(|mut lane| lane.engine.drain_updates())
+        .collect();
+    if let Some(version) = version {
+        for u in &mut updates {
+            u.version = version;
+        }
+    }
+    updates.sort_by(|a, b| (&a.view, &a.entity).cmp(&(&b.view, &b.entity)));
+    Computed {
+        updates,
+        stats,
+        ttl_ms: views.iter().map(|v| (v.name.clone(), v.ttl_ms)).collect(),
+    }
+}
+
+/// Reads the input and computes the final values of every (view, entity) it touches.
+/// Calls `progress` now and then; returns [`BackfillError::Interrupted`] when `stop` is
+/// set before the input is read.
+pub async fn compute(
+    defs: &Definitions,
+    config: &BackfillConfig,
+    progress: &mut dyn FnMut(Progress),
+    stop: &AtomicBool,
+) -> Result<Computed, BackfillError> {
+    let views = select_views(defs, &config.views)?;
+    let feeder = Feeder::new(config)?;
+    match &config.input {
+        Input::Kafka {
+            brokers,
+            registry_url,
+        } => compute_kafka(defs, views, feeder, brokers, registry_url, progress, stop).await,
+        Input::File { path, partitions } => {
+            compute_file(defs, views, feeder, path, *partitions, progress, stop)
+        }
+    }
+}
+
+/// Writes computed values to Redis with versioned writes.
+pub async fn write(redis_url: &str, computed: &Computed) -> Result<WriteReport, BackfillError> {
+    let redis_error = |source| BackfillError::Redis {
+        url: redis_url.to_string(),
+        source,
+    };
+    let client = redis::Client::open(redis_url).map_err(redis_error)?;
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(redis_error)?;
+    let written = freshet_store::write_updates(
+        &mut connection,
+        computed
+            .updates
+            .iter()
+            .map(|u| (u, computed.ttl_ms.get(&u.view).copied().unwrap_or(0))),
+        Writer::Backfill,
+    )
+    .await
+    .map_err(redis_error)?;
+    Ok(WriteReport {
+        written,
+        kept_newer: computed.updates.len() - written,
+    })
+}
+
+async fn compute_kafka(
+    defs: &Definitions,
+    views: Arc<Vec<CompiledView>>,
+    mut feeder: Feeder,
+    brokers: &str,
+    registry_url: &str,
+    progress: &mut dyn FnMut(Progress),
+    stop: &AtomicBool,
+) -> Result<Computed, BackfillError> {
+    let mut topics: Vec<&CompiledView> = views.iter().collect();
+    topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+    topics.dedup_by(|a, b| a.topic == b.topic);
+    let mut lanes = Vec::new();
+    let mut reading = Reading {
+        position: 0,
+        total: 0,
+        last_progress: Instant::now(),
+    };
+    for view in topics {
+        let source = defs
+            .sources
+            .iter()
+            .find(|s| s.topic == view.topic)
+            .expect("a compiled view's topic is a source's");
+        let topic = TopicInput {
+            brokers,
+            topic: &view.topic,
+            decoder: WireDecoder::new(registry_url, source.schema.avro.clone()),
+            entity_field: &view.entity_key_field,
+            time_field: &view.event_time_field,
+            delay_ms: view.watermark_delay_ms,
+        };
+        let topic_lanes = topic
+            .read(&views, &mut feeder, &mut reading, progress, stop)
+            .await?;
+        lanes.extend(topic_lanes);
+    }
+    progress(Progress {
+        events: feeder.stats.used,
+        position: reading.position,
+        total: reading.total.max(reading.position),
+    });
+    Ok(finish(lanes, feeder.stats, &views, None))
+}
+
+/// Progress over all topics.
+struct Reading {
+    position: u64,
+    total: u64,
+    last_progress: Instant,
+}
+
+/// One source topic to read.
+struct TopicInput<'a> {
+    brokers: &'a str,
+    topic: &'a str,
+    decoder: WireDecoder,
+    entity_field: &'a str,
+    time_field: &'a str,
+    delay_ms: i64,
+}
+
+impl TopicInput<'_> {
+    fn kafka_error(&self, context: String) -> impl FnOnce(KafkaError) -> BackfillError {
+        let brokers = self.brokers.to_string();
+        move |source: KafkaError| BackfillError::Kafka {
+            brokers,
+            context,
+            reason: source.to_string(),
+        }
+    }
+
+    fn consumer(&self, isolation: &str) -> Result<BaseConsumer, BackfillError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.brokers)
+            .set("group.id", "freshet-backfill")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", isolation)
+            // The end of a partition is where its fetches report no more records:
+            // tansu's ListOffsets cannot tell a partition's end (it answers 1).
+            .set("enable.partition.eof", "true")
+            .create()
+            .map_err(self.kafka_error("cannot create a consumer".into()))
+    }
+
+    /// Reads every partition from its start offset until it reports its end, feeding
+    /// each record to its partition's engine.
+    async fn read(
+        &self,
+        views: &Arc<Vec<CompiledView>>,
+        feeder: &mut Feeder,
+        reading: &mut Reading,
+        progress: &mut dyn FnMut(Progress),
+        stop: &AtomicBool,
+    ) -> Result<Vec<Lane>, BackfillError> {
+        let topic = self.topic;
+        // Offsets for times and partition ends (a hint for progress only) from a
+        // read_uncommitted client; records from a read_committed one, as live.
+        let offsets = self.consumer("read_uncommitted")?;
+        let consumer = self.consumer("read_committed")?;
+        let partitions = partition_count(&offsets, self.brokers, topic)?;
+        let starts = start_offsets(&offsets, topic, partitions, feeder.from_ms)?;
+        let mut assignment = TopicPartitionList::new();
+        let mut lanes = Vec::new();
+        for (partition, start) in (0..partitions).zip(starts) {
+            let start_offset = match start {
+                Some(offset) => {
+                    if let Ok((_, high)) =
+                        offsets.fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    {
+                        reading.total += (high - offset).max(0) as u64;
+                    }
+                    Offset::Offset(offset)
+                }
+                None => Offset::End,
+            };
+            assignment
+                .add_partition_offset(topic, partition, start_offset)
+                .map_err(self.kafka_error("cannot assign partitions".into()))?;
+            lanes.push(Lane {
+                topic: topic.to_string(),
+                partition,
+                engine: PartitionEngine::new(
+                    views.clone(),
+                    topic,
+                    start.unwrap_or(0),
+                    None,
+                    HashMap::new(),
+                ),
+                max_time: None,
+                done: false,
+            });
+        }
+        tracing::info!(topic, partitions, "backfill reads the topic");
+        consumer
+            .assign(&assignment)
+            .map_err(self.kafka_error("cannot assign partitions".into()))?;
+
+        let mut last_record = Instant::now();
+        while lanes.iter().any(|l| !l.done) {
+            if stop.load(Ordering::Relaxed) {
+                return Err(BackfillError::Interrupted);
+            }
+            if reading.last_progress.elapsed() >= PROGRESS_EVERY {
+                reading.last_progress = Instant::now();
+                progress(Progress {
+                    events: feeder.stats.used,
+                    position: reading.position,
+                    total: reading.total,
+                });
+            }
+            let message = match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => message,
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    if let Some(lane) = lanes.get_mut(partition as usize) {
+                        lane.done = true;
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(topic, error = %e, "consumer error");
+                    continue;
+                }
+                None => {
+                    if last_record.elapsed() > STALL_TIMEOUT {
+                        return Err(BackfillError::Stalled {
+                            remaining: reading.total.saturating_sub(reading.position),
+                            open: open_lanes(&lanes),
+                        });
+                    }
+                    continue;
+                }
+            };
+            last_record = Instant::now();
+            let Some(lane) = lanes.get_mut(message.partition() as usize) else {
+                continue;
+            };
+            if lane.done {
+                continue;
+            }
+            reading.position += 1;
+            let event = match self.decoder.decode(message.payload()).await {
+                Ok(decoded) => to_event(&decoded.value, self.entity_field, self.time_field).ok(),
+                Err(_) => None,
+            };
+            feeder.feed(lane, message.offset(), event.as_ref(), self.delay_ms);
+            if lane.done {
+                // Past `--to`: stop fetching what would only be skipped.
+                let mut paused = TopicPartitionList::new();
+                paused.add_partition(topic, lane.partition);
+                let _ = consumer.pause(&paused);
+            }
+        }
+        Ok(lanes)
+    }
+}
+
+fn partition_count(
+    consumer: &BaseConsumer,
+    brokers: &str,
+    topic: &str,
+) -> Result<i32, BackfillError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| BackfillError::Kafka {
+            brokers: brokers.into(),
+            context: format!("cannot read the partitions of {topic}"),
+            reason: source.to_string(),
+        })?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none())
+        .map_or(0, |t| t.partitions().len() as i32);
+    if partitions == 0 {
+        return Err(BackfillError::NoTopic {
+            topic: topic.into(),
+            brokers: brokers.into(),
+        });
+    }
+    Ok(partitions)
+}
+
+/// How many partitions `topic` has at `brokers` (a file backfill splits events the same
+/// way).
+pub fn topic_partitions(brokers: &str, topic: &str) -> Result<i32, BackfillError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("socket.timeout.ms", "10000")
+        .create()
+        .map_err(|source| BackfillError::Kafka {
+            brokers: brokers.into(),
+            context: "cannot create a client".into(),
+            reason: source.to_string(),
+        })?;
+    partition_count(&consumer, brokers, topic)
+}
+
+/// The source topic of the views (for a file backfill, which reads one source).
+pub fn source_topic(defs: &Definitions, views: &[String]) -> Result<String, BackfillError> {
+    let compiled = select_views(defs, views)?;
+    let mut topics: Vec<&str> = compiled.iter().map(|v| v.topic.as_str()).collect();
+    topics.sort();
+    topics.dedup();
+    match topics.as_slice() {
+        [one] => Ok(one.to_string()),
+        _ => Err(BackfillError::MixedSources {
+            views: views.join(", "),
+        }),
+    }
+}
+
+fn open_lanes(lanes: &[Lane]) -> String {
+    lanes
+        .iter()
+        .filter(|l| !l.done)
+        .map(|l| format!("{}/{}", l.topic, l.partition))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The first offset of each partition whose record timestamp is at or after `from_ms`
+/// (`None`: no such record).
+/// Producers stamp records no earlier than their events happen, so no event at or after
+/// `from_ms` comes before it. Without a start time, or when the broker cannot answer,
+/// every partition is read from its beginning (events before the start are skipped by
+/// their event time either way).
+fn start_offsets(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+    from_ms: i64,
+) -> Result<Vec<Option<i64>>, BackfillError> {
+    let beginning = vec![Some(0); partitions as usize];
+    if from_ms == i64::MIN {
+        return Ok(beginning);
+    }
+    let mut query = TopicPartitionList::new();
+    for p in 0..partitions {
+        query
+            .add_partition_offset(topic, p, Offset::Offset(from_ms))
+            .expect("a valid offset");
+    }
+    match consumer.offsets_for_times(query, Duration::from_secs(10)) {
+        Ok(found) => Ok((0..partitions)
+            .map(
+                |p| match found.find_partition(topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    // No record stamped at or after the start: nothing to read.
+                    Some(Offset::End) => None,
+                    _ => Some(0),
+                },
+            )
+            .collect()),
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "the broker cannot look up offsets by time; reading from the beginning");
+            Ok(beginning)
+        }
+    }
+}
+
+/// A reader that counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// An Avro object container file starts with these bytes.
+const AVRO_MAGIC: &[u8; 4] = b"Obj\x01";
+
+fn is_avro_file(path: &Path) -> Result<bool, BackfillError> {
+    let mut head = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|source| BackfillError::File {
+        path: path.into(),
+        source,
+    })?;
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(source) => {
+                return Err(BackfillError::File {
+                    path: path.into(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(read == head.len() && &head == AVRO_MAGIC)
+}
+
+/// A JSON object as a record of `schema` (missing optional fields take their defaults,
+/// integers widen as Avro resolution allows), or why it is not one.
+fn json_to_record(line: &str, schema: &Schema) -> Result<AvroValue, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    if !json.is_object() {
+        return Err("not a JSON object".into());
+    }
+    let value = AvroValue::try_from(json).map_err(|e| e.to_string())?;
+    value
+        .resolve(schema)
+        .map_err(|e| format!("does not fit the source's schema: {e}"))
+}
+
+fn compute_file(
+    defs: &Definitions,
+    views: Arc<Vec<CompiledView>>,
+    mut feeder: Feeder,
+    path: &Path,
+    partitions: i32,
+    progress: &mut dyn FnMut(Progress),
+    stop: &AtomicBool,
+) -> Result<Computed, BackfillError> {
+    let mut topics: Vec<&str> = views.iter().map(|v| v.topic.as_str()).collect();
+    topics.sort();
+    topics.dedup();
+    if topics.len() > 1 {
+        return Err(BackfillError::MixedSources {
+            views: views
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let view = &views[0];
+    let source = defs
+        .sources
+        .iter()
+        .find(|s| s.topic == view.topic)
+        .expect("a compiled view's topic is a source's");
+    let schema = &source.schema.avro;
+    let (entity_field, time_field, delay) = (
+        view.entity_key_field.as_str(),
+        view.event_time_field.as_str(),
+        view.watermark_delay_ms,
+    );
+    let file_error = |source| BackfillError::File {
+        path: path.into(),
+        source,
+    };
+    let total = std::fs::metadata(path).map_err(file_error)?.len();
+    let avro = is_avro_file(path)?;
+    let count = Arc::new(AtomicU64::new(0));
+    let reader = Counting {
+        inner: std::fs::File::open(path).map_err(file_error)?,
+        count: count.clone(),
+    };
+    let mut lanes: Vec<Lane> = (0..partitions)
+        .map(|partition| Lane {
+            topic: view.topic.clone(),
+            partition,
+            engine: PartitionEngine::new(views.clone(), &view.topic, 0, None, HashMap::new()),
+            max_time: None,
+            done: false,
+        })
+        .collect();
+    // Per partition, the position of the next event: the engine's offsets.
+    let mut next = vec![0i64; partitions as usize];
+    let mut last_progress = Instant::now();
+    let mut report = |feeder: &Feeder| {
+        progress(Progress {
+            events: feeder.stats.used,
+            position: count.load(Ordering::Relaxed),
+            total,
+        })
+    };
+
+    let records: Box<dyn Iterator<Item = (u64, Result<AvroValue, String>)>> = if avro {
+        let reader = apache_avro::Reader::builder(BufReader::new(reader))
+            .reader_schema(schema)
+            .build()
+            .map_err(|e| BackfillError::AvroFile {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+        Box::new(
+            reader
+                .enumerate()
+                .map(|(i, r)| (i as u64 + 1, r.map_err(|e| e.to_string()))),
+        )
+    } else {
+        let mut lines = BufReader::new(reader).lines().enumerate();
+        Box::new(std::iter::from_fn(move || loop {
+            let (i, line) = lines.next()?;
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => return Some((i as u64 + 1, Err(format!("cannot read the line: {e}")))),
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            return Some((i as u64 + 1, json_to_record(&line, schema)));
+        }))
+    };
+
+    for (number, record) in records {
+        if stop.load(Ordering::Relaxed) {
+            return Err(BackfillError::Interrupted);
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            report(&feeder);
+        }
+        let event = record.and_then(|value| to_event(&value, entity_field, time_field));
+        let event = match event {
+            Ok(event) => event,
+            Err(reason) => {
+                feeder.stats.read += 1;
+                feeder.stats.unreadable += 1;
+                if feeder.stats.unreadable <= NAMED_BAD_LINES {
+                    let what = if avro { "record" } else { "line" };
+                    tracing::warn!(file = %path.display(), "{what} {number} skipped: {reason}");
+                }
+                continue;
+            }
+        };
+        let partition = freshet_kafka::partition_for_key(event.entity.as_bytes(), partitions);
+        let offset = next[partition as usize];
+        next[partition as usize] += 1;
+        let lane = &mut lanes[partition as usize];
+        if !lane.done {
+            feeder.feed(lane, offset, Some(&event), delay);
+        }
+    }
+    if feeder.stats.unreadable > NAMED_BAD_LINES {
+        tracing::warn!(
+            skipped = feeder.stats.unreadable,
+            "more unreadable entries were skipped than named above"
+        );
+    }
+    report(&feeder);
+    // File history ranks below anything from Kafka: version 0.
+    Ok(finish(lanes, feeder.stats, &views, Some(0)))
+}
+
+/// The values of one update as `(feature, value)` pairs in definition order, for reports.
+pub fn ordered_values<'a>(
+    defs: &'a Definitions,
+    update: &'a FeatureUpdate,
+) -> Vec<(&'a str, &'a Value)> {
+    defs.view(&update.view)
+        .map(|v| {
+            v.features
+                .iter()
+                .filter_map(|f| update.values.get(&f.name).map(|x| (f.name.as_str(), x)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
