@@ -201,8 +201,22 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
         });
         let bar = progress_bar(args.source_file.is_some());
         let started = Instant::now();
+        let mut known_length = true;
         let mut on_progress = |p: Progress| {
-            bar.set_length(p.total);
+            // Brokers that cannot tell a partition's end (tansu) give no total: then the
+            // bar counts records without an ETA.
+            if p.total >= p.position && p.total > 0 {
+                bar.set_length(p.total);
+            } else if known_length {
+                known_length = false;
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{elapsed_precise} {spinner} {human_pos} records {msg}",
+                    )
+                    .expect("a valid template"),
+                );
+                bar.unset_length();
+            }
             bar.set_position(p.position);
             let rate = p.events as f64 / started.elapsed().as_secs_f64().max(1e-3);
             bar.set_message(format!("{} events, {rate:.0} events/s", p.events));

@@ -61,3 +61,51 @@ impl CopilotConfig {
             .is_some_and(|k| !k.trim().is_empty())
     }
 }
+
+/// The copilot's flags, shared by every binary that hosts it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CopilotArgs {
+    /// Base URL of an OpenAI-compatible chat-completions API.
+    #[arg(long = "llm-base-url", env = "OPENAI_BASE_URL", default_value = DEFAULT_BASE_URL)]
+    pub base_url: String,
+    /// The model to ask.
+    #[arg(long = "llm-model", env = "FRESHET_LLM_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// API key; without one the copilot is off and says how to turn it on.
+    #[arg(long = "llm-api-key", env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Seconds to wait for the model server's next bytes.
+    #[arg(
+        long = "llm-timeout-secs",
+        env = "FRESHET_LLM_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
+    pub timeout_secs: u64,
+    /// Retries of a request answered 429 or 5xx.
+    #[arg(
+        long = "llm-max-retries",
+        env = "FRESHET_LLM_MAX_RETRIES",
+        default_value_t = 3
+    )]
+    pub max_retries: usize,
+    /// Times an invalid answer is sent back with the validator's problems.
+    #[arg(
+        long = "llm-max-repairs",
+        env = "FRESHET_LLM_MAX_REPAIRS",
+        default_value_t = 2
+    )]
+    pub max_repairs: usize,
+}
+
+impl From<CopilotArgs> for CopilotConfig {
+    fn from(args: CopilotArgs) -> Self {
+        Self {
+            base_url: args.base_url,
+            model: args.model,
+            api_key: args.api_key,
+            timeout: Duration::from_secs(args.timeout_secs.max(1)),
+            max_retries: args.max_retries,
+            max_repairs: args.max_repairs,
+        }
+    }
+}
