@@ -5,12 +5,14 @@
 //! - `compile --target flink-sql`: generate Flink SQL for a view ([`compile_cmd`]).
 //! - `up`, `status`, `down`: run the local stack without containers ([`stack_cmd`]).
 //! - `backfill`: feature values for the past from Kafka history or a file ([`backfill_cmd`]).
+//! - `copilot generate|recommend|chat`: the LLM copilot ([`copilot_cmd`]).
 //!
 //! Every failure ends as one clear line on stderr (`error: ...`) and a non-zero exit code;
 //! usage mistakes exit with 2, everything else with 1.
 
 mod backfill_cmd;
 mod compile_cmd;
+mod copilot_cmd;
 mod features_cmd;
 mod stack_cmd;
 
@@ -54,6 +56,8 @@ enum Command {
     /// Compute feature values for the past, from Kafka history or a file, and write them
     /// to Redis without overwriting newer values.
     Backfill(backfill_cmd::BackfillArgs),
+    /// The LLM copilot: definitions from plain language, feature ideas, chat.
+    Copilot(copilot_cmd::CopilotCmd),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
             let _logs = freshet_telemetry::init("freshet-backfill", None);
             backfill_cmd::run(args, &cli.features_dir)
         }
+        Command::Copilot(cmd) => copilot_cmd::run(cmd, &cli.features_dir),
     };
     match result {
         Ok(code) => code,

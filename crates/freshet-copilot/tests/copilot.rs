@@ -195,7 +195,9 @@ async fn an_invalid_definition_is_sent_back_with_the_validators_words() {
     assert!(messages[2].1.contains("field = \"price\""));
     let feedback = second.last_message();
     assert!(
-        feedback.contains("- 12:9: feature \"clicks_10m\" > field: field `price` is not in the source schema"),
+        feedback.contains(
+            "- 12:9: feature \"clicks_10m\" > field: field `price` is not in the source schema"
+        ),
         "the problem names the field: {feedback}"
     );
     assert_eq!(
