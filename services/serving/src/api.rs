@@ -1,4 +1,5 @@
-//! The routes: lookups, health, metrics and the OpenAPI docs. Handlers are plain async
+//! The routes: lookups, health, metrics and the OpenAPI docs (the copilot's are in
+//! [`crate::copilot_api`]). Handlers are plain async
 //! functions over one shared [`AppState`]; every error goes through [`ApiError`].
 
 use crate::error::{ApiError, ErrorBody};
@@ -14,7 +15,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tower_http::timeout::TimeoutLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// Longest entity id accepted, in bytes.
@@ -35,8 +37,26 @@ type SharedState = Arc<AppState>;
         title = "Freshet serving API",
         description = "Feature values for machine-learning models, computed by Freshet's stream processor and read from Redis."
     ),
-    paths(get_features, batch_features, health, ready),
+    paths(
+        get_features,
+        batch_features,
+        health,
+        ready,
+        crate::copilot_api::llm_health,
+        crate::copilot_api::llm_generate,
+        crate::copilot_api::llm_recommend,
+        crate::copilot_api::llm_chat
+    ),
     components(schemas(
+        crate::copilot_api::LlmHealth,
+        crate::copilot_api::GenerateRequest,
+        crate::copilot_api::GenerateResponse,
+        crate::copilot_api::RecommendRequest,
+        crate::copilot_api::RecommendResponse,
+        crate::copilot_api::IdeaBody,
+        crate::copilot_api::DroppedIdea,
+        crate::copilot_api::ChatRequest,
+        crate::copilot_api::ChatResponse,
         EntityFeatures,
         ViewValues,
         FeatureValue,
@@ -51,14 +71,20 @@ type SharedState = Arc<AppState>;
 pub struct ApiDoc;
 
 /// The service's routes with their state; `/metrics`, `/docs` and `/openapi.json`
-/// included. Middleware (timeouts, tracing, metrics) is added by [`crate::app`].
-pub fn router(state: SharedState) -> Router {
+/// included. Lookups time out after `request_timeout`; `extra` (the copilot's routes)
+/// brings its own timeout. Tracing is added by [`crate::app`].
+pub fn router(state: SharedState, request_timeout: Duration, extra: Router) -> Router {
     Router::new()
         .route("/features/{entity_id}", get(get_features))
         .route("/features/batch", post(batch_features))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(state.clone())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .merge(extra)
         .merge(freshet_telemetry::metrics::router(
             state.metrics.registry.clone(),
         ))

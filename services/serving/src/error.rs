@@ -48,6 +48,12 @@ pub enum ApiError {
     StoreUnavailable,
     #[error("the feature store (Redis) failed to answer the lookup")]
     StoreFailed,
+    #[error("{}", freshet_copilot::NOT_CONFIGURED)]
+    LlmNotConfigured,
+    #[error("{0}")]
+    InvalidDefinition(String),
+    #[error("{0}")]
+    LlmFailed(String),
 }
 
 impl ApiError {
@@ -67,6 +73,9 @@ impl ApiError {
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             StoreFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            LlmNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+            InvalidDefinition(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            LlmFailed(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -93,6 +102,9 @@ impl ApiError {
             MethodNotAllowed { .. } => "method_not_allowed",
             StoreUnavailable => "store_unavailable",
             StoreFailed => "store_failed",
+            LlmNotConfigured => "llm_not_configured",
+            InvalidDefinition(_) => "invalid_definition",
+            LlmFailed(_) => "llm_failed",
         }
     }
 }
@@ -127,6 +139,8 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // Redis comes back by itself; a missing key does not.
+        let retry_soon = matches!(self, ApiError::StoreUnavailable);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_string(),
@@ -134,7 +148,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if retry_soon {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));

@@ -7,6 +7,7 @@
 //!   served values (defaults, TTL, ages). Pure.
 //! - [`store`]: the one shared Redis connection: lazy, with timeouts, remade after a
 //!   failure, so an outage gives fast 503s and the service recovers by itself.
+//! - [`copilot_api`]: the LLM copilot's endpoints (`/api/llm/...`), 503 without a key.
 //! - [`error`]: every error response, in one JSON shape.
 //! - [`metrics`]: the service's Prometheus metrics.
 //!
@@ -15,6 +16,7 @@
 //! writes with.
 
 pub mod api;
+pub mod copilot_api;
 pub mod error;
 pub mod lookup;
 pub mod metrics;
@@ -37,6 +39,19 @@ pub const DEFAULT_MAX_BATCH_SIZE: usize = 1_000;
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default time a request may take before it is answered with 408.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a copilot request may take before it is answered with 408.
+pub const DEFAULT_LLM_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why the service could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot set up the copilot: {0}")]
+    Copilot(#[from] freshet_copilot::CopilotError),
+    #[error("cannot register the copilot's metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
 
 #[derive(Debug, Clone)]
 pub struct ServingConfig {
@@ -47,6 +62,10 @@ pub struct ServingConfig {
     /// Give every request a span (continuing the caller's `traceparent`). Worth its cost
     /// only when spans are exported; off, handlers' span fields are no-ops.
     pub trace_requests: bool,
+    /// The copilot behind `/api/llm/...` (without a key those answer 503).
+    pub copilot: freshet_copilot::CopilotConfig,
+    /// Time a copilot request may take (model calls, retries and repairs included).
+    pub llm_request_timeout: Duration,
 }
 
 impl ServingConfig {
@@ -57,6 +76,8 @@ impl ServingConfig {
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             trace_requests: false,
+            copilot: freshet_copilot::CopilotConfig::default(),
+            llm_request_timeout: DEFAULT_LLM_REQUEST_TIMEOUT,
         }
     }
 }
@@ -68,7 +89,19 @@ pub fn app(
     definitions: &Definitions,
     config: &ServingConfig,
     metrics: metrics::ServingMetrics,
-) -> Result<Router, store::StoreError> {
+) -> Result<Router, StartError> {
+    let copilot = freshet_copilot::Copilot::new(
+        config.copilot.clone(),
+        freshet_copilot::CopilotMetrics::new(&metrics.registry)?,
+    )?;
+    let llm = copilot_api::router(Arc::new(copilot_api::LlmState {
+        copilot,
+        definitions: Arc::new(definitions.clone()),
+    }))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        config.llm_request_timeout,
+    ));
     let state = Arc::new(api::AppState {
         catalog: lookup::Catalog::new(definitions, &metrics),
         store: store::FeatureStore::new(&config.redis_url, config.redis_timeout)?,
@@ -77,12 +110,8 @@ pub fn app(
     });
     // Room for the largest batch of the longest ids, with JSON punctuation.
     let body_limit = 64 * 1024 + config.max_batch_size * (api::MAX_ENTITY_ID_BYTES + 4);
-    let router = api::router(state)
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ));
+    let router = api::router(state, config.request_timeout, llm)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit));
     Ok(if config.trace_requests {
         router.layer(TraceLayer::new_for_http().make_span_with(request_span))
     } else {

@@ -39,6 +39,8 @@ struct Args {
     /// OTLP/HTTP endpoint to export traces to.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    llm: freshet_copilot::config::CopilotArgs,
 }
 
 #[tokio::main]
@@ -70,6 +72,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         redis_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
         trace_requests: args.otlp_endpoint.is_some(),
+        copilot: args.llm.into(),
+        llm_request_timeout: freshet_serving::DEFAULT_LLM_REQUEST_TIMEOUT,
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -78,6 +82,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         address = %args.listen,
         redis = %config.redis_url,
         views = ?definitions.view_names(),
+        copilot = config.copilot.is_configured(),
         "serving features"
     );
     freshet_serving::serve(
