@@ -5,7 +5,7 @@ use crate::checkpoint::{DeadLetter, Outbox, OutboxUpdate};
 use crate::metrics::ProcessorMetrics;
 use freshet_avro::WireEncoder;
 use freshet_core::store_layout::{FeatureUpdate, Writer};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -100,7 +100,7 @@ impl KafkaSink {
     pub async fn publish(
         &self,
         outbox: &Outbox,
-        consumer: &BaseConsumer,
+        consumer: &BaseConsumer<impl ConsumerContext>,
     ) -> Result<(), DeliveryError> {
         let mut payloads = Vec::with_capacity(outbox.updates.len());
         for u in &outbox.updates {
@@ -135,7 +135,7 @@ impl KafkaSink {
     fn transaction(
         &self,
         outbox: &Outbox,
-        consumer: &BaseConsumer,
+        consumer: &BaseConsumer<impl ConsumerContext>,
         payloads: &[(String, Vec<u8>)],
     ) -> Result<(), KafkaError> {
         self.producer.begin_transaction()?;
@@ -207,7 +207,10 @@ fn dead_letter_record<'a>(topic: &'a str, dl: &'a DeadLetter) -> BaseRecord<'a, 
 }
 
 /// Whether the group's committed offsets are the outbox's: then its transaction committed.
-pub fn transaction_committed(consumer: &BaseConsumer, outbox: &Outbox) -> Result<bool, KafkaError> {
+pub fn transaction_committed(
+    consumer: &BaseConsumer<impl ConsumerContext>,
+    outbox: &Outbox,
+) -> Result<bool, KafkaError> {
     let mut tpl = TopicPartitionList::new();
     for (topic, partition, _) in &outbox.offsets {
         tpl.add_partition(topic, *partition);

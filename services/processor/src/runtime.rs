@@ -11,14 +11,16 @@ use apache_avro::types::Value as AvroValue;
 use freshet_avro::WireDecoder;
 use freshet_core::{load_dir, Value};
 use opentelemetry::trace::{Span, SpanContext, SpanKind, TraceContextExt, Tracer};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What to do with events behind the watermark.
@@ -65,7 +67,7 @@ fn kafka_sink(
 }
 
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
-const LAG_EVERY: Duration = Duration::from_secs(5);
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 fn fingerprint(view: &CompiledView) -> String {
     let text = format!(
@@ -209,9 +211,11 @@ pub async fn run(
 
     let mut consumer_config =
         freshet_kafka::group_consumer_config(&config.brokers, &config.group_id);
-    consumer_config.set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = consumer_config
-        .create()
+    consumer_config
+        .set("isolation.level", "read_committed")
+        .set("statistics.interval.ms", LAG_EVERY.as_millis().to_string());
+    let consumer: InputConsumer = consumer_config
+        .create_with_context(InputContext::default())
         .context("cannot create the Kafka consumer")?;
 
     // One engine per input partition, restored from the checkpoint.
@@ -512,14 +516,48 @@ fn dead_letter(message: &BorrowedMessage<'_>, reason: String) -> DeadLetter {
     }
 }
 
+/// The input consumer's context: keeps each partition's high watermark as librdkafka's
+/// statistics report it, which come from fetch responses. (Asking the broker with
+/// ListOffsets instead does not work on tansu, which answers 1 for any partition.)
+#[derive(Default)]
+pub struct InputContext {
+    high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl ClientContext for InputContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut marks = self.high_watermarks.lock().expect("watermarks");
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.hi_offset >= 0 {
+                    marks.insert((topic.clone(), partition), p.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for InputContext {}
+
+impl InputContext {
+    fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.high_watermarks
+            .lock()
+            .expect("watermarks")
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+}
+
+pub type InputConsumer = BaseConsumer<InputContext>;
+
 fn record_lag(
-    consumer: &BaseConsumer,
+    consumer: &InputConsumer,
     engines: &[(String, i32, PartitionEngine)],
     metrics: &ProcessorMetrics,
 ) {
     for (topic, partition, engine) in engines {
-        if let Ok((_, high)) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(1))
-        {
+        if let Some(high) = consumer.context().high_watermark(topic, *partition) {
             metrics
                 .consumer_lag
                 .with_label_values(&[topic, &partition.to_string()])
@@ -554,7 +592,7 @@ async fn publish(
     config: &ProcessorConfig,
     transactional_id: &str,
     outbox: &Outbox,
-    consumer: &BaseConsumer,
+    consumer: &InputConsumer,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(100);

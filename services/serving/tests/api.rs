@@ -54,7 +54,12 @@ impl Serving {
         Self {
             base: format!("http://{address}"),
             address,
-            http: reqwest::Client::new(),
+            // No pooled connections: an oversized body is answered without being read
+            // and its connection closed; a pooled client could send the next request on it.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
         }
     }
 
