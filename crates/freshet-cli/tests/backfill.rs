@@ -31,6 +31,47 @@ fn events_file(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// The same events as [`events_file`] (without its unreadable line), as an Avro object
+/// container file written with the source's schema.
+fn avro_file(dir: &std::path::Path) -> std::path::PathBuf {
+    #[derive(serde::Serialize)]
+    struct UserEvent<'a> {
+        user_id: i64,
+        action_type: &'a str,
+        item_id: i64,
+        amount: Option<f64>,
+        timestamp: i64,
+        session_id: Option<&'a str>,
+    }
+    let schema_text =
+        std::fs::read_to_string(common::repo().join("features/schemas/user_event.v2.avsc"))
+            .unwrap();
+    let schema = apache_avro::Schema::parse_str(&schema_text).unwrap();
+    let path = dir.join("events.avro");
+    let mut writer =
+        apache_avro::Writer::new(&schema, std::fs::File::create(&path).unwrap()).unwrap();
+    for (action, item, t) in [
+        ("click", 1, 1_000),
+        ("click", 2, 2_000),
+        ("click", 2, 3_000),
+        ("view", 5, 10_000),
+        ("view", 6, 70_000),
+    ] {
+        writer
+            .append_ser(UserEvent {
+                user_id: 7,
+                action_type: action,
+                item_id: item,
+                amount: None,
+                timestamp: t,
+                session_id: Some("s1"),
+            })
+            .unwrap();
+    }
+    writer.flush().unwrap();
+    path
+}
+
 fn backfill(extra: &[&str]) -> std::process::Output {
     let mut args = vec!["backfill", "--state-dir", "/nonexistent"];
     args.extend_from_slice(extra);
@@ -178,4 +219,96 @@ fn backfill_mistakes_end_in_one_clear_line() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn an_avro_container_file_gives_the_same_values_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = avro_file(dir.path());
+    let out = backfill(&[
+        "--view",
+        "user_click_stats",
+        "--source-file",
+        file.to_str().unwrap(),
+        "--partitions",
+        "3",
+        "--dry-run",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for line in [
+        "read 5: 5 aggregated, 0 outside the range, 0 late, 0 unreadable",
+        "  user_click_stats 7 (version 0, as of 1970-01-01T00:01:10.000Z): click_count_1m=3 view_count_1m=1 click_count_10m=3 distinct_items_viewed_10m=2",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing {line:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn an_interrupted_backfill_writes_nothing_and_a_rerun_gives_the_full_result() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Enough events that reading them takes a while.
+    let path = dir.path().join("many.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for i in 0..400_000i64 {
+        writeln!(
+            file,
+            r#"{{"user_id": {}, "action_type": "click", "item_id": {}, "timestamp": {}}}"#,
+            i % 500,
+            i % 97,
+            i * 10
+        )
+        .unwrap();
+    }
+    file.flush().unwrap();
+    drop(file);
+    let args = [
+        "backfill",
+        "--state-dir",
+        "/nonexistent",
+        "--view",
+        "user_click_stats",
+        "--source-file",
+        path.to_str().unwrap(),
+        "--partitions",
+        "3",
+        "--redis-url",
+        &redis.url(),
+    ];
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_freshet"))
+        .args(args)
+        .current_dir(common::repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: interrupted before all input was read; nothing was written"),
+        "{stderr}"
+    );
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("fv:*").query(&mut conn).unwrap();
+    assert!(keys.is_empty(), "nothing written: {keys:?}");
+
+    let out = freshet(&args[..]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("wrote 500 values to"),
+        "{}",
+        text(&out.stdout)
+    );
+    let keys: Vec<String> = redis::cmd("KEYS").arg("fv:*").query(&mut conn).unwrap();
+    assert_eq!(keys.len(), 500);
 }

@@ -404,3 +404,65 @@ async fn recommendations_use_only_real_fields_and_are_repaired_when_not() {
     assert!(idea.feature_toml().contains("field = \"amount\""));
     assert!(idea.as_description().contains("mean of amount"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sources_fields_can_come_from_the_schema_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = freshet_testkit::Registry::start_at(dir.path().join("journal.jsonl"));
+    // The registry holds a newer schema with a field the definitions' file lacks.
+    let schema = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features/schemas/user_event.v2.avsc"),
+    )
+    .unwrap()
+    .replacen(
+        "\"fields\": [",
+        "\"fields\": [{\"name\": \"device\", \"type\": [\"null\", \"string\"], \"default\": null},",
+        1,
+    );
+    assert!(schema.contains("device"), "the schema was extended");
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/subjects/user_events-value/versions",
+            registry.url()
+        ))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .json(&serde_json::json!({ "schema": schema }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+
+    let llm = FakeLlm::start(vec![Reply::text(answer("Counts.", VALID_VIEW))]);
+    let (copilot, _) = configured(&llm);
+    copilot
+        .generate(
+            &definitions(),
+            "clicks",
+            Some("user_events"),
+            &SchemaOrigin::Registry(registry.url()),
+        )
+        .await
+        .unwrap();
+    let prompt = &llm.received()[0].messages()[0].1;
+    assert!(prompt.contains("- device: string, may be null"), "{prompt}");
+
+    let error = copilot
+        .generate(
+            &definitions(),
+            "clicks",
+            None,
+            &SchemaOrigin::Registry("http://127.0.0.1:1".into()),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().starts_with(
+            "cannot read the schema of `user_events-value` from the registry at http://127.0.0.1:1"
+        ),
+        "{error}"
+    );
+}
