@@ -68,6 +68,15 @@ pub fn split_answer(answer: &str) -> Option<(String, String)> {
     Some((toml, reasoning))
 }
 
+/// Problems as a bulleted list, for the model.
+pub(crate) fn bullets(problems: &[String]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("- {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The existing definition files of `defs`' folder, as `(path, text)`.
 fn existing_files(root: &Path) -> Result<Vec<(PathBuf, String)>, String> {
     let mut files = Vec::new();
@@ -178,11 +187,7 @@ pub async fn generate(
             messages.push(Message::user(format!(
                 "That definition is not valid. The validator says:\n{}\n\
                  Answer again in the same format, with the whole corrected file.",
-                problems
-                    .iter()
-                    .map(|p| format!("- {p}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                bullets(&problems)
             )));
         }
     }

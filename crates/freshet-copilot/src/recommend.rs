@@ -7,7 +7,7 @@
 
 use crate::context::{aggregation_names, describe_views, SourceContext, FORMAT_GUIDE};
 use crate::error::CopilotError;
-use crate::generate::validate_candidate;
+use crate::generate::{bullets, validate_candidate};
 use crate::llm::{Llm, Message};
 use freshet_core::definitions::Definitions;
 use serde::{Deserialize, Serialize};
@@ -192,11 +192,7 @@ pub async fn recommend(
             messages.push(Message::user(format!(
                 "Some ideas are not valid features. The validator says:\n{}\n\
                  Answer again with the whole corrected JSON array.",
-                last_problems
-                    .iter()
-                    .map(|p| format!("- {p}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                bullets(&last_problems)
             )));
         }
     }

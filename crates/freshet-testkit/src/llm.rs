@@ -2,6 +2,7 @@
 //! plain JSON and server-sent-event streaming), answering from a script. It stands in for
 //! the one external service the project does not run itself: the LLM API.
 
+use crate::background::BackgroundServer;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -68,8 +69,7 @@ struct Shared {
 pub struct FakeLlm {
     pub port: u16,
     shared: Arc<Mutex<Shared>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: BackgroundServer,
 }
 
 /// Prompt and completion tokens the fake reports for a text: its whitespace-separated
@@ -152,25 +152,13 @@ impl FakeLlm {
         use axum::http::{HeaderMap, StatusCode};
         use axum::response::IntoResponse;
         use axum::routing::post;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake LLM port");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let port = listener.local_addr().expect("bound address").port();
         let shared = Arc::new(Mutex::new(Shared {
             script: script.into(),
             received: Vec::new(),
         }));
         let state = shared.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("fake LLM runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = axum::Router::new().route(
+        let server = BackgroundServer::start(move || {
+            axum::Router::new().route(
                     "/v1/chat/completions",
                     post(move |headers: HeaderMap, body: axum::body::Bytes| {
                         let state = state.clone();
@@ -242,19 +230,12 @@ impl FakeLlm {
                             }
                         }
                     }),
-                );
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
+                )
         });
         Self {
-            port,
+            port: server.port,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -271,16 +252,5 @@ impl FakeLlm {
     /// Replies not yet given.
     pub fn remaining(&self) -> usize {
         self.shared.lock().expect("fake LLM state").script.len()
-    }
-}
-
-impl Drop for FakeLlm {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

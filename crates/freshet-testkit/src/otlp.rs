@@ -2,6 +2,7 @@
 //! can check what services exported, decoded into [`ReceivedSpan`]s. It stands in for a
 //! collector such as Jaeger.
 
+use crate::background::BackgroundServer;
 use std::sync::{Arc, Mutex};
 
 /// One exported span; ids in lowercase hex (the parent's empty for a root span).
@@ -19,8 +20,7 @@ pub struct ReceivedSpan {
 pub struct OtlpReceiver {
     pub port: u16,
     bodies: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: BackgroundServer,
 }
 
 impl OtlpReceiver {
@@ -28,43 +28,24 @@ impl OtlpReceiver {
     /// started and dropped from sync and async tests alike).
     pub fn start() -> Self {
         use axum::routing::post;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("receiver port");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let port = listener.local_addr().expect("bound address").port();
         let bodies: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let kept = bodies.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("receiver runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = axum::Router::new().route(
-                    "/v1/traces",
-                    post(move |body: axum::body::Bytes| {
-                        let kept = kept.clone();
-                        async move {
-                            kept.lock().expect("bodies").push(body.to_vec());
-                            axum::http::StatusCode::OK
-                        }
-                    }),
-                );
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
+        let server = BackgroundServer::start(move || {
+            axum::Router::new().route(
+                "/v1/traces",
+                post(move |body: axum::body::Bytes| {
+                    let kept = kept.clone();
+                    async move {
+                        kept.lock().expect("bodies").push(body.to_vec());
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            )
         });
         Self {
-            port,
+            port: server.port,
             bodies,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -121,16 +102,5 @@ impl OtlpReceiver {
             }
         }
         spans
-    }
-}
-
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
