@@ -32,9 +32,11 @@ use freshet_avro::WireDecoder;
 use freshet_core::definitions::Definitions;
 use freshet_core::store_layout::{FeatureUpdate, Writer};
 use freshet_core::Value;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -411,6 +413,20 @@ struct Reading {
     last_progress: Instant,
 }
 
+/// A consumer context that does not report reaching a partition's end as an error:
+/// backfill asks for those events to know when it is done.
+struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
 /// One source topic to read.
 struct TopicInput<'a> {
     brokers: &'a str,
@@ -431,7 +447,7 @@ impl TopicInput<'_> {
         }
     }
 
-    fn consumer(&self, isolation: &str) -> Result<BaseConsumer, BackfillError> {
+    fn consumer(&self, isolation: &str) -> Result<BaseConsumer<QuietEof>, BackfillError> {
         ClientConfig::new()
             .set("bootstrap.servers", self.brokers)
             .set("group.id", "freshet-backfill")
@@ -440,7 +456,7 @@ impl TopicInput<'_> {
             // The end of a partition is where its fetches report no more records:
             // tansu's ListOffsets cannot tell a partition's end (it answers 1).
             .set("enable.partition.eof", "true")
-            .create()
+            .create_with_context(QuietEof)
             .map_err(self.kafka_error("cannot create a consumer".into()))
     }
 
@@ -557,7 +573,7 @@ impl TopicInput<'_> {
 }
 
 fn partition_count(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<impl ConsumerContext>,
     brokers: &str,
     topic: &str,
 ) -> Result<i32, BackfillError> {
@@ -627,7 +643,7 @@ fn open_lanes(lanes: &[Lane]) -> String {
 /// every partition is read from its beginning (events before the start are skipped by
 /// their event time either way).
 fn start_offsets(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<impl ConsumerContext>,
     topic: &str,
     partitions: i32,
     from_ms: i64,
