@@ -380,11 +380,7 @@ async fn compute_kafka(
         last_progress: Instant::now(),
     };
     for view in topics {
-        let source = defs
-            .sources
-            .iter()
-            .find(|s| s.topic == view.topic)
-            .expect("a compiled view's topic is a source's");
+        let source = source_of_topic(defs, &view.topic);
         let topic = TopicInput {
             brokers,
             topic: &view.topic,
@@ -480,30 +476,25 @@ impl TopicInput<'_> {
         let mut assignment = TopicPartitionList::new();
         let mut lanes = Vec::new();
         for (partition, start) in (0..partitions).zip(starts) {
-            let start_offset = match start {
-                Some(offset) => {
-                    if let Ok((_, high)) =
-                        offsets.fetch_watermarks(topic, partition, Duration::from_secs(10))
-                    {
-                        reading.total += (high - offset).max(0) as u64;
-                    }
-                    Offset::Offset(offset)
-                }
-                None => Offset::End,
-            };
+            // A hint for progress only: brokers like tansu cannot tell a partition's end.
+            if let Ok((low, high)) =
+                offsets.fetch_watermarks(topic, partition, Duration::from_secs(10))
+            {
+                let from = match start {
+                    Offset::Offset(o) => o,
+                    Offset::End => high,
+                    _ => low,
+                };
+                reading.total += (high - from).max(0) as u64;
+            }
             assignment
-                .add_partition_offset(topic, partition, start_offset)
+                .add_partition_offset(topic, partition, start)
                 .map_err(self.kafka_error("cannot assign partitions".into()))?;
             lanes.push(Lane {
                 topic: topic.to_string(),
                 partition,
-                engine: PartitionEngine::new(
-                    views.clone(),
-                    topic,
-                    start.unwrap_or(0),
-                    None,
-                    HashMap::new(),
-                ),
+                // The engine's offset is set by the first record it processes.
+                engine: PartitionEngine::new(views.clone(), topic, 0, None, HashMap::new()),
                 max_time: None,
                 done: false,
             });
@@ -615,16 +606,35 @@ pub fn topic_partitions(brokers: &str, topic: &str) -> Result<i32, BackfillError
 
 /// The source topic of the views (for a file backfill, which reads one source).
 pub fn source_topic(defs: &Definitions, views: &[String]) -> Result<String, BackfillError> {
-    let compiled = select_views(defs, views)?;
-    let mut topics: Vec<&str> = compiled.iter().map(|v| v.topic.as_str()).collect();
+    one_topic(&select_views(defs, views)?).map(str::to_string)
+}
+
+/// The one topic `views` read, or [`BackfillError::MixedSources`].
+fn one_topic(views: &[CompiledView]) -> Result<&str, BackfillError> {
+    let mut topics: Vec<&str> = views.iter().map(|v| v.topic.as_str()).collect();
     topics.sort();
     topics.dedup();
     match topics.as_slice() {
-        [one] => Ok(one.to_string()),
+        [one] => Ok(one),
         _ => Err(BackfillError::MixedSources {
-            views: views.join(", "),
+            views: views
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
+}
+
+/// The source a compiled view's topic comes from.
+fn source_of_topic<'a>(
+    defs: &'a Definitions,
+    topic: &str,
+) -> &'a freshet_core::definitions::Source {
+    defs.sources
+        .iter()
+        .find(|s| s.topic == topic)
+        .expect("a compiled view's topic is a source's")
 }
 
 fn open_lanes(lanes: &[Lane]) -> String {
@@ -636,19 +646,18 @@ fn open_lanes(lanes: &[Lane]) -> String {
         .join(", ")
 }
 
-/// The first offset of each partition whose record timestamp is at or after `from_ms`
-/// (`None`: no such record).
-/// Producers stamp records no earlier than their events happen, so no event at or after
-/// `from_ms` comes before it. Without a start time, or when the broker cannot answer,
-/// every partition is read from its beginning (events before the start are skipped by
-/// their event time either way).
+/// Where to start reading each partition: the first offset whose record timestamp is at
+/// or after `from_ms` (the end when there is none). Producers stamp records no earlier
+/// than their events happen, so no event at or after `from_ms` comes before it. Without a
+/// start time, or when the broker cannot answer, every partition is read from its
+/// beginning (events before the start are skipped by their event time either way).
 fn start_offsets(
     consumer: &BaseConsumer<impl ConsumerContext>,
     topic: &str,
     partitions: i32,
     from_ms: i64,
-) -> Result<Vec<Option<i64>>, BackfillError> {
-    let beginning = vec![Some(0); partitions as usize];
+) -> Result<Vec<Offset>, BackfillError> {
+    let beginning = vec![Offset::Beginning; partitions as usize];
     if from_ms == i64::MIN {
         return Ok(beginning);
     }
@@ -662,10 +671,9 @@ fn start_offsets(
         Ok(found) => Ok((0..partitions)
             .map(
                 |p| match found.find_partition(topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Some(o),
-                    // No record stamped at or after the start: nothing to read.
-                    Some(Offset::End) => None,
-                    _ => Some(0),
+                    // End: no record stamped at or after the start, nothing to read.
+                    Some(offset @ (Offset::Offset(_) | Offset::End)) => offset,
+                    _ => Offset::Beginning,
                 },
             )
             .collect()),
@@ -695,24 +703,16 @@ const AVRO_MAGIC: &[u8; 4] = b"Obj\x01";
 
 fn is_avro_file(path: &Path) -> Result<bool, BackfillError> {
     let mut head = [0u8; 4];
-    let mut file = std::fs::File::open(path).map_err(|source| BackfillError::File {
-        path: path.into(),
-        source,
-    })?;
-    let mut read = 0;
-    while read < head.len() {
-        match file.read(&mut head[read..]) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(source) => {
-                return Err(BackfillError::File {
-                    path: path.into(),
-                    source,
-                })
-            }
-        }
+    let read = std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut head));
+    match read {
+        Ok(()) => Ok(&head == AVRO_MAGIC),
+        // Shorter than the magic: not an Avro file.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(source) => Err(BackfillError::File {
+            path: path.into(),
+            source,
+        }),
     }
-    Ok(read == head.len() && &head == AVRO_MAGIC)
 }
 
 /// A JSON object as a record of `schema` (missing optional fields take their defaults,
@@ -738,25 +738,9 @@ fn compute_file(
     progress: &mut dyn FnMut(Progress),
     stop: &AtomicBool,
 ) -> Result<Computed, BackfillError> {
-    let mut topics: Vec<&str> = views.iter().map(|v| v.topic.as_str()).collect();
-    topics.sort();
-    topics.dedup();
-    if topics.len() > 1 {
-        return Err(BackfillError::MixedSources {
-            views: views
-                .iter()
-                .map(|v| v.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
+    let topic = one_topic(&views)?;
     let view = &views[0];
-    let source = defs
-        .sources
-        .iter()
-        .find(|s| s.topic == view.topic)
-        .expect("a compiled view's topic is a source's");
-    let schema = &source.schema.avro;
+    let schema = &source_of_topic(defs, topic).schema.avro;
     let (entity_field, time_field, delay) = (
         view.entity_key_field.as_str(),
         view.event_time_field.as_str(),
