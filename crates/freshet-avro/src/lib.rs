@@ -91,13 +91,36 @@ impl WireEncoder {
     }
 
     pub async fn encode(&self, item: &impl Serialize) -> Result<Vec<u8>, EncodeError> {
+        self.ready().await?.encode(item)
+    }
+
+    /// The encoder with its schema resolved, for encoding many records without awaiting
+    /// per record.
+    pub async fn ready(&self) -> Result<ReadyEncoder<'_>, EncodeError> {
         let (id, writer) = self.writer().await?;
+        Ok(ReadyEncoder {
+            id: *id,
+            writer,
+            encoder: self,
+        })
+    }
+}
+
+/// A [`WireEncoder`] whose schema is resolved: encoding no longer touches the registry.
+pub struct ReadyEncoder<'a> {
+    id: u32,
+    writer: &'a GenericDatumWriter<'static>,
+    encoder: &'a WireEncoder,
+}
+
+impl ReadyEncoder<'_> {
+    pub fn encode(&self, item: &impl Serialize) -> Result<Vec<u8>, EncodeError> {
         let mut bytes = Vec::with_capacity(64);
         bytes.push(MAGIC_BYTE);
-        bytes.extend_from_slice(&id.to_be_bytes());
-        writer
+        bytes.extend_from_slice(&self.id.to_be_bytes());
+        self.writer
             .write_ser(&mut bytes, item)
-            .map_err(|e| self.error(e.to_string()))?;
+            .map_err(|e| self.encoder.error(e.to_string()))?;
         Ok(bytes)
     }
 }

@@ -4,7 +4,7 @@
 //! History comes from the source topics (from the offsets of a start time on every
 //! partition, up to each partition's end when the backfill started) or from a file of
 //! events (JSON Lines or an Avro object container file). Either way every record becomes an
-//! [`Event`] through [`to_event`], the live processor's conversion, and goes through a
+//! [`Event`] through [`into_event`], the live processor's conversion, and goes through a
 //! [`PartitionEngine`] per input partition, exactly as it would live:
 //!
 //! - **Kafka**: records keep their partitions and offsets, so values come with the live
@@ -25,7 +25,7 @@
 //! values under the same versions, so the result is the same.
 
 use crate::engine::{CompiledView, Event, Outcome, PartitionEngine};
-use crate::runtime::to_event;
+use crate::runtime::into_event;
 use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
 use freshet_avro::WireDecoder;
@@ -548,7 +548,7 @@ impl TopicInput<'_> {
             }
             reading.position += 1;
             let event = match self.decoder.decode(message.payload()).await {
-                Ok(decoded) => to_event(&decoded.value, self.entity_field, self.time_field).ok(),
+                Ok(decoded) => into_event(decoded.value, self.entity_field, self.time_field).ok(),
                 Err(_) => None,
             };
             feeder.feed(lane, message.offset(), event.as_ref(), self.delay_ms);
@@ -813,7 +813,7 @@ fn compute_file(
             last_progress = Instant::now();
             report(&feeder);
         }
-        let event = record.and_then(|value| to_event(&value, entity_field, time_field));
+        let event = record.and_then(|value| into_event(value, entity_field, time_field));
         let event = match event {
             Ok(event) => event,
             Err(reason) => {

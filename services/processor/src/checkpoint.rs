@@ -1,5 +1,5 @@
 //! The processor's checkpoint in RocksDB: per input partition its next offset, its clock
-//! and the state of every entity, plus the outbox of the epoch in flight.
+//! and the state of every entity, plus the outboxes of the epochs not yet delivered.
 //!
 //! Keys (all state is scoped by partition, so partitions can later be split between
 //! processor instances):
@@ -9,12 +9,13 @@
 //! p/{topic}/{partition}/clock            largest event time seen (i64)
 //! p/{topic}/{partition}/s/{view}/{entity} entity state (JSON)
 //! v/{view}                               fingerprint of the view's definition
-//! outbox                                 the epoch being delivered (JSON)
+//! outbox/{epoch}                         an epoch not yet delivered (JSON; epoch zero-padded)
 //! ```
 //!
 //! [`Checkpoint::commit_epoch`] writes one synced WriteBatch: state changes, offsets,
-//! clocks and the outbox together, so after a crash the store holds either the whole epoch
-//! or none of it.
+//! clocks and the epoch's outbox together, so after a crash the store holds either the
+//! whole epoch or none of it. Epochs are delivered in the background while the next ones
+//! are processed, so several outboxes can be waiting; each is removed once delivered.
 
 use crate::engine::{EntityState, PartitionEngine, ServedWindow, StateKey};
 use freshet_core::store_layout::FeatureUpdate;
@@ -93,7 +94,20 @@ fn prefix(topic: &str, partition: i32) -> String {
     format!("p/{topic}/{partition}/")
 }
 
-const OUTBOX: &[u8] = b"outbox";
+/// Where earlier versions kept their single outbox; read once and moved to its epoch key.
+const LEGACY_OUTBOX: &[u8] = b"outbox";
+const OUTBOX_PREFIX: &[u8] = b"outbox/";
+
+fn outbox_key(epoch: u64) -> String {
+    format!("outbox/{epoch:020}")
+}
+
+fn parse_outbox(key: &[u8], bytes: &[u8]) -> Result<Outbox, CheckpointError> {
+    serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
 
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Self, CheckpointError> {
@@ -188,18 +202,27 @@ impl Checkpoint {
         Ok(out)
     }
 
-    pub fn outbox(&self) -> Result<Option<Outbox>, CheckpointError> {
-        match self.db.get(OUTBOX)? {
-            None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| CheckpointError::Corrupt {
-                        key: "outbox".into(),
-                        reason: e.to_string(),
-                    })
-            }
+    /// The epochs checkpointed but not yet known to be delivered, oldest first.
+    pub fn outboxes(&self) -> Result<Vec<Outbox>, CheckpointError> {
+        if let Some(bytes) = self.db.get(LEGACY_OUTBOX)? {
+            let outbox = parse_outbox(LEGACY_OUTBOX, &bytes)?;
+            let mut batch = WriteBatch::default();
+            batch.put(outbox_key(outbox.epoch), &bytes);
+            batch.delete(LEGACY_OUTBOX);
+            let mut sync = WriteOptions::default();
+            sync.set_sync(true);
+            self.db.write_opt(batch, &sync)?;
         }
+        let mut out = Vec::new();
+        let from = rocksdb::IteratorMode::From(OUTBOX_PREFIX, rocksdb::Direction::Forward);
+        for item in self.db.iterator(from) {
+            let (k, v) = item?;
+            if !k.starts_with(OUTBOX_PREFIX) {
+                break;
+            }
+            out.push(parse_outbox(&k, &v)?);
+        }
+        Ok(out)
     }
 
     /// Writes the epoch atomically and durably: the partitions' offsets and clocks, the
@@ -228,7 +251,7 @@ impl Checkpoint {
             }
         }
         batch.put(
-            OUTBOX,
+            outbox_key(outbox.epoch),
             serde_json::to_vec(outbox).expect("outbox serialises"),
         );
         let mut sync = WriteOptions::default();
@@ -237,10 +260,69 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Removes the delivered outbox. Not synced: if it is lost, delivery is repeated, and
-    /// repeating it is harmless (see docs/processor.md).
-    pub fn clear_outbox(&self) -> Result<(), CheckpointError> {
-        self.db.delete(OUTBOX)?;
+    /// Removes a delivered epoch's outbox. Not synced: if it is lost, delivery is repeated,
+    /// and repeating it is harmless (see docs/processor.md).
+    pub fn clear_outbox(&self, epoch: u64) -> Result<(), CheckpointError> {
+        self.db.delete(outbox_key(epoch))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(epoch: u64, offset: i64) -> Outbox {
+        Outbox {
+            epoch,
+            updates: Vec::new(),
+            dead_letters: Vec::new(),
+            offsets: vec![("user_events".into(), 0, offset)],
+        }
+    }
+
+    fn commit(checkpoint: &Checkpoint, outbox: &Outbox) {
+        checkpoint
+            .commit_epoch(&mut [], &[], outbox)
+            .expect("epoch committed");
+    }
+
+    #[test]
+    fn epochs_waiting_for_delivery_come_back_oldest_first_until_each_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path()).unwrap();
+        // Epoch 10 sorts after epoch 9 only if the key pads the number.
+        for (epoch, offset) in [(9, 90), (10, 100), (11, 110)] {
+            commit(&checkpoint, &outbox(epoch, offset));
+        }
+        let epochs = |c: &Checkpoint| -> Vec<u64> {
+            c.outboxes().unwrap().iter().map(|o| o.epoch).collect()
+        };
+        assert_eq!(epochs(&checkpoint), vec![9, 10, 11]);
+        checkpoint.clear_outbox(10).unwrap();
+        assert_eq!(epochs(&checkpoint), vec![9, 11]);
+        drop(checkpoint);
+        let reopened = Checkpoint::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.outboxes().unwrap(),
+            vec![outbox(9, 90), outbox(11, 110)]
+        );
+    }
+
+    #[test]
+    fn an_outbox_left_by_an_earlier_version_is_delivered_then_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path()).unwrap();
+        let legacy = outbox(4, 40);
+        checkpoint
+            .db
+            .put(LEGACY_OUTBOX, serde_json::to_vec(&legacy).unwrap())
+            .unwrap();
+        commit(&checkpoint, &outbox(5, 50));
+        assert_eq!(checkpoint.outboxes().unwrap(), vec![legacy, outbox(5, 50)]);
+        checkpoint.clear_outbox(4).unwrap();
+        checkpoint.clear_outbox(5).unwrap();
+        assert_eq!(checkpoint.outboxes().unwrap(), Vec::new());
+        assert_eq!(checkpoint.db.get(LEGACY_OUTBOX).unwrap(), None);
     }
 }

@@ -1,6 +1,8 @@
 //! The processor's metrics, defined once; emitted per record batch or epoch.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// The `reason` label values of `freshet_processor_dead_letters_total`.
 pub const DEAD_LETTER_REASONS: [&str; 2] = ["late", "undecodable"];
@@ -14,6 +16,8 @@ pub struct ProcessorMetrics {
     pub updates: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub epoch_duration: Histogram,
+    /// Time of each step of an epoch's delivery: `checkpoint`, `kafka`, `redis`.
+    pub delivery_step: HistogramVec,
     pub epochs: IntCounterVec,
     pub redis_write: Histogram,
     pub freshness: Histogram,
@@ -60,6 +64,19 @@ impl ProcessorMetrics {
         registry
             .register(Box::new(entities.clone()))
             .expect("unique metric");
+        let delivery_step = HistogramVec::new(
+            HistogramOpts::new(
+                "freshet_processor_delivery_step_seconds",
+                "Time of one step of an epoch's delivery: checkpoint (synced RocksDB write), \
+                 kafka (the transaction), redis (versioned writes).",
+            )
+            .buckets(latency.clone()),
+            &["step"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(delivery_step.clone()))
+            .expect("unique metric");
         let dead_letters = counter(
             "freshet_processor_dead_letters_total",
             "Records routed to the dead-letter topic, by reason.",
@@ -93,9 +110,11 @@ impl ProcessorMetrics {
             ),
             epoch_duration: histogram(
                 "freshet_processor_epoch_duration_seconds",
-                "Time to checkpoint and deliver one epoch.",
+                "Time to checkpoint and deliver one epoch (not counting its wait for earlier \
+                 epochs).",
                 latency.clone(),
             ),
+            delivery_step,
             redis_write: histogram(
                 "freshet_processor_redis_write_seconds",
                 "Time to apply one epoch's updates to Redis.",

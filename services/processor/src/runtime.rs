@@ -12,14 +12,14 @@ use freshet_avro::WireDecoder;
 use freshet_core::{load_dir, Value};
 use opentelemetry::trace::{Span, SpanContext, SpanKind, TraceContextExt, Tracer};
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,7 @@ fn kafka_sink(
 
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const LAG_EVERY: Duration = Duration::from_secs(1);
+const FETCH_WAIT_MAX_MS: &str = "10";
 
 fn fingerprint(view: &CompiledView) -> String {
     let text = format!(
@@ -97,32 +98,36 @@ fn fingerprint(view: &CompiledView) -> String {
 }
 
 /// The fields of a decoded record as scalar values.
-fn scalar(v: &AvroValue) -> Value {
+fn scalar(v: AvroValue) -> Value {
     match v {
         AvroValue::Null => Value::Null,
-        AvroValue::Boolean(b) => Value::Bool(*b),
-        AvroValue::Int(i) | AvroValue::Date(i) | AvroValue::TimeMillis(i) => Value::Long(*i as i64),
+        AvroValue::Boolean(b) => Value::Bool(b),
+        AvroValue::Int(i) | AvroValue::Date(i) | AvroValue::TimeMillis(i) => Value::Long(i as i64),
         AvroValue::Long(i)
         | AvroValue::TimeMicros(i)
         | AvroValue::TimestampMillis(i)
         | AvroValue::TimestampMicros(i)
         | AvroValue::LocalTimestampMillis(i)
-        | AvroValue::LocalTimestampMicros(i) => Value::Long(*i),
-        AvroValue::Float(f) => Value::Double(*f as f64),
-        AvroValue::Double(f) => Value::Double(*f),
-        AvroValue::String(s) | AvroValue::Enum(_, s) => Value::String(s.clone()),
-        AvroValue::Union(_, inner) => scalar(inner),
+        | AvroValue::LocalTimestampMicros(i) => Value::Long(i),
+        AvroValue::Float(f) => Value::Double(f as f64),
+        AvroValue::Double(f) => Value::Double(f),
+        AvroValue::String(s) | AvroValue::Enum(_, s) => Value::String(s),
+        AvroValue::Union(_, inner) => scalar(*inner),
         _ => Value::Null,
     }
 }
 
 /// Turns a decoded record into an event, or says why it cannot be one.
 pub fn to_event(value: &AvroValue, entity_field: &str, time_field: &str) -> Result<Event, String> {
+    into_event(value.clone(), entity_field, time_field)
+}
+
+/// [`to_event`], taking the record apart instead of copying it.
+pub fn into_event(value: AvroValue, entity_field: &str, time_field: &str) -> Result<Event, String> {
     let AvroValue::Record(fields) = value else {
         return Err("the record is not an Avro record".into());
     };
-    let fields: HashMap<String, Value> =
-        fields.iter().map(|(k, v)| (k.clone(), scalar(v))).collect();
+    let fields: HashMap<String, Value> = fields.into_iter().map(|(k, v)| (k, scalar(v))).collect();
     let entity = match fields.get(entity_field) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Long(i)) => i.to_string(),
@@ -153,7 +158,14 @@ struct Source {
     time_field: String,
 }
 
-/// Runs the processor until `stop` is set; then finishes the epoch in progress and returns.
+/// Runs the processor until `stop` is set; then finishes the epoch in progress, delivers
+/// every checkpointed epoch and returns.
+///
+/// Two workers share the work: a processing thread reads records, aggregates them and
+/// checkpoints each epoch; a delivery task publishes checkpointed epochs in order and
+/// applies them to Redis. An epoch ends as soon as the delivery task is idle (group
+/// commit), so under load epochs grow and their delivery cost is shared by more records,
+/// and at low rates each record is delivered without waiting for a timer.
 pub async fn run(
     config: ProcessorConfig,
     metrics: ProcessorMetrics,
@@ -175,7 +187,7 @@ pub async fn run(
             config.state_dir.display()
         )
     })?;
-    let checkpoint = Checkpoint::open(&config.state_dir.join("rocksdb"))?;
+    let checkpoint = Arc::new(Checkpoint::open(&config.state_dir.join("rocksdb"))?);
     let fingerprints: Vec<(String, String)> = views
         .iter()
         .map(|v| (v.name.clone(), fingerprint(v)))
@@ -213,7 +225,10 @@ pub async fn run(
         freshet_kafka::group_consumer_config(&config.brokers, &config.group_id);
     consumer_config
         .set("isolation.level", "read_committed")
-        .set("statistics.interval.ms", LAG_EVERY.as_millis().to_string());
+        .set("statistics.interval.ms", LAG_EVERY.as_millis().to_string())
+        // A broker may hold a fetch for this long even when records are waiting (tansu
+        // does: 500 ms, librdkafka's default, put 130 ms into median freshness).
+        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
     let consumer: InputConsumer = consumer_config
         .create_with_context(InputContext::default())
         .context("cannot create the Kafka consumer")?;
@@ -246,11 +261,13 @@ pub async fn run(
             engines.push((topic.clone(), partition, engine));
         }
     }
-    let engine_index: HashMap<(String, i32), usize> = engines
-        .iter()
-        .enumerate()
-        .map(|(i, (t, p, _))| ((t.clone(), *p), i))
-        .collect();
+    let mut engine_index: HashMap<String, HashMap<i32, usize>> = HashMap::new();
+    for (i, (topic, partition, _)) in engines.iter().enumerate() {
+        engine_index
+            .entry(topic.clone())
+            .or_default()
+            .insert(*partition, i);
+    }
     metrics.entities.set(
         engines
             .iter()
@@ -259,34 +276,42 @@ pub async fn run(
     );
 
     let transactional_id = format!("{}-tx", config.group_id);
-    let mut kafka = kafka_sink(&config, &transactional_id)?;
+    let kafka = kafka_sink(&config, &transactional_id)?;
     let ttl_ms: HashMap<String, i64> = views.iter().map(|v| (v.name.clone(), v.ttl_ms)).collect();
-    let mut redis = connect_redis(&config.redis_url, ttl_ms, &stop).await?;
+    let redis = connect_redis(&config.redis_url, ttl_ms, &stop).await?;
+    let group = consumer
+        .group_metadata()
+        .context("the Kafka consumer has no group metadata")?;
+    let tracer = opentelemetry::global::tracer("freshet-processor");
+    let mut delivery = Delivery {
+        kafka,
+        redis,
+        group,
+        transactional_id,
+        checkpoint: checkpoint.clone(),
+        metrics: metrics.clone(),
+        config: config.clone(),
+        stop: stop.clone(),
+        tracer: opentelemetry::global::tracer("freshet-processor"),
+    };
 
     let mut epoch = 0;
-    if let Some(outbox) = checkpoint.outbox()? {
+    for outbox in checkpoint.outboxes()? {
         epoch = outbox.epoch + 1;
         let committed = transaction_committed(&consumer, &outbox)
             .context("cannot read the group's committed offsets")?;
         tracing::info!(
             epoch = outbox.epoch,
             committed,
-            "finishing the epoch left by the last run"
+            "finishing an epoch left by the last run"
         );
-        if !committed {
-            publish(
-                &mut kafka,
-                &config,
-                &transactional_id,
-                &outbox,
-                &consumer,
-                &stop,
-            )
-            .await?;
-        }
-        write_redis(&mut redis, &outbox, &metrics, &stop).await;
-        checkpoint.clear_outbox()?;
-        metrics.epochs.with_label_values(&["recovered"]).inc();
+        let recovered = Epoch {
+            outbox,
+            events: Vec::new(),
+            traced: HashMap::new(),
+            checkpoint_seconds: 0.0,
+        };
+        delivery.deliver(&recovered, committed, "recovered").await?;
     }
 
     let mut assignment = TopicPartitionList::new();
@@ -300,158 +325,318 @@ pub async fn run(
         "processing"
     );
 
-    let tracer = opentelemetry::global::tracer("freshet-processor");
-    let mut last_lag = Instant::now() - LAG_EVERY;
-    loop {
-        let started = Instant::now();
-        let mut records = 0usize;
-        // Records per engine, added to the metrics once per epoch, not per record.
-        let mut per_engine = vec![0u64; engines.len()];
-        let mut dead_letters = Vec::new();
-        // With tracing on: each entity's latest record span this epoch, the parent of the
-        // span of its Redis write, so an event's trace ends where its values land.
-        let mut traced: HashMap<String, SpanContext> = HashMap::new();
-        while records < config.epoch_max_records && started.elapsed() < config.epoch_duration {
-            let Some(message) = consumer.poll(Duration::from_millis(20)) else {
-                if stop.load(Ordering::Relaxed) {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let stop_processing = stop.clone();
+    let processing = Processing {
+        consumer,
+        engines,
+        engine_index,
+        sources,
+        checkpoint,
+        view_names,
+        metrics,
+        config,
+        stop,
+        tracer,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let deliverer_in_flight = in_flight.clone();
+    let processing = tokio::task::spawn_blocking(move || processing.run(epoch, sender, in_flight));
+    // Delivery runs here until the processing thread drops its sender (it delivers what is
+    // queued first) or until it fails; then the processing thread stops after its epoch.
+    let delivered = delivery.run(receiver, deliverer_in_flight).await;
+    if delivered.is_err() {
+        stop_processing.store(true, Ordering::Relaxed);
+    }
+    let processed = processing.await.context("the processing thread failed")?;
+    // A delivery error is the cause of any error of the processing.
+    delivered?;
+    let epoch = processed?;
+    tracing::info!(epoch, "stopped after delivering the last epoch");
+    Ok(())
+}
+
+/// A checkpointed epoch on its way to delivery.
+struct Epoch {
+    outbox: Outbox,
+    /// Records processed per source topic, counted once delivered.
+    events: Vec<(String, u64)>,
+    /// With tracing on: each entity's latest record span this epoch, the parent of the
+    /// span of its Redis write, so an event's trace ends where its values land.
+    traced: HashMap<String, SpanContext>,
+    checkpoint_seconds: f64,
+}
+
+/// The processing thread: records in, checkpointed epochs out.
+struct Processing {
+    consumer: InputConsumer,
+    engines: Vec<(String, i32, PartitionEngine)>,
+    engine_index: HashMap<String, HashMap<i32, usize>>,
+    sources: HashMap<String, Source>,
+    checkpoint: Arc<Checkpoint>,
+    view_names: Vec<String>,
+    metrics: ProcessorMetrics,
+    config: ProcessorConfig,
+    stop: Arc<AtomicBool>,
+    tracer: opentelemetry::global::BoxedTracer,
+    runtime: tokio::runtime::Handle,
+}
+
+/// How long the processing thread waits for a record when it has nothing to deliver.
+const POLL_WAIT: Duration = Duration::from_millis(20);
+
+impl Processing {
+    /// Processes epochs from `epoch` on until `stop`; returns the next epoch number.
+    fn run(
+        mut self,
+        mut epoch: u64,
+        sender: tokio::sync::mpsc::Sender<Epoch>,
+        in_flight: Arc<AtomicUsize>,
+    ) -> anyhow::Result<u64> {
+        let mut last_lag = Instant::now() - LAG_EVERY;
+        loop {
+            let started = Instant::now();
+            let mut records = 0usize;
+            let mut per_engine = vec![0u64; self.engines.len()];
+            let mut dead_letters = Vec::new();
+            let mut traced: HashMap<String, SpanContext> = HashMap::new();
+            while records < self.config.epoch_max_records
+                && started.elapsed() < self.config.epoch_duration
+            {
+                // Group commit: once earlier epochs are delivered, this one ends with the
+                // records already fetched.
+                let deliverer_idle = records > 0 && in_flight.load(Ordering::Acquire) == 0;
+                let wait = if deliverer_idle {
+                    Duration::ZERO
+                } else {
+                    POLL_WAIT
+                };
+                let Some(message) = self.consumer.poll(wait) else {
+                    if deliverer_idle || self.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    continue;
+                };
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        continue;
+                    }
+                };
+                let Some(&index) = self
+                    .engine_index
+                    .get(message.topic())
+                    .and_then(|p| p.get(&message.partition()))
+                else {
+                    continue;
+                };
+                let engine = &mut self.engines[index].2;
+                if message.offset() < engine.next_offset() {
+                    continue;
+                }
+                records += 1;
+                per_engine[index] += 1;
+                let record_span = self
+                    .config
+                    .trace_records
+                    .then(|| trace_record(&self.tracer, &message))
+                    .flatten();
+                let source = &self.sources[message.topic()];
+                let event = match self
+                    .runtime
+                    .block_on(source.decoder.decode(message.payload()))
+                {
+                    Ok(decoded) => {
+                        into_event(decoded.value, &source.entity_field, &source.time_field)
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match event {
+                    Ok(event) => {
+                        if let Some(span) = record_span {
+                            traced.insert(event.entity.clone(), span);
+                        }
+                        if engine.process(message.offset(), Some(&event)) == Outcome::Late {
+                            self.metrics
+                                .late_events
+                                .with_label_values(&[message.topic()])
+                                .inc();
+                            if self.config.late_events == LatePolicy::DeadLetter {
+                                let reason = format!(
+                                    "late event: event time {} is behind the watermark {}",
+                                    event.time,
+                                    engine.watermark().unwrap_or(i64::MIN)
+                                );
+                                dead_letters.push(dead_letter(&message, reason));
+                                self.metrics.dead_letters.with_label_values(&["late"]).inc();
+                            }
+                        }
+                    }
+                    Err(reason) => {
+                        engine.process(message.offset(), None);
+                        tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %reason, "dead-lettering an undecodable record");
+                        dead_letters.push(dead_letter(&message, reason));
+                        self.metrics
+                            .dead_letters
+                            .with_label_values(&["undecodable"])
+                            .inc();
+                    }
+                }
+            }
+            if last_lag.elapsed() >= LAG_EVERY {
+                last_lag = Instant::now();
+                record_lag(&self.consumer, &self.engines, &self.metrics);
+            }
+            if records == 0 {
+                if self.stop.load(Ordering::Relaxed) {
                     break;
                 }
                 continue;
-            };
-            let message = match message {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "consumer error");
-                    continue;
-                }
-            };
-            let Some(&index) =
-                engine_index.get(&(message.topic().to_string(), message.partition()))
-            else {
-                continue;
-            };
-            let engine = &mut engines[index].2;
-            if message.offset() < engine.next_offset() {
-                continue;
             }
-            records += 1;
-            per_engine[index] += 1;
-            let record_span = config
-                .trace_records
-                .then(|| trace_record(&tracer, &message))
-                .flatten();
-            let source = &sources[message.topic()];
-            let event = match source.decoder.decode(message.payload()).await {
-                Ok(decoded) => to_event(&decoded.value, &source.entity_field, &source.time_field),
-                Err(e) => Err(e.to_string()),
+
+            let checkpoint_started = Instant::now();
+            let updates: Vec<OutboxUpdate> = self
+                .engines
+                .iter_mut()
+                .flat_map(|(_, _, e)| e.drain_view_updates())
+                .map(|u| OutboxUpdate {
+                    view: u.update.view,
+                    entity: u.update.entity,
+                    version: u.update.version,
+                    event_time_ms: u.update.event_time_ms,
+                    values: u.update.values,
+                    windows: u.windows,
+                })
+                .collect();
+            let outbox = Outbox {
+                epoch,
+                updates,
+                dead_letters,
+                offsets: self
+                    .engines
+                    .iter()
+                    .map(|(t, p, e)| (t.clone(), *p, e.next_offset()))
+                    .collect(),
             };
-            match event {
-                Ok(event) => {
-                    if let Some(span) = record_span {
-                        traced.insert(event.entity.clone(), span);
-                    }
-                    if engine.process(message.offset(), Some(&event)) == Outcome::Late {
-                        metrics
-                            .late_events
-                            .with_label_values(&[message.topic()])
-                            .inc();
-                        if config.late_events == LatePolicy::DeadLetter {
-                            let reason = format!(
-                                "late event: event time {} is behind the watermark {}",
-                                event.time,
-                                engine.watermark().unwrap_or(i64::MIN)
-                            );
-                            dead_letters.push(dead_letter(&message, reason));
-                            metrics.dead_letters.with_label_values(&["late"]).inc();
-                        }
-                    }
-                }
-                Err(reason) => {
-                    engine.process(message.offset(), None);
-                    tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %reason, "dead-lettering an undecodable record");
-                    dead_letters.push(dead_letter(&message, reason));
-                    metrics
-                        .dead_letters
-                        .with_label_values(&["undecodable"])
-                        .inc();
+            self.checkpoint
+                .commit_epoch(&mut self.engines, &self.view_names, &outbox)?;
+            let checkpoint_seconds = checkpoint_started.elapsed().as_secs_f64();
+            self.metrics
+                .delivery_step
+                .with_label_values(&["checkpoint"])
+                .observe(checkpoint_seconds);
+            self.metrics.entities.set(
+                self.engines
+                    .iter()
+                    .map(|(_, _, e)| e.entity_count() as i64)
+                    .sum(),
+            );
+            let mut events: Vec<(String, u64)> = Vec::new();
+            for (i, n) in per_engine.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let topic = &self.engines[i].0;
+                match events.iter_mut().find(|(t, _)| t == topic) {
+                    Some((_, total)) => *total += n,
+                    None => events.push((topic.clone(), *n)),
                 }
             }
-        }
-        for (i, n) in per_engine.iter().enumerate().filter(|(_, n)| **n > 0) {
-            metrics
-                .events
-                .with_label_values(&[engines[i].0.as_str()])
-                .inc_by(*n);
-        }
-        if last_lag.elapsed() >= LAG_EVERY {
-            last_lag = Instant::now();
-            record_lag(&consumer, &engines, &metrics);
-        }
-        if records == 0 {
-            if stop.load(Ordering::Relaxed) {
+            in_flight.fetch_add(1, Ordering::AcqRel);
+            let checkpointed = Epoch {
+                outbox,
+                events,
+                traced,
+                checkpoint_seconds,
+            };
+            if sender.blocking_send(checkpointed).is_err() {
+                // The delivery task ended with an error, which `run` reports; this epoch is
+                // checkpointed and is delivered on the next start.
+                bail!("stopping: the delivery of epochs stopped");
+            }
+            epoch += 1;
+            if self.stop.load(Ordering::Relaxed) {
                 break;
             }
-            continue;
         }
-
-        let delivery_started = Instant::now();
-        let updates: Vec<OutboxUpdate> = engines
-            .iter_mut()
-            .flat_map(|(_, _, e)| e.drain_view_updates())
-            .map(|u| OutboxUpdate {
-                view: u.update.view,
-                entity: u.update.entity,
-                version: u.update.version,
-                event_time_ms: u.update.event_time_ms,
-                values: u.update.values,
-                windows: u.windows,
-            })
-            .collect();
-        let outbox = Outbox {
-            epoch,
-            updates,
-            dead_letters,
-            offsets: engines
-                .iter()
-                .map(|(t, p, e)| (t.clone(), *p, e.next_offset()))
-                .collect(),
-        };
-        checkpoint.commit_epoch(&mut engines, &view_names, &outbox)?;
-        publish(
-            &mut kafka,
-            &config,
-            &transactional_id,
-            &outbox,
-            &consumer,
-            &stop,
-        )
-        .await?;
-        let redis_started = std::time::SystemTime::now();
-        write_redis(&mut redis, &outbox, &metrics, &stop).await;
-        if !traced.is_empty() {
-            trace_redis_writes(&tracer, &outbox, &traced, redis_started);
-        }
-        checkpoint.clear_outbox()?;
-        for u in &outbox.updates {
-            metrics.updates.with_label_values(&[&u.view]).inc();
-        }
-        metrics.epochs.with_label_values(&["normal"]).inc();
-        metrics
-            .epoch_duration
-            .observe(delivery_started.elapsed().as_secs_f64());
-        metrics.entities.set(
-            engines
-                .iter()
-                .map(|(_, _, e)| e.entity_count() as i64)
-                .sum(),
-        );
-        epoch += 1;
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+        Ok(epoch)
     }
-    tracing::info!(epoch, "stopped after finishing the last epoch");
-    Ok(())
+}
+
+/// The delivery task: publishes checkpointed epochs in order, then applies them to Redis.
+struct Delivery {
+    kafka: KafkaSink,
+    redis: RedisSink,
+    group: ConsumerGroupMetadata,
+    transactional_id: String,
+    checkpoint: Arc<Checkpoint>,
+    metrics: ProcessorMetrics,
+    config: ProcessorConfig,
+    stop: Arc<AtomicBool>,
+    tracer: opentelemetry::global::BoxedTracer,
+}
+
+impl Delivery {
+    async fn run(
+        mut self,
+        mut epochs: tokio::sync::mpsc::Receiver<Epoch>,
+        in_flight: Arc<AtomicUsize>,
+    ) -> anyhow::Result<()> {
+        while let Some(epoch) = epochs.recv().await {
+            let delivered = self.deliver(&epoch, false, "normal").await;
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            delivered?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the epoch (unless its transaction is known to have committed), applies it
+    /// to Redis and removes its outbox.
+    async fn deliver(
+        &mut self,
+        epoch: &Epoch,
+        published: bool,
+        kind: &'static str,
+    ) -> anyhow::Result<()> {
+        let outbox = &epoch.outbox;
+        let started = Instant::now();
+        if !published {
+            publish(
+                &mut self.kafka,
+                &self.config,
+                &self.transactional_id,
+                outbox,
+                &self.group,
+                &self.stop,
+            )
+            .await?;
+        }
+        let published_at = Instant::now();
+        self.metrics
+            .delivery_step
+            .with_label_values(&["kafka"])
+            .observe((published_at - started).as_secs_f64());
+        let redis_started = std::time::SystemTime::now();
+        write_redis(&mut self.redis, outbox, &self.metrics, &self.stop).await;
+        self.metrics
+            .delivery_step
+            .with_label_values(&["redis"])
+            .observe(published_at.elapsed().as_secs_f64());
+        if !epoch.traced.is_empty() {
+            trace_redis_writes(&self.tracer, outbox, &epoch.traced, redis_started);
+        }
+        self.checkpoint.clear_outbox(outbox.epoch)?;
+        for (topic, n) in &epoch.events {
+            self.metrics.events.with_label_values(&[topic]).inc_by(*n);
+        }
+        for u in &outbox.updates {
+            self.metrics.updates.with_label_values(&[&u.view]).inc();
+        }
+        self.metrics.epochs.with_label_values(&[kind]).inc();
+        self.metrics
+            .epoch_duration
+            .observe(epoch.checkpoint_seconds + started.elapsed().as_secs_f64());
+        Ok(())
+    }
 }
 
 /// A span for one record, continuing the trace in its `traceparent` header; its context,
@@ -592,12 +777,12 @@ async fn publish(
     config: &ProcessorConfig,
     transactional_id: &str,
     outbox: &Outbox,
-    consumer: &InputConsumer,
+    group: &ConsumerGroupMetadata,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match kafka.publish(outbox, consumer).await {
+        match kafka.publish(outbox, group).await {
             Ok(()) => return Ok(()),
             Err(DeliveryError::Fenced(e)) => bail!("stopping: {e}"),
             Err(e) => {
