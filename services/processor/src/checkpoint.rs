@@ -90,6 +90,30 @@ pub struct Checkpoint {
     db: DB,
 }
 
+/// What an epoch changed in one partition: taken from its engine at the end of the epoch,
+/// written by [`Checkpoint::commit_epoch`].
+#[derive(Debug)]
+pub struct PartitionChanges {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub clock: Option<i64>,
+    /// Entity states changed in the epoch; `None`: removed.
+    pub states: Vec<(StateKey, Option<EntityState>)>,
+}
+
+impl PartitionChanges {
+    pub fn take(topic: &str, partition: i32, engine: &mut PartitionEngine) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partition,
+            next_offset: engine.next_offset(),
+            clock: engine.clock(),
+            states: engine.drain_touched(),
+        }
+    }
+}
+
 fn prefix(topic: &str, partition: i32) -> String {
     format!("p/{topic}/{partition}/")
 }
@@ -229,22 +253,22 @@ impl Checkpoint {
     /// entity states they changed, and the outbox.
     pub fn commit_epoch(
         &self,
-        engines: &mut [(String, i32, PartitionEngine)],
+        partitions: &[PartitionChanges],
         view_names: &[String],
         outbox: &Outbox,
     ) -> Result<(), CheckpointError> {
         let mut batch = WriteBatch::default();
-        for (topic, partition, engine) in engines.iter_mut() {
-            let p = prefix(topic, *partition);
-            batch.put(format!("{p}offset"), engine.next_offset().to_be_bytes());
-            if let Some(clock) = engine.clock() {
+        for changes in partitions {
+            let p = prefix(&changes.topic, changes.partition);
+            batch.put(format!("{p}offset"), changes.next_offset.to_be_bytes());
+            if let Some(clock) = changes.clock {
                 batch.put(format!("{p}clock"), clock.to_be_bytes());
             }
-            for ((vi, entity), state) in engine.drain_touched() {
-                let key = format!("{p}s/{}/{entity}", view_names[vi]);
+            for ((vi, entity), state) in &changes.states {
+                let key = format!("{p}s/{}/{entity}", view_names[*vi]);
                 match state {
                     Some(state) => {
-                        batch.put(key, serde_json::to_vec(&state).expect("state serialises"))
+                        batch.put(key, serde_json::to_vec(state).expect("state serialises"))
                     }
                     None => batch.delete(key),
                 }
@@ -283,7 +307,7 @@ mod tests {
 
     fn commit(checkpoint: &Checkpoint, outbox: &Outbox) {
         checkpoint
-            .commit_epoch(&mut [], &[], outbox)
+            .commit_epoch(&[], &[], outbox)
             .expect("epoch committed");
     }
 

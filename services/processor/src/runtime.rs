@@ -2,7 +2,7 @@
 //! and deliver it exactly once. The protocol and why each crash point is safe are in
 //! `docs/processor.md`.
 
-use crate::checkpoint::{Checkpoint, DeadLetter, Outbox, OutboxUpdate};
+use crate::checkpoint::{Checkpoint, DeadLetter, Outbox, OutboxUpdate, PartitionChanges};
 use crate::delivery::{transaction_committed, DeliveryError, KafkaSink, RedisSink};
 use crate::engine::{CompiledView, Event, Outcome, PartitionEngine};
 use crate::metrics::ProcessorMetrics;
@@ -289,6 +289,7 @@ pub async fn run(
         group,
         transactional_id,
         checkpoint: checkpoint.clone(),
+        view_names,
         metrics: metrics.clone(),
         config: config.clone(),
         stop: stop.clone(),
@@ -307,11 +308,15 @@ pub async fn run(
         );
         let recovered = Epoch {
             outbox,
+            changes: Vec::new(),
             events: Vec::new(),
             traced: HashMap::new(),
-            checkpoint_seconds: 0.0,
         };
+        let started = Instant::now();
         delivery.deliver(&recovered, committed, "recovered").await?;
+        metrics
+            .epoch_duration
+            .observe(started.elapsed().as_secs_f64());
     }
 
     let mut assignment = TopicPartitionList::new();
@@ -333,8 +338,6 @@ pub async fn run(
         engines,
         engine_index,
         sources,
-        checkpoint,
-        view_names,
         metrics,
         config,
         stop,
@@ -357,15 +360,17 @@ pub async fn run(
     Ok(())
 }
 
-/// A checkpointed epoch on its way to delivery.
+/// A processed epoch on its way to the checkpoint and delivery.
 struct Epoch {
     outbox: Outbox,
+    /// The state changes to checkpoint with the outbox (none for a recovered epoch, whose
+    /// checkpoint is already written).
+    changes: Vec<PartitionChanges>,
     /// Records processed per source topic, counted once delivered.
     events: Vec<(String, u64)>,
     /// With tracing on: each entity's latest record span this epoch, the parent of the
     /// span of its Redis write, so an event's trace ends where its values land.
     traced: HashMap<String, SpanContext>,
-    checkpoint_seconds: f64,
 }
 
 /// The processing thread: records in, checkpointed epochs out.
@@ -374,8 +379,6 @@ struct Processing {
     engines: Vec<(String, i32, PartitionEngine)>,
     engine_index: HashMap<String, HashMap<i32, usize>>,
     sources: HashMap<String, Source>,
-    checkpoint: Arc<Checkpoint>,
-    view_names: Vec<String>,
     metrics: ProcessorMetrics,
     config: ProcessorConfig,
     stop: Arc<AtomicBool>,
@@ -496,7 +499,6 @@ impl Processing {
                 continue;
             }
 
-            let checkpoint_started = Instant::now();
             let updates: Vec<OutboxUpdate> = self
                 .engines
                 .iter_mut()
@@ -520,13 +522,11 @@ impl Processing {
                     .map(|(t, p, e)| (t.clone(), *p, e.next_offset()))
                     .collect(),
             };
-            self.checkpoint
-                .commit_epoch(&mut self.engines, &self.view_names, &outbox)?;
-            let checkpoint_seconds = checkpoint_started.elapsed().as_secs_f64();
-            self.metrics
-                .delivery_step
-                .with_label_values(&["checkpoint"])
-                .observe(checkpoint_seconds);
+            let changes: Vec<PartitionChanges> = self
+                .engines
+                .iter_mut()
+                .map(|(topic, partition, engine)| PartitionChanges::take(topic, *partition, engine))
+                .collect();
             self.metrics.entities.set(
                 self.engines
                     .iter()
@@ -542,15 +542,15 @@ impl Processing {
                 }
             }
             in_flight.fetch_add(1, Ordering::AcqRel);
-            let checkpointed = Epoch {
+            let processed = Epoch {
                 outbox,
+                changes,
                 events,
                 traced,
-                checkpoint_seconds,
             };
-            if sender.blocking_send(checkpointed).is_err() {
-                // The delivery task ended with an error, which `run` reports; this epoch is
-                // checkpointed and is delivered on the next start.
+            if sender.blocking_send(processed).is_err() {
+                // The delivery task ended with an error, which `run` reports; this epoch's
+                // records are processed again on the next start.
                 bail!("stopping: the delivery of epochs stopped");
             }
             epoch += 1;
@@ -569,6 +569,7 @@ struct Delivery {
     group: ConsumerGroupMetadata,
     transactional_id: String,
     checkpoint: Arc<Checkpoint>,
+    view_names: Vec<String>,
     metrics: ProcessorMetrics,
     config: ProcessorConfig,
     stop: Arc<AtomicBool>,
@@ -582,10 +583,30 @@ impl Delivery {
         in_flight: Arc<AtomicUsize>,
     ) -> anyhow::Result<()> {
         while let Some(epoch) = epochs.recv().await {
-            let delivered = self.deliver(&epoch, false, "normal").await;
+            let started = Instant::now();
+            let delivered = match self.checkpoint(&epoch) {
+                Ok(()) => self.deliver(&epoch, false, "normal").await,
+                Err(e) => Err(e),
+            };
+            self.metrics
+                .epoch_duration
+                .observe(started.elapsed().as_secs_f64());
             in_flight.fetch_sub(1, Ordering::AcqRel);
             delivered?;
         }
+        Ok(())
+    }
+
+    /// Writes the epoch's state changes, offsets and outbox in one synced batch. Epochs are
+    /// checkpointed in order, so the store always holds a prefix of the processed epochs.
+    fn checkpoint(&self, epoch: &Epoch) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.checkpoint
+            .commit_epoch(&epoch.changes, &self.view_names, &epoch.outbox)?;
+        self.metrics
+            .delivery_step
+            .with_label_values(&["checkpoint"])
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -632,9 +653,6 @@ impl Delivery {
             self.metrics.updates.with_label_values(&[&u.view]).inc();
         }
         self.metrics.epochs.with_label_values(&[kind]).inc();
-        self.metrics
-            .epoch_duration
-            .observe(epoch.checkpoint_seconds + started.elapsed().as_secs_f64());
         Ok(())
     }
 }

@@ -38,6 +38,7 @@ use freshet_core::store_layout::FeatureUpdate;
 use freshet_core::window::{tumbling_window, WindowBounds};
 use freshet_core::{Value, Window};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -226,10 +227,14 @@ pub struct PartitionEngine {
     delay: i64,
     clock: Option<i64>,
     next_offset: i64,
-    entities: HashMap<StateKey, EntityState>,
+    /// Entity states per view index (the maps of views on other topics stay empty).
+    /// Keyed by entity alone, so a record's entity is looked up without a copy.
+    entities: Vec<HashMap<String, EntityState>>,
     timers: BTreeSet<(i64, usize, String)>,
-    dirty: BTreeMap<StateKey, (u64, i64)>,
-    touched: BTreeSet<StateKey>,
+    /// Per view: entities changed since the last drain, with the version and event time.
+    dirty: Vec<HashMap<String, (u64, i64)>>,
+    /// Per view: entities whose state changed since the last checkpoint.
+    touched: Vec<HashSet<String>>,
 }
 
 fn floor_to(t: i64, size: i64) -> i64 {
@@ -250,16 +255,24 @@ impl PartitionEngine {
             .filter(|&i| views[i].topic == topic)
             .collect();
         let delay = view_ids.first().map_or(0, |&i| views[i].watermark_delay_ms);
+        let mut by_view: Vec<HashMap<String, EntityState>> =
+            (0..views.len()).map(|_| HashMap::default()).collect();
+        for ((vi, entity), state) in entities {
+            if let Some(map) = by_view.get_mut(vi) {
+                map.insert(entity, state);
+            }
+        }
+        let n = views.len();
         let mut engine = Self {
             views,
             view_ids,
             delay,
             clock,
             next_offset,
-            entities,
+            entities: by_view,
             timers: BTreeSet::new(),
-            dirty: BTreeMap::new(),
-            touched: BTreeSet::new(),
+            dirty: (0..n).map(|_| HashMap::default()).collect(),
+            touched: (0..n).map(|_| HashSet::default()).collect(),
         };
         engine.rebuild_timers();
         engine
@@ -278,19 +291,21 @@ impl PartitionEngine {
     }
 
     pub fn entity_count(&self) -> usize {
-        self.entities.len()
+        self.entities.iter().map(HashMap::len).sum()
     }
 
     /// Timers are not persisted: they follow from the state and the clock.
     fn rebuild_timers(&mut self) {
         let clock = self.clock.unwrap_or(i64::MIN);
         let mut timers = BTreeSet::new();
-        for ((vi, entity), state) in &self.entities {
-            let view = &self.views[*vi];
-            for (group, gs) in view.groups.iter().zip(&state.groups) {
-                for at in timers_of(&group.window, gs, self.delay) {
-                    if at > clock {
-                        timers.insert((at, *vi, entity.clone()));
+        for (vi, entities) in self.entities.iter().enumerate() {
+            let view = &self.views[vi];
+            for (entity, state) in entities {
+                for (group, gs) in view.groups.iter().zip(&state.groups) {
+                    for at in timers_of(&group.window, gs, self.delay) {
+                        if at > clock {
+                            timers.insert((at, vi, entity.clone()));
+                        }
                     }
                 }
             }
@@ -314,22 +329,28 @@ impl PartitionEngine {
         if event.time < clock - self.delay {
             return Outcome::Late;
         }
+        let entity = event.entity.as_str();
         for &vi in &self.view_ids {
-            let key = (vi, event.entity.clone());
             let view = &self.views[vi];
-            let state = self
-                .entities
-                .entry(key.clone())
-                .or_insert_with(|| EntityState::new(view));
+            let entities = &mut self.entities[vi];
+            if !entities.contains_key(entity) {
+                entities.insert(entity.to_string(), EntityState::new(view));
+            }
+            let state = entities.get_mut(entity).expect("inserted above");
             for (gi, group) in view.groups.iter().enumerate() {
                 let new_timers =
                     add_event(view, group, &mut state.groups[gi], event, clock, self.delay);
                 for at in new_timers {
-                    self.timers.insert((at, vi, event.entity.clone()));
+                    self.timers.insert((at, vi, entity.to_string()));
                 }
             }
-            self.dirty.insert(key.clone(), (version, clock));
-            self.touched.insert(key);
+            mark(
+                &mut self.dirty[vi],
+                &mut self.touched[vi],
+                entity,
+                version,
+                clock,
+            );
         }
         Outcome::Applied
     }
@@ -341,8 +362,7 @@ impl PartitionEngine {
                 break;
             }
             let (at, vi, entity) = self.timers.pop_first().expect("first exists");
-            let key = (vi, entity);
-            let Some(state) = self.entities.get_mut(&key) else {
+            let Some(state) = self.entities[vi].get_mut(&entity) else {
                 continue;
             };
             let view = &self.views[vi];
@@ -360,10 +380,15 @@ impl PartitionEngine {
             }
             cleanup(view, state, clock, self.delay);
             if state.is_empty() {
-                self.entities.remove(&key);
+                self.entities[vi].remove(&entity);
             }
-            self.dirty.insert(key.clone(), (version, clock));
-            self.touched.insert(key);
+            mark(
+                &mut self.dirty[vi],
+                &mut self.touched[vi],
+                &entity,
+                version,
+                clock,
+            );
         }
     }
 
@@ -378,16 +403,18 @@ impl PartitionEngine {
     /// Like [`Self::drain_updates`], with the windows the values were served from.
     pub fn drain_view_updates(&mut self) -> Vec<ViewUpdate> {
         let clock = self.clock.unwrap_or(i64::MIN);
-        let dirty = std::mem::take(&mut self.dirty);
-        dirty
-            .into_iter()
-            .map(|((vi, entity), (version, event_time))| {
-                let view = &self.views[vi];
-                let (values, windows) = match self.entities.get(&(vi, entity.clone())) {
+        let mut out = Vec::new();
+        for vi in 0..self.views.len() {
+            let mut dirty: Vec<(String, (u64, i64))> = self.dirty[vi].drain().collect();
+            // In entity order, so a drain's output does not depend on hashing.
+            dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let view = &self.views[vi];
+            for (entity, (version, event_time)) in dirty {
+                let (values, windows) = match self.entities[vi].get(&entity) {
                     Some(state) => served(view, state, clock, self.delay),
                     None => (defaults(view), Vec::new()),
                 };
-                ViewUpdate {
+                out.push(ViewUpdate {
                     update: FeatureUpdate {
                         view: view.name.clone(),
                         entity,
@@ -396,30 +423,52 @@ impl PartitionEngine {
                         values,
                     },
                     windows,
-                }
-            })
-            .collect()
+                });
+            }
+        }
+        out
     }
 
     /// The states changed since the last drain (`None`: removed), for the checkpoint.
     pub fn drain_touched(&mut self) -> Vec<(StateKey, Option<EntityState>)> {
-        let touched = std::mem::take(&mut self.touched);
-        touched
-            .into_iter()
-            .map(|key| {
-                let state = self.entities.get(&key).cloned();
-                (key, state)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for vi in 0..self.views.len() {
+            let mut touched: Vec<String> = self.touched[vi].drain().collect();
+            touched.sort_unstable();
+            for entity in touched {
+                let state = self.entities[vi].get(&entity).cloned();
+                out.push(((vi, entity), state));
+            }
+        }
+        out
     }
 
     /// The served values of one entity now (for tests and diagnostics).
     pub fn values(&self, view: usize, entity: &str) -> BTreeMap<String, Value> {
         let v = &self.views[view];
-        match self.entities.get(&(view, entity.to_string())) {
+        match self.entities[view].get(entity) {
             Some(state) => served(v, state, self.clock.unwrap_or(i64::MIN), self.delay).0,
             None => defaults(v),
         }
+    }
+}
+
+/// Records a change of `entity`'s values (`dirty`) and state (`touched`).
+fn mark(
+    dirty: &mut HashMap<String, (u64, i64)>,
+    touched: &mut HashSet<String>,
+    entity: &str,
+    version: u64,
+    clock: i64,
+) {
+    match dirty.get_mut(entity) {
+        Some(mark) => *mark = (version, clock),
+        None => {
+            dirty.insert(entity.to_string(), (version, clock));
+        }
+    }
+    if !touched.contains(entity) {
+        touched.insert(entity.to_string());
     }
 }
 
