@@ -3,7 +3,7 @@
 use freshet_core::definitions::Aggregation;
 use freshet_core::Value;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 /// One feature's partial aggregate. Values are added in arrival order; panes of a sliding
 /// window are combined with [`Acc::merge`].
@@ -122,6 +122,32 @@ impl Acc {
     }
 }
 
+/// The result of the merge of `accs` (one feature's panes), without building the merged
+/// state: distinct values are counted by reference instead of copied into one set.
+pub fn merged_result<'a>(mut accs: impl Iterator<Item = &'a Acc>) -> Value {
+    let Some(first) = accs.next() else {
+        return Value::Null;
+    };
+    match first {
+        Acc::Distinct(set) => {
+            let mut all: HashSet<&str> = set.iter().map(String::as_str).collect();
+            for acc in accs {
+                if let Acc::Distinct(set) = acc {
+                    all.extend(set.iter().map(String::as_str));
+                }
+            }
+            Value::Long(all.len() as i64)
+        }
+        _ => {
+            let mut merged = first.clone();
+            for acc in accs {
+                merged.merge(acc);
+            }
+            merged.result()
+        }
+    }
+}
+
 fn as_long(v: &Value) -> i64 {
     match v {
         Value::Long(i) => *i,
@@ -209,8 +235,9 @@ mod tests {
 
     #[test]
     fn merging_panes_equals_adding_everything_to_one() {
+        // Values repeat across the panes, so distinct counts must not add up per pane.
         let values: Vec<(i64, Value)> = (0..10)
-            .map(|i| (i, Value::Double(i as f64 * 1.5)))
+            .map(|i| (i, Value::Double((i % 6) as f64 * 1.5)))
             .collect();
         for agg in Aggregation::ALL {
             let mut whole = Acc::new(agg, false);
@@ -224,6 +251,11 @@ mod tests {
                     right.add(Some(v), *t)
                 }
             }
+            assert_eq!(
+                merged_result([&left, &right].into_iter()),
+                whole.result(),
+                "{agg}"
+            );
             left.merge(&right);
             assert_eq!(left.result(), whole.result(), "{agg}");
         }

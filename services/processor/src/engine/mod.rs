@@ -658,15 +658,17 @@ fn served(
             (Window::Sliding { size, step }, GroupState::Sliding { panes }) => {
                 let (size, step) = (size.as_millis(), step.as_millis());
                 let end = floor_to(clock, step) + step;
-                let mut merged: Option<Vec<Acc>> = None;
-                for (_, accs) in panes.range(end - size..end) {
-                    match &mut merged {
-                        None => merged = Some(accs.clone()),
-                        Some(m) => m.iter_mut().zip(accs).for_each(|(a, b)| a.merge(b)),
+                let window: Vec<&Vec<Acc>> =
+                    panes.range(end - size..end).map(|(_, accs)| accs).collect();
+                if !window.is_empty() {
+                    for (slot, &fi) in group.features.iter().enumerate() {
+                        let feature = &view.features[fi];
+                        let value = match acc::merged_result(window.iter().map(|a| &a[slot])) {
+                            Value::Null => feature.default.clone(),
+                            v => v,
+                        };
+                        out.insert(feature.name.clone(), value);
                     }
-                }
-                if let Some(accs) = merged {
-                    put_results(view, group, &accs, &mut out);
                     record(group, end - size, end);
                 }
             }
