@@ -124,7 +124,8 @@ impl ProcessorMetrics {
                 "freshet_processor_freshness_seconds",
                 "End-to-end freshness: Redis write time minus the update's event time.",
                 vec![
-                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0, 300.0,
                 ],
             ),
             consumer_lag,
