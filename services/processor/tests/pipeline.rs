@@ -91,6 +91,22 @@ async fn redis_equals_an_independent_oracle_after_a_seeded_stream() {
     assert!(
         metric(&metrics, "freshet_processor_epoch_duration_seconds_count").unwrap_or(0.0) > 0.0
     );
+    // Every epoch went through each delivery step once.
+    let epochs = metric(
+        &metrics,
+        "freshet_processor_epochs_total{delivery=\"normal\"}",
+    );
+    assert!(epochs.unwrap_or(0.0) > 0.0);
+    for step in ["checkpoint", "kafka", "redis"] {
+        assert_eq!(
+            metric(
+                &metrics,
+                &format!("freshet_processor_delivery_step_seconds_count{{step=\"{step}\"}}")
+            ),
+            epochs,
+            "{step}"
+        );
+    }
     // SIGTERM finishes the epoch and exits cleanly.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(processor.id() as i32),
