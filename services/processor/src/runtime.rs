@@ -386,180 +386,332 @@ struct Processing {
     runtime: tokio::runtime::Handle,
 }
 
+/// A record as the reading thread hands it to the processing thread: decoded, with what a
+/// dead letter would need.
+struct ReadRecord {
+    /// Index of the partition's engine.
+    engine: usize,
+    offset: i64,
+    event: Result<Event, String>,
+    /// The span continuing the record's trace (with tracing on).
+    span: Option<SpanContext>,
+    /// Key and value, kept when the record may become a dead letter (undecodable, or late
+    /// with late events dead-lettered).
+    raw: Option<RawRecord>,
+}
+
+/// A record's key and value as read.
+#[derive(Default)]
+struct RawRecord {
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+}
+
+/// The reading thread: polls the consumer and decodes, beside the processing thread.
+struct Reader {
+    consumer: InputConsumer,
+    engine_index: HashMap<String, HashMap<i32, usize>>,
+    sources: HashMap<String, Source>,
+    trace_records: bool,
+    keep_late: bool,
+    tracer: opentelemetry::global::BoxedTracer,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Records per hand-over from the reading thread (fewer when no more are waiting).
+const READ_BATCH: usize = 256;
+
+impl Reader {
+    /// Reads until `done` is set or the processing thread stops taking records.
+    fn run(self, out: std::sync::mpsc::SyncSender<Vec<ReadRecord>>, done: Arc<AtomicBool>) {
+        let mut batch = Vec::with_capacity(READ_BATCH);
+        while !done.load(Ordering::Relaxed) {
+            let wait = if batch.is_empty() {
+                POLL_WAIT
+            } else {
+                Duration::ZERO
+            };
+            let message = match self.consumer.poll(wait) {
+                None => {
+                    if !batch.is_empty() && out.send(std::mem::take(&mut batch)).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    continue;
+                }
+                Some(Ok(message)) => message,
+            };
+            let Some(&engine) = self
+                .engine_index
+                .get(message.topic())
+                .and_then(|p| p.get(&message.partition()))
+            else {
+                continue;
+            };
+            let span = self
+                .trace_records
+                .then(|| trace_record(&self.tracer, &message))
+                .flatten();
+            let source = &self.sources[message.topic()];
+            let event = match self
+                .runtime
+                .block_on(source.decoder.decode(message.payload()))
+            {
+                Ok(decoded) => into_event(decoded.value, &source.entity_field, &source.time_field),
+                Err(e) => Err(e.to_string()),
+            };
+            let raw = (event.is_err() || self.keep_late).then(|| RawRecord {
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().map(<[u8]>::to_vec),
+            });
+            batch.push(ReadRecord {
+                engine,
+                offset: message.offset(),
+                event,
+                span,
+                raw,
+            });
+            if batch.len() >= READ_BATCH && out.send(std::mem::take(&mut batch)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// How long the processing thread waits for a record when it has nothing to deliver.
 const POLL_WAIT: Duration = Duration::from_millis(20);
 
 impl Processing {
     /// Processes epochs from `epoch` on until `stop`; returns the next epoch number.
+    /// Polling and decoding run on a reading thread beside this one.
     fn run(
-        mut self,
+        self,
         mut epoch: u64,
         sender: tokio::sync::mpsc::Sender<Epoch>,
         in_flight: Arc<AtomicUsize>,
     ) -> anyhow::Result<u64> {
-        let mut last_lag = Instant::now() - LAG_EVERY;
-        loop {
-            let started = Instant::now();
-            let mut records = 0usize;
-            let mut per_engine = vec![0u64; self.engines.len()];
-            let mut dead_letters = Vec::new();
-            let mut traced: HashMap<String, SpanContext> = HashMap::new();
-            while records < self.config.epoch_max_records
-                && started.elapsed() < self.config.epoch_duration
-            {
+        let Processing {
+            consumer,
+            mut engines,
+            engine_index,
+            sources,
+            metrics,
+            config,
+            stop,
+            tracer,
+            runtime,
+        } = self;
+        let input = consumer.context().clone();
+        let reader = Reader {
+            consumer,
+            engine_index,
+            sources,
+            trace_records: config.trace_records,
+            keep_late: config.late_events == LatePolicy::DeadLetter,
+            tracer,
+            runtime,
+        };
+        let (read_out, read_in) = std::sync::mpsc::sync_channel::<Vec<ReadRecord>>(4);
+        let reader_done = Arc::new(AtomicBool::new(false));
+        let reader_thread = {
+            let done = reader_done.clone();
+            std::thread::Builder::new()
+                .name("freshet-reader".into())
+                .spawn(move || reader.run(read_out, done))
+                .context("cannot start the reading thread")?
+        };
+        let result = process_epochs(
+            &mut engines,
+            &read_in,
+            &input,
+            &metrics,
+            &config,
+            &stop,
+            &mut epoch,
+            &sender,
+            &in_flight,
+        );
+        reader_done.store(true, Ordering::Relaxed);
+        drop(read_in);
+        let _ = reader_thread.join();
+        result.map(|()| epoch)
+    }
+}
+
+/// The processing loop: epochs of read records until `stop`.
+#[allow(clippy::too_many_arguments)]
+fn process_epochs(
+    engines: &mut [(String, i32, PartitionEngine)],
+    records_in: &std::sync::mpsc::Receiver<Vec<ReadRecord>>,
+    input: &InputContext,
+    metrics: &ProcessorMetrics,
+    config: &ProcessorConfig,
+    stop: &AtomicBool,
+    epoch: &mut u64,
+    sender: &tokio::sync::mpsc::Sender<Epoch>,
+    in_flight: &AtomicUsize,
+) -> anyhow::Result<()> {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    let mut last_lag = Instant::now() - LAG_EVERY;
+    // Records read but not yet processed (an epoch can end inside a batch).
+    let mut pending: std::collections::VecDeque<ReadRecord> = Default::default();
+    loop {
+        let started = Instant::now();
+        let mut records = 0usize;
+        let mut per_engine = vec![0u64; engines.len()];
+        let mut dead_letters = Vec::new();
+        let mut traced: HashMap<String, SpanContext> = HashMap::new();
+        while records < config.epoch_max_records && started.elapsed() < config.epoch_duration {
+            if pending.is_empty() {
                 // Group commit: once earlier epochs are delivered, this one ends with the
-                // records already fetched.
+                // records already read.
                 let deliverer_idle = records > 0 && in_flight.load(Ordering::Acquire) == 0;
-                let wait = if deliverer_idle {
-                    Duration::ZERO
-                } else {
-                    POLL_WAIT
-                };
-                let Some(message) = self.consumer.poll(wait) else {
-                    if deliverer_idle || self.stop.load(Ordering::Relaxed) {
-                        break;
+                let batch = if deliverer_idle {
+                    match records_in.try_recv() {
+                        Ok(batch) => Some(batch),
+                        Err(TryRecvError::Empty) => None,
+                        Err(TryRecvError::Disconnected) => bail!("the reading thread stopped"),
                     }
-                    continue;
+                } else {
+                    match records_in.recv_timeout(POLL_WAIT) {
+                        Ok(batch) => Some(batch),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            bail!("the reading thread stopped")
+                        }
+                    }
                 };
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "consumer error");
+                match batch {
+                    Some(batch) => pending.extend(batch),
+                    None => {
+                        if deliverer_idle || stop.load(Ordering::Relaxed) {
+                            break;
+                        }
                         continue;
                     }
-                };
-                let Some(&index) = self
-                    .engine_index
-                    .get(message.topic())
-                    .and_then(|p| p.get(&message.partition()))
-                else {
-                    continue;
-                };
-                let engine = &mut self.engines[index].2;
-                if message.offset() < engine.next_offset() {
-                    continue;
-                }
-                records += 1;
-                per_engine[index] += 1;
-                let record_span = self
-                    .config
-                    .trace_records
-                    .then(|| trace_record(&self.tracer, &message))
-                    .flatten();
-                let source = &self.sources[message.topic()];
-                let event = match self
-                    .runtime
-                    .block_on(source.decoder.decode(message.payload()))
-                {
-                    Ok(decoded) => {
-                        into_event(decoded.value, &source.entity_field, &source.time_field)
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                match event {
-                    Ok(event) => {
-                        if let Some(span) = record_span {
-                            traced.insert(event.entity.clone(), span);
-                        }
-                        if engine.process(message.offset(), Some(&event)) == Outcome::Late {
-                            self.metrics
-                                .late_events
-                                .with_label_values(&[message.topic()])
-                                .inc();
-                            if self.config.late_events == LatePolicy::DeadLetter {
-                                let reason = format!(
-                                    "late event: event time {} is behind the watermark {}",
-                                    event.time,
-                                    engine.watermark().unwrap_or(i64::MIN)
-                                );
-                                dead_letters.push(dead_letter(&message, reason));
-                                self.metrics.dead_letters.with_label_values(&["late"]).inc();
-                            }
-                        }
-                    }
-                    Err(reason) => {
-                        engine.process(message.offset(), None);
-                        tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %reason, "dead-lettering an undecodable record");
-                        dead_letters.push(dead_letter(&message, reason));
-                        self.metrics
-                            .dead_letters
-                            .with_label_values(&["undecodable"])
-                            .inc();
-                    }
                 }
             }
-            if last_lag.elapsed() >= LAG_EVERY {
-                last_lag = Instant::now();
-                record_lag(&self.consumer, &self.engines, &self.metrics);
-            }
-            if records == 0 {
-                if self.stop.load(Ordering::Relaxed) {
-                    break;
-                }
+            let record = pending.pop_front().expect("not empty");
+            let (topic, partition, engine) = &mut engines[record.engine];
+            if record.offset < engine.next_offset() {
                 continue;
             }
-
-            let updates: Vec<OutboxUpdate> = self
-                .engines
-                .iter_mut()
-                .flat_map(|(_, _, e)| e.drain_view_updates())
-                .map(|u| OutboxUpdate {
-                    view: u.update.view,
-                    entity: u.update.entity,
-                    version: u.update.version,
-                    event_time_ms: u.update.event_time_ms,
-                    values: u.update.values,
-                    windows: u.windows,
-                })
-                .collect();
-            let outbox = Outbox {
-                epoch,
-                updates,
-                dead_letters,
-                offsets: self
-                    .engines
-                    .iter()
-                    .map(|(t, p, e)| (t.clone(), *p, e.next_offset()))
-                    .collect(),
+            records += 1;
+            per_engine[record.engine] += 1;
+            let dead_letter = |raw: Option<RawRecord>, reason| {
+                let RawRecord { key, payload } = raw.unwrap_or_default();
+                DeadLetter {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: record.offset,
+                    key,
+                    payload,
+                    reason,
+                }
             };
-            let changes: Vec<PartitionChanges> = self
-                .engines
-                .iter_mut()
-                .map(|(topic, partition, engine)| PartitionChanges::take(topic, *partition, engine))
-                .collect();
-            self.metrics.entities.set(
-                self.engines
-                    .iter()
-                    .map(|(_, _, e)| e.entity_count() as i64)
-                    .sum(),
-            );
-            let mut events: Vec<(String, u64)> = Vec::new();
-            for (i, n) in per_engine.iter().enumerate().filter(|(_, n)| **n > 0) {
-                let topic = &self.engines[i].0;
-                match events.iter_mut().find(|(t, _)| t == topic) {
-                    Some((_, total)) => *total += n,
-                    None => events.push((topic.clone(), *n)),
+            match record.event {
+                Ok(event) => {
+                    if let Some(span) = record.span {
+                        traced.insert(event.entity.clone(), span);
+                    }
+                    if engine.process(record.offset, Some(&event)) == Outcome::Late {
+                        metrics
+                            .late_events
+                            .with_label_values(&[topic.as_str()])
+                            .inc();
+                        if config.late_events == LatePolicy::DeadLetter {
+                            let reason = format!(
+                                "late event: event time {} is behind the watermark {}",
+                                event.time,
+                                engine.watermark().unwrap_or(i64::MIN)
+                            );
+                            dead_letters.push(dead_letter(record.raw, reason));
+                            metrics.dead_letters.with_label_values(&["late"]).inc();
+                        }
+                    }
+                }
+                Err(reason) => {
+                    engine.process(record.offset, None);
+                    tracing::warn!(topic = topic.as_str(), partition = *partition, offset = record.offset, %reason, "dead-lettering an undecodable record");
+                    dead_letters.push(dead_letter(record.raw, reason));
+                    metrics
+                        .dead_letters
+                        .with_label_values(&["undecodable"])
+                        .inc();
                 }
             }
-            in_flight.fetch_add(1, Ordering::AcqRel);
-            let processed = Epoch {
-                outbox,
-                changes,
-                events,
-                traced,
-            };
-            if sender.blocking_send(processed).is_err() {
-                // The delivery task ended with an error, which `run` reports; this epoch's
-                // records are processed again on the next start.
-                bail!("stopping: the delivery of epochs stopped");
-            }
-            epoch += 1;
-            if self.stop.load(Ordering::Relaxed) {
+        }
+        if last_lag.elapsed() >= LAG_EVERY {
+            last_lag = Instant::now();
+            record_lag(input, engines, metrics);
+        }
+        if records == 0 {
+            if stop.load(Ordering::Relaxed) {
                 break;
             }
+            continue;
         }
-        Ok(epoch)
+
+        let updates: Vec<OutboxUpdate> = engines
+            .iter_mut()
+            .flat_map(|(_, _, e)| e.drain_view_updates())
+            .map(|u| OutboxUpdate {
+                view: u.update.view,
+                entity: u.update.entity,
+                version: u.update.version,
+                event_time_ms: u.update.event_time_ms,
+                values: u.update.values,
+                windows: u.windows,
+            })
+            .collect();
+        let outbox = Outbox {
+            epoch: *epoch,
+            updates,
+            dead_letters,
+            offsets: engines
+                .iter()
+                .map(|(t, p, e)| (t.clone(), *p, e.next_offset()))
+                .collect(),
+        };
+        let changes: Vec<PartitionChanges> = engines
+            .iter_mut()
+            .map(|(topic, partition, engine)| PartitionChanges::take(topic, *partition, engine))
+            .collect();
+        metrics.entities.set(
+            engines
+                .iter()
+                .map(|(_, _, e)| e.entity_count() as i64)
+                .sum(),
+        );
+        let mut events: Vec<(String, u64)> = Vec::new();
+        for (i, n) in per_engine.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let topic = &engines[i].0;
+            match events.iter_mut().find(|(t, _)| t == topic) {
+                Some((_, total)) => *total += n,
+                None => events.push((topic.clone(), *n)),
+            }
+        }
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        let processed = Epoch {
+            outbox,
+            changes,
+            events,
+            traced,
+        };
+        if sender.blocking_send(processed).is_err() {
+            // The delivery task ended with an error, which `run` reports; this epoch's
+            // records are processed again on the next start.
+            bail!("stopping: the delivery of epochs stopped");
+        }
+        *epoch += 1;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
     }
+    Ok(())
 }
 
 /// The delivery task: publishes checkpointed epochs in order, then applies them to Redis.
@@ -708,17 +860,6 @@ fn trace_redis_writes(
     }
 }
 
-fn dead_letter(message: &BorrowedMessage<'_>, reason: String) -> DeadLetter {
-    DeadLetter {
-        topic: message.topic().to_string(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().map(<[u8]>::to_vec),
-        reason,
-    }
-}
-
 /// The input consumer's context: keeps each partition's high watermark as librdkafka's
 /// statistics report it, which come from fetch responses. (Asking the broker with
 /// ListOffsets instead does not work on tansu, which answers 1 for any partition.)
@@ -755,12 +896,12 @@ impl InputContext {
 pub type InputConsumer = BaseConsumer<InputContext>;
 
 fn record_lag(
-    consumer: &InputConsumer,
+    input: &InputContext,
     engines: &[(String, i32, PartitionEngine)],
     metrics: &ProcessorMetrics,
 ) {
     for (topic, partition, engine) in engines {
-        if let Some(high) = consumer.context().high_watermark(topic, *partition) {
+        if let Some(high) = input.high_watermark(topic, *partition) {
             metrics
                 .consumer_lag
                 .with_label_values(&[topic, &partition.to_string()])
