@@ -523,17 +523,15 @@ impl Processing {
                 .spawn(move || reader.run(read_out, done))
                 .context("cannot start the reading thread")?
         };
-        let result = process_epochs(
-            &mut engines,
-            &read_in,
-            &input,
-            &metrics,
-            &config,
-            &stop,
-            &mut epoch,
-            &sender,
-            &in_flight,
-        );
+        let work = EpochLoop {
+            engines: &mut engines,
+            records_in: &read_in,
+            input: &input,
+            metrics: &metrics,
+            config: &config,
+            stop: &stop,
+        };
+        let result = process_epochs(work, &mut epoch, &sender, &in_flight);
         reader_done.store(true, Ordering::Relaxed);
         drop(read_in);
         let _ = reader_thread.join();
@@ -541,19 +539,31 @@ impl Processing {
     }
 }
 
+/// What the processing loop works with, borrowed from [`Processing::run`].
+struct EpochLoop<'a> {
+    engines: &'a mut [(String, i32, PartitionEngine)],
+    records_in: &'a std::sync::mpsc::Receiver<Vec<ReadRecord>>,
+    input: &'a InputContext,
+    metrics: &'a ProcessorMetrics,
+    config: &'a ProcessorConfig,
+    stop: &'a AtomicBool,
+}
+
 /// The processing loop: epochs of read records until `stop`.
-#[allow(clippy::too_many_arguments)]
 fn process_epochs(
-    engines: &mut [(String, i32, PartitionEngine)],
-    records_in: &std::sync::mpsc::Receiver<Vec<ReadRecord>>,
-    input: &InputContext,
-    metrics: &ProcessorMetrics,
-    config: &ProcessorConfig,
-    stop: &AtomicBool,
+    work: EpochLoop<'_>,
     epoch: &mut u64,
     sender: &tokio::sync::mpsc::Sender<Epoch>,
     in_flight: &AtomicUsize,
 ) -> anyhow::Result<()> {
+    let EpochLoop {
+        engines,
+        records_in,
+        input,
+        metrics,
+        config,
+        stop,
+    } = work;
     use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let mut last_lag = Instant::now() - LAG_EVERY;
     // Records read but not yet processed (an epoch can end inside a batch).
