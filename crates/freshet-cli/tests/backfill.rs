@@ -6,6 +6,7 @@ mod common;
 use common::{freshet, text};
 use freshet_testkit::TestRedis;
 use std::io::Write;
+use std::path::Path;
 
 /// User 7's events: three clicks and a view in the first minute, then a view at 70 s that
 /// moves the watermark (70 s - 5 s delay) past the end of the first minute.
@@ -78,11 +79,9 @@ fn backfill(extra: &[&str]) -> std::process::Output {
     freshet(&args)
 }
 
-#[test]
-fn a_dry_run_from_a_file_reports_the_values_it_would_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = events_file(dir.path());
-    let out = backfill(&[
+/// A dry run of `user_click_stats` from `file`, split into 3 partitions.
+fn dry_run(file: &Path) -> std::process::Output {
+    backfill(&[
         "--view",
         "user_click_stats",
         "--source-file",
@@ -90,7 +89,14 @@ fn a_dry_run_from_a_file_reports_the_values_it_would_write() {
         "--partitions",
         "3",
         "--dry-run",
-    ]);
+    ])
+}
+
+#[test]
+fn a_dry_run_from_a_file_reports_the_values_it_would_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = events_file(dir.path());
+    let out = dry_run(&file);
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -225,15 +231,7 @@ fn backfill_mistakes_end_in_one_clear_line() {
 fn an_avro_container_file_gives_the_same_values_as_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let file = avro_file(dir.path());
-    let out = backfill(&[
-        "--view",
-        "user_click_stats",
-        "--source-file",
-        file.to_str().unwrap(),
-        "--partitions",
-        "3",
-        "--dry-run",
-    ]);
+    let out = dry_run(&file);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     for line in [

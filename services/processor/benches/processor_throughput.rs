@@ -184,14 +184,8 @@ async fn main() {
     let catch_up = scrape(port);
     let epochs = metric(&catch_up, "freshet_processor_epoch_duration_seconds_count");
     let epoch_seconds = metric(&catch_up, "freshet_processor_epoch_duration_seconds_sum");
-    let step = |name: &str| {
-        1_000.0
-            * metric(
-                &catch_up,
-                &format!("freshet_processor_delivery_step_seconds_sum{{step=\"{name}\"}}"),
-            )
-            / epochs.max(1.0)
-    };
+    let (_, catch_up_steps) = delivery_steps(&catch_up);
+    let step_ms = |i: usize| 1_000.0 * catch_up_steps[i] / epochs.max(1.0);
     println!("  bare rdkafka consumer : {bare:>10.0} events/s");
     println!("  freshet processor     : {processed_rate:>10.0} events/s  (decode, aggregate, checkpoint, Kafka transaction, Redis)");
     println!(
@@ -202,9 +196,9 @@ async fn main() {
         "  catch-up: {epochs:.0} epochs, {:.0} records each; per epoch {:.1} ms to checkpoint and deliver: checkpoint {:.1}, Kafka transaction {:.1}, Redis {:.1}",
         n as f64 / epochs.max(1.0),
         1_000.0 * epoch_seconds / epochs.max(1.0),
-        step("checkpoint"),
-        step("kafka"),
-        step("redis"),
+        step_ms(0),
+        step_ms(1),
+        step_ms(2),
     );
 
     // Freshness: live events whose event time is now, at a fixed rate, measured after a
@@ -222,13 +216,10 @@ async fn main() {
     let total = rate * (WARM_UP_SECONDS + seconds);
     let measure_from = async {
         tokio::time::sleep(Duration::from_secs(WARM_UP_SECONDS)).await;
-        buckets(&scrape(port))
+        scrape(port)
     };
-    let (_, (before, steps_before)) =
-        tokio::join!(produce(&stack, live, total, rate as f64), async {
-            let before = measure_from.await;
-            (before, delivery_steps(&scrape(port)))
-        });
+    let (_, warm) = tokio::join!(produce(&stack, live, total, rate as f64), measure_from);
+    let (before, steps_before) = (buckets(&warm), delivery_steps(&warm));
     let produced_in = producing.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let live_scrape = scrape(port);

@@ -333,19 +333,25 @@ pub async fn run(
     let in_flight = Arc::new(AtomicUsize::new(0));
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     let stop_processing = stop.clone();
-    let processing = Processing {
+    let reader = Reader {
         consumer,
-        engines,
         engine_index,
         sources,
-        metrics,
-        config,
-        stop,
+        trace_records: config.trace_records,
+        keep_late: config.late_events == LatePolicy::DeadLetter,
         tracer,
         runtime: tokio::runtime::Handle::current(),
     };
+    let processing = Processing {
+        engines,
+        input: reader.consumer.context().clone(),
+        metrics,
+        config,
+        stop,
+    };
     let deliverer_in_flight = in_flight.clone();
-    let processing = tokio::task::spawn_blocking(move || processing.run(epoch, sender, in_flight));
+    let processing =
+        tokio::task::spawn_blocking(move || processing.run(reader, epoch, sender, in_flight));
     // Delivery runs here until the processing thread drops its sender (it delivers what is
     // queued first) or until it fails; then the processing thread stops after its epoch.
     let delivered = delivery.run(receiver, deliverer_in_flight).await;
@@ -373,17 +379,14 @@ struct Epoch {
     traced: HashMap<String, SpanContext>,
 }
 
-/// The processing thread: records in, checkpointed epochs out.
+/// The processing thread: read records in, processed epochs out.
 struct Processing {
-    consumer: InputConsumer,
     engines: Vec<(String, i32, PartitionEngine)>,
-    engine_index: HashMap<String, HashMap<i32, usize>>,
-    sources: HashMap<String, Source>,
+    /// The input consumer's context, for the lag of each partition.
+    input: Arc<InputContext>,
     metrics: ProcessorMetrics,
     config: ProcessorConfig,
     stop: Arc<AtomicBool>,
-    tracer: opentelemetry::global::BoxedTracer,
-    runtime: tokio::runtime::Handle,
 }
 
 /// A record as the reading thread hands it to the processing thread: decoded, with what a
@@ -481,39 +484,19 @@ impl Reader {
     }
 }
 
-/// How long the processing thread waits for a record when it has nothing to deliver.
+/// How long the reading and processing threads wait for a record.
 const POLL_WAIT: Duration = Duration::from_millis(20);
 
 impl Processing {
-    /// Processes epochs from `epoch` on until `stop`; returns the next epoch number.
-    /// Polling and decoding run on a reading thread beside this one.
+    /// Processes epochs from `epoch` on until `stop`, with `reader` polling and decoding
+    /// on a thread of its own; returns the next epoch number.
     fn run(
-        self,
+        mut self,
+        reader: Reader,
         mut epoch: u64,
         sender: tokio::sync::mpsc::Sender<Epoch>,
         in_flight: Arc<AtomicUsize>,
     ) -> anyhow::Result<u64> {
-        let Processing {
-            consumer,
-            mut engines,
-            engine_index,
-            sources,
-            metrics,
-            config,
-            stop,
-            tracer,
-            runtime,
-        } = self;
-        let input = consumer.context().clone();
-        let reader = Reader {
-            consumer,
-            engine_index,
-            sources,
-            trace_records: config.trace_records,
-            keep_late: config.late_events == LatePolicy::DeadLetter,
-            tracer,
-            runtime,
-        };
         let (read_out, read_in) = std::sync::mpsc::sync_channel::<Vec<ReadRecord>>(4);
         let reader_done = Arc::new(AtomicBool::new(false));
         let reader_thread = {
@@ -523,205 +506,187 @@ impl Processing {
                 .spawn(move || reader.run(read_out, done))
                 .context("cannot start the reading thread")?
         };
-        let work = EpochLoop {
-            engines: &mut engines,
-            records_in: &read_in,
-            input: &input,
-            metrics: &metrics,
-            config: &config,
-            stop: &stop,
-        };
-        let result = process_epochs(work, &mut epoch, &sender, &in_flight);
+        let result = self.epochs(&read_in, &mut epoch, &sender, &in_flight);
         reader_done.store(true, Ordering::Relaxed);
         drop(read_in);
         let _ = reader_thread.join();
         result.map(|()| epoch)
     }
-}
 
-/// What the processing loop works with, borrowed from [`Processing::run`].
-struct EpochLoop<'a> {
-    engines: &'a mut [(String, i32, PartitionEngine)],
-    records_in: &'a std::sync::mpsc::Receiver<Vec<ReadRecord>>,
-    input: &'a InputContext,
-    metrics: &'a ProcessorMetrics,
-    config: &'a ProcessorConfig,
-    stop: &'a AtomicBool,
-}
-
-/// The processing loop: epochs of read records until `stop`.
-fn process_epochs(
-    work: EpochLoop<'_>,
-    epoch: &mut u64,
-    sender: &tokio::sync::mpsc::Sender<Epoch>,
-    in_flight: &AtomicUsize,
-) -> anyhow::Result<()> {
-    let EpochLoop {
-        engines,
-        records_in,
-        input,
-        metrics,
-        config,
-        stop,
-    } = work;
-    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
-    let mut last_lag = Instant::now() - LAG_EVERY;
-    // Records read but not yet processed (an epoch can end inside a batch).
-    let mut pending: std::collections::VecDeque<ReadRecord> = Default::default();
-    loop {
-        let started = Instant::now();
-        let mut records = 0usize;
-        let mut per_engine = vec![0u64; engines.len()];
-        let mut dead_letters = Vec::new();
-        let mut traced: HashMap<String, SpanContext> = HashMap::new();
-        while records < config.epoch_max_records && started.elapsed() < config.epoch_duration {
-            if pending.is_empty() {
-                // Group commit: once earlier epochs are delivered, this one ends with the
-                // records already read.
-                let deliverer_idle = records > 0 && in_flight.load(Ordering::Acquire) == 0;
-                let batch = if deliverer_idle {
-                    match records_in.try_recv() {
-                        Ok(batch) => Some(batch),
-                        Err(TryRecvError::Empty) => None,
-                        Err(TryRecvError::Disconnected) => bail!("the reading thread stopped"),
-                    }
-                } else {
-                    match records_in.recv_timeout(POLL_WAIT) {
-                        Ok(batch) => Some(batch),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            bail!("the reading thread stopped")
+    /// The processing loop: epochs of read records until `stop`.
+    fn epochs(
+        &mut self,
+        records_in: &std::sync::mpsc::Receiver<Vec<ReadRecord>>,
+        epoch: &mut u64,
+        sender: &tokio::sync::mpsc::Sender<Epoch>,
+        in_flight: &AtomicUsize,
+    ) -> anyhow::Result<()> {
+        let Processing {
+            engines,
+            input,
+            metrics,
+            config,
+            stop,
+        } = self;
+        use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+        let mut last_lag = Instant::now() - LAG_EVERY;
+        // Records read but not yet processed (an epoch can end inside a batch).
+        let mut pending: std::collections::VecDeque<ReadRecord> = Default::default();
+        loop {
+            let started = Instant::now();
+            let mut records = 0usize;
+            let mut per_engine = vec![0u64; engines.len()];
+            let mut dead_letters = Vec::new();
+            let mut traced: HashMap<String, SpanContext> = HashMap::new();
+            while records < config.epoch_max_records && started.elapsed() < config.epoch_duration {
+                if pending.is_empty() {
+                    // Group commit: once earlier epochs are delivered, this one ends with the
+                    // records already read.
+                    let deliverer_idle = records > 0 && in_flight.load(Ordering::Acquire) == 0;
+                    let batch = if deliverer_idle {
+                        match records_in.try_recv() {
+                            Ok(batch) => Some(batch),
+                            Err(TryRecvError::Empty) => None,
+                            Err(TryRecvError::Disconnected) => bail!("the reading thread stopped"),
                         }
+                    } else {
+                        match records_in.recv_timeout(POLL_WAIT) {
+                            Ok(batch) => Some(batch),
+                            Err(RecvTimeoutError::Timeout) => None,
+                            Err(RecvTimeoutError::Disconnected) => {
+                                bail!("the reading thread stopped")
+                            }
+                        }
+                    };
+                    match batch {
+                        Some(batch) => pending.extend(batch),
+                        None => {
+                            if deliverer_idle || stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                let record = pending.pop_front().expect("not empty");
+                let (topic, partition, engine) = &mut engines[record.engine];
+                if record.offset < engine.next_offset() {
+                    continue;
+                }
+                records += 1;
+                per_engine[record.engine] += 1;
+                let dead_letter = |raw: Option<RawRecord>, reason| {
+                    let RawRecord { key, payload } = raw.unwrap_or_default();
+                    DeadLetter {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: record.offset,
+                        key,
+                        payload,
+                        reason,
                     }
                 };
-                match batch {
-                    Some(batch) => pending.extend(batch),
-                    None => {
-                        if deliverer_idle || stop.load(Ordering::Relaxed) {
-                            break;
+                match record.event {
+                    Ok(event) => {
+                        if let Some(span) = record.span {
+                            traced.insert(event.entity.clone(), span);
                         }
-                        continue;
+                        if engine.process(record.offset, Some(&event)) == Outcome::Late {
+                            metrics
+                                .late_events
+                                .with_label_values(&[topic.as_str()])
+                                .inc();
+                            if config.late_events == LatePolicy::DeadLetter {
+                                let reason = format!(
+                                    "late event: event time {} is behind the watermark {}",
+                                    event.time,
+                                    engine.watermark().unwrap_or(i64::MIN)
+                                );
+                                dead_letters.push(dead_letter(record.raw, reason));
+                                metrics.dead_letters.with_label_values(&["late"]).inc();
+                            }
+                        }
+                    }
+                    Err(reason) => {
+                        engine.process(record.offset, None);
+                        tracing::warn!(topic = topic.as_str(), partition = *partition, offset = record.offset, %reason, "dead-lettering an undecodable record");
+                        dead_letters.push(dead_letter(record.raw, reason));
+                        metrics
+                            .dead_letters
+                            .with_label_values(&["undecodable"])
+                            .inc();
                     }
                 }
             }
-            let record = pending.pop_front().expect("not empty");
-            let (topic, partition, engine) = &mut engines[record.engine];
-            if record.offset < engine.next_offset() {
+            if last_lag.elapsed() >= LAG_EVERY {
+                last_lag = Instant::now();
+                record_lag(input, engines, metrics);
+            }
+            if records == 0 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 continue;
             }
-            records += 1;
-            per_engine[record.engine] += 1;
-            let dead_letter = |raw: Option<RawRecord>, reason| {
-                let RawRecord { key, payload } = raw.unwrap_or_default();
-                DeadLetter {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset: record.offset,
-                    key,
-                    payload,
-                    reason,
-                }
+
+            let updates: Vec<OutboxUpdate> = engines
+                .iter_mut()
+                .flat_map(|(_, _, e)| e.drain_view_updates())
+                .map(|u| OutboxUpdate {
+                    view: u.update.view,
+                    entity: u.update.entity,
+                    version: u.update.version,
+                    event_time_ms: u.update.event_time_ms,
+                    values: u.update.values,
+                    windows: u.windows,
+                })
+                .collect();
+            let outbox = Outbox {
+                epoch: *epoch,
+                updates,
+                dead_letters,
+                offsets: engines
+                    .iter()
+                    .map(|(t, p, e)| (t.clone(), *p, e.next_offset()))
+                    .collect(),
             };
-            match record.event {
-                Ok(event) => {
-                    if let Some(span) = record.span {
-                        traced.insert(event.entity.clone(), span);
-                    }
-                    if engine.process(record.offset, Some(&event)) == Outcome::Late {
-                        metrics
-                            .late_events
-                            .with_label_values(&[topic.as_str()])
-                            .inc();
-                        if config.late_events == LatePolicy::DeadLetter {
-                            let reason = format!(
-                                "late event: event time {} is behind the watermark {}",
-                                event.time,
-                                engine.watermark().unwrap_or(i64::MIN)
-                            );
-                            dead_letters.push(dead_letter(record.raw, reason));
-                            metrics.dead_letters.with_label_values(&["late"]).inc();
-                        }
-                    }
-                }
-                Err(reason) => {
-                    engine.process(record.offset, None);
-                    tracing::warn!(topic = topic.as_str(), partition = *partition, offset = record.offset, %reason, "dead-lettering an undecodable record");
-                    dead_letters.push(dead_letter(record.raw, reason));
-                    metrics
-                        .dead_letters
-                        .with_label_values(&["undecodable"])
-                        .inc();
+            let changes: Vec<PartitionChanges> = engines
+                .iter_mut()
+                .map(|(topic, partition, engine)| PartitionChanges::take(topic, *partition, engine))
+                .collect();
+            metrics.entities.set(
+                engines
+                    .iter()
+                    .map(|(_, _, e)| e.entity_count() as i64)
+                    .sum(),
+            );
+            let mut events: Vec<(String, u64)> = Vec::new();
+            for (i, n) in per_engine.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let topic = &engines[i].0;
+                match events.iter_mut().find(|(t, _)| t == topic) {
+                    Some((_, total)) => *total += n,
+                    None => events.push((topic.clone(), *n)),
                 }
             }
-        }
-        if last_lag.elapsed() >= LAG_EVERY {
-            last_lag = Instant::now();
-            record_lag(input, engines, metrics);
-        }
-        if records == 0 {
+            in_flight.fetch_add(1, Ordering::AcqRel);
+            let processed = Epoch {
+                outbox,
+                changes,
+                events,
+                traced,
+            };
+            if sender.blocking_send(processed).is_err() {
+                // The delivery task ended with an error, which `run` reports; this epoch's
+                // records are processed again on the next start.
+                bail!("stopping: the delivery of epochs stopped");
+            }
+            *epoch += 1;
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            continue;
         }
-
-        let updates: Vec<OutboxUpdate> = engines
-            .iter_mut()
-            .flat_map(|(_, _, e)| e.drain_view_updates())
-            .map(|u| OutboxUpdate {
-                view: u.update.view,
-                entity: u.update.entity,
-                version: u.update.version,
-                event_time_ms: u.update.event_time_ms,
-                values: u.update.values,
-                windows: u.windows,
-            })
-            .collect();
-        let outbox = Outbox {
-            epoch: *epoch,
-            updates,
-            dead_letters,
-            offsets: engines
-                .iter()
-                .map(|(t, p, e)| (t.clone(), *p, e.next_offset()))
-                .collect(),
-        };
-        let changes: Vec<PartitionChanges> = engines
-            .iter_mut()
-            .map(|(topic, partition, engine)| PartitionChanges::take(topic, *partition, engine))
-            .collect();
-        metrics.entities.set(
-            engines
-                .iter()
-                .map(|(_, _, e)| e.entity_count() as i64)
-                .sum(),
-        );
-        let mut events: Vec<(String, u64)> = Vec::new();
-        for (i, n) in per_engine.iter().enumerate().filter(|(_, n)| **n > 0) {
-            let topic = &engines[i].0;
-            match events.iter_mut().find(|(t, _)| t == topic) {
-                Some((_, total)) => *total += n,
-                None => events.push((topic.clone(), *n)),
-            }
-        }
-        in_flight.fetch_add(1, Ordering::AcqRel);
-        let processed = Epoch {
-            outbox,
-            changes,
-            events,
-            traced,
-        };
-        if sender.blocking_send(processed).is_err() {
-            // The delivery task ended with an error, which `run` reports; this epoch's
-            // records are processed again on the next start.
-            bail!("stopping: the delivery of epochs stopped");
-        }
-        *epoch += 1;
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The delivery task: publishes checkpointed epochs in order, then applies them to Redis.
