@@ -494,7 +494,7 @@ impl TopicInput<'_> {
                 topic: topic.to_string(),
                 partition,
                 // The engine's offset is set by the first record it processes.
-                engine: PartitionEngine::new(views.clone(), topic, 0, None, HashMap::new()),
+                engine: PartitionEngine::new(views.clone(), topic),
                 max_time: None,
                 done: false,
             });
@@ -761,7 +761,7 @@ fn compute_file(
         .map(|partition| Lane {
             topic: view.topic.clone(),
             partition,
-            engine: PartitionEngine::new(views.clone(), &view.topic, 0, None, HashMap::new()),
+            engine: PartitionEngine::new(views.clone(), &view.topic),
             max_time: None,
             done: false,
         })

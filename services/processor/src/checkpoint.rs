@@ -5,19 +5,29 @@
 //! processor instances):
 //!
 //! ```text
-//! p/{topic}/{partition}/offset           next offset to read (i64, big-endian)
-//! p/{topic}/{partition}/clock            largest event time seen (i64)
-//! p/{topic}/{partition}/s/{view}/{entity} entity state (JSON)
-//! v/{view}                               fingerprint of the view's definition
-//! outbox/{epoch}                         an epoch not yet delivered (JSON; epoch zero-padded)
+//! p/{topic}/{partition}/offset      next offset to read (i64, big-endian)
+//! p/{topic}/{partition}/clock       largest event time seen (i64)
+//! p/{topic}/{partition}/w/{view}/{group}/{start}/{entity}
+//!                                   one window or pane of an entity's state (JSON)
+//! p/{topic}/{partition}/w/{view}/{group}/sessions/{entity}
+//!                                   the sessions of an entity's session group (JSON)
+//! v/{view}                          fingerprint of the view's definition
+//! outbox/{epoch}                    an epoch not yet delivered (JSON; epoch zero-padded)
 //! ```
+//!
+//! An entity's state is kept in pieces (see [`StatePart`]) so that an epoch writes only the
+//! windows and panes it changed. Earlier versions kept each entity's whole state under
+//! `p/{topic}/{partition}/s/{view}/{entity}`; such keys are split into pieces when the
+//! partition is loaded.
 //!
 //! [`Checkpoint::commit_epoch`] writes one synced WriteBatch: state changes, offsets,
 //! clocks and the epoch's outbox together, so after a crash the store holds either the
 //! whole epoch or none of it. Epochs are delivered in the background while the next ones
 //! are processed, so several outboxes can be waiting; each is removed once delivered.
 
-use crate::engine::{EntityState, PartitionEngine, ServedWindow, StateKey};
+use crate::engine::{
+    EntityState, PartKey, PartitionEngine, ServedWindow, StateKey, StatePart, TouchedPart,
+};
 use freshet_core::store_layout::FeatureUpdate;
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -83,7 +93,8 @@ pub struct Outbox {
 pub struct PartitionCheckpoint {
     pub next_offset: Option<i64>,
     pub clock: Option<i64>,
-    pub entities: HashMap<StateKey, EntityState>,
+    /// The pieces of each entity's state, for [`PartitionEngine::restore`].
+    pub entities: HashMap<StateKey, Vec<(PartKey, StatePart)>>,
 }
 
 pub struct Checkpoint {
@@ -98,8 +109,8 @@ pub struct PartitionChanges {
     pub partition: i32,
     pub next_offset: i64,
     pub clock: Option<i64>,
-    /// Entity states changed in the epoch; `None`: removed.
-    pub states: Vec<(StateKey, Option<EntityState>)>,
+    /// Pieces of entity state changed in the epoch.
+    pub states: Vec<TouchedPart>,
 }
 
 impl PartitionChanges {
@@ -116,6 +127,41 @@ impl PartitionChanges {
 
 fn prefix(topic: &str, partition: i32) -> String {
     format!("p/{topic}/{partition}/")
+}
+
+/// The key of a piece of state, after the partition's prefix.
+fn part_key(view: &str, entity: &str, part: PartKey) -> String {
+    match part {
+        PartKey::Window { group, start } => format!("w/{view}/{group}/{start}/{entity}"),
+        PartKey::Sessions { group } => format!("w/{view}/{group}/sessions/{entity}"),
+    }
+}
+
+/// `{view}/{group}/{start or sessions}/{entity}` back into its parts (entities may hold `/`).
+fn parse_part_key(rest: &str) -> Option<(&str, &str, PartKey)> {
+    let mut fields = rest.splitn(4, '/');
+    let (view, group, which, entity) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let group = group.parse().ok()?;
+    let part = match which {
+        "sessions" => PartKey::Sessions { group },
+        start => PartKey::Window {
+            group,
+            start: start.parse().ok()?,
+        },
+    };
+    Some((view, entity, part))
+}
+
+fn corrupt(key: &[u8], reason: impl ToString) -> CheckpointError {
+    CheckpointError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Where earlier versions kept their single outbox; read once and moved to its epoch key.
@@ -164,7 +210,9 @@ impl Checkpoint {
                         if !text.starts_with("p/") {
                             break;
                         }
-                        if text.contains(&format!("/s/{view}/")) {
+                        if text.contains(&format!("/w/{view}/"))
+                            || text.contains(&format!("/s/{view}/"))
+                        {
                             batch.delete(&k);
                         }
                     }
@@ -176,7 +224,8 @@ impl Checkpoint {
         Ok(reset)
     }
 
-    /// What is stored for a partition; entity states come back keyed by view index.
+    /// What is stored for a partition; entity states come back keyed by view index, in
+    /// pieces. States in the older whole-entity layout are split into pieces on the way.
     pub fn load_partition(
         &self,
         topic: &str,
@@ -203,12 +252,44 @@ impl Checkpoint {
             clock: read_i64("clock")?,
             entities: HashMap::new(),
         };
-        let state_prefix = format!("{p}s/");
-        for item in self.db.prefix_iterator(state_prefix.as_bytes()) {
+        let parts_prefix = format!("{p}w/");
+        for item in self.db.prefix_iterator(parts_prefix.as_bytes()) {
             let (k, v) = item?;
-            let Some(rest) = k.strip_prefix(state_prefix.as_bytes()) else {
+            let Some(rest) = k.strip_prefix(parts_prefix.as_bytes()) else {
                 break;
             };
+            let rest = String::from_utf8_lossy(rest);
+            let (view, entity, part) =
+                parse_part_key(&rest).ok_or_else(|| corrupt(&k, "not a state key"))?;
+            let Some(&vi) = view_index.get(view) else {
+                continue;
+            };
+            let state: StatePart = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            out.entities
+                .entry((vi, entity.to_string()))
+                .or_default()
+                .push((part, state));
+        }
+        self.split_whole_states(&p, view_index, &mut out.entities)?;
+        Ok(out)
+    }
+
+    /// Moves states kept whole by earlier versions (`{p}s/{view}/{entity}`) to pieces, in
+    /// one synced batch, and adds them to `entities`.
+    fn split_whole_states(
+        &self,
+        p: &str,
+        view_index: &HashMap<String, usize>,
+        entities: &mut HashMap<StateKey, Vec<(PartKey, StatePart)>>,
+    ) -> Result<(), CheckpointError> {
+        let whole_prefix = format!("{p}s/");
+        let mut batch = WriteBatch::default();
+        for item in self.db.prefix_iterator(whole_prefix.as_bytes()) {
+            let (k, v) = item?;
+            let Some(rest) = k.strip_prefix(whole_prefix.as_bytes()) else {
+                break;
+            };
+            batch.delete(&k);
             let rest = String::from_utf8_lossy(rest);
             let Some((view, entity)) = rest.split_once('/') else {
                 continue;
@@ -216,14 +297,25 @@ impl Checkpoint {
             let Some(&vi) = view_index.get(view) else {
                 continue;
             };
-            let state: EntityState =
-                serde_json::from_slice(&v).map_err(|e| CheckpointError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: e.to_string(),
-                })?;
-            out.entities.insert((vi, entity.to_string()), state);
+            let state: EntityState = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            let parts = state.parts();
+            for (part, piece) in &parts {
+                batch.put(
+                    format!("{p}{}", part_key(view, entity, *part)),
+                    serde_json::to_vec(piece).expect("state serialises"),
+                );
+            }
+            entities
+                .entry((vi, entity.to_string()))
+                .or_default()
+                .extend(parts);
         }
-        Ok(out)
+        if !batch.is_empty() {
+            let mut sync = WriteOptions::default();
+            sync.set_sync(true);
+            self.db.write_opt(batch, &sync)?;
+        }
+        Ok(())
     }
 
     /// The epochs checkpointed but not yet known to be delivered, oldest first.
@@ -264,11 +356,14 @@ impl Checkpoint {
             if let Some(clock) = changes.clock {
                 batch.put(format!("{p}clock"), clock.to_be_bytes());
             }
-            for ((vi, entity), state) in &changes.states {
-                let key = format!("{p}s/{}/{entity}", view_names[*vi]);
-                match state {
-                    Some(state) => {
-                        batch.put(key, serde_json::to_vec(state).expect("state serialises"))
+            for touched in &changes.states {
+                let key = format!(
+                    "{p}{}",
+                    part_key(&view_names[touched.view], &touched.entity, touched.part)
+                );
+                match &touched.state {
+                    Some(piece) => {
+                        batch.put(key, serde_json::to_vec(piece).expect("state serialises"))
                     }
                     None => batch.delete(key),
                 }
@@ -295,6 +390,7 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::acc::Acc;
 
     fn outbox(epoch: u64, offset: i64) -> Outbox {
         Outbox {
@@ -331,6 +427,110 @@ mod tests {
             reopened.outboxes().unwrap(),
             vec![outbox(9, 90), outbox(11, 110)]
         );
+    }
+
+    fn parts_of(
+        checkpoint: &Checkpoint,
+        views: &HashMap<String, usize>,
+    ) -> BTreeMap<(usize, String), Vec<(PartKey, StatePart)>> {
+        let loaded = checkpoint.load_partition("t", 0, views).unwrap();
+        loaded
+            .entities
+            .into_iter()
+            .map(|(k, mut parts)| {
+                parts.sort_by_key(|(key, _)| *key);
+                (k, parts)
+            })
+            .collect()
+    }
+
+    fn piece(n: i64) -> StatePart {
+        StatePart::Window(vec![Acc::Count(n)])
+    }
+
+    #[test]
+    fn pieces_of_state_come_back_as_written_and_removed_ones_stay_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path()).unwrap();
+        let views = HashMap::from([("v".to_string(), 0)]);
+        let pane = |start| PartKey::Window { group: 0, start };
+        let touched = |entity: &str, part, state| TouchedPart {
+            view: 0,
+            entity: entity.into(),
+            part,
+            state,
+        };
+        let changes = |states| PartitionChanges {
+            topic: "t".into(),
+            partition: 0,
+            next_offset: 7,
+            clock: Some(-5),
+            states,
+        };
+        // Entity ids may hold the separator; pane starts may be negative.
+        let states = vec![
+            touched("a/b", pane(-1_000), Some(piece(1))),
+            touched("a/b", pane(0), Some(piece(2))),
+            touched("c", pane(0), Some(piece(3))),
+        ];
+        checkpoint
+            .commit_epoch(&[changes(states)], &["v".into()], &outbox(1, 7))
+            .unwrap();
+        let states = vec![
+            touched("a/b", pane(-1_000), None),
+            touched("c", pane(0), Some(piece(4))),
+        ];
+        checkpoint
+            .commit_epoch(&[changes(states)], &["v".into()], &outbox(2, 7))
+            .unwrap();
+        assert_eq!(
+            parts_of(&checkpoint, &views),
+            BTreeMap::from([
+                ((0, "a/b".to_string()), vec![(pane(0), piece(2))]),
+                ((0, "c".to_string()), vec![(pane(0), piece(4))]),
+            ])
+        );
+        let loaded = checkpoint.load_partition("t", 0, &views).unwrap();
+        assert_eq!((loaded.next_offset, loaded.clock), (Some(7), Some(-5)));
+    }
+
+    #[test]
+    fn a_whole_state_left_by_an_earlier_version_is_split_into_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path()).unwrap();
+        let views = HashMap::from([("v".to_string(), 0)]);
+        let whole = EntityState {
+            groups: vec![crate::engine::GroupState::Tumbling {
+                windows: BTreeMap::from([(0, vec![Acc::Count(5)]), (60_000, vec![Acc::Count(1)])]),
+            }],
+        };
+        let legacy_key = b"p/t/0/s/v/user/1".as_slice();
+        checkpoint
+            .db
+            .put(legacy_key, serde_json::to_vec(&whole).unwrap())
+            .unwrap();
+        let expected = BTreeMap::from([(
+            (0, "user/1".to_string()),
+            vec![
+                (PartKey::Window { group: 0, start: 0 }, piece(5)),
+                (
+                    PartKey::Window {
+                        group: 0,
+                        start: 60_000,
+                    },
+                    piece(1),
+                ),
+            ],
+        )]);
+        assert_eq!(parts_of(&checkpoint, &views), expected);
+        assert_eq!(
+            checkpoint.db.get(legacy_key).unwrap(),
+            None,
+            "moved, not copied"
+        );
+        drop(checkpoint);
+        let reopened = Checkpoint::open(dir.path()).unwrap();
+        assert_eq!(parts_of(&reopened, &views), expected);
     }
 
     #[test]

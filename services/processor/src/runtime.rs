@@ -251,13 +251,13 @@ pub async fn run(
         }
         for partition in 0..partitions as i32 {
             let saved = checkpoint.load_partition(topic, partition, &view_index)?;
-            let engine = PartitionEngine::new(
+            let engine = PartitionEngine::restore(
                 views.clone(),
                 topic,
                 saved.next_offset.unwrap_or(0),
                 saved.clock,
                 saved.entities,
-            );
+            )?;
             engines.push((topic.clone(), partition, engine));
         }
     }

@@ -16,7 +16,7 @@ use freshet_processor::delivery::FEATURE_UPDATE_SCHEMA;
 use freshet_processor::engine::{CompiledView, Event, PartitionEngine};
 use freshet_testkit::TestStack;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ fn every_version(
     let views = Arc::new(CompiledView::compile_all(defs));
     let mut out = Versioned::new();
     for events in input {
-        let mut engine = PartitionEngine::new(views.clone(), TOPIC, 0, None, HashMap::new());
+        let mut engine = PartitionEngine::new(views.clone(), TOPIC);
         for (offset, e) in events.iter().enumerate() {
             let value = apache_avro::to_value(e).unwrap();
             let event: Event =

@@ -15,7 +15,7 @@ fn the_engine_agrees_with_the_oracle_on_a_simulated_stream() {
     let events: Vec<_> = Simulator::new(sim(3, 200)).unwrap().take(10_000).collect();
     let expected = oracle(&defs, std::slice::from_ref(&events));
     let views = Arc::new(CompiledView::compile_all(&defs));
-    let mut engine = PartitionEngine::new(views.clone(), TOPIC, 0, None, HashMap::new());
+    let mut engine = PartitionEngine::new(views.clone(), TOPIC);
     let mut emitted = HashMap::new();
     for (offset, e) in events.iter().enumerate() {
         let value = apache_avro::to_value(e).unwrap();

@@ -40,16 +40,17 @@ impl Acc {
     }
 
     /// Adds one event's value. `value` is `None` for a count without a field (every event
-    /// counts); otherwise nulls are skipped, as in SQL.
-    pub fn add(&mut self, value: Option<&Value>, event_time: i64) {
+    /// counts); otherwise nulls are skipped, as in SQL. Returns whether the value was new to
+    /// a distinct set (always `false` for other aggregations).
+    pub fn add(&mut self, value: Option<&Value>, event_time: i64) -> bool {
         let Some(value) = value else {
             if let Acc::Count(n) = self {
                 *n += 1;
             }
-            return;
+            return false;
         };
         if value.is_null() {
-            return;
+            return false;
         }
         match self {
             Acc::Count(n) => *n += 1,
@@ -74,10 +75,18 @@ impl Acc {
                     *last = Some((event_time, value.clone()));
                 }
             }
-            Acc::Distinct(set) => {
-                set.insert(value.to_json_string());
-            }
+            Acc::Distinct(set) => return set.insert(value.to_json_string()),
         }
+        false
+    }
+
+    /// The values of a distinct set (empty for other aggregations).
+    pub fn distinct_values(&self) -> impl Iterator<Item = &str> {
+        let set = match self {
+            Acc::Distinct(set) => Some(set),
+            _ => None,
+        };
+        set.into_iter().flatten().map(String::as_str)
     }
 
     /// Combines another partial aggregate of the same kind into this one.
@@ -246,9 +255,9 @@ mod tests {
             for (i, (t, v)) in values.iter().enumerate() {
                 whole.add(Some(v), *t);
                 if i < 4 {
-                    left.add(Some(v), *t)
+                    left.add(Some(v), *t);
                 } else {
-                    right.add(Some(v), *t)
+                    right.add(Some(v), *t);
                 }
             }
             assert_eq!(

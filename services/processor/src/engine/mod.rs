@@ -38,7 +38,6 @@ use freshet_core::store_layout::FeatureUpdate;
 use freshet_core::window::{tumbling_window, WindowBounds};
 use freshet_core::{Value, Window};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -136,7 +135,12 @@ pub enum GroupState {
     /// Windows by start; only the served one and still-open ones are kept.
     Tumbling { windows: BTreeMap<i64, Vec<Acc>> },
     /// Step-sized panes by start, within the current sliding window.
-    Sliding { panes: BTreeMap<i64, Vec<Acc>> },
+    Sliding {
+        panes: BTreeMap<i64, Vec<Acc>>,
+        /// Derived from the panes, never checkpointed: see [`PaneUnion`].
+        #[serde(skip)]
+        union: PaneUnion,
+    },
     /// Open sessions (sorted, disjoint) and the latest closed one.
     Session {
         open: Vec<(WindowBounds, Vec<Acc>)>,
@@ -152,6 +156,7 @@ impl GroupState {
             },
             Window::Sliding { .. } => GroupState::Sliding {
                 panes: BTreeMap::new(),
+                union: PaneUnion::default(),
             },
             Window::Session { .. } => GroupState::Session {
                 open: Vec::new(),
@@ -163,10 +168,104 @@ impl GroupState {
     fn is_empty(&self) -> bool {
         match self {
             GroupState::Tumbling { windows } => windows.is_empty(),
-            GroupState::Sliding { panes } => panes.is_empty(),
+            GroupState::Sliding { panes, .. } => panes.is_empty(),
             GroupState::Session { open, closed } => open.is_empty() && closed.is_none(),
         }
     }
+}
+
+/// For each feature slot of a sliding group, how many of the group's panes hold each
+/// distinct value. The number of keys is the window's distinct count, kept up to date as
+/// values enter and panes leave, so serving it costs nothing however many values the
+/// window holds (merging the panes' sets cost the whole window on every change).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PaneUnion {
+    per_slot: Vec<HashMap<String, u32>>,
+}
+
+impl PaneUnion {
+    fn slot(&mut self, slot: usize) -> &mut HashMap<String, u32> {
+        if self.per_slot.len() <= slot {
+            self.per_slot.resize_with(slot + 1, HashMap::new);
+        }
+        &mut self.per_slot[slot]
+    }
+
+    fn add_value(&mut self, slot: usize, value: &str) {
+        let counts = self.slot(slot);
+        match counts.get_mut(value) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(value.to_string(), 1);
+            }
+        }
+    }
+
+    fn add_pane(&mut self, accs: &[Acc]) {
+        for (slot, acc) in accs.iter().enumerate() {
+            for value in acc.distinct_values() {
+                self.add_value(slot, value);
+            }
+        }
+    }
+
+    fn remove_pane(&mut self, accs: &[Acc]) {
+        for (slot, acc) in accs.iter().enumerate() {
+            let counts = self.slot(slot);
+            for value in acc.distinct_values() {
+                if let Some(n) = counts.get_mut(value) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(value);
+                    }
+                }
+            }
+        }
+    }
+
+    fn distinct(&self, slot: usize) -> usize {
+        self.per_slot.get(slot).map_or(0, HashMap::len)
+    }
+}
+
+/// Where one separately checkpointed piece of an entity's state lives: the window
+/// (tumbling) or pane (sliding) of group `group` starting at `start`, or all sessions of a
+/// session group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PartKey {
+    Window { group: usize, start: i64 },
+    Sessions { group: usize },
+}
+
+/// One piece of an entity's state. The checkpoint keeps each piece under its own key, so an
+/// epoch writes the windows and panes it changed, not every entity's whole state: a
+/// ten-minute sliding window of one-second panes would otherwise be rewritten whole on
+/// every event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StatePart {
+    Window(Vec<Acc>),
+    Sessions {
+        open: Vec<(WindowBounds, Vec<Acc>)>,
+        closed: Option<(WindowBounds, Vec<Acc>)>,
+    },
+}
+
+/// A changed piece of state, for the checkpoint; `state` is `None` when it was removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TouchedPart {
+    pub view: usize,
+    pub entity: String,
+    pub part: PartKey,
+    pub state: Option<StatePart>,
+}
+
+/// A checkpointed piece of state does not fit the view's definition.
+#[derive(Debug, thiserror::Error)]
+#[error("the saved state of entity {entity} in view {view} does not fit the view's definition: {part:?}")]
+pub struct RestoreError {
+    pub view: String,
+    pub entity: String,
+    pub part: PartKey,
 }
 
 /// Everything kept about one entity in one view.
@@ -188,6 +287,88 @@ impl EntityState {
 
     fn is_empty(&self) -> bool {
         self.groups.iter().all(GroupState::is_empty)
+    }
+
+    /// A copy of one piece (`None` if it does not exist).
+    pub fn part(&self, key: PartKey) -> Option<StatePart> {
+        match (key, self.groups.get(key.group())?) {
+            (PartKey::Window { start, .. }, GroupState::Tumbling { windows }) => {
+                windows.get(&start).cloned().map(StatePart::Window)
+            }
+            (PartKey::Window { start, .. }, GroupState::Sliding { panes, .. }) => {
+                panes.get(&start).cloned().map(StatePart::Window)
+            }
+            (PartKey::Sessions { .. }, GroupState::Session { open, closed }) => {
+                (!open.is_empty() || closed.is_some()).then(|| StatePart::Sessions {
+                    open: open.clone(),
+                    closed: closed.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Every piece, in key order.
+    pub fn parts(&self) -> Vec<(PartKey, StatePart)> {
+        let mut keys = Vec::new();
+        for (group, gs) in self.groups.iter().enumerate() {
+            match gs {
+                GroupState::Tumbling { windows } => keys.extend(
+                    windows
+                        .keys()
+                        .map(|&start| PartKey::Window { group, start }),
+                ),
+                GroupState::Sliding { panes, .. } => {
+                    keys.extend(panes.keys().map(|&start| PartKey::Window { group, start }))
+                }
+                GroupState::Session { .. } => keys.push(PartKey::Sessions { group }),
+            }
+        }
+        keys.into_iter()
+            .filter_map(|k| self.part(k).map(|p| (k, p)))
+            .collect()
+    }
+
+    /// Puts a piece back; `false` when it does not fit the group's kind of window.
+    fn insert_part(&mut self, key: PartKey, part: StatePart) -> bool {
+        let Some(gs) = self.groups.get_mut(key.group()) else {
+            return false;
+        };
+        match (key, part, gs) {
+            (
+                PartKey::Window { start, .. },
+                StatePart::Window(accs),
+                GroupState::Tumbling { windows },
+            ) => {
+                windows.insert(start, accs);
+            }
+            (
+                PartKey::Window { start, .. },
+                StatePart::Window(accs),
+                GroupState::Sliding { panes, union },
+            ) => {
+                union.add_pane(&accs);
+                panes.insert(start, accs);
+            }
+            (
+                PartKey::Sessions { .. },
+                StatePart::Sessions { open: o, closed: c },
+                GroupState::Session { open, closed },
+            ) => {
+                *open = o;
+                *closed = c;
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl PartKey {
+    pub fn group(&self) -> usize {
+        match *self {
+            PartKey::Window { group, .. } | PartKey::Sessions { group } => group,
+        }
     }
 }
 
@@ -233,8 +414,9 @@ pub struct PartitionEngine {
     timers: BTreeSet<(i64, usize, String)>,
     /// Per view: entities changed since the last drain, with the version and event time.
     dirty: Vec<HashMap<String, (u64, i64)>>,
-    /// Per view: entities whose state changed since the last checkpoint.
-    touched: Vec<HashSet<String>>,
+    /// Per view: entities whose state changed since the last checkpoint, with the pieces
+    /// that changed.
+    touched: Vec<HashMap<String, Vec<PartKey>>>,
 }
 
 fn floor_to(t: i64, size: i64) -> i64 {
@@ -242,23 +424,41 @@ fn floor_to(t: i64, size: i64) -> i64 {
 }
 
 impl PartitionEngine {
+    /// An engine for a partition of `topic` that starts from nothing.
+    pub fn new(views: Arc<Vec<CompiledView>>, topic: &str) -> Self {
+        Self::restore(views, topic, 0, None, HashMap::new()).expect("no saved state to misfit")
+    }
+
     /// An engine for a partition of `topic`, starting at `next_offset` with `clock` and the
-    /// given entity states (as restored from a checkpoint).
-    pub fn new(
+    /// pieces of entity state restored from a checkpoint.
+    pub fn restore(
         views: Arc<Vec<CompiledView>>,
         topic: &str,
         next_offset: i64,
         clock: Option<i64>,
-        entities: HashMap<StateKey, EntityState>,
-    ) -> Self {
+        saved: HashMap<StateKey, Vec<(PartKey, StatePart)>>,
+    ) -> Result<Self, RestoreError> {
         let view_ids: Vec<usize> = (0..views.len())
             .filter(|&i| views[i].topic == topic)
             .collect();
         let delay = view_ids.first().map_or(0, |&i| views[i].watermark_delay_ms);
         let mut by_view: Vec<HashMap<String, EntityState>> =
             (0..views.len()).map(|_| HashMap::default()).collect();
-        for ((vi, entity), state) in entities {
-            if let Some(map) = by_view.get_mut(vi) {
+        for ((vi, entity), parts) in saved {
+            let (Some(view), Some(map)) = (views.get(vi), by_view.get_mut(vi)) else {
+                continue;
+            };
+            let mut state = EntityState::new(view);
+            for (key, part) in parts {
+                if !state.insert_part(key, part) {
+                    return Err(RestoreError {
+                        view: view.name.clone(),
+                        entity,
+                        part: key,
+                    });
+                }
+            }
+            if !state.is_empty() {
                 map.insert(entity, state);
             }
         }
@@ -272,10 +472,10 @@ impl PartitionEngine {
             entities: by_view,
             timers: BTreeSet::new(),
             dirty: (0..n).map(|_| HashMap::default()).collect(),
-            touched: (0..n).map(|_| HashSet::default()).collect(),
+            touched: (0..n).map(|_| HashMap::default()).collect(),
         };
         engine.rebuild_timers();
-        engine
+        Ok(engine)
     }
 
     pub fn next_offset(&self) -> i64 {
@@ -337,9 +537,17 @@ impl PartitionEngine {
                 entities.insert(entity.to_string(), EntityState::new(view));
             }
             let state = entities.get_mut(entity).expect("inserted above");
+            let mut parts = Vec::with_capacity(view.groups.len());
             for (gi, group) in view.groups.iter().enumerate() {
-                let new_timers =
-                    add_event(view, group, &mut state.groups[gi], event, clock, self.delay);
+                let new_timers = add_event(
+                    view,
+                    (gi, group),
+                    &mut state.groups[gi],
+                    event,
+                    clock,
+                    self.delay,
+                    &mut parts,
+                );
                 for at in new_timers {
                     self.timers.insert((at, vi, entity.to_string()));
                 }
@@ -348,8 +556,8 @@ impl PartitionEngine {
                 &mut self.dirty[vi],
                 &mut self.touched[vi],
                 entity,
-                version,
-                clock,
+                (version, clock),
+                &parts,
             );
         }
         Outcome::Applied
@@ -378,7 +586,8 @@ impl PartitionEngine {
             if !live {
                 continue;
             }
-            cleanup(view, state, clock, self.delay);
+            let mut parts = Vec::new();
+            cleanup(view, state, clock, self.delay, &mut parts);
             if state.is_empty() {
                 self.entities[vi].remove(&entity);
             }
@@ -386,8 +595,8 @@ impl PartitionEngine {
                 &mut self.dirty[vi],
                 &mut self.touched[vi],
                 &entity,
-                version,
-                clock,
+                (version, clock),
+                &parts,
             );
         }
     }
@@ -429,15 +638,23 @@ impl PartitionEngine {
         out
     }
 
-    /// The states changed since the last drain (`None`: removed), for the checkpoint.
-    pub fn drain_touched(&mut self) -> Vec<(StateKey, Option<EntityState>)> {
+    /// The pieces of state changed since the last drain, for the checkpoint.
+    pub fn drain_touched(&mut self) -> Vec<TouchedPart> {
         let mut out = Vec::new();
         for vi in 0..self.views.len() {
-            let mut touched: Vec<String> = self.touched[vi].drain().collect();
-            touched.sort_unstable();
-            for entity in touched {
-                let state = self.entities[vi].get(&entity).cloned();
-                out.push(((vi, entity), state));
+            let mut touched: Vec<(String, Vec<PartKey>)> = self.touched[vi].drain().collect();
+            touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (entity, mut parts) in touched {
+                parts.sort_unstable();
+                let state = self.entities[vi].get(&entity);
+                for part in parts {
+                    out.push(TouchedPart {
+                        view: vi,
+                        entity: entity.clone(),
+                        part,
+                        state: state.and_then(|s| s.part(part)),
+                    });
+                }
             }
         }
         out
@@ -453,22 +670,32 @@ impl PartitionEngine {
     }
 }
 
-/// Records a change of `entity`'s values (`dirty`) and state (`touched`).
+/// Records a change of `entity`'s values (`dirty`, with the version and clock) and of the
+/// pieces `parts` of its state (`touched`).
 fn mark(
     dirty: &mut HashMap<String, (u64, i64)>,
-    touched: &mut HashSet<String>,
+    touched: &mut HashMap<String, Vec<PartKey>>,
     entity: &str,
-    version: u64,
-    clock: i64,
+    version_and_clock: (u64, i64),
+    parts: &[PartKey],
 ) {
     match dirty.get_mut(entity) {
-        Some(mark) => *mark = (version, clock),
+        Some(mark) => *mark = version_and_clock,
         None => {
-            dirty.insert(entity.to_string(), (version, clock));
+            dirty.insert(entity.to_string(), version_and_clock);
         }
     }
-    if !touched.contains(entity) {
-        touched.insert(entity.to_string());
+    if parts.is_empty() {
+        return;
+    }
+    let list = match touched.get_mut(entity) {
+        Some(list) => list,
+        None => touched.entry(entity.to_string()).or_default(),
+    };
+    for part in parts {
+        if !list.contains(part) {
+            list.push(*part);
+        }
     }
 }
 
@@ -478,7 +705,15 @@ fn matches(filter: &Option<Filter>, event: &Event) -> bool {
         .is_none_or(|f| f.matches(|k| event.fields.get(k)))
 }
 
-fn add_to(view: &CompiledView, group: &Group, accs: &mut [Acc], event: &Event) {
+/// Adds an event to one window's (or pane's) accumulators; values new to a distinct set
+/// also go into `union` when given.
+fn add_to(
+    view: &CompiledView,
+    group: &Group,
+    accs: &mut [Acc],
+    event: &Event,
+    mut union: Option<&mut PaneUnion>,
+) {
     for (slot, &fi) in group.features.iter().enumerate() {
         let feature = &view.features[fi];
         if matches(&feature.filter, event) {
@@ -486,19 +721,24 @@ fn add_to(view: &CompiledView, group: &Group, accs: &mut [Acc], event: &Event) {
                 .field
                 .as_ref()
                 .map(|f| event.fields.get(f).unwrap_or(&Value::Null));
-            accs[slot].add(value, event.time);
+            let new_distinct = accs[slot].add(value, event.time);
+            if let (true, Some(union), Some(value)) = (new_distinct, union.as_deref_mut(), value) {
+                union.add_value(slot, &value.to_json_string());
+            }
         }
     }
 }
 
-/// Adds an event to a group's state; returns the timers the change needs.
+/// Adds an event to a group's state and the pieces it changed to `parts`; returns the
+/// timers the change needs.
 fn add_event(
     view: &CompiledView,
-    group: &Group,
+    (gi, group): (usize, &Group),
     state: &mut GroupState,
     event: &Event,
     clock: i64,
     delay: i64,
+    parts: &mut Vec<PartKey>,
 ) -> Vec<i64> {
     let t = event.time;
     match (&group.window, state) {
@@ -511,10 +751,11 @@ fn add_event(
                 timers.extend([start + size + delay, start + 2 * size + delay]);
                 view.new_accs(group)
             });
-            add_to(view, group, accs, event);
+            add_to(view, group, accs, event, None);
+            parts.push(PartKey::Window { group: gi, start });
             timers
         }
-        (Window::Sliding { size, step }, GroupState::Sliding { panes }) => {
+        (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
             let (size, step) = (size.as_millis(), step.as_millis());
             let window_end = floor_to(clock, step) + step;
             let pane = floor_to(t, step);
@@ -526,7 +767,11 @@ fn add_event(
                 timers.push(pane + size);
                 view.new_accs(group)
             });
-            add_to(view, group, accs, event);
+            add_to(view, group, accs, event, Some(union));
+            parts.push(PartKey::Window {
+                group: gi,
+                start: pane,
+            });
             timers
         }
         (Window::Session { gap }, GroupState::Session { open, .. }) => {
@@ -546,33 +791,54 @@ fn add_event(
                     kept.push((bounds, other));
                 }
             }
-            add_to(view, group, &mut accs, event);
+            add_to(view, group, &mut accs, event, None);
             let at = kept.partition_point(|(b, _)| b.start < session.start);
             kept.insert(at, (session, accs));
             *open = kept;
+            parts.push(PartKey::Sessions { group: gi });
             vec![session.end + delay + 1]
         }
         _ => unreachable!("group state matches its window"),
     }
 }
 
-/// Drops what can no longer be served at `clock` and closes sessions.
-fn cleanup(view: &CompiledView, state: &mut EntityState, clock: i64, delay: i64) {
+/// Drops what can no longer be served at `clock` and closes sessions; adds the pieces it
+/// changed to `parts`.
+fn cleanup(
+    view: &CompiledView,
+    state: &mut EntityState,
+    clock: i64,
+    delay: i64,
+    parts: &mut Vec<PartKey>,
+) {
     let watermark = clock - delay;
-    for (group, gs) in view.groups.iter().zip(state.groups.iter_mut()) {
+    for (gi, (group, gs)) in view.groups.iter().zip(state.groups.iter_mut()).enumerate() {
         match (&group.window, gs) {
             (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
                 let size = size.as_millis();
                 let served_start = floor_to(watermark, size) - size;
-                windows.retain(|start, _| *start >= served_start);
+                let kept = windows.split_off(&served_start);
+                let dropped = std::mem::replace(windows, kept);
+                parts.extend(
+                    dropped
+                        .into_keys()
+                        .map(|start| PartKey::Window { group: gi, start }),
+                );
             }
-            (Window::Sliding { size, step }, GroupState::Sliding { panes }) => {
+            (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
                 let (size, step) = (size.as_millis(), step.as_millis());
                 let window_start = floor_to(clock, step) + step - size;
-                panes.retain(|pane, _| *pane >= window_start);
+                let kept = panes.split_off(&window_start);
+                for (start, accs) in std::mem::replace(panes, kept) {
+                    union.remove_pane(&accs);
+                    parts.push(PartKey::Window { group: gi, start });
+                }
             }
             (Window::Session { .. }, GroupState::Session { open, closed }) => {
                 let still_open = open.partition_point(|(b, _)| b.end < watermark);
+                if still_open > 0 {
+                    parts.push(PartKey::Sessions { group: gi });
+                }
                 for (bounds, accs) in open.drain(..still_open) {
                     if closed.as_ref().is_none_or(|(c, _)| bounds.end >= c.end) {
                         *closed = Some((bounds, accs));
@@ -594,7 +860,7 @@ fn timers_of(window: &Window, state: &GroupState, delay: i64) -> Vec<i64> {
                 .flat_map(|s| [s + size + delay, s + 2 * size + delay])
                 .collect()
         }
-        (Window::Sliding { size, .. }, GroupState::Sliding { panes }) => {
+        (Window::Sliding { size, .. }, GroupState::Sliding { panes, .. }) => {
             panes.keys().map(|p| p + size.as_millis()).collect()
         }
         (Window::Session { .. }, GroupState::Session { open, .. }) => {
@@ -655,15 +921,29 @@ fn served(
                     record(group, served_start, served_start + size);
                 }
             }
-            (Window::Sliding { size, step }, GroupState::Sliding { panes }) => {
+            (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
                 let (size, step) = (size.as_millis(), step.as_millis());
                 let end = floor_to(clock, step) + step;
                 let window: Vec<&Vec<Acc>> =
                     panes.range(end - size..end).map(|(_, accs)| accs).collect();
+                // The union covers every pane held; it answers for the window when all of
+                // them are in it (always, once the timers up to the clock have fired).
+                let union_is_window = window.len() == panes.len();
                 if !window.is_empty() {
                     for (slot, &fi) in group.features.iter().enumerate() {
                         let feature = &view.features[fi];
-                        let value = match acc::merged_result(window.iter().map(|a| &a[slot])) {
+                        let value = match &window[0][slot] {
+                            Acc::Distinct(_) if union_is_window => {
+                                let n = Value::Long(union.distinct(slot) as i64);
+                                debug_assert_eq!(
+                                    n,
+                                    acc::merged_result(window.iter().map(|a| &a[slot]))
+                                );
+                                n
+                            }
+                            _ => acc::merged_result(window.iter().map(|a| &a[slot])),
+                        };
+                        let value = match value {
                             Value::Null => feature.default.clone(),
                             v => v,
                         };

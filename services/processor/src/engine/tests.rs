@@ -54,7 +54,7 @@ struct Run {
 impl Run {
     fn new(views: Arc<Vec<CompiledView>>) -> Self {
         Self {
-            engine: PartitionEngine::new(views, "t", 0, None, HashMap::new()),
+            engine: PartitionEngine::new(views, "t"),
             offset: 0,
         }
     }
@@ -202,6 +202,111 @@ fn sliding_values_follow_the_latest_event_and_shrink_as_panes_leave() {
 }
 
 #[test]
+fn distinct_values_in_a_sliding_window_count_once_across_panes_and_leave_with_their_pane() {
+    let kinds = feature(
+        "kinds",
+        Aggregation::ApproxCountDistinct,
+        Some("action_type"),
+        None,
+    );
+    let mut run = Run::new(view(
+        Window::Sliding {
+            size: d(3_000),
+            step: d(1_000),
+        },
+        vec![kinds],
+        60_000,
+    ));
+    run.push(ev("a", 0, "x"));
+    run.push(ev("a", 1_000, "x"));
+    run.push(ev("a", 1_500, "y"));
+    run.push(ev("a", 2_000, "z"));
+    assert_eq!(
+        run.value("a", "kinds"),
+        Value::Long(3),
+        "[0 s, 3 s): x, y, z"
+    );
+    run.push(ev("a", 3_000, "w"));
+    assert_eq!(
+        run.value("a", "kinds"),
+        Value::Long(4),
+        "[1 s, 4 s): the pane at 0 s left, but x is also in the pane at 1 s"
+    );
+    run.push(ev("a", 4_000, "w"));
+    assert_eq!(run.value("a", "kinds"), Value::Long(2), "[2 s, 5 s): z, w");
+    run.push(ev("a", 4_200, "z"));
+    assert_eq!(run.value("a", "kinds"), Value::Long(2), "z is in two panes");
+    run.push(ev("a", 5_000, "v"));
+    assert_eq!(
+        run.value("a", "kinds"),
+        Value::Long(3),
+        "[3 s, 6 s): w, z, v"
+    );
+}
+
+#[test]
+fn an_epoch_checkpoints_only_the_windows_and_panes_it_changed() {
+    let n = feature("n", Aggregation::Count, None, None);
+    let mut run = Run::new(view(
+        Window::Sliding {
+            size: d(10_000),
+            step: d(1_000),
+        },
+        vec![n],
+        60_000,
+    ));
+    for t in (0..10_000).step_by(500) {
+        run.push(ev("a", t, "x"));
+    }
+    assert_eq!(
+        run.engine.drain_touched().len(),
+        10,
+        "ten panes written once"
+    );
+    run.push(ev("a", 9_700, "x"));
+    let touched = run.engine.drain_touched();
+    assert_eq!(
+        touched
+            .iter()
+            .map(|t| (t.entity.as_str(), t.part))
+            .collect::<Vec<_>>(),
+        vec![(
+            "a",
+            PartKey::Window {
+                group: 0,
+                start: 9_000
+            }
+        )],
+        "only the pane the event went to"
+    );
+    assert_eq!(
+        touched[0].state,
+        Some(StatePart::Window(vec![Acc::Count(3)]))
+    );
+    run.push(ev("b", 10_000, "x"));
+    let touched = run.engine.drain_touched();
+    let written: Vec<_> = touched
+        .iter()
+        .map(|t| (t.entity.as_str(), t.part, t.state.is_some()))
+        .collect();
+    assert_eq!(
+        written,
+        vec![
+            ("a", PartKey::Window { group: 0, start: 0 }, false),
+            (
+                "b",
+                PartKey::Window {
+                    group: 0,
+                    start: 10_000
+                },
+                true
+            ),
+        ],
+        "the pane that left a's window is removed"
+    );
+}
+
+#[test]
 fn sessions_merge_when_an_event_bridges_the_gap_and_serve_once_closed() {
     let n = feature("n", Aggregation::Count, None, None);
     let mut run = Run::new(view(Window::Session { gap: d(1_000) }, vec![n], 5_000));
@@ -248,12 +353,18 @@ fn mixed_view() -> Arc<Vec<CompiledView>> {
     view[0]
         .features
         .push(feature("per_session", Aggregation::Count, None, None));
+    view[0].features.push(feature(
+        "amounts",
+        Aggregation::ApproxCountDistinct,
+        Some("amount"),
+        None,
+    ));
     view[0].groups.push(Group {
         window: Window::Sliding {
             size: d(6_000),
             step: d(1_000),
         },
-        features: vec![1],
+        features: vec![1, 3],
     });
     view[0].groups.push(Group {
         window: Window::Session { gap: d(3_000) },
@@ -327,13 +438,14 @@ fn restored_run_matches(cut: usize) {
     straight_updates.extend(straight.engine.drain_updates());
 
     let mut first = Run::new(mixed_view());
-    let mut saved: HashMap<StateKey, EntityState> = HashMap::new();
+    let mut saved: BTreeMap<(usize, String, PartKey), StatePart> = BTreeMap::new();
     for e in &events[..cut] {
         first.push(e.clone());
     }
     let mut updates = first.engine.drain_updates();
-    for (key, state) in first.engine.drain_touched() {
-        match state {
+    for touched in first.engine.drain_touched() {
+        let key = (touched.view, touched.entity, touched.part);
+        match touched.state {
             // Through JSON, as the checkpoint stores it.
             Some(s) => saved.insert(
                 key,
@@ -342,14 +454,22 @@ fn restored_run_matches(cut: usize) {
             None => saved.remove(&key),
         };
     }
+    let mut pieces: HashMap<StateKey, Vec<(PartKey, StatePart)>> = HashMap::new();
+    for ((view, entity, part), state) in saved {
+        pieces
+            .entry((view, entity))
+            .or_default()
+            .push((part, state));
+    }
     let mut resumed = Run {
-        engine: PartitionEngine::new(
+        engine: PartitionEngine::restore(
             mixed_view(),
             "t",
             first.engine.next_offset(),
             first.engine.clock(),
-            saved,
-        ),
+            pieces,
+        )
+        .unwrap(),
         offset: first.offset,
     };
     for e in &events[cut..] {
