@@ -142,13 +142,16 @@ fn delivery_steps(scrape: &str) -> (f64, [f64; 3]) {
     )
 }
 
-/// Freshness buckets: (upper bound, cumulative count).
-fn buckets(scrape: &str) -> Vec<(f64, f64)> {
+/// The buckets of one histogram series, `series` being its `_bucket` name and the labels
+/// before `le` (e.g. `freshet_processor_freshness_seconds_bucket{`): (upper bound,
+/// cumulative count).
+fn buckets(scrape: &str, series: &str) -> Vec<(f64, f64)> {
+    let start = format!("{series}le=\"");
     scrape
         .lines()
-        .filter(|l| l.starts_with("freshet_processor_freshness_seconds_bucket{le=\""))
+        .filter(|l| l.starts_with(&start))
         .map(|l| {
-            let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+            let le = l[start.len()..].split('"').next().unwrap();
             let bound = if le == "+Inf" {
                 f64::INFINITY
             } else {
@@ -157,6 +160,12 @@ fn buckets(scrape: &str) -> Vec<(f64, f64)> {
             (bound, l.rsplit(' ').next().unwrap().parse().unwrap())
         })
         .collect()
+}
+
+const FRESHNESS: &str = "freshet_processor_freshness_seconds_bucket{";
+
+fn step_series(step: &str) -> String {
+    format!("freshet_processor_delivery_step_seconds_bucket{{step=\"{step}\",")
 }
 
 /// The `q` quantile of the observations between two scrapes: the upper bound of the bucket
@@ -298,11 +307,11 @@ async fn main() {
         produce(&stack, live_events(rate), total, rate as f64),
         measure_from
     );
-    let (before, steps_before) = (buckets(&warm), delivery_steps(&warm));
+    let (before, steps_before) = (buckets(&warm, FRESHNESS), delivery_steps(&warm));
     let produced_in = producing.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let live_scrape = scrape(port);
-    let after = buckets(&live_scrape);
+    let after = buckets(&live_scrape, FRESHNESS);
     let steps_after = delivery_steps(&live_scrape);
     println!(
         "  the producer sent {total} events in {produced_in:.1} s ({} s expected; event times assume the rate, so a producer falling behind would count as staleness)",
@@ -317,6 +326,19 @@ async fn main() {
         per_epoch(1),
         per_epoch(2)
     );
+    let step_p99: Vec<String> = ["checkpoint", "kafka", "redis"]
+        .iter()
+        .map(|step| {
+            let series = step_series(step);
+            let p99 = quantile(
+                &buckets(&warm, &series),
+                &buckets(&live_scrape, &series),
+                0.99,
+            );
+            format!("{step} ~{:.1} ms", 1_000.0 * p99.1)
+        })
+        .collect();
+    println!("  live p99 per step: {}", step_p99.join(", "));
     println!(
         "  broker alone at {rate} events/s (producer to a bare consumer, same warm-up): p50 {broker_p50:.3} s, p99 {broker_p99:.3} s"
     );

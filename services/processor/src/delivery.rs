@@ -41,6 +41,8 @@ pub enum DeliveryError {
     Encode(#[from] freshet_avro::EncodeError),
     #[error("Redis write failed: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("the epoch was not checkpointed, so its transaction was aborted")]
+    NotCheckpointed,
 }
 
 #[derive(Serialize)]
@@ -106,19 +108,40 @@ impl KafkaSink {
         outbox: &Outbox,
         group: &ConsumerGroupMetadata,
     ) -> Result<(), DeliveryError> {
+        let payloads = self.encode(outbox).await?;
+        self.publish_encoded(outbox, group, &payloads, || true)
+    }
+
+    /// The outbox's updates as keyed records for the output topic.
+    pub async fn encode(&self, outbox: &Outbox) -> Result<Vec<(String, Vec<u8>)>, DeliveryError> {
         let encoder = self.encoder.ready().await?;
         let mut payloads = Vec::with_capacity(outbox.updates.len());
         for u in &outbox.updates {
             payloads.push((format!("{}:{}", u.view, u.entity), encode(&encoder, u)?));
         }
-        let result = self.transaction(outbox, group, &payloads);
+        Ok(payloads)
+    }
+
+    /// Publishes the encoded outbox and commits the input offsets in one transaction, which
+    /// commits only if `may_commit` (called once the records are on their way) says so;
+    /// otherwise it is aborted and [`DeliveryError::NotCheckpointed`] returned.
+    pub fn publish_encoded(
+        &self,
+        outbox: &Outbox,
+        group: &ConsumerGroupMetadata,
+        payloads: &[(String, Vec<u8>)],
+        may_commit: impl FnOnce() -> bool,
+    ) -> Result<(), DeliveryError> {
+        let result = self.transaction(outbox, group, payloads, may_commit);
         if let Err(e) = &result {
-            if is_fatal(e) {
-                return Err(DeliveryError::Fenced(e.clone()));
+            if let DeliveryError::Kafka(k) = e {
+                if is_fatal(k) {
+                    return Err(DeliveryError::Fenced(k.clone()));
+                }
             }
             let _ = self.producer.abort_transaction(KAFKA_TIMEOUT);
         }
-        Ok(result?)
+        result
     }
 
     fn transaction(
@@ -126,7 +149,8 @@ impl KafkaSink {
         outbox: &Outbox,
         group: &ConsumerGroupMetadata,
         payloads: &[(String, Vec<u8>)],
-    ) -> Result<(), KafkaError> {
+        may_commit: impl FnOnce() -> bool,
+    ) -> Result<(), DeliveryError> {
         self.producer.begin_transaction()?;
         for (key, payload) in payloads {
             self.send(
@@ -144,8 +168,11 @@ impl KafkaSink {
         }
         self.producer
             .send_offsets_to_transaction(&offsets, group, KAFKA_TIMEOUT)?;
+        if !may_commit() {
+            return Err(DeliveryError::NotCheckpointed);
+        }
         self.wait_delivered()?;
-        self.producer.commit_transaction(KAFKA_TIMEOUT)
+        Ok(self.producer.commit_transaction(KAFKA_TIMEOUT)?)
     }
 
     /// Waits until every record sent is acknowledged. `commit_transaction` would wait too,

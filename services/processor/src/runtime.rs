@@ -711,10 +711,7 @@ impl Delivery {
     ) -> anyhow::Result<()> {
         while let Some(epoch) = epochs.recv().await {
             let started = Instant::now();
-            let delivered = match self.checkpoint(&epoch) {
-                Ok(()) => self.deliver(&epoch, false, "normal").await,
-                Err(e) => Err(e),
-            };
+            let delivered = self.checkpoint_and_deliver(&epoch).await;
             self.metrics
                 .epoch_duration
                 .observe(started.elapsed().as_secs_f64());
@@ -724,17 +721,53 @@ impl Delivery {
         Ok(())
     }
 
-    /// Writes the epoch's state changes, offsets and outbox in one synced batch. Epochs are
-    /// checkpointed in order, so the store always holds a prefix of the processed epochs.
-    fn checkpoint(&self, epoch: &Epoch) -> anyhow::Result<()> {
+    /// Checkpoints the epoch while its transaction's records are on their way to the
+    /// broker; the transaction commits only once the checkpoint is durable. A crash before
+    /// that leaves an open transaction, which the next start aborts (`init_transactions`),
+    /// and no checkpoint, so the epoch is processed again. Then Redis.
+    async fn checkpoint_and_deliver(&mut self, epoch: &Epoch) -> anyhow::Result<()> {
+        let Ok(payloads) = self.kafka.encode(&epoch.outbox).await else {
+            // The registry did not answer: checkpoint, then publish with retries.
+            checkpoint_epoch(&self.checkpoint, &self.view_names, &self.metrics, epoch)?;
+            return self.deliver(epoch, false, "normal").await;
+        };
         let started = Instant::now();
-        self.checkpoint
-            .commit_epoch(&epoch.changes, &self.view_names, &epoch.outbox)?;
-        self.metrics
-            .delivery_step
-            .with_label_values(&["checkpoint"])
-            .observe(started.elapsed().as_secs_f64());
-        Ok(())
+        let (checkpointed, published) = std::thread::scope(|scope| {
+            let mut writing = Some(scope.spawn(|| {
+                checkpoint_epoch(&self.checkpoint, &self.view_names, &self.metrics, epoch)
+            }));
+            let mut join = || {
+                writing
+                    .take()
+                    .map(|w| w.join().expect("the checkpoint thread does not panic"))
+            };
+            let mut checkpointed = None;
+            let published =
+                self.kafka
+                    .publish_encoded(&epoch.outbox, &self.group, &payloads, || {
+                        checkpointed = join();
+                        checkpointed.as_ref().is_some_and(Result::is_ok)
+                    });
+            let checkpointed = checkpointed
+                .or_else(join)
+                .expect("the checkpoint was joined");
+            (checkpointed, published)
+        });
+        checkpointed?;
+        match published {
+            Ok(()) => {
+                self.metrics
+                    .delivery_step
+                    .with_label_values(&["kafka"])
+                    .observe(started.elapsed().as_secs_f64());
+                self.deliver(epoch, true, "normal").await
+            }
+            Err(DeliveryError::Fenced(e)) => bail!("stopping: {e}"),
+            Err(e) => {
+                tracing::warn!(error = %e, epoch = epoch.outbox.epoch, "publishing the epoch failed; retrying");
+                self.deliver(epoch, false, "normal").await
+            }
+        }
     }
 
     /// Publishes the epoch (unless its transaction is known to have committed), applies it
@@ -746,8 +779,8 @@ impl Delivery {
         kind: &'static str,
     ) -> anyhow::Result<()> {
         let outbox = &epoch.outbox;
-        let started = Instant::now();
         if !published {
+            let started = Instant::now();
             publish(
                 &mut self.kafka,
                 &self.config,
@@ -757,12 +790,12 @@ impl Delivery {
                 &self.stop,
             )
             .await?;
+            self.metrics
+                .delivery_step
+                .with_label_values(&["kafka"])
+                .observe(started.elapsed().as_secs_f64());
         }
         let published_at = Instant::now();
-        self.metrics
-            .delivery_step
-            .with_label_values(&["kafka"])
-            .observe((published_at - started).as_secs_f64());
         let redis_started = std::time::SystemTime::now();
         write_redis(&mut self.redis, outbox, &self.metrics, &self.stop).await;
         self.metrics
@@ -782,6 +815,23 @@ impl Delivery {
         self.metrics.epochs.with_label_values(&[kind]).inc();
         Ok(())
     }
+}
+
+/// Writes the epoch's state changes, offsets and outbox in one synced batch. Epochs are
+/// checkpointed in order, so the store always holds a prefix of the processed epochs.
+fn checkpoint_epoch(
+    checkpoint: &Checkpoint,
+    view_names: &[String],
+    metrics: &ProcessorMetrics,
+    epoch: &Epoch,
+) -> Result<(), crate::checkpoint::CheckpointError> {
+    let started = Instant::now();
+    checkpoint.commit_epoch(&epoch.changes, view_names, &epoch.outbox)?;
+    metrics
+        .delivery_step
+        .with_label_values(&["checkpoint"])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// A span for one record, continuing the trace in its `traceparent` header; its context,
