@@ -150,9 +150,23 @@ fn every_dashboard_panel_shows_data_from_a_running_stack() {
         "FreshetConsumerLagGrowing",
         "FreshetServingErrors",
         "FreshetDeadLetters",
+        "FreshetDeliveryStepSlow",
     ] {
         assert!(rules.contains(alert), "rule {alert} not loaded: {rules}");
     }
+    // The delivery-step alert's expression, without its threshold, has a value per step:
+    // its metric and labels are the processor's.
+    let steps = query(
+        &prometheus,
+        "histogram_quantile(0.99, sum by (le, step) (rate(freshet_processor_delivery_step_seconds_bucket[5m])))",
+    )
+    .unwrap();
+    let mut names: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| s["metric"]["step"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["checkpoint", "kafka", "redis"], "{steps:?}");
     let firing = query(&prometheus, "ALERTS{alertstate=\"firing\"}").unwrap();
     assert!(
         firing.is_empty(),
