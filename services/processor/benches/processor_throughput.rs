@@ -48,7 +48,7 @@ fn bare_consumer(brokers: &str) -> BaseConsumer {
         .set("group.id", "bare")
         .set("enable.auto.commit", "false")
         // As the processor's input consumer: the test broker holds a fetch this long.
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", "5")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();

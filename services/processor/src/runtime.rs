@@ -68,7 +68,7 @@ fn kafka_sink(
 
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const LAG_EVERY: Duration = Duration::from_secs(1);
-const FETCH_WAIT_MAX_MS: &str = "10";
+const FETCH_WAIT_MAX_MS: &str = "5";
 
 fn fingerprint(view: &CompiledView) -> String {
     let text = format!(
