@@ -173,10 +173,7 @@ fn outbox_key(epoch: u64) -> String {
 }
 
 fn parse_outbox(key: &[u8], bytes: &[u8]) -> Result<Outbox, CheckpointError> {
-    serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
 }
 
 impl Checkpoint {
@@ -311,9 +308,7 @@ impl Checkpoint {
                 .extend(parts);
         }
         if !batch.is_empty() {
-            let mut sync = WriteOptions::default();
-            sync.set_sync(true);
-            self.db.write_opt(batch, &sync)?;
+            self.write_synced(batch)?;
         }
         Ok(())
     }
@@ -325,9 +320,7 @@ impl Checkpoint {
             let mut batch = WriteBatch::default();
             batch.put(outbox_key(outbox.epoch), &bytes);
             batch.delete(LEGACY_OUTBOX);
-            let mut sync = WriteOptions::default();
-            sync.set_sync(true);
-            self.db.write_opt(batch, &sync)?;
+            self.write_synced(batch)?;
         }
         let mut out = Vec::new();
         let from = rocksdb::IteratorMode::From(OUTBOX_PREFIX, rocksdb::Direction::Forward);
@@ -373,6 +366,12 @@ impl Checkpoint {
             outbox_key(outbox.epoch),
             serde_json::to_vec(outbox).expect("outbox serialises"),
         );
+        self.write_synced(batch)?;
+        Ok(())
+    }
+
+    /// Writes `batch` atomically and waits until it is on disk.
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), CheckpointError> {
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
         self.db.write_opt(batch, &sync)?;

@@ -877,15 +877,17 @@ fn defaults(view: &CompiledView) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Puts each feature of `group` into `out` with the value `result(slot)` gives for its
+/// slot, or its default when that is null.
 fn put_results(
     view: &CompiledView,
     group: &Group,
-    accs: &[Acc],
+    mut result: impl FnMut(usize) -> Value,
     out: &mut BTreeMap<String, Value>,
 ) {
     for (slot, &fi) in group.features.iter().enumerate() {
         let feature = &view.features[fi];
-        let value = match accs[slot].result() {
+        let value = match result(slot) {
             Value::Null => feature.default.clone(),
             v => v,
         };
@@ -917,7 +919,7 @@ fn served(
                 let size = size.as_millis();
                 let served_start = floor_to(watermark, size) - size;
                 if let Some(accs) = windows.get(&served_start) {
-                    put_results(view, group, accs, &mut out);
+                    put_results(view, group, |slot| accs[slot].result(), &mut out);
                     record(group, served_start, served_start + size);
                 }
             }
@@ -930,25 +932,16 @@ fn served(
                 // them are in it (always, once the timers up to the clock have fired).
                 let union_is_window = window.len() == panes.len();
                 if !window.is_empty() {
-                    for (slot, &fi) in group.features.iter().enumerate() {
-                        let feature = &view.features[fi];
-                        let value = match &window[0][slot] {
-                            Acc::Distinct(_) if union_is_window => {
-                                let n = Value::Long(union.distinct(slot) as i64);
-                                debug_assert_eq!(
-                                    n,
-                                    acc::merged_result(window.iter().map(|a| &a[slot]))
-                                );
-                                n
-                            }
-                            _ => acc::merged_result(window.iter().map(|a| &a[slot])),
-                        };
-                        let value = match value {
-                            Value::Null => feature.default.clone(),
-                            v => v,
-                        };
-                        out.insert(feature.name.clone(), value);
-                    }
+                    let merged = |slot: usize| acc::merged_result(window.iter().map(|a| &a[slot]));
+                    let result = |slot: usize| match &window[0][slot] {
+                        Acc::Distinct(_) if union_is_window => {
+                            let n = Value::Long(union.distinct(slot) as i64);
+                            debug_assert_eq!(n, merged(slot));
+                            n
+                        }
+                        _ => merged(slot),
+                    };
+                    put_results(view, group, result, &mut out);
                     record(group, end - size, end);
                 }
             }
@@ -959,7 +952,7 @@ fn served(
                     .chain(closed.iter())
                     .max_by_key(|(b, _)| b.end);
                 if let Some((bounds, accs)) = latest_closed {
-                    put_results(view, group, accs, &mut out);
+                    put_results(view, group, |slot| accs[slot].result(), &mut out);
                     record(group, bounds.start, bounds.end);
                 }
             }
