@@ -10,14 +10,20 @@
 //! - [`read_hashes`]: the hashes of many keys in one round trip; [`read_fields`]: chosen
 //!   fields of many keys in one round trip (what serving uses: half the reply).
 //!
-//! Both take any async Redis connection; connection management (reconnects, timeouts) is
-//! the caller's, because a writer that must not lose an update and a reader that must fail
-//! fast want different policies.
+//! - [`BatchConnection`]: a plain connection for very large [`read_fields`] pipelines (a
+//!   1,000-entity batch), which decodes the reply without redis-rs' per-value parsing.
+//!
+//! The functions take any async Redis connection; connection management (reconnects,
+//! timeouts, pools) is the caller's, because a writer that must not lose an update and a
+//! reader that must fail fast want different policies.
 
 use freshet_core::store_layout::{
     DecodeError, FeatureUpdate, StoredValues, Writer, VERSIONED_WRITE_SCRIPT,
 };
 use redis::aio::ConnectionLike;
+
+mod batch_connection;
+pub use batch_connection::{BatchConnection, BatchReadError};
 
 /// Updates per pipeline: bounds the size of one request to Redis.
 const WRITE_CHUNK: usize = 1_000;
@@ -106,33 +112,39 @@ pub async fn read_hashes<C: ConnectionLike>(
 
 /// Chosen fields of one hash as Redis sent them (`HMGET`), in the order asked for, kept in
 /// the reply's own buffers.
-#[derive(Debug, Clone)]
-pub struct RawFields(Vec<redis::Value>);
+#[derive(Debug, Clone, Default)]
+pub struct RawFields(Vec<Option<bytes::Bytes>>);
 
 impl RawFields {
     /// The `i`-th field asked for; `None` when the hash does not hold it. Bytes that are
     /// not UTF-8 read as U+FFFD, so a corrupt value fails to decode instead of vanishing.
     pub fn get(&self, i: usize) -> Option<&str> {
-        match self.0.get(i)? {
-            redis::Value::BulkString(b) => Some(std::str::from_utf8(b).unwrap_or("\u{fffd}")),
-            redis::Value::SimpleString(s) => Some(s),
-            _ => None,
-        }
+        let bytes = self.0.get(i)?.as_ref()?;
+        Some(std::str::from_utf8(bytes).unwrap_or("\u{fffd}"))
     }
 
     /// Whether none of the fields exist (for a hash written by [`write_updates`]: the key
     /// does not exist).
     pub fn is_empty(&self) -> bool {
-        (0..self.0.len()).all(|i| self.get(i).is_none())
+        self.0.iter().all(Option::is_none)
     }
 }
 
 impl redis::FromRedisValue for RawFields {
     fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
-        match v {
-            redis::Value::Array(values) => Ok(RawFields(values)),
-            other => Err(format!("expected HMGET's array, Redis sent {other:?}").into()),
-        }
+        let redis::Value::Array(values) = v else {
+            return Err(format!("expected HMGET's array, Redis sent {v:?}").into());
+        };
+        Ok(RawFields(
+            values
+                .into_iter()
+                .map(|value| match value {
+                    redis::Value::BulkString(b) => Some(b.into()),
+                    redis::Value::SimpleString(s) => Some(s.into()),
+                    _ => None,
+                })
+                .collect(),
+        ))
     }
 }
 

@@ -115,3 +115,134 @@ async fn writes_larger_than_one_pipeline_all_land() {
         assert_eq!(stored.values, u.values, "entity {}", u.entity);
     }
 }
+
+/// The values of `read`, field by field, as plain options (for comparing two readers).
+fn texts(read: &[freshet_store::RawFields], fields: usize) -> Vec<Vec<Option<String>>> {
+    read.iter()
+        .map(|r| (0..fields).map(|i| r.get(i).map(str::to_string)).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_connection_reads_what_the_multiplexed_connection_reads() {
+    let redis = TestRedis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let updates: Vec<FeatureUpdate> = (0..1_500)
+        .map(|i| update(&i.to_string(), 1 + i as u64, i))
+        .collect();
+    freshet_store::write_updates(&mut conn, updates.iter().map(|u| (u, 0)), Writer::Processor)
+        .await
+        .unwrap();
+    // Present, missing (ids 1,500 and up) and absent fields, in a pipeline whose reply is
+    // far larger than one socket read.
+    let fields: &[&str] = &["_version", "count", "absent", "mean"];
+    let requests: Vec<(String, &[&str])> = (0..2_000)
+        .map(|i| {
+            (
+                feature_key("clicks", &((i * 7) % 2_000).to_string()),
+                fields,
+            )
+        })
+        .collect();
+    let expected = freshet_store::read_fields(&mut conn, &requests)
+        .await
+        .unwrap();
+
+    let mut batch = freshet_store::BatchConnection::connect(client.get_connection_info())
+        .await
+        .unwrap();
+    let read = batch.read_fields(&requests).await.unwrap();
+    assert_eq!(texts(&read, 4), texts(&expected, 4));
+    assert_eq!(read[1].get(1), Some("7"), "entity 7's count");
+    assert_eq!(read[1].get(3), Some("7.1"), "entity 7's mean");
+    assert_eq!(read[1].get(2), None, "a field the hash does not hold");
+    let missing = requests
+        .iter()
+        .position(|(key, _)| *key == feature_key("clicks", "1500"))
+        .unwrap();
+    assert!(read[missing].is_empty() && !read[1].is_empty());
+    // The connection is reusable, and an empty request is no round trip.
+    assert_eq!(
+        texts(&batch.read_fields(&requests[..3]).await.unwrap(), 4),
+        texts(&expected[..3], 4)
+    );
+    assert!(batch.read_fields(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_connection_reports_an_error_reply_and_stays_in_step() {
+    let redis = TestRedis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    freshet_store::write_updates(&mut conn, [(&update("1", 3, 5), 0)], Writer::Processor)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(feature_key("clicks", "2"))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fields: &[&str] = &["count"];
+    let requests = vec![
+        (feature_key("clicks", "2"), fields),
+        (feature_key("clicks", "1"), fields),
+    ];
+    let mut batch = freshet_store::BatchConnection::connect(client.get_connection_info())
+        .await
+        .unwrap();
+    let error = batch.read_fields(&requests).await.unwrap_err();
+    assert!(
+        matches!(&error, freshet_store::BatchReadError::Redis(m) if m.contains("WRONGTYPE")),
+        "{error}"
+    );
+    assert!(!error.is_connection_lost());
+    // Both replies were consumed: the next read gets its own answer, not a leftover.
+    let read = batch.read_fields(&requests[1..]).await.unwrap();
+    assert_eq!(read[0].get(0), Some("5"));
+}
+
+#[tokio::test]
+async fn a_batch_connection_authenticates_and_selects_the_urls_database() {
+    let redis = TestRedis::start();
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut conn = admin.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let base = redis.url().replace("redis://", "redis://:s3cret@");
+    let db3 = redis::Client::open(format!("{base}/3")).unwrap();
+    let mut conn3 = db3.get_multiplexed_async_connection().await.unwrap();
+    freshet_store::write_updates(&mut conn3, [(&update("1", 3, 9), 0)], Writer::Processor)
+        .await
+        .unwrap();
+    let fields: &[&str] = &["count"];
+    let requests = vec![(feature_key("clicks", "1"), fields)];
+
+    let mut batch = freshet_store::BatchConnection::connect(db3.get_connection_info())
+        .await
+        .unwrap();
+    let read = batch.read_fields(&requests).await.unwrap();
+    assert_eq!(read[0].get(0), Some("9"), "read from database 3");
+
+    let wrong = redis::Client::open(redis.url().replace("redis://", "redis://:wrong@")).unwrap();
+    let error = freshet_store::BatchConnection::connect(wrong.get_connection_info())
+        .await
+        .err()
+        .expect("a wrong password is refused");
+    assert!(
+        matches!(
+            &error,
+            freshet_store::BatchReadError::Setup {
+                command: "AUTH",
+                ..
+            }
+        ),
+        "{error}"
+    );
+}

@@ -140,7 +140,7 @@ fn main() {
     );
     let per_batch = |i: usize| (after[i] - before[i]) * 1_000.0 / BATCH_REQUESTS as f64;
     println!(
-        "  where a batch's server time goes (mean per batch, over both views): Redis round trip {:.2} ms, decoding and building {:.2} ms; the rest is parsing the request and writing the JSON answer",
+        "  where a batch's server time goes (mean per batch, over both views): Redis round trip {:.2} ms, during which the answer is built as replies arrive (building the values: {:.2} ms); the rest is parsing the request and finishing the answer",
         per_batch(0),
         per_batch(1)
     );

@@ -21,7 +21,7 @@ use freshet_core::{Definitions, Value};
 use freshet_store::RawFields;
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use utoipa::ToSchema;
 
 /// The views and features the service serves, with their metric handles, built once from
@@ -176,12 +176,13 @@ impl Selection<'_> {
         self.views.iter().map(|v| &*v.view.name).collect()
     }
 
-    /// What to read from Redis, view-major: request `v * entities.len() + e` is view `v`
-    /// of entity `e`, with the view's fields.
+    /// What to read from Redis, entity-major: read `e * views + v` is view `v` of entity
+    /// `e`, with the view's fields. An entity's reads are adjacent, so its answer can be
+    /// built as soon as they have arrived.
     pub fn reads(&self, entities: &[String]) -> Vec<(String, &[&str])> {
         let mut reads = Vec::with_capacity(self.views.len() * entities.len());
-        for selected in &self.views {
-            for entity in entities {
+        for entity in entities {
+            for selected in &self.views {
                 reads.push((
                     feature_key(&selected.view.name, entity),
                     selected.fields.as_slice(),
@@ -191,45 +192,77 @@ impl Selection<'_> {
         reads
     }
 
-    /// Builds each entity's served values from what was read for [`Selection::reads`], and
-    /// records the per-view metrics (`redis_seconds`: how long the round trip took).
-    pub fn assemble(
+    /// How many reads each entity takes (one per selected view).
+    pub fn reads_per_entity(&self) -> usize {
+        self.views.len()
+    }
+
+    /// A new tally of this selection's per-view metrics.
+    pub fn tally(&self) -> Tally {
+        Tally {
+            views: vec![ViewTally::default(); self.views.len()],
+        }
+    }
+
+    /// One entity's served values from its reads (one per selected view, in order, as
+    /// [`Selection::reads`] lists them), counted in `tally`.
+    pub fn entity(
         &self,
-        entities: Vec<String>,
+        entity_id: String,
         read: &[RawFields],
         now_ms: i64,
-        redis_seconds: f64,
-    ) -> Vec<EntityFeatures> {
-        let n = entities.len();
-        let mut results: Vec<EntityFeatures> = entities
-            .into_iter()
-            .map(|entity_id| EntityFeatures {
-                entity_id,
-                views: NamedMap(Vec::with_capacity(self.views.len())),
-            })
-            .collect();
-        for (v, selected) in self.views.iter().enumerate() {
+        tally: &mut Tally,
+    ) -> EntityFeatures {
+        let mut views = Vec::with_capacity(self.views.len());
+        for ((selected, read), counts) in self.views.iter().zip(read).zip(&mut tally.views) {
             let started = Instant::now();
-            let view = selected.view;
-            let mut counts = [0u64; 4];
-            for (e, result) in results.iter_mut().enumerate() {
-                let values = selected.serve(&read[v * n + e], now_ms, &result.entity_id);
-                counts[values.status as usize] += 1;
-                if let Some(age_ms) = values.age_ms {
-                    view.metrics.age_seconds.observe(age_ms as f64 / 1_000.0);
-                }
-                result.views.0.push((view.name.clone(), values));
+            let values = selected.serve(read, now_ms, &entity_id);
+            counts.statuses[values.status as usize] += 1;
+            if let Some(age_ms) = values.age_ms {
+                selected
+                    .view
+                    .metrics
+                    .age_seconds
+                    .observe(age_ms as f64 / 1_000.0);
             }
-            let m = &view.metrics;
-            m.found.inc_by(counts[ViewStatus::Found as usize]);
-            m.missing.inc_by(counts[ViewStatus::Missing as usize]);
-            m.expired.inc_by(counts[ViewStatus::Expired as usize]);
-            m.unreadable.inc_by(counts[ViewStatus::Unreadable as usize]);
-            m.redis_seconds.observe(redis_seconds);
-            m.compute_seconds.observe(started.elapsed().as_secs_f64());
+            views.push((selected.view.name.clone(), values));
+            counts.compute += started.elapsed();
         }
-        results
+        EntityFeatures {
+            entity_id,
+            views: NamedMap(views),
+        }
     }
+
+    /// Records a finished lookup's tally in the per-view metrics, with how long the Redis
+    /// round trip took (for a large read, this overlaps the building of the answer).
+    pub fn record(&self, tally: &Tally, redis_seconds: f64) {
+        for (selected, counts) in self.views.iter().zip(&tally.views) {
+            let m = &selected.view.metrics;
+            m.found.inc_by(counts.statuses[ViewStatus::Found as usize]);
+            m.missing
+                .inc_by(counts.statuses[ViewStatus::Missing as usize]);
+            m.expired
+                .inc_by(counts.statuses[ViewStatus::Expired as usize]);
+            m.unreadable
+                .inc_by(counts.statuses[ViewStatus::Unreadable as usize]);
+            m.redis_seconds.observe(redis_seconds);
+            m.compute_seconds.observe(counts.compute.as_secs_f64());
+        }
+    }
+}
+
+/// What one lookup counted per selected view, recorded by [`Selection::record`].
+pub struct Tally {
+    views: Vec<ViewTally>,
+}
+
+#[derive(Clone, Default)]
+struct ViewTally {
+    /// Entities per [`ViewStatus`].
+    statuses: [u64; 4],
+    /// Time spent building this view's values.
+    compute: Duration,
 }
 
 impl SelectedView<'_> {

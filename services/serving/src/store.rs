@@ -7,8 +7,14 @@
 //! request microseconds, not a connect timeout); every command has a response timeout; a
 //! connection that failed is dropped and the next request makes a new one. The
 //! transitions (lost, back) are logged once each, not per request.
+//!
+//! Large reads (a batch lookup) go over a small pool of [`BatchConnection`]s instead: the
+//! multiplexed connection's reply parser costs more CPU than Redis spends answering a
+//! 1,000-entity batch (see `freshet_store::BatchConnection`). They follow the same policy:
+//! no attempt while the multiplexed connection is known to be down, the same timeout, and
+//! a lost connection drops every pooled one.
 
-use freshet_store::RawFields;
+use freshet_store::{BatchConnection, BatchReadError, RawFields};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use std::sync::Mutex;
@@ -16,6 +22,14 @@ use std::time::{Duration, Instant};
 
 /// Shortest pause between two connection attempts while Redis is unreachable.
 pub const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+
+/// Reads of at least this many keys go over a pooled [`BatchConnection`]; smaller ones
+/// share the multiplexed connection, where they pipeline with concurrent requests.
+pub const LARGE_READ: usize = 32;
+
+/// Idle batch connections kept for the next large reads (more are made while more large
+/// reads run at once, and closed afterwards).
+const IDLE_BATCH_CONNECTIONS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +49,8 @@ pub struct FeatureStore {
     connection: Mutex<Option<MultiplexedConnection>>,
     /// Held while a connection attempt is in flight, with the time of the last failure.
     connecting: tokio::sync::Mutex<Option<Instant>>,
+    batch_connections: Mutex<Vec<BatchConnection>>,
+    timeout: Duration,
 }
 
 impl FeatureStore {
@@ -52,6 +68,8 @@ impl FeatureStore {
             config,
             connection: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(None),
+            batch_connections: Mutex::new(Vec::new()),
+            timeout,
         })
     }
 
@@ -103,27 +121,121 @@ impl FeatureStore {
             || e.is_connection_refusal()
             || e.is_unrecoverable_error();
         if broken {
-            if self
-                .connection
-                .lock()
-                .expect("connection slot")
-                .take()
-                .is_some()
-            {
-                tracing::warn!(error = %e, "lost the connection to Redis; reconnecting");
-            }
+            self.lost(&e);
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Failed(e.to_string())
         }
     }
 
-    /// The chosen fields of each key, in order, in one round trip.
-    pub async fn read(&self, reads: &[(String, &[&str])]) -> Result<Vec<RawFields>, StoreError> {
+    /// Drops every connection after one failed, so the next request makes new ones.
+    fn lost(&self, error: &dyn std::fmt::Display) {
+        self.batch_connections
+            .lock()
+            .expect("batch connection pool")
+            .clear();
+        if self
+            .connection
+            .lock()
+            .expect("connection slot")
+            .take()
+            .is_some()
+        {
+            tracing::warn!(error = %error, "lost the connection to Redis; reconnecting");
+        }
+    }
+
+    /// The chosen fields of each key, in one round trip, handed to `each` in order with
+    /// the read's index. A large read hands over each reply as it arrives, so the caller
+    /// builds its answer while Redis is still answering; if the read then fails, what
+    /// `each` was given must be discarded.
+    pub async fn read_each(
+        &self,
+        reads: &[(String, &[&str])],
+        mut each: impl FnMut(usize, RawFields),
+    ) -> Result<(), StoreError> {
         let mut connection = self.connection().await?;
-        freshet_store::read_fields(&mut connection, reads)
+        if reads.len() >= LARGE_READ {
+            return self.read_large(reads, each).await;
+        }
+        let read = freshet_store::read_fields(&mut connection, reads)
             .await
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        read.into_iter().enumerate().for_each(|(i, f)| each(i, f));
+        Ok(())
+    }
+
+    /// A large read over a pooled batch connection. A pooled connection may have died
+    /// while idle (Redis restarted): reads are idempotent, so when it fails before any
+    /// reply, the read is retried once on a new connection.
+    async fn read_large(
+        &self,
+        reads: &[(String, &[&str])],
+        mut each: impl FnMut(usize, RawFields),
+    ) -> Result<(), StoreError> {
+        let pooled = self
+            .batch_connections
+            .lock()
+            .expect("batch connection pool")
+            .pop();
+        let reused = pooled.is_some();
+        let mut delivered = 0;
+        let mut counted = |i, fields| {
+            delivered += 1;
+            each(i, fields)
+        };
+        let mut result = self.read_on(pooled, reads, &mut counted).await;
+        if let Err(e) = &result {
+            if reused && e.is_connection_lost() && delivered == 0 {
+                result = self.read_on(None, reads, &mut each).await;
+            }
+        }
+        result.map_err(|e| {
+            if e.is_connection_lost() {
+                self.lost(&e);
+                StoreError::Unavailable(e.to_string())
+            } else {
+                StoreError::Failed(e.to_string())
+            }
+        })
+    }
+
+    /// One large read on `connection` (or a new one), within the timeout; the connection
+    /// goes back to the pool unless it was lost.
+    async fn read_on(
+        &self,
+        connection: Option<BatchConnection>,
+        reads: &[(String, &[&str])],
+        each: &mut impl FnMut(usize, RawFields),
+    ) -> Result<(), BatchReadError> {
+        let work = async {
+            let mut connection = match connection {
+                Some(c) => c,
+                None => BatchConnection::connect(self.client.get_connection_info()).await?,
+            };
+            let read = connection.read_fields_each(reads, each).await;
+            if read
+                .as_ref()
+                .map_or_else(|e| !e.is_connection_lost(), |_| true)
+            {
+                let mut pool = self
+                    .batch_connections
+                    .lock()
+                    .expect("batch connection pool");
+                if pool.len() < IDLE_BATCH_CONNECTIONS {
+                    pool.push(connection);
+                }
+            }
+            read
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BatchReadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {:?}", self.timeout),
+                )))
+            })
     }
 
     /// Whether Redis answers `PING`.

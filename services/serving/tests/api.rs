@@ -520,6 +520,10 @@ async fn redis_going_away_gives_fast_503s_and_the_service_recovers_by_itself() {
     write(&redis.url(), &[(click_update("1", 1, now_ms(), 4), 0)]).await;
     assert_eq!(serving.get("/features/1").await.0, 200);
     assert_eq!(serving.get("/ready").await.0, 200);
+    let (status, body) = serving
+        .post("/features/batch", &json!({"entity_ids": hundred_ids()}))
+        .await;
+    assert_eq!(status, 200, "{body}");
 
     redis.stop();
     for _ in 0..5 {
@@ -537,6 +541,14 @@ async fn redis_going_away_gives_fast_503s_and_the_service_recovers_by_itself() {
             .post("/features/batch", &json!({"entity_ids": ["1"]}))
             .await;
         assert_eq!(status, 503);
+        // Large batches read over their own pooled connections; the same policy holds.
+        let started = Instant::now();
+        let (status, body) = serving
+            .post("/features/batch", &json!({"entity_ids": hundred_ids()}))
+            .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "store_unavailable");
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
     let (status, body) = serving.get("/ready").await;
     assert_eq!(status, 503);
@@ -560,6 +572,43 @@ async fn redis_going_away_gives_fast_503s_and_the_service_recovers_by_itself() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(serving.get("/ready").await.0, 200);
+    let (status, body) = serving
+        .post("/features/batch", &json!({"entity_ids": hundred_ids()}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"][0]["views"][CLICKS]["features"]["click_count_1m"]["value"],
+        6
+    );
+}
+
+/// Ids 1 to 100: a batch large enough to be read over a pooled batch connection.
+fn hundred_ids() -> Vec<String> {
+    (1..=100).map(|i| i.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_right_after_redis_restarted_is_answered() {
+    let mut redis = TestRedis::start();
+    let serving = Serving::start(&redis.url(), 1_000).await;
+    write(&redis.url(), &[(click_update("1", 1, now_ms(), 4), 0)]).await;
+    let (status, body) = serving
+        .post("/features/batch", &json!({"entity_ids": hundred_ids()}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Redis restarts while nothing is asked: the pooled batch connection is dead, and
+    // the service has not noticed. Reads are idempotent, so it retries on a new one.
+    redis.stop();
+    redis.restart();
+    write(&redis.url(), &[(click_update("1", 2, now_ms(), 6), 0)]).await;
+    let (status, body) = serving
+        .post("/features/batch", &json!({"entity_ids": hundred_ids()}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"][0]["views"][CLICKS]["features"]["click_count_1m"]["value"],
+        6
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
