@@ -130,6 +130,18 @@ impl RawFields {
     }
 }
 
+/// Fields as if read: `None` for a field the hash does not hold (for tests of readers).
+impl<'a> FromIterator<Option<&'a str>> for RawFields {
+    fn from_iter<I: IntoIterator<Item = Option<&'a str>>>(fields: I) -> Self {
+        RawFields(
+            fields
+                .into_iter()
+                .map(|f| f.map(|text| bytes::Bytes::copy_from_slice(text.as_bytes())))
+                .collect(),
+        )
+    }
+}
+
 impl redis::FromRedisValue for RawFields {
     fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
         let redis::Value::Array(values) = v else {

@@ -164,7 +164,7 @@ fn main() {
         percentile(&client_ms, 0.99) / percentile(&raw_ms, 0.99)
     );
     println!(
-        "  Redis's own CPU per service batch (INFO cpu): {:.2} ms; in the service (mean per batch): Redis round trip {:.2} ms, during which the answer is built as replies arrive (building the values: {:.2} ms over both views)",
+        "  Redis's own CPU per service batch (INFO cpu): {:.2} ms; in the service (mean per batch): Redis round trip {:.2} ms, during which the answer is built as replies arrive (building the values and writing their JSON: {:.2} ms over both views)",
         redis_cpu * 1_000.0 / batches_run,
         phases[0] * 1_000.0 / batches_run,
         phases[1] * 1_000.0 / batches_run

@@ -291,7 +291,8 @@ async fn lookup_one(
 const ANSWER_BYTES_PER_VIEW: usize = 512;
 
 /// A batch answer's JSON (the shape of [`BatchResponse`]), written entity by entity as
-/// Redis's replies arrive, so that most of it is built while Redis is still answering.
+/// Redis's replies arrive, so that most of it is built while Redis is still answering
+/// (and written straight as JSON: see [`Selection::write_entity`]).
 /// `server_latency_ms` comes last: it is known only at the end.
 async fn batch_body(
     state: &AppState,
@@ -305,6 +306,7 @@ async fn batch_body(
     body.extend_from_slice(b"{\"batch_size\":");
     write_json(&mut body, &entities.len());
     body.extend_from_slice(b",\"results\":[");
+    let json = selection.answer_json();
     let mut tally = selection.tally();
     let mut pending = Vec::with_capacity(per_entity);
     let mut ids = entities.into_iter();
@@ -318,12 +320,11 @@ async fn batch_body(
                 return;
             }
             let id = ids.next().expect("one entity per `per_entity` reads");
-            let entity = selection.entity(id, &pending, now, &mut tally);
-            pending.clear();
             if body.last() != Some(&b'[') {
                 body.push(b',');
             }
-            write_json(&mut body, &entity);
+            selection.write_entity(&json, &id, &pending, now, &mut tally, &mut body);
+            pending.clear();
         })
         .await
         .inspect_err(|_| state.metrics.store_errors.inc())?;
