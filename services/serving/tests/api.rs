@@ -520,10 +520,7 @@ async fn redis_going_away_gives_fast_503s_and_the_service_recovers_by_itself() {
     write(&redis.url(), &[(click_update("1", 1, now_ms(), 4), 0)]).await;
     assert_eq!(serving.get("/features/1").await.0, 200);
     assert_eq!(serving.get("/ready").await.0, 200);
-    let (status, body) = serving
-        .post("/features/batch", &json!({"entity_ids": hundred_ids()}))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(clicks_of_1_in_a_large_batch(&serving).await, 4);
 
     redis.stop();
     for _ in 0..5 {
@@ -572,14 +569,7 @@ async fn redis_going_away_gives_fast_503s_and_the_service_recovers_by_itself() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(serving.get("/ready").await.0, 200);
-    let (status, body) = serving
-        .post("/features/batch", &json!({"entity_ids": hundred_ids()}))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        body["results"][0]["views"][CLICKS]["features"]["click_count_1m"]["value"],
-        6
-    );
+    assert_eq!(clicks_of_1_in_a_large_batch(&serving).await, 6);
 }
 
 /// Ids 1 to 100: a batch large enough to be read over a pooled batch connection.
@@ -587,28 +577,27 @@ fn hundred_ids() -> Vec<String> {
     (1..=100).map(|i| i.to_string()).collect()
 }
 
+/// Entity 1's `click_count_1m` from a batch of [`hundred_ids`], which must succeed.
+async fn clicks_of_1_in_a_large_batch(serving: &Serving) -> Json {
+    let (status, body) = serving
+        .post("/features/batch", &json!({"entity_ids": hundred_ids()}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    feature(&body["results"][0], CLICKS, "click_count_1m")["value"].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_batch_right_after_redis_restarted_is_answered() {
     let mut redis = TestRedis::start();
     let serving = Serving::start(&redis.url(), 1_000).await;
     write(&redis.url(), &[(click_update("1", 1, now_ms(), 4), 0)]).await;
-    let (status, body) = serving
-        .post("/features/batch", &json!({"entity_ids": hundred_ids()}))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(clicks_of_1_in_a_large_batch(&serving).await, 4);
     // Redis restarts while nothing is asked: the pooled batch connection is dead, and
     // the service has not noticed. Reads are idempotent, so it retries on a new one.
     redis.stop();
     redis.restart();
     write(&redis.url(), &[(click_update("1", 2, now_ms(), 6), 0)]).await;
-    let (status, body) = serving
-        .post("/features/batch", &json!({"entity_ids": hundred_ids()}))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        body["results"][0]["views"][CLICKS]["features"]["click_count_1m"]["value"],
-        6
-    );
+    assert_eq!(clicks_of_1_in_a_large_batch(&serving).await, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
