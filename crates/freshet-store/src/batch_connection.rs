@@ -11,8 +11,8 @@
 //! the same for every key of a view and are encoded once.
 //!
 //! One connection serves one pipeline at a time (`&mut self`); a caller that reads
-//! concurrently keeps several. After an error that [`BatchReadError::is_connection_lost`]
-//! the connection is out of step with Redis and must be dropped.
+//! concurrently keeps several. After any [`BatchReadError`] the connection may be out of
+//! step with Redis and must be dropped.
 
 use crate::RawFields;
 use bytes::BytesMut;
@@ -37,10 +37,6 @@ pub enum BatchReadError {
     Closed,
     #[error("Redis sent something that is not a RESP2 reply: {0}")]
     Protocol(String),
-    /// Redis answered one of the commands with an error (e.g. a key of the wrong type);
-    /// the connection is still usable.
-    #[error("Redis answered with an error: {0}")]
-    Redis(String),
     #[error("Redis refused the connection's setup ({command}): {reason}")]
     Setup {
         command: &'static str,
@@ -48,13 +44,6 @@ pub enum BatchReadError {
     },
     #[error("batch reads need a TCP or Unix-socket Redis address, not {0}")]
     UnsupportedAddress(String),
-}
-
-impl BatchReadError {
-    /// Whether the connection can no longer be used (the next request must make a new one).
-    pub fn is_connection_lost(&self) -> bool {
-        !matches!(self, BatchReadError::Redis(_))
-    }
 }
 
 enum Stream {
@@ -118,10 +107,8 @@ impl BatchConnection {
     }
 
     /// For each `(key, fields)`, the values of those fields (`HMGET`), all in one round
-    /// trip: what [`crate::read_fields`] does, at a fraction of the client's CPU.
-    ///
-    /// If Redis answers any command with an error, every reply is still read (the
-    /// connection stays usable) and the first error is returned.
+    /// trip: what [`crate::read_fields`] does, at a fraction of the client's CPU. A key
+    /// Redis answers with an error fails only its own read ([`RawFields::error`]).
     pub async fn read_fields(
         &mut self,
         requests: &[(String, &[&str])],
@@ -134,23 +121,18 @@ impl BatchConnection {
 
     /// [`BatchConnection::read_fields`], handing each request's fields to `each` (with the
     /// request's index, in order) as soon as its reply has arrived, so a caller can work
-    /// on the first replies while Redis is still answering the rest. After an error reply
-    /// `each` is not called again; the error is returned once every reply is read.
+    /// on the first replies while Redis is still answering the rest.
     pub async fn read_fields_each(
         &mut self,
         requests: &[(String, &[&str])],
         mut each: impl FnMut(usize, RawFields),
     ) -> Result<(), BatchReadError> {
-        if requests.is_empty() {
-            return Ok(());
-        }
         for chunk in requests.chunks(SEND_CHUNK) {
             self.send(&encode_hmgets(chunk)).await?;
         }
-        let mut first_error = None;
         for index in 0..requests.len() {
             let fields = match self.next_frame().await? {
-                BytesFrame::Array(values) => RawFields(
+                BytesFrame::Array(values) => RawFields::fields(
                     values
                         .into_iter()
                         .map(|value| match value {
@@ -159,25 +141,16 @@ impl BatchConnection {
                         })
                         .collect(),
                 ),
-                BytesFrame::Error(e) => {
-                    first_error.get_or_insert_with(|| e.to_string());
-                    continue;
-                }
+                BytesFrame::Error(e) => RawFields::failed(e.to_string()),
                 other => {
-                    first_error.get_or_insert_with(|| {
-                        format!("expected HMGET's array, Redis sent {other:?}")
-                    });
-                    continue;
+                    return Err(BatchReadError::Protocol(format!(
+                        "expected HMGET's array, Redis sent {other:?}"
+                    )))
                 }
             };
-            if first_error.is_none() {
-                each(index, fields);
-            }
+            each(index, fields);
         }
-        match first_error {
-            Some(e) => Err(BatchReadError::Redis(e)),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), BatchReadError> {

@@ -111,29 +111,47 @@ pub async fn read_hashes<C: ConnectionLike>(
 }
 
 /// Chosen fields of one hash as Redis sent them (`HMGET`), in the order asked for, kept in
-/// the reply's own buffers.
-#[derive(Debug, Clone, Default)]
-pub struct RawFields(Vec<Option<bytes::Bytes>>);
+/// the reply's own buffers; or the error Redis answered for that key (e.g. `WRONGTYPE`
+/// for a key that is not a hash), so one bad key does not fail the others' reads.
+#[derive(Debug, Clone)]
+pub struct RawFields(Result<Vec<Option<bytes::Bytes>>, String>);
 
 impl RawFields {
-    /// The `i`-th field asked for; `None` when the hash does not hold it. Bytes that are
-    /// not UTF-8 read as U+FFFD, so a corrupt value fails to decode instead of vanishing.
+    /// The `i`-th field asked for; `None` when the hash does not hold it (or Redis answered
+    /// with an error). Bytes that are not UTF-8 read as U+FFFD, so a corrupt value fails
+    /// to decode instead of vanishing.
     pub fn get(&self, i: usize) -> Option<&str> {
-        let bytes = self.0.get(i)?.as_ref()?;
+        let bytes = self.0.as_ref().ok()?.get(i)?.as_ref()?;
         Some(std::str::from_utf8(bytes).unwrap_or("\u{fffd}"))
     }
 
     /// Whether none of the fields exist (for a hash written by [`write_updates`]: the key
-    /// does not exist).
+    /// does not exist). False when Redis answered with an error.
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(Option::is_none)
+        self.0
+            .as_ref()
+            .is_ok_and(|fields| fields.iter().all(Option::is_none))
+    }
+
+    /// The error Redis answered for this key instead of its fields.
+    pub fn error(&self) -> Option<&str> {
+        self.0.as_ref().err().map(String::as_str)
+    }
+
+    /// Redis's error answer for a key.
+    pub fn failed(error: impl Into<String>) -> Self {
+        RawFields(Err(error.into()))
+    }
+
+    pub(crate) fn fields(fields: Vec<Option<bytes::Bytes>>) -> Self {
+        RawFields(Ok(fields))
     }
 }
 
 /// Fields as if read: `None` for a field the hash does not hold (for tests of readers).
 impl<'a> FromIterator<Option<&'a str>> for RawFields {
     fn from_iter<I: IntoIterator<Item = Option<&'a str>>>(fields: I) -> Self {
-        RawFields(
+        RawFields::fields(
             fields
                 .into_iter()
                 .map(|f| f.map(|text| bytes::Bytes::copy_from_slice(text.as_bytes())))
@@ -144,10 +162,12 @@ impl<'a> FromIterator<Option<&'a str>> for RawFields {
 
 impl redis::FromRedisValue for RawFields {
     fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
-        let redis::Value::Array(values) = v else {
-            return Err(format!("expected HMGET's array, Redis sent {v:?}").into());
+        let values = match v {
+            redis::Value::Array(values) => values,
+            redis::Value::ServerError(e) => return Ok(RawFields::failed(e.to_string())),
+            other => return Err(format!("expected HMGET's array, Redis sent {other:?}").into()),
         };
-        Ok(RawFields(
+        Ok(RawFields::fields(
             values
                 .into_iter()
                 .map(|value| match value {
@@ -160,7 +180,8 @@ impl redis::FromRedisValue for RawFields {
     }
 }
 
-/// For each `(key, fields)`, the values of those fields (`HMGET`), all in one round trip.
+/// For each `(key, fields)`, the values of those fields (`HMGET`), all in one round trip;
+/// a key Redis answers with an error (see [`RawFields::error`]) fails only its own read.
 /// Cheaper than [`read_hashes`] when the fields are known: Redis sends no field names.
 pub async fn read_fields<C: ConnectionLike>(
     connection: &mut C,
@@ -170,6 +191,7 @@ pub async fn read_fields<C: ConnectionLike>(
         return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     for (key, fields) in requests {
         pipe.cmd("HMGET").arg(key).arg(*fields);
     }

@@ -171,7 +171,7 @@ async fn a_batch_connection_reads_what_the_multiplexed_connection_reads() {
 }
 
 #[tokio::test]
-async fn a_batch_connection_reports_an_error_reply_and_stays_in_step() {
+async fn a_key_redis_answers_with_an_error_fails_only_its_own_read() {
     let redis = TestRedis::start();
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -188,18 +188,24 @@ async fn a_batch_connection_reports_an_error_reply_and_stays_in_step() {
     let requests = vec![
         (feature_key("clicks", "2"), fields),
         (feature_key("clicks", "1"), fields),
+        (feature_key("clicks", "3"), fields),
     ];
     let mut batch = freshet_store::BatchConnection::connect(client.get_connection_info())
         .await
         .unwrap();
-    let error = batch.read_fields(&requests).await.unwrap_err();
-    assert!(
-        matches!(&error, freshet_store::BatchReadError::Redis(m) if m.contains("WRONGTYPE")),
-        "{error}"
-    );
-    assert!(!error.is_connection_lost());
-    // Both replies were consumed: the next read gets its own answer, not a leftover.
-    let read = batch.read_fields(&requests[1..]).await.unwrap();
+    let by_batch = batch.read_fields(&requests).await.unwrap();
+    let by_multiplexed = freshet_store::read_fields(&mut conn, &requests)
+        .await
+        .unwrap();
+    for read in [&by_batch, &by_multiplexed] {
+        assert!(read[0].error().unwrap().contains("WRONGTYPE"), "{read:?}");
+        assert!(!read[0].is_empty() && read[0].get(0).is_none());
+        assert_eq!(read[1].get(0), Some("5"));
+        assert_eq!(read[1].error(), None);
+        assert!(read[2].is_empty(), "a missing key is no error");
+    }
+    // The batch connection stays in step: the next read gets its own answer.
+    let read = batch.read_fields(&requests[1..2]).await.unwrap();
     assert_eq!(read[0].get(0), Some("5"));
 }
 

@@ -11,8 +11,8 @@
 //! - `missing`: no hash; every feature serves its default.
 //! - `expired`: the hash's event time is older than the view's TTL (the key's own expiry
 //!   may not have run yet, or a backfill wrote old values); defaults.
-//! - `unreadable`: the hash is corrupt (logged); defaults, so one bad key never fails a
-//!   whole batch.
+//! - `unreadable`: the hash is corrupt, or the key is not a hash (Redis answers
+//!   `WRONGTYPE`); logged, and defaults, so one bad key never fails a whole batch.
 
 use crate::error::ApiError;
 use crate::metrics::{ServingMetrics, ViewMetrics};
@@ -311,13 +311,16 @@ struct ViewTally {
 impl SelectedView<'_> {
     /// What the stored version and event time say, before any feature value is read.
     fn classify(&self, read: &RawFields, now_ms: i64) -> Stored {
+        if let Some(error) = read.error() {
+            return Stored::Unreadable(format!("Redis answered {error}"));
+        }
         if read.is_empty() {
             return Stored::Missing;
         }
         let version = read.get(0).and_then(decode_version);
         let event_time = read.get(1).and_then(|t| t.parse::<i64>().ok());
         let (Some(version), Some(event_time_ms)) = (version, event_time) else {
-            return Stored::Malformed;
+            return Stored::Unreadable("the version or event time is missing or malformed".into());
         };
         if now_ms - event_time_ms > self.view.ttl_ms {
             return Stored::Expired;
@@ -335,7 +338,7 @@ impl SelectedView<'_> {
         let (version, event_time_ms, age_ms) = match self.classify(read, now_ms) {
             Stored::Missing => return self.defaults(ViewStatus::Missing),
             Stored::Expired => return self.defaults(ViewStatus::Expired),
-            Stored::Malformed => return self.unreadable(entity, MALFORMED),
+            Stored::Unreadable(problem) => return self.unreadable(entity, &problem),
             Stored::Fresh {
                 version,
                 event_time_ms,
@@ -380,8 +383,8 @@ impl SelectedView<'_> {
         let (version, event_time_ms, age_ms) = match self.classify(read, now_ms) {
             Stored::Missing => return json.defaults(ViewStatus::Missing, out),
             Stored::Expired => return json.defaults(ViewStatus::Expired, out),
-            Stored::Malformed => {
-                self.log_unreadable(entity, MALFORMED);
+            Stored::Unreadable(problem) => {
+                self.log_unreadable(entity, &problem);
                 return json.defaults(ViewStatus::Unreadable, out);
             }
             Stored::Fresh {
@@ -494,13 +497,12 @@ impl SelectedView<'_> {
     }
 }
 
-const MALFORMED: &str = "the version or event time is missing or malformed";
-
 /// What a view's stored version and event time say (see [`SelectedView::classify`]).
 enum Stored {
     Missing,
     Expired,
-    Malformed,
+    /// Why the entry cannot be served (it is logged).
+    Unreadable(String),
     Fresh {
         version: u64,
         event_time_ms: i64,
@@ -707,6 +709,17 @@ mod tests {
             ("8", malformed, ViewStatus::Unreadable),
             ("9", stored(5, "not json", &[]), ViewStatus::Unreadable),
         ];
+        let wrong_type = |selection: &Selection| -> Vec<RawFields> {
+            selection
+                .views
+                .iter()
+                .map(|_| {
+                    RawFields::failed(
+                        "WRONGTYPE Operation against a key holding the wrong kind of value",
+                    )
+                })
+                .collect()
+        };
         let selections = [
             catalog
                 .select(None::<[&str; 0]>, None::<[&str; 0]>)
@@ -733,9 +746,15 @@ mod tests {
                     "entity {id}"
                 );
             }
+            let read = wrong_type(selection);
+            let entity = selection.entity("10".into(), &read, NOW, &mut by_serde);
+            assert_eq!(entity.views.0[0].1.status, ViewStatus::Unreadable);
+            let mut out = Vec::new();
+            selection.write_entity(&json, "10", &read, NOW, &mut written, &mut out);
+            assert_eq!(out, to_json(&entity));
             let statuses = |t: &Tally| t.views.iter().map(|v| v.statuses).collect::<Vec<_>>();
             assert_eq!(statuses(&written), statuses(&by_serde));
-            assert_eq!(statuses(&written)[0], [6, 1, 1, 2]);
+            assert_eq!(statuses(&written)[0], [6, 1, 1, 3]);
         }
     }
 }

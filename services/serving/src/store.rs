@@ -185,23 +185,21 @@ impl FeatureStore {
             each(i, fields)
         };
         let mut result = self.read_on(pooled, reads, &mut counted).await;
-        if let Err(e) = &result {
-            if reused && e.is_connection_lost() && delivered == 0 {
-                result = self.read_on(None, reads, &mut each).await;
-            }
+        if result.is_err() && reused && delivered == 0 {
+            result = self.read_on(None, reads, &mut each).await;
         }
-        result.map_err(|e| {
-            if e.is_connection_lost() {
+        result.map_err(|e| match e {
+            // Redis is there but refuses the URL's credentials or database: not an outage.
+            BatchReadError::Setup { .. } => StoreError::Failed(e.to_string()),
+            _ => {
                 self.lost(&e);
                 StoreError::Unavailable(e.to_string())
-            } else {
-                StoreError::Failed(e.to_string())
             }
         })
     }
 
     /// One large read on `connection` (or a new one), within the timeout; the connection
-    /// goes back to the pool unless it was lost.
+    /// goes back to the pool if the read succeeded (after an error it may be out of step).
     async fn read_on(
         &self,
         connection: Option<BatchConnection>,
@@ -214,10 +212,7 @@ impl FeatureStore {
                 None => BatchConnection::connect(self.client.get_connection_info()).await?,
             };
             let read = connection.read_fields_each(reads, each).await;
-            if read
-                .as_ref()
-                .map_or_else(|e| !e.is_connection_lost(), |_| true)
-            {
+            if read.is_ok() {
                 let mut pool = self
                     .batch_connections
                     .lock()

@@ -1,7 +1,7 @@
 //! The serving API against a real Redis, over real HTTP. Values are written with the same
 //! versioned writes the processor uses (freshet-store over the core's layout).
 
-use freshet_core::store_layout::{FeatureUpdate, Writer};
+use freshet_core::store_layout::{feature_key, FeatureUpdate, Writer};
 use freshet_core::{Definitions, Value};
 use freshet_serving::metrics::ServingMetrics;
 use freshet_serving::ServingConfig;
@@ -369,6 +369,49 @@ async fn a_batch_of_a_thousand_mixes_present_missing_and_expired_entities_in_ord
         "default"
     );
     assert_eq!(results[0]["views"].as_object().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_is_not_a_hash_is_served_as_unreadable_alone_and_in_a_batch() {
+    let redis = TestRedis::start();
+    let serving = Serving::start(&redis.url(), 1_000).await;
+    let now = now_ms();
+    let updates: Vec<_> = (1..=20)
+        .map(|i| (click_update(&i.to_string(), 10, now - 1_000, i), 0))
+        .collect();
+    write(&redis.url(), &updates).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(feature_key(CLICKS, "5"))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let (status, body) = serving.get("/features/5").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["views"][CLICKS]["status"], "unreadable");
+    assert_eq!(
+        feature(&body, CLICKS, "click_count_1m")["source"],
+        "default"
+    );
+
+    // 20 entities and both views: 40 reads, over a pooled batch connection.
+    let ids: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    let (status, body) = serving
+        .post("/features/batch", &json!({ "entity_ids": ids }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[4]["entity_id"], "5");
+    assert_eq!(results[4]["views"][CLICKS]["status"], "unreadable");
+    assert_eq!(feature(&results[4], CLICKS, "click_count_1m")["value"], 0);
+    assert_eq!(results[4]["views"][PURCHASES]["status"], "missing");
+    for (k, result) in results.iter().enumerate().filter(|(k, _)| *k != 4) {
+        assert_eq!(result["views"][CLICKS]["status"], "found", "{result}");
+        assert_eq!(feature(result, CLICKS, "click_count_1m")["value"], k + 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
