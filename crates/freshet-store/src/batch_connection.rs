@@ -114,23 +114,23 @@ impl BatchConnection {
         requests: &[(String, &[&str])],
     ) -> Result<Vec<RawFields>, BatchReadError> {
         let mut read = Vec::with_capacity(requests.len());
-        self.read_fields_each(requests, |_, fields| read.push(fields))
+        self.read_fields_each(requests, |fields| read.push(fields))
             .await?;
         Ok(read)
     }
 
-    /// [`BatchConnection::read_fields`], handing each request's fields to `each` (with the
-    /// request's index, in order) as soon as its reply has arrived, so a caller can work
+    /// [`BatchConnection::read_fields`], handing each request's fields to `each` (in
+    /// order) as soon as its reply has arrived, so a caller can work
     /// on the first replies while Redis is still answering the rest.
     pub async fn read_fields_each(
         &mut self,
         requests: &[(String, &[&str])],
-        mut each: impl FnMut(usize, RawFields),
+        mut each: impl FnMut(RawFields),
     ) -> Result<(), BatchReadError> {
         for chunk in requests.chunks(SEND_CHUNK) {
             self.send(&encode_hmgets(chunk)).await?;
         }
-        for index in 0..requests.len() {
+        for _ in requests {
             let fields = match self.next_frame().await? {
                 BytesFrame::Array(values) => RawFields::fields(
                     values
@@ -148,7 +148,7 @@ impl BatchConnection {
                     )))
                 }
             };
-            each(index, fields);
+            each(fields);
         }
         Ok(())
     }

@@ -276,7 +276,7 @@ async fn lookup_one(
     let started = Instant::now();
     state
         .store
-        .read_each(&reads, |_, fields| read.push(fields))
+        .read_each(&reads, |fields| read.push(fields))
         .await
         .inspect_err(|_| state.metrics.store_errors.inc())?;
     let redis_seconds = started.elapsed().as_secs_f64();
@@ -314,7 +314,7 @@ async fn batch_body(
     let redis_started = Instant::now();
     state
         .store
-        .read_each(&reads, |_, fields| {
+        .read_each(&reads, |fields| {
             pending.push(fields);
             if pending.len() < per_entity {
                 return;

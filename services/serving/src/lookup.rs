@@ -217,16 +217,8 @@ impl Selection<'_> {
         for ((selected, read), counts) in self.views.iter().zip(read).zip(&mut tally.views) {
             let started = Instant::now();
             let values = selected.serve(read, now_ms, &entity_id);
-            counts.statuses[values.status as usize] += 1;
-            if let Some(age_ms) = values.age_ms {
-                selected
-                    .view
-                    .metrics
-                    .age_seconds
-                    .observe(age_ms as f64 / 1_000.0);
-            }
+            counts.count(selected, values.status, values.age_ms, started);
             views.push((selected.view.name.clone(), values));
-            counts.compute += started.elapsed();
         }
         EntityFeatures {
             entity_id,
@@ -263,16 +255,7 @@ impl Selection<'_> {
             }
             out.extend_from_slice(&view_json.name);
             let (status, age_ms) = selected.write_json(read, now_ms, entity_id, view_json, out);
-            let counts = &mut tally.views[v];
-            counts.statuses[status as usize] += 1;
-            if let Some(age_ms) = age_ms {
-                selected
-                    .view
-                    .metrics
-                    .age_seconds
-                    .observe(age_ms as f64 / 1_000.0);
-            }
-            counts.compute += started.elapsed();
+            tally.views[v].count(selected, status, age_ms, started);
         }
         out.extend_from_slice(b"}}");
     }
@@ -306,6 +289,28 @@ struct ViewTally {
     statuses: [u64; 4],
     /// Time spent building this view's values.
     compute: Duration,
+}
+
+impl ViewTally {
+    /// Counts one entity's view, built since `started`; a served age goes straight to
+    /// the age histogram.
+    fn count(
+        &mut self,
+        selected: &SelectedView,
+        status: ViewStatus,
+        age_ms: Option<i64>,
+        started: Instant,
+    ) {
+        self.statuses[status as usize] += 1;
+        if let Some(age_ms) = age_ms {
+            selected
+                .view
+                .metrics
+                .age_seconds
+                .observe(age_ms as f64 / 1_000.0);
+        }
+        self.compute += started.elapsed();
+    }
 }
 
 impl SelectedView<'_> {

@@ -25,7 +25,7 @@ pub const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
 /// Reads of at least this many keys go over a pooled [`BatchConnection`]; smaller ones
 /// share the multiplexed connection, where they pipeline with concurrent requests.
-pub const LARGE_READ: usize = 32;
+const LARGE_READ: usize = 32;
 
 /// Idle batch connections kept for the next large reads (more are made while more large
 /// reads run at once, and closed afterwards).
@@ -145,14 +145,13 @@ impl FeatureStore {
         }
     }
 
-    /// The chosen fields of each key, in one round trip, handed to `each` in order with
-    /// the read's index. A large read hands over each reply as it arrives, so the caller
+    /// The chosen fields of each key, in one round trip, handed to `each` in order. A large read hands over each reply as it arrives, so the caller
     /// builds its answer while Redis is still answering; if the read then fails, what
     /// `each` was given must be discarded.
     pub async fn read_each(
         &self,
         reads: &[(String, &[&str])],
-        mut each: impl FnMut(usize, RawFields),
+        each: impl FnMut(RawFields),
     ) -> Result<(), StoreError> {
         let mut connection = self.connection().await?;
         if reads.len() >= LARGE_READ {
@@ -161,7 +160,7 @@ impl FeatureStore {
         let read = freshet_store::read_fields(&mut connection, reads)
             .await
             .map_err(|e| self.failed(e))?;
-        read.into_iter().enumerate().for_each(|(i, f)| each(i, f));
+        read.into_iter().for_each(each);
         Ok(())
     }
 
@@ -171,7 +170,7 @@ impl FeatureStore {
     async fn read_large(
         &self,
         reads: &[(String, &[&str])],
-        mut each: impl FnMut(usize, RawFields),
+        mut each: impl FnMut(RawFields),
     ) -> Result<(), StoreError> {
         let pooled = self
             .batch_connections
@@ -180,9 +179,9 @@ impl FeatureStore {
             .pop();
         let reused = pooled.is_some();
         let mut delivered = 0;
-        let mut counted = |i, fields| {
+        let mut counted = |fields| {
             delivered += 1;
-            each(i, fields)
+            each(fields)
         };
         let mut result = self.read_on(pooled, reads, &mut counted).await;
         if result.is_err() && reused && delivered == 0 {
@@ -204,7 +203,7 @@ impl FeatureStore {
         &self,
         connection: Option<BatchConnection>,
         reads: &[(String, &[&str])],
-        each: &mut impl FnMut(usize, RawFields),
+        each: &mut impl FnMut(RawFields),
     ) -> Result<(), BatchReadError> {
         let work = async {
             let mut connection = match connection {
