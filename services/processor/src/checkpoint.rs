@@ -261,7 +261,7 @@ impl Checkpoint {
             let Some(&vi) = view_index.get(view) else {
                 continue;
             };
-            let state: StatePart = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            let state = StatePart::decode(&v).map_err(|e| corrupt(&k, e))?;
             out.entities
                 .entry((vi, entity.to_string()))
                 .or_default()
@@ -299,7 +299,7 @@ impl Checkpoint {
             for (part, piece) in &parts {
                 batch.put(
                     format!("{p}{}", part_key(view, entity, *part)),
-                    serde_json::to_vec(piece).expect("state serialises"),
+                    piece.encode(),
                 );
             }
             entities
@@ -343,23 +343,29 @@ impl Checkpoint {
         outbox: &Outbox,
     ) -> Result<(), CheckpointError> {
         let mut batch = WriteBatch::default();
+        let mut pieces: Vec<(String, Option<&[u8]>)> = Vec::new();
         for changes in partitions {
             let p = prefix(&changes.topic, changes.partition);
             batch.put(format!("{p}offset"), changes.next_offset.to_be_bytes());
             if let Some(clock) = changes.clock {
                 batch.put(format!("{p}clock"), clock.to_be_bytes());
             }
-            for touched in &changes.states {
+            pieces.extend(changes.states.iter().map(|touched| {
                 let key = format!(
                     "{p}{}",
                     part_key(&view_names[touched.view], &touched.entity, touched.part)
                 );
-                match &touched.state {
-                    Some(piece) => {
-                        batch.put(key, serde_json::to_vec(piece).expect("state serialises"))
-                    }
-                    None => batch.delete(key),
-                }
+                (key, touched.state.as_deref())
+            }));
+        }
+        // In key order: the memtable's skip list then inserts each key next to the one
+        // before instead of searching for its place from the top (keys are unique, one per
+        // piece, so the order changes nothing else).
+        pieces.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, piece) in pieces {
+            match piece {
+                Some(bytes) => batch.put(key, bytes),
+                None => batch.delete(key),
             }
         }
         batch.put(
@@ -453,11 +459,11 @@ mod tests {
         let checkpoint = Checkpoint::open(dir.path()).unwrap();
         let views = HashMap::from([("v".to_string(), 0)]);
         let pane = |start| PartKey::Window { group: 0, start };
-        let touched = |entity: &str, part, state| TouchedPart {
+        let touched = |entity: &str, part, state: Option<StatePart>| TouchedPart {
             view: 0,
             entity: entity.into(),
             part,
-            state,
+            state: state.map(|s| s.encode()),
         };
         let changes = |states| PartitionChanges {
             topic: "t".into(),

@@ -12,6 +12,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The Avro schema of records on the feature_updates topic.
@@ -272,16 +273,27 @@ pub fn transaction_committed(
 }
 
 /// Versioned writes to Redis, pipelined.
+/// A function rather than a closure, so the future holding the iterator is `Send` (a
+/// closure's signature is not general enough over lifetimes for that).
+fn update_and_ttl((update, ttl): &(FeatureUpdate, i64)) -> (&FeatureUpdate, i64) {
+    (update, *ttl)
+}
+
+/// Cheap to clone: clones share the connection.
+#[derive(Clone)]
 pub struct RedisSink {
     connection: redis::aio::ConnectionManager,
-    ttl_ms: HashMap<String, i64>,
+    ttl_ms: Arc<HashMap<String, i64>>,
 }
 
 impl RedisSink {
     pub async fn connect(url: &str, ttl_ms: HashMap<String, i64>) -> Result<Self, DeliveryError> {
         let client = redis::Client::open(url)?;
         let connection = redis::aio::ConnectionManager::new(client).await?;
-        Ok(Self { connection, ttl_ms })
+        Ok(Self {
+            connection,
+            ttl_ms: Arc::new(ttl_ms),
+        })
     }
 
     /// Applies every update; a write whose version is not newer than the stored one is a
@@ -301,7 +313,7 @@ impl RedisSink {
             .collect();
         freshet_store::write_updates(
             &mut self.connection,
-            writes.iter().map(|(u, t)| (u, *t)),
+            writes.iter().map(update_and_ttl),
             Writer::Processor,
         )
         .await?;

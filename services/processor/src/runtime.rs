@@ -307,7 +307,7 @@ pub async fn run(
             "finishing an epoch left by the last run"
         );
         let recovered = Epoch {
-            outbox,
+            outbox: Arc::new(outbox),
             changes: Vec::new(),
             events: Vec::new(),
             traced: HashMap::new(),
@@ -368,7 +368,8 @@ pub async fn run(
 
 /// A processed epoch on its way to the checkpoint and delivery.
 struct Epoch {
-    outbox: Outbox,
+    /// Shared with the task that writes it to Redis.
+    outbox: Arc<Outbox>,
     /// The state changes to checkpoint with the outbox (none for a recovered epoch, whose
     /// checkpoint is already written).
     changes: Vec<PartitionChanges>,
@@ -670,7 +671,7 @@ impl Processing {
             }
             in_flight.fetch_add(1, Ordering::AcqRel);
             let processed = Epoch {
-                outbox,
+                outbox: Arc::new(outbox),
                 changes,
                 events,
                 traced,
@@ -724,7 +725,9 @@ impl Delivery {
     /// Checkpoints the epoch while its transaction's records are on their way to the
     /// broker; the transaction commits only once the checkpoint is durable. A crash before
     /// that leaves an open transaction, which the next start aborts (`init_transactions`),
-    /// and no checkpoint, so the epoch is processed again. Then Redis.
+    /// and no checkpoint, so the epoch is processed again. Redis is written as soon as the
+    /// checkpoint is durable, beside the commit: its values are in the outbox by then, so
+    /// whatever happens to the transaction they are the values the epoch delivers.
     async fn checkpoint_and_deliver(&mut self, epoch: &Epoch) -> anyhow::Result<()> {
         let Ok(payloads) = self.kafka.encode(&epoch.outbox).await else {
             // The registry did not answer: checkpoint, then publish with retries.
@@ -732,6 +735,20 @@ impl Delivery {
             return self.deliver(epoch, false, "normal").await;
         };
         let started = Instant::now();
+        let (durable, is_durable) = tokio::sync::oneshot::channel::<()>();
+        let redis = {
+            let write = self.redis_write(epoch);
+            tokio::spawn(async move {
+                is_durable.await.ok()?;
+                Some(write.await)
+            })
+        };
+        let mut durable = Some(durable);
+        let mut mark_durable = || {
+            if let Some(durable) = durable.take() {
+                let _ = durable.send(());
+            }
+        };
         let (checkpointed, published) = std::thread::scope(|scope| {
             let mut writing = Some(scope.spawn(|| {
                 checkpoint_epoch(&self.checkpoint, &self.view_names, &self.metrics, epoch)
@@ -746,28 +763,38 @@ impl Delivery {
                 self.kafka
                     .publish_encoded(&epoch.outbox, &self.group, &payloads, || {
                         checkpointed = join();
-                        checkpointed.as_ref().is_some_and(Result::is_ok)
+                        let ok = checkpointed.as_ref().is_some_and(Result::is_ok);
+                        if ok {
+                            mark_durable();
+                        }
+                        ok
                     });
             let checkpointed = checkpointed
                 .or_else(join)
                 .expect("the checkpoint was joined");
             (checkpointed, published)
         });
+        // A failed checkpoint drops `durable`: the Redis task ends without writing.
         checkpointed?;
+        mark_durable();
         match published {
             Ok(()) => {
                 self.metrics
                     .delivery_step
                     .with_label_values(&["kafka"])
                     .observe(started.elapsed().as_secs_f64());
-                self.deliver(epoch, true, "normal").await
             }
             Err(DeliveryError::Fenced(e)) => bail!("stopping: {e}"),
             Err(e) => {
                 tracing::warn!(error = %e, epoch = epoch.outbox.epoch, "publishing the epoch failed; retrying");
-                self.deliver(epoch, false, "normal").await
+                self.publish(epoch).await?;
             }
         }
+        let redis_started = redis
+            .await
+            .context("the Redis write task failed")?
+            .expect("the checkpoint is durable");
+        self.finish(epoch, redis_started, "normal")
     }
 
     /// Publishes the epoch (unless its transaction is known to have committed), applies it
@@ -778,30 +805,61 @@ impl Delivery {
         published: bool,
         kind: &'static str,
     ) -> anyhow::Result<()> {
-        let outbox = &epoch.outbox;
         if !published {
-            let started = Instant::now();
-            publish(
-                &mut self.kafka,
-                &self.config,
-                &self.transactional_id,
-                outbox,
-                &self.group,
-                &self.stop,
-            )
-            .await?;
-            self.metrics
-                .delivery_step
-                .with_label_values(&["kafka"])
-                .observe(started.elapsed().as_secs_f64());
+            self.publish(epoch).await?;
         }
-        let published_at = Instant::now();
-        let redis_started = std::time::SystemTime::now();
-        write_redis(&mut self.redis, outbox, &self.metrics, &self.stop).await;
+        let redis_started = self.redis_write(epoch).await;
+        self.finish(epoch, redis_started, kind)
+    }
+
+    /// Publishes the epoch in a transaction, retrying until it commits.
+    async fn publish(&mut self, epoch: &Epoch) -> anyhow::Result<()> {
+        let started = Instant::now();
+        publish(
+            &mut self.kafka,
+            &self.config,
+            &self.transactional_id,
+            &epoch.outbox,
+            &self.group,
+            &self.stop,
+        )
+        .await?;
         self.metrics
             .delivery_step
-            .with_label_values(&["redis"])
-            .observe(published_at.elapsed().as_secs_f64());
+            .with_label_values(&["kafka"])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Applies the epoch to Redis (retrying while Redis is away); returns when it started.
+    fn redis_write(
+        &self,
+        epoch: &Epoch,
+    ) -> impl std::future::Future<Output = std::time::SystemTime> + Send + 'static {
+        let mut redis = self.redis.clone();
+        let outbox = epoch.outbox.clone();
+        let metrics = self.metrics.clone();
+        let stop = self.stop.clone();
+        async move {
+            let started = Instant::now();
+            let started_at = std::time::SystemTime::now();
+            write_redis(&mut redis, &outbox, &metrics, &stop).await;
+            metrics
+                .delivery_step
+                .with_label_values(&["redis"])
+                .observe(started.elapsed().as_secs_f64());
+            started_at
+        }
+    }
+
+    /// The epoch is in Kafka and Redis: its traces end, its outbox goes, it is counted.
+    fn finish(
+        &self,
+        epoch: &Epoch,
+        redis_started: std::time::SystemTime,
+        kind: &'static str,
+    ) -> anyhow::Result<()> {
+        let outbox = &epoch.outbox;
         if !epoch.traced.is_empty() {
             trace_redis_writes(&self.tracer, outbox, &epoch.traced, redis_started);
         }

@@ -250,13 +250,48 @@ pub enum StatePart {
     },
 }
 
-/// A changed piece of state, for the checkpoint; `state` is `None` when it was removed.
+/// [`StatePart`] borrowed from the engine's state: serialises to the same JSON, so a piece
+/// is encoded for the checkpoint without being copied first.
+#[derive(Serialize)]
+#[serde(rename = "StatePart")]
+enum StatePartRef<'a> {
+    Window(&'a [Acc]),
+    Sessions {
+        open: &'a [(WindowBounds, Vec<Acc>)],
+        closed: &'a Option<(WindowBounds, Vec<Acc>)>,
+    },
+}
+
+impl StatePart {
+    /// The piece as the checkpoint stores it.
+    pub fn encode(&self) -> Vec<u8> {
+        let borrowed = match self {
+            StatePart::Window(accs) => StatePartRef::Window(accs),
+            StatePart::Sessions { open, closed } => StatePartRef::Sessions { open, closed },
+        };
+        borrowed.encode()
+    }
+
+    /// A piece as [`StatePart::encode`] stored it.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+impl StatePartRef<'_> {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("state serialises")
+    }
+}
+
+/// A changed piece of state, for the checkpoint: `state` holds it encoded as
+/// [`StatePart::encode`] does, `None` when it was removed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TouchedPart {
     pub view: usize,
     pub entity: String,
     pub part: PartKey,
-    pub state: Option<StatePart>,
+    pub state: Option<Vec<u8>>,
 }
 
 /// A checkpointed piece of state does not fit the view's definition.
@@ -291,19 +326,26 @@ impl EntityState {
 
     /// A copy of one piece (`None` if it does not exist).
     pub fn part(&self, key: PartKey) -> Option<StatePart> {
+        Some(match self.part_ref(key)? {
+            StatePartRef::Window(accs) => StatePart::Window(accs.to_vec()),
+            StatePartRef::Sessions { open, closed } => StatePart::Sessions {
+                open: open.to_vec(),
+                closed: closed.clone(),
+            },
+        })
+    }
+
+    fn part_ref(&self, key: PartKey) -> Option<StatePartRef<'_>> {
         match (key, self.groups.get(key.group())?) {
             (PartKey::Window { start, .. }, GroupState::Tumbling { windows }) => {
-                windows.get(&start).cloned().map(StatePart::Window)
+                windows.get(&start).map(|w| StatePartRef::Window(w))
             }
             (PartKey::Window { start, .. }, GroupState::Sliding { panes, .. }) => {
-                panes.get(&start).cloned().map(StatePart::Window)
+                panes.get(&start).map(|p| StatePartRef::Window(p))
             }
-            (PartKey::Sessions { .. }, GroupState::Session { open, closed }) => {
-                (!open.is_empty() || closed.is_some()).then(|| StatePart::Sessions {
-                    open: open.clone(),
-                    closed: closed.clone(),
-                })
-            }
+            (PartKey::Sessions { .. }, GroupState::Session { open, closed }) => (!open.is_empty()
+                || closed.is_some())
+            .then_some(StatePartRef::Sessions { open, closed }),
             _ => None,
         }
     }
@@ -652,7 +694,7 @@ impl PartitionEngine {
                         view: vi,
                         entity: entity.clone(),
                         part,
-                        state: state.and_then(|s| s.part(part)),
+                        state: state.and_then(|s| s.part_ref(part)).map(|p| p.encode()),
                     });
                 }
             }
