@@ -6,6 +6,7 @@
 //!   epoch in one synced batch.
 //! - [`delivery`]: an epoch's outbox to Kafka (one transaction with the input offsets) and
 //!   to Redis (versioned writes).
+//! - [`event_decoder`]: source records (Avro through the registry) to engine events.
 //! - [`runtime`]: recovery and the epoch loop.
 //! - [`metrics`]: the processor's Prometheus metrics.
 //! - [`backfill`]: values for the past, from a topic's history or a file, through the same
@@ -15,5 +16,6 @@ pub mod backfill;
 pub mod checkpoint;
 pub mod delivery;
 pub mod engine;
+pub mod event_decoder;
 pub mod metrics;
 pub mod runtime;

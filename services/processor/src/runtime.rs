@@ -4,7 +4,8 @@
 
 use crate::checkpoint::{Checkpoint, DeadLetter, Outbox, OutboxUpdate, PartitionChanges};
 use crate::delivery::{transaction_committed, DeliveryError, KafkaSink, RedisSink};
-use crate::engine::{CompiledView, Event, Outcome, PartitionEngine};
+use crate::engine::{CompiledView, Event, Fields, Outcome, PartitionEngine};
+use crate::event_decoder::EventDecoder;
 use crate::metrics::ProcessorMetrics;
 use anyhow::{bail, Context as _};
 use apache_avro::types::Value as AvroValue;
@@ -127,7 +128,7 @@ pub fn into_event(value: AvroValue, entity_field: &str, time_field: &str) -> Res
     let AvroValue::Record(fields) = value else {
         return Err("the record is not an Avro record".into());
     };
-    let fields: HashMap<String, Value> = fields.into_iter().map(|(k, v)| (k, scalar(v))).collect();
+    let fields: Fields = fields.into_iter().map(|(k, v)| (k, scalar(v))).collect();
     let entity = match fields.get(entity_field) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Long(i)) => i.to_string(),
@@ -150,12 +151,6 @@ pub fn into_event(value: AvroValue, entity_field: &str, time_field: &str) -> Res
         time,
         fields,
     })
-}
-
-struct Source {
-    decoder: WireDecoder,
-    entity_field: String,
-    time_field: String,
 }
 
 /// Runs the processor until `stop` is set; then finishes the epoch in progress, delivers
@@ -199,16 +194,16 @@ pub async fn run(
         );
     }
 
-    let mut sources: HashMap<String, Source> = HashMap::new();
+    let mut sources: HashMap<String, EventDecoder> = HashMap::new();
     for source in &defs.sources {
         if views.iter().any(|v| v.topic == source.topic) {
             sources.insert(
                 source.topic.clone(),
-                Source {
-                    decoder: WireDecoder::new(&config.registry_url, source.schema.avro.clone()),
-                    entity_field: source.entity_key_field.clone(),
-                    time_field: source.event_time_field.clone(),
-                },
+                EventDecoder::new(
+                    WireDecoder::new(&config.registry_url, source.schema.avro.clone()),
+                    &source.entity_key_field,
+                    &source.event_time_field,
+                ),
             );
         }
     }
@@ -415,7 +410,7 @@ struct RawRecord {
 struct Reader {
     consumer: InputConsumer,
     engine_index: HashMap<String, HashMap<i32, usize>>,
-    sources: HashMap<String, Source>,
+    sources: HashMap<String, EventDecoder>,
     trace_records: bool,
     keep_late: bool,
     tracer: opentelemetry::global::BoxedTracer,
@@ -423,11 +418,11 @@ struct Reader {
 }
 
 /// Records per hand-over from the reading thread (fewer when no more are waiting).
-const READ_BATCH: usize = 256;
+const READ_BATCH: usize = 2048;
 
 impl Reader {
     /// Reads until `done` is set or the processing thread stops taking records.
-    fn run(self, out: std::sync::mpsc::SyncSender<Vec<ReadRecord>>, done: Arc<AtomicBool>) {
+    fn run(mut self, out: std::sync::mpsc::SyncSender<Vec<ReadRecord>>, done: Arc<AtomicBool>) {
         let mut batch = Vec::with_capacity(READ_BATCH);
         while !done.load(Ordering::Relaxed) {
             let wait = if batch.is_empty() {
@@ -459,14 +454,10 @@ impl Reader {
                 .trace_records
                 .then(|| trace_record(&self.tracer, &message))
                 .flatten();
-            let source = &self.sources[message.topic()];
-            let event = match self
-                .runtime
-                .block_on(source.decoder.decode(message.payload()))
-            {
-                Ok(decoded) => into_event(decoded.value, &source.entity_field, &source.time_field),
-                Err(e) => Err(e.to_string()),
+            let Some(source) = self.sources.get_mut(message.topic()) else {
+                continue;
             };
+            let event = self.runtime.block_on(source.decode(message.payload()));
             let raw = (event.is_err() || self.keep_late).then(|| RawRecord {
                 key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().map(<[u8]>::to_vec),
@@ -498,7 +489,7 @@ impl Processing {
         sender: tokio::sync::mpsc::Sender<Epoch>,
         in_flight: Arc<AtomicUsize>,
     ) -> anyhow::Result<u64> {
-        let (read_out, read_in) = std::sync::mpsc::sync_channel::<Vec<ReadRecord>>(4);
+        let (read_out, read_in) = std::sync::mpsc::sync_channel::<Vec<ReadRecord>>(2);
         let reader_done = Arc::new(AtomicBool::new(false));
         let reader_thread = {
             let done = reader_done.clone();

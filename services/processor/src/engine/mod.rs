@@ -126,7 +126,46 @@ impl CompiledView {
 pub struct Event {
     pub entity: String,
     pub time: i64,
-    pub fields: HashMap<String, Value>,
+    pub fields: Fields,
+}
+
+/// An event's fields by name. A source has few top-level fields, so a field is found by
+/// scanning names that every event of one schema shares, without hashing and without a
+/// copy of the names per event.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Fields {
+    names: Arc<[String]>,
+    values: Vec<Value>,
+}
+
+impl Fields {
+    /// `values[i]` is the field named `names[i]`.
+    pub fn new(names: Arc<[String]>, values: Vec<Value>) -> Self {
+        assert_eq!(names.len(), values.len(), "one value per field name");
+        Self { names, values }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        let at = self.names.iter().position(|n| n == name)?;
+        Some(&self.values[at])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.names.iter().map(String::as_str).zip(&self.values)
+    }
+}
+
+impl FromIterator<(String, Value)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        let (names, values): (Vec<String>, Vec<Value>) = iter.into_iter().unzip();
+        Self::new(names.into(), values)
+    }
+}
+
+impl<const N: usize> From<[(String, Value); N]> for Fields {
+    fn from(fields: [(String, Value); N]) -> Self {
+        fields.into_iter().collect()
+    }
 }
 
 /// The state of one window group of one entity.

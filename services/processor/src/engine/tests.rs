@@ -39,7 +39,7 @@ fn ev(entity: &str, time: i64, action: &str) -> Event {
     Event {
         entity: entity.into(),
         time,
-        fields: HashMap::from([
+        fields: Fields::from([
             ("action_type".to_string(), Value::String(action.into())),
             ("amount".to_string(), Value::Long(time / 1000)),
         ]),
