@@ -5,6 +5,8 @@
 //!   services create what they write to at start-up, with a clear error if they cannot.
 //! - [`group_consumer_config`]: consumer-group settings that join a group in seconds
 //!   rather than the ~25 s librdkafka's defaults take against tansu.
+//! - [`keep_fetching`]: for consumers that work through a backlog: no one-second pause in
+//!   fetching each time their read-ahead queue fills.
 //! - [`partition_for_key`]: the partition librdkafka's default partitioner puts a keyed
 //!   record in, so events read from a file can be split the way the topic splits them.
 
@@ -80,6 +82,21 @@ pub fn group_consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("heartbeat.interval.ms", "1000")
         .set("max.poll.interval.ms", "10000");
     config
+}
+
+/// How long librdkafka waits before fetching again for a partition whose read-ahead queue
+/// was full (over `queued.min.messages` or `queued.max.messages.kbytes`).
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+/// Settings for a consumer that works through a backlog more slowly than the broker can
+/// send it (the processor catching up, a backfill). librdkafka reads ahead until its queue
+/// is full, and then by default waits `fetch.queue.backoff.ms` = 1000 ms before fetching
+/// again: long enough for the application to empty the queue and then sit idle. The
+/// processor spent 44% of a catch-up waiting for input that way, at 0.12 of a bare
+/// consumer's rate; with [`FETCH_QUEUE_BACKOFF_MS`] it waited 8%, at 0.22. The queue's
+/// memory stays bounded by the same thresholds.
+pub fn keep_fetching(config: &mut ClientConfig) -> &mut ClientConfig {
+    config.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
 }
 
 /// The partition librdkafka's default partitioner (`consistent_random`) chooses for a

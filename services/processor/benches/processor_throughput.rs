@@ -290,6 +290,19 @@ async fn main() {
         step_ms(2),
     );
 
+    let waited = |on: &str| {
+        metric(
+            &catch_up,
+            &format!("freshet_processor_processing_wait_seconds_total{{on=\"{on}\"}}"),
+        )
+    };
+    let catch_up_seconds = n as f64 / processed_rate;
+    println!(
+        "  catch-up: the processing thread waited {:.0}% of the time for input records and {:.0}% for delivery",
+        100.0 * waited("input") / catch_up_seconds,
+        100.0 * waited("delivery") / catch_up_seconds,
+    );
+
     let _ = processor.kill();
     let _ = processor.wait();
     drop(stack);

@@ -444,14 +444,16 @@ impl TopicInput<'_> {
     }
 
     fn consumer(&self, isolation: &str) -> Result<BaseConsumer<QuietEof>, BackfillError> {
-        ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", self.brokers)
             .set("group.id", "freshet-backfill")
             .set("enable.auto.commit", "false")
             .set("isolation.level", isolation)
             // The end of a partition is where its fetches report no more records:
             // tansu's ListOffsets cannot tell a partition's end (it answers 1).
-            .set("enable.partition.eof", "true")
+            .set("enable.partition.eof", "true");
+        freshet_kafka::keep_fetching(&mut config)
             .create_with_context(QuietEof)
             .map_err(self.kafka_error("cannot create a consumer".into()))
     }

@@ -1,7 +1,8 @@
 //! The processor's metrics, defined once; emitted per record batch or epoch.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// The `reason` label values of `freshet_processor_dead_letters_total`.
@@ -22,6 +23,9 @@ pub struct ProcessorMetrics {
     pub redis_write: Histogram,
     pub freshness: Histogram,
     pub entities: IntGauge,
+    /// Time the processing thread waited: `input` (for records from the reading thread),
+    /// `delivery` (to hand an epoch over while two wait for delivery).
+    pub processing_wait: CounterVec,
 }
 
 impl ProcessorMetrics {
@@ -86,6 +90,21 @@ impl ProcessorMetrics {
         for reason in DEAD_LETTER_REASONS {
             dead_letters.with_label_values(&[reason]);
         }
+        let processing_wait = CounterVec::new(
+            Opts::new(
+                "freshet_processor_processing_wait_seconds_total",
+                "Time the processing thread spent waiting: for input records (input) or to \
+                 hand a processed epoch to delivery (delivery).",
+            ),
+            &["on"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(processing_wait.clone()))
+            .expect("unique metric");
+        for on in ["input", "delivery"] {
+            processing_wait.with_label_values(&[on]);
+        }
         Self {
             events: counter(
                 "freshet_processor_events_total",
@@ -130,6 +149,7 @@ impl ProcessorMetrics {
             ),
             consumer_lag,
             entities,
+            processing_wait,
             registry,
         }
     }

@@ -224,6 +224,7 @@ pub async fn run(
         // A broker may hold a fetch for this long even when records are waiting (tansu
         // does: 500 ms, librdkafka's default, put 130 ms into median freshness).
         .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+    freshet_kafka::keep_fetching(&mut consumer_config);
     let consumer: InputConsumer = consumer_config
         .create_with_context(InputContext::default())
         .context("cannot create the Kafka consumer")?;
@@ -535,6 +536,7 @@ impl Processing {
                     // Group commit: once earlier epochs are delivered, this one ends with the
                     // records already read.
                     let deliverer_idle = records > 0 && in_flight.load(Ordering::Acquire) == 0;
+                    let waiting = Instant::now();
                     let batch = if deliverer_idle {
                         match records_in.try_recv() {
                             Ok(batch) => Some(batch),
@@ -550,6 +552,10 @@ impl Processing {
                             }
                         }
                     };
+                    metrics
+                        .processing_wait
+                        .with_label_values(&["input"])
+                        .inc_by(waiting.elapsed().as_secs_f64());
                     match batch {
                         Some(batch) => pending.extend(batch),
                         None => {
@@ -667,7 +673,13 @@ impl Processing {
                 events,
                 traced,
             };
-            if sender.blocking_send(processed).is_err() {
+            let waiting = Instant::now();
+            let handed_over = sender.blocking_send(processed);
+            metrics
+                .processing_wait
+                .with_label_values(&["delivery"])
+                .inc_by(waiting.elapsed().as_secs_f64());
+            if handed_over.is_err() {
                 // The delivery task ended with an error, which `run` reports; this epoch's
                 // records are processed again on the next start.
                 bail!("stopping: the delivery of epochs stopped");

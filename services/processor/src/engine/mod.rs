@@ -619,19 +619,20 @@ impl PartitionEngine {
             }
             let state = entities.get_mut(entity).expect("inserted above");
             let mut parts = Vec::with_capacity(view.groups.len());
+            let mut new_timers = Vec::new();
             for (gi, group) in view.groups.iter().enumerate() {
-                let new_timers = add_event(
+                add_event(
                     view,
                     (gi, group),
                     &mut state.groups[gi],
                     event,
-                    clock,
-                    self.delay,
+                    (clock, self.delay),
                     &mut parts,
+                    &mut new_timers,
                 );
-                for at in new_timers {
-                    self.timers.insert((at, vi, entity.to_string()));
-                }
+            }
+            for at in new_timers {
+                self.timers.insert((at, vi, entity.to_string()));
             }
             mark(
                 &mut self.dirty[vi],
@@ -663,22 +664,34 @@ impl PartitionEngine {
                 .groups
                 .iter()
                 .zip(&state.groups)
-                .any(|(g, gs)| timers_of(&g.window, gs, self.delay).contains(&at));
-            if !live {
-                continue;
+                .any(|(g, gs)| has_timer_at(&g.window, gs, self.delay, at));
+            if live {
+                let mut parts = Vec::new();
+                cleanup(view, state, clock, self.delay, &mut parts);
+                mark(
+                    &mut self.dirty[vi],
+                    &mut self.touched[vi],
+                    &entity,
+                    (version, clock),
+                    &parts,
+                );
             }
-            let mut parts = Vec::new();
-            cleanup(view, state, clock, self.delay, &mut parts);
+            // Session timers are set lazily (see `add_event`): whichever of an entity's
+            // session timers fires sets the exact ones of its open sessions.
+            for (g, gs) in view.groups.iter().zip(&state.groups) {
+                if let (Window::Session { .. }, GroupState::Session { open, .. }) = (&g.window, gs)
+                {
+                    for (bounds, _) in open {
+                        let exact = session_timer(bounds, self.delay);
+                        if exact > at {
+                            self.timers.insert((exact, vi, entity.clone()));
+                        }
+                    }
+                }
+            }
             if state.is_empty() {
                 self.entities[vi].remove(&entity);
             }
-            mark(
-                &mut self.dirty[vi],
-                &mut self.touched[vi],
-                &entity,
-                (version, clock),
-                &parts,
-            );
         }
     }
 
@@ -810,23 +823,29 @@ fn add_to(
     }
 }
 
-/// Adds an event to a group's state and the pieces it changed to `parts`; returns the
-/// timers the change needs.
+/// Adds an event to a group's state, the pieces it changed to `parts` and the timers the
+/// change needs to `timers`.
+///
+/// A session's timer is set only when the event starts a new session. An event that
+/// extends sessions leaves their timers, which are then early: when one fires, the exact
+/// timers of the entity's open sessions are set (`fire_timers`). Every open session so
+/// always has a timer at or before its exact one, while an event costs no timer (a timer
+/// per event, most of them made stale by the next event, used to be the engine's largest
+/// cost).
 fn add_event(
     view: &CompiledView,
     (gi, group): (usize, &Group),
     state: &mut GroupState,
     event: &Event,
-    clock: i64,
-    delay: i64,
+    (clock, delay): (i64, i64),
     parts: &mut Vec<PartKey>,
-) -> Vec<i64> {
+    timers: &mut Vec<i64>,
+) {
     let t = event.time;
     match (&group.window, state) {
         (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
             let size = size.as_millis();
             let start = tumbling_window(t, size).start;
-            let mut timers = Vec::new();
             let accs = windows.entry(start).or_insert_with(|| {
                 // Served once the watermark passes its end; replaced one window later.
                 timers.extend([start + size + delay, start + 2 * size + delay]);
@@ -834,16 +853,14 @@ fn add_event(
             });
             add_to(view, group, accs, event, None);
             parts.push(PartKey::Window { group: gi, start });
-            timers
         }
         (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
             let (size, step) = (size.as_millis(), step.as_millis());
             let window_end = floor_to(clock, step) + step;
             let pane = floor_to(t, step);
             if pane < window_end - size {
-                return Vec::new();
+                return;
             }
-            let mut timers = Vec::new();
             let accs = panes.entry(pane).or_insert_with(|| {
                 timers.push(pane + size);
                 view.new_accs(group)
@@ -853,7 +870,6 @@ fn add_event(
                 group: gi,
                 start: pane,
             });
-            timers
         }
         (Window::Session { gap }, GroupState::Session { open, .. }) => {
             let mut session = WindowBounds {
@@ -862,8 +878,10 @@ fn add_event(
             };
             let mut accs = view.new_accs(group);
             let mut kept = Vec::with_capacity(open.len());
+            let mut extends = false;
             for (bounds, other) in open.drain(..) {
                 if bounds.touches(&session) {
+                    extends = true;
                     session = session.cover(&bounds);
                     for (a, b) in accs.iter_mut().zip(&other) {
                         a.merge(b);
@@ -873,11 +891,13 @@ fn add_event(
                 }
             }
             add_to(view, group, &mut accs, event, None);
+            if !extends {
+                timers.push(session_timer(&session, delay));
+            }
             let at = kept.partition_point(|(b, _)| b.start < session.start);
             kept.insert(at, (session, accs));
             *open = kept;
             parts.push(PartKey::Sessions { group: gi });
-            vec![session.end + delay + 1]
         }
         _ => unreachable!("group state matches its window"),
     }
@@ -931,6 +951,29 @@ fn cleanup(
     }
 }
 
+/// When an open session closes: once the watermark is past its end.
+fn session_timer(session: &WindowBounds, delay: i64) -> i64 {
+    session.end + delay + 1
+}
+
+/// Whether `at` is one of the timers a group's state needs (see [`timers_of`]).
+fn has_timer_at(window: &Window, state: &GroupState, delay: i64, at: i64) -> bool {
+    match (window, state) {
+        (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
+            let size = size.as_millis();
+            windows.contains_key(&(at - delay - size))
+                || windows.contains_key(&(at - delay - 2 * size))
+        }
+        (Window::Sliding { size, .. }, GroupState::Sliding { panes, .. }) => {
+            panes.contains_key(&(at - size.as_millis()))
+        }
+        (Window::Session { .. }, GroupState::Session { open, .. }) => {
+            open.iter().any(|(b, _)| session_timer(b, delay) == at)
+        }
+        _ => false,
+    }
+}
+
 /// The timers a group's state needs (used to rebuild them after a restore).
 fn timers_of(window: &Window, state: &GroupState, delay: i64) -> Vec<i64> {
     match (window, state) {
@@ -945,7 +988,7 @@ fn timers_of(window: &Window, state: &GroupState, delay: i64) -> Vec<i64> {
             panes.keys().map(|p| p + size.as_millis()).collect()
         }
         (Window::Session { .. }, GroupState::Session { open, .. }) => {
-            open.iter().map(|(b, _)| b.end + delay + 1).collect()
+            open.iter().map(|(b, _)| session_timer(b, delay)).collect()
         }
         _ => Vec::new(),
     }

@@ -340,6 +340,43 @@ fn sessions_merge_when_an_event_bridges_the_gap_and_serve_once_closed() {
     );
 }
 
+#[test]
+fn an_extended_session_closes_at_its_exact_time_with_one_timer_per_session() {
+    let n = feature("n", Aggregation::Count, None, None);
+    let mut run = Run::new(view(Window::Session { gap: d(1_000) }, vec![n], 0));
+    // One session, extended by every event: its first timer (at 1,001) is early.
+    for t in (0..5_000).step_by(500) {
+        run.push(ev("a", t, "x"));
+    }
+    assert_eq!(
+        run.engine.timers.len(),
+        1,
+        "a timer per session, not per event"
+    );
+    run.engine.drain_updates();
+    // Crossing the early timer (but not the session's end, 5,500) changes nothing.
+    run.push(ev("b", 5_400, "x"));
+    let updated: Vec<String> = run
+        .engine
+        .drain_updates()
+        .into_iter()
+        .map(|u| u.entity)
+        .collect();
+    assert_eq!(updated, vec!["b"], "a's session is still open");
+    assert_eq!(run.value("a", "n"), Value::Long(0));
+    // The exact timer (5,501) closes it, under the version of the record that crossed it.
+    run.push(ev("b", 5_501, "x"));
+    let closed: Vec<(String, u64)> = run
+        .engine
+        .drain_updates()
+        .into_iter()
+        .filter(|u| u.entity == "a")
+        .map(|u| (u.entity, u.version))
+        .collect();
+    assert_eq!(closed, vec![("a".to_string(), 12)]);
+    assert_eq!(run.value("a", "n"), Value::Long(10));
+}
+
 fn mixed_view() -> Arc<Vec<CompiledView>> {
     let mut v = view(
         Window::Tumbling { size: d(10_000) },
