@@ -39,6 +39,10 @@ use freshet_core::window::{tumbling_window, WindowBounds};
 use freshet_core::{Value, Window};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The engine's maps by entity id or value: foldhash, several times cheaper than SipHash
+/// on short keys, with a seed chosen per process.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 /// A feature view prepared for evaluation.
@@ -219,13 +223,13 @@ impl GroupState {
 /// window holds (merging the panes' sets cost the whole window on every change).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PaneUnion {
-    per_slot: Vec<HashMap<String, u32>>,
+    per_slot: Vec<FastMap<String, u32>>,
 }
 
 impl PaneUnion {
-    fn slot(&mut self, slot: usize) -> &mut HashMap<String, u32> {
+    fn slot(&mut self, slot: usize) -> &mut FastMap<String, u32> {
         if self.per_slot.len() <= slot {
-            self.per_slot.resize_with(slot + 1, HashMap::new);
+            self.per_slot.resize_with(slot + 1, FastMap::default);
         }
         &mut self.per_slot[slot]
     }
@@ -491,13 +495,13 @@ pub struct PartitionEngine {
     next_offset: i64,
     /// Entity states per view index (the maps of views on other topics stay empty).
     /// Keyed by entity alone, so a record's entity is looked up without a copy.
-    entities: Vec<HashMap<String, EntityState>>,
+    entities: Vec<FastMap<String, EntityState>>,
     timers: BTreeSet<(i64, usize, String)>,
     /// Per view: entities changed since the last drain, with the version and event time.
-    dirty: Vec<HashMap<String, (u64, i64)>>,
+    dirty: Vec<FastMap<String, (u64, i64)>>,
     /// Per view: entities whose state changed since the last checkpoint, with the pieces
     /// that changed.
-    touched: Vec<HashMap<String, Vec<PartKey>>>,
+    touched: Vec<FastMap<String, Vec<PartKey>>>,
 }
 
 fn floor_to(t: i64, size: i64) -> i64 {
@@ -523,8 +527,8 @@ impl PartitionEngine {
             .filter(|&i| views[i].topic == topic)
             .collect();
         let delay = view_ids.first().map_or(0, |&i| views[i].watermark_delay_ms);
-        let mut by_view: Vec<HashMap<String, EntityState>> =
-            (0..views.len()).map(|_| HashMap::default()).collect();
+        let mut by_view: Vec<FastMap<String, EntityState>> =
+            (0..views.len()).map(|_| FastMap::default()).collect();
         for ((vi, entity), parts) in saved {
             let (Some(view), Some(map)) = (views.get(vi), by_view.get_mut(vi)) else {
                 continue;
@@ -552,8 +556,8 @@ impl PartitionEngine {
             next_offset,
             entities: by_view,
             timers: BTreeSet::new(),
-            dirty: (0..n).map(|_| HashMap::default()).collect(),
-            touched: (0..n).map(|_| HashMap::default()).collect(),
+            dirty: (0..n).map(|_| FastMap::default()).collect(),
+            touched: (0..n).map(|_| FastMap::default()).collect(),
         };
         engine.rebuild_timers();
         Ok(engine)
@@ -767,8 +771,8 @@ impl PartitionEngine {
 /// Records a change of `entity`'s values (`dirty`, with the version and clock) and of the
 /// pieces `parts` of its state (`touched`).
 fn mark(
-    dirty: &mut HashMap<String, (u64, i64)>,
-    touched: &mut HashMap<String, Vec<PartKey>>,
+    dirty: &mut FastMap<String, (u64, i64)>,
+    touched: &mut FastMap<String, Vec<PartKey>>,
     entity: &str,
     version_and_clock: (u64, i64),
     parts: &[PartKey],
