@@ -531,7 +531,13 @@ impl Processing {
             let mut per_engine = vec![0u64; engines.len()];
             let mut dead_letters = Vec::new();
             let mut traced: HashMap<String, SpanContext> = HashMap::new();
-            while records < config.epoch_max_records && started.elapsed() < config.epoch_duration {
+            while records < config.epoch_max_records
+                // While records are at hand the clock is read once per 64 of them (per
+                // record it cost the processing thread 3% of its time); always before
+                // waiting for more.
+                && ((records % 64 != 0 && !pending.is_empty())
+                    || started.elapsed() < config.epoch_duration)
+            {
                 if pending.is_empty() {
                     // Group commit: once earlier epochs are delivered, this one ends with the
                     // records already read.

@@ -39,6 +39,7 @@ use freshet_core::window::{tumbling_window, WindowBounds};
 use freshet_core::{Value, Window};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 
 /// The engine's maps by entity id or value: foldhash, several times cheaper than SipHash
 /// on short keys, with a seed chosen per process.
@@ -496,7 +497,10 @@ pub struct PartitionEngine {
     /// Entity states per view index (the maps of views on other topics stay empty).
     /// Keyed by entity alone, so a record's entity is looked up without a copy.
     entities: Vec<FastMap<String, EntityState>>,
-    timers: BTreeSet<(i64, usize, String)>,
+    /// (time, view, hash of the entity, entity): the hash orders timers of the same moment
+    /// (many entities' windows end together) without comparing entity ids.
+    timers: BTreeSet<(i64, usize, u64, String)>,
+    timer_hasher: foldhash::fast::RandomState,
     /// Per view: entities changed since the last drain, with the version and event time.
     dirty: Vec<FastMap<String, (u64, i64)>>,
     /// Per view: entities whose state changed since the last checkpoint, with the pieces
@@ -556,6 +560,7 @@ impl PartitionEngine {
             next_offset,
             entities: by_view,
             timers: BTreeSet::new(),
+            timer_hasher: Default::default(),
             dirty: (0..n).map(|_| FastMap::default()).collect(),
             touched: (0..n).map(|_| FastMap::default()).collect(),
         };
@@ -586,10 +591,11 @@ impl PartitionEngine {
         for (vi, entities) in self.entities.iter().enumerate() {
             let view = &self.views[vi];
             for (entity, state) in entities {
+                let hash = self.timer_hasher.hash_one(entity.as_str());
                 for (group, gs) in view.groups.iter().zip(&state.groups) {
                     for at in timers_of(&group.window, gs, self.delay) {
                         if at > clock {
-                            timers.insert((at, vi, entity.clone()));
+                            timers.insert((at, vi, hash, entity.clone()));
                         }
                     }
                 }
@@ -635,8 +641,11 @@ impl PartitionEngine {
                     &mut new_timers,
                 );
             }
-            for at in new_timers {
-                self.timers.insert((at, vi, entity.to_string()));
+            if !new_timers.is_empty() {
+                let hash = self.timer_hasher.hash_one(entity);
+                for at in new_timers {
+                    self.timers.insert((at, vi, hash, entity.to_string()));
+                }
             }
             mark(
                 &mut self.dirty[vi],
@@ -655,7 +664,7 @@ impl PartitionEngine {
             if first.0 > clock {
                 break;
             }
-            let (at, vi, entity) = self.timers.pop_first().expect("first exists");
+            let (at, vi, hash, entity) = self.timers.pop_first().expect("first exists");
             let Some(state) = self.entities[vi].get_mut(&entity) else {
                 continue;
             };
@@ -688,7 +697,7 @@ impl PartitionEngine {
                     for (bounds, _) in open {
                         let exact = session_timer(bounds, self.delay);
                         if exact > at {
-                            self.timers.insert((exact, vi, entity.clone()));
+                            self.timers.insert((exact, vi, hash, entity.clone()));
                         }
                     }
                 }
