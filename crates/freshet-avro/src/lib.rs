@@ -243,17 +243,9 @@ impl WireDecoder {
         &self,
         bytes: Option<&[u8]>,
     ) -> Result<WriterDecoded<T>, DecodeError> {
-        let (id, payload) = wire_parts(bytes)?;
-        let readers = self.readers(id).await?;
-        let mut slice = payload;
-        let value = readers
-            .plain
-            .read_deser(&mut slice)
-            .map_err(|e| DecodeError::Corrupt {
-                id,
-                reason: e.to_string(),
-            })?;
-        all_read(id, slice)?;
+        let (id, readers, value) = self
+            .read(bytes, |readers, payload| readers.plain.read_deser(payload))
+            .await?;
         Ok(WriterDecoded {
             writer_schema_id: id,
             writer_schema: readers.writer,
@@ -262,22 +254,40 @@ impl WireDecoder {
     }
 
     pub async fn decode(&self, bytes: Option<&[u8]>) -> Result<Decoded, DecodeError> {
-        let (id, payload) = wire_parts(bytes)?;
-        let readers = self.readers(id).await?;
-        let mut slice = payload;
-        let value = readers
-            .resolving
-            .read_value(&mut slice)
-            .map_err(|e| DecodeError::Corrupt {
-                id,
-                reason: e.to_string(),
-            })?;
-        all_read(id, slice)?;
+        let (id, _, value) = self
+            .read(bytes, |readers, payload| {
+                readers.resolving.read_value(payload)
+            })
+            .await?;
         Ok(Decoded {
             writer_schema_id: id,
             value,
         })
     }
+
+    /// Reads a wire-format record with `read`, which must use its payload up exactly.
+    async fn read<T>(
+        &self,
+        bytes: Option<&[u8]>,
+        read: impl FnOnce(&WriterReaders, &mut &[u8]) -> Result<T, apache_avro::Error>,
+    ) -> Result<(u32, &'static WriterReaders, T), DecodeError> {
+        let (id, mut payload) = wire_parts(bytes)?;
+        let readers = self.readers(id).await?;
+        let corrupt = |reason| DecodeError::Corrupt { id, reason };
+        let value = read(readers, &mut payload).map_err(|e| corrupt(e.to_string()))?;
+        if !payload.is_empty() {
+            return Err(corrupt(format!(
+                "{} bytes left over after the record",
+                payload.len()
+            )));
+        }
+        Ok((id, readers, value))
+    }
+}
+
+/// The id of the writer schema a wire-format record names, if it is one.
+pub fn writer_schema_id(bytes: Option<&[u8]>) -> Option<u32> {
+    wire_parts(bytes).ok().map(|(id, _)| id)
 }
 
 /// The schema id and the Avro payload of a wire-format record.
@@ -286,17 +296,5 @@ fn wire_parts(bytes: Option<&[u8]>) -> Result<(u32, &[u8]), DecodeError> {
         BytesResult::Null => Err(DecodeError::Empty),
         BytesResult::Invalid(_) => Err(DecodeError::NotWireFormat),
         BytesResult::Valid(id, payload) => Ok((id, payload)),
-    }
-}
-
-/// A record must use its payload up exactly.
-fn all_read(id: u32, rest: &[u8]) -> Result<(), DecodeError> {
-    if rest.is_empty() {
-        Ok(())
-    } else {
-        Err(DecodeError::Corrupt {
-            id,
-            reason: format!("{} bytes left over after the record", rest.len()),
-        })
     }
 }

@@ -4,7 +4,8 @@
 //! History comes from the source topics (from the offsets of a start time on every
 //! partition, up to each partition's end when the backfill started) or from a file of
 //! events (JSON Lines or an Avro object container file). Either way every record becomes an
-//! [`Event`] through [`into_event`], the live processor's conversion, and goes through a
+//! [`Event`] through [`into_event`], the live processor's conversion (the general way of
+//! [`crate::event_decoder`], which gives the same events as its short way), and goes through a
 //! [`PartitionEngine`] per input partition, exactly as it would live:
 //!
 //! - **Kafka**: records keep their partitions and offsets, so values come with the live
@@ -25,7 +26,7 @@
 //! values under the same versions, so the result is the same.
 
 use crate::engine::{CompiledView, Event, Outcome, PartitionEngine};
-use crate::runtime::into_event;
+use crate::event_decoder::into_event;
 use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
 use freshet_avro::WireDecoder;

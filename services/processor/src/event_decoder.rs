@@ -1,8 +1,8 @@
 //! Source records to engine [`Event`]s.
 //!
 //! The general way decodes a record into Avro `Value`s, resolves them to the reader schema
-//! and collects the fields ([`crate::runtime::into_event`]). That cost the reading thread
-//! more than a bare consumer spends on a record several times over, so records whose
+//! and collects the fields ([`into_event`], which backfill uses too). That cost the reading
+//! thread more than a bare consumer spends on a record several times over, so records whose
 //! writer schema has only scalar fields take a shorter way: they are deserialised straight
 //! from the bytes with the writer schema, field by field, and a [`Plan`] built once per
 //! writer schema resolves them to the reader schema (fields the writer lacks take the
@@ -10,8 +10,8 @@
 //! event; `tests` checks that for every scalar type, missing fields and promotions.
 
 use crate::engine::{Event, Fields};
-use crate::runtime::into_event;
 use apache_avro::schema::RecordField;
+use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
 use freshet_avro::WireDecoder;
 use freshet_core::Value;
@@ -40,6 +40,11 @@ impl EventDecoder {
 
     /// The record's event, or why it cannot be one.
     pub async fn decode(&mut self, payload: Option<&[u8]>) -> Result<Event, String> {
+        let known_without_plan = freshet_avro::writer_schema_id(payload)
+            .is_some_and(|id| matches!(self.plans.get(&id), Some(None)));
+        if known_without_plan {
+            return self.decode_generally(payload).await;
+        }
         if let Ok(written) = self.wire.decode_as::<Written>(payload).await {
             let reader = self.wire.reader_schema();
             let plan = self
@@ -55,6 +60,10 @@ impl EventDecoder {
             }
         }
         // The general way, which also names what is wrong with a record that failed above.
+        self.decode_generally(payload).await
+    }
+
+    async fn decode_generally(&self, payload: Option<&[u8]>) -> Result<Event, String> {
         match self.wire.decode(payload).await {
             Ok(decoded) => into_event(decoded.value, &self.entity_field, &self.time_field),
             Err(e) => Err(e.to_string()),
@@ -207,7 +216,41 @@ fn default_value(field: &RecordField) -> Option<Value> {
     })
 }
 
-/// The general way's checks and conversions, on the fields a plan produced.
+/// The fields of a decoded record as scalar values.
+fn scalar(v: AvroValue) -> Value {
+    match v {
+        AvroValue::Null => Value::Null,
+        AvroValue::Boolean(b) => Value::Bool(b),
+        AvroValue::Int(i) | AvroValue::Date(i) | AvroValue::TimeMillis(i) => Value::Long(i as i64),
+        AvroValue::Long(i)
+        | AvroValue::TimeMicros(i)
+        | AvroValue::TimestampMillis(i)
+        | AvroValue::TimestampMicros(i)
+        | AvroValue::LocalTimestampMillis(i)
+        | AvroValue::LocalTimestampMicros(i) => Value::Long(i),
+        AvroValue::Float(f) => Value::Double(f as f64),
+        AvroValue::Double(f) => Value::Double(f),
+        AvroValue::String(s) | AvroValue::Enum(_, s) => Value::String(s),
+        AvroValue::Union(_, inner) => scalar(*inner),
+        _ => Value::Null,
+    }
+}
+
+/// Turns a decoded record into an event, or says why it cannot be one.
+pub fn to_event(value: &AvroValue, entity_field: &str, time_field: &str) -> Result<Event, String> {
+    into_event(value.clone(), entity_field, time_field)
+}
+
+/// [`to_event`], taking the record apart instead of copying it: the general way.
+pub fn into_event(value: AvroValue, entity_field: &str, time_field: &str) -> Result<Event, String> {
+    let AvroValue::Record(fields) = value else {
+        return Err("the record is not an Avro record".into());
+    };
+    let fields: Fields = fields.into_iter().map(|(k, v)| (k, scalar(v))).collect();
+    event(fields, entity_field, time_field)
+}
+
+/// An event from a record's fields (either way): its entity and event time checked.
 fn event(fields: Fields, entity_field: &str, time_field: &str) -> Result<Event, String> {
     let entity = match fields.get(entity_field) {
         Some(Value::String(s)) => s.clone(),
@@ -349,7 +392,6 @@ impl<'de> Visitor<'de> for ScalarVisitor {
 mod tests {
     use super::*;
     use apache_avro::reader::datum::GenericDatumReader;
-    use apache_avro::types::Value as AvroValue;
 
     const READER: &str = r#"{"type": "record", "name": "E", "fields": [
         {"name": "user", "type": "long"},
@@ -404,7 +446,12 @@ mod tests {
     }
 
     /// The event both ways; the general one resolves through apache-avro.
-    fn both_ways(writer: &Schema, reader: &Schema, record: AvroValue) -> (Event, Event) {
+    fn both_ways(
+        writer: &Schema,
+        reader: &Schema,
+        record: AvroValue,
+        (entity_field, time_field): (&str, &str),
+    ) -> (Event, Event) {
         let bytes = encode(writer, record);
         let general = GenericDatumReader::builder(writer)
             .reader_schema(reader)
@@ -412,14 +459,15 @@ mod tests {
             .unwrap()
             .read_value(&mut bytes.as_slice())
             .unwrap();
-        let general = into_event(general, "user", "ts").unwrap();
+        let general = into_event(general, entity_field, time_field).unwrap();
         let plain: Written = GenericDatumReader::builder(writer)
             .build()
             .unwrap()
             .read_deser(&mut bytes.as_slice())
             .unwrap();
         let plan = Plan::new(writer, reader).expect("scalar fields have a plan");
-        (general, event(plan.fields(plain), "user", "ts").unwrap())
+        let short = event(plan.fields(plain), entity_field, time_field).unwrap();
+        (general, short)
     }
 
     #[test]
@@ -427,10 +475,11 @@ mod tests {
         let writer = Schema::parse_str(WRITER).unwrap();
         let reader = Schema::parse_str(READER).unwrap();
         for (extra, amount) in [(None, None), (Some("x"), Some(12.5))] {
-            let (general, short) = both_ways(&writer, &reader, written(extra, amount));
+            let (general, short) =
+                both_ways(&writer, &reader, written(extra, amount), ("user", "ts"));
             assert_eq!(short, general);
         }
-        let (_, short) = both_ways(&writer, &reader, written(None, Some(2.0)));
+        let (_, short) = both_ways(&writer, &reader, written(None, Some(2.0)), ("user", "ts"));
         assert_eq!(short.entity, "42");
         assert_eq!(short.time, 1_700_000_000_123);
         let field = |name| short.fields.get(name).cloned();
@@ -478,21 +527,8 @@ mod tests {
             AvroValue::Record(fields)
         };
         for (writer, session) in [(&v1, None), (&v2, Some("s-1"))] {
-            let bytes = encode(writer, record(session));
-            let general = GenericDatumReader::builder(writer)
-                .reader_schema(&v2)
-                .build()
-                .unwrap()
-                .read_value(&mut bytes.as_slice())
-                .unwrap();
-            let general = into_event(general, "user_id", "timestamp").unwrap();
-            let plain: Written = GenericDatumReader::builder(writer)
-                .build()
-                .unwrap()
-                .read_deser(&mut bytes.as_slice())
-                .unwrap();
-            let plan = Plan::new(writer, &v2).expect("scalar fields have a plan");
-            let short = event(plan.fields(plain), "user_id", "timestamp").unwrap();
+            let (general, short) =
+                both_ways(writer, &v2, record(session), ("user_id", "timestamp"));
             assert_eq!(short, general);
             assert_eq!(
                 short.fields.get("session_id"),

@@ -4,13 +4,12 @@
 
 use crate::checkpoint::{Checkpoint, DeadLetter, Outbox, OutboxUpdate, PartitionChanges};
 use crate::delivery::{transaction_committed, DeliveryError, KafkaSink, RedisSink};
-use crate::engine::{CompiledView, Event, Fields, Outcome, PartitionEngine};
+use crate::engine::{CompiledView, Event, Outcome, PartitionEngine};
 use crate::event_decoder::EventDecoder;
 use crate::metrics::ProcessorMetrics;
 use anyhow::{bail, Context as _};
-use apache_avro::types::Value as AvroValue;
 use freshet_avro::WireDecoder;
-use freshet_core::{load_dir, Value};
+use freshet_core::load_dir;
 use opentelemetry::trace::{Span, SpanContext, SpanKind, TraceContextExt, Tracer};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
@@ -96,61 +95,6 @@ fn fingerprint(view: &CompiledView) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut hasher);
     format!("{:016x}", hasher.finish())
-}
-
-/// The fields of a decoded record as scalar values.
-fn scalar(v: AvroValue) -> Value {
-    match v {
-        AvroValue::Null => Value::Null,
-        AvroValue::Boolean(b) => Value::Bool(b),
-        AvroValue::Int(i) | AvroValue::Date(i) | AvroValue::TimeMillis(i) => Value::Long(i as i64),
-        AvroValue::Long(i)
-        | AvroValue::TimeMicros(i)
-        | AvroValue::TimestampMillis(i)
-        | AvroValue::TimestampMicros(i)
-        | AvroValue::LocalTimestampMillis(i)
-        | AvroValue::LocalTimestampMicros(i) => Value::Long(i),
-        AvroValue::Float(f) => Value::Double(f as f64),
-        AvroValue::Double(f) => Value::Double(f),
-        AvroValue::String(s) | AvroValue::Enum(_, s) => Value::String(s),
-        AvroValue::Union(_, inner) => scalar(*inner),
-        _ => Value::Null,
-    }
-}
-
-/// Turns a decoded record into an event, or says why it cannot be one.
-pub fn to_event(value: &AvroValue, entity_field: &str, time_field: &str) -> Result<Event, String> {
-    into_event(value.clone(), entity_field, time_field)
-}
-
-/// [`to_event`], taking the record apart instead of copying it.
-pub fn into_event(value: AvroValue, entity_field: &str, time_field: &str) -> Result<Event, String> {
-    let AvroValue::Record(fields) = value else {
-        return Err("the record is not an Avro record".into());
-    };
-    let fields: Fields = fields.into_iter().map(|(k, v)| (k, scalar(v))).collect();
-    let entity = match fields.get(entity_field) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Long(i)) => i.to_string(),
-        other => {
-            return Err(format!(
-                "entity key field `{entity_field}` is {other:?}, not a string or integer"
-            ))
-        }
-    };
-    let time = match fields.get(time_field) {
-        Some(Value::Long(t)) => *t,
-        other => {
-            return Err(format!(
-                "event time field `{time_field}` is {other:?}, not an integer"
-            ))
-        }
-    };
-    Ok(Event {
-        entity,
-        time,
-        fields,
-    })
 }
 
 /// Runs the processor until `stop` is set; then finishes the epoch in progress, delivers

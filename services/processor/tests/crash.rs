@@ -42,7 +42,7 @@ fn every_version(
         for (offset, e) in events.iter().enumerate() {
             let value = apache_avro::to_value(e).unwrap();
             let event: Event =
-                freshet_processor::runtime::to_event(&value, "user_id", "timestamp").unwrap();
+                freshet_processor::event_decoder::to_event(&value, "user_id", "timestamp").unwrap();
             engine.process(offset as i64, Some(&event));
             for u in engine.drain_updates() {
                 let values = u

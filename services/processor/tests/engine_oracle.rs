@@ -19,7 +19,8 @@ fn the_engine_agrees_with_the_oracle_on_a_simulated_stream() {
     let mut emitted = HashMap::new();
     for (offset, e) in events.iter().enumerate() {
         let value = apache_avro::to_value(e).unwrap();
-        let event = freshet_processor::runtime::to_event(&value, "user_id", "timestamp").unwrap();
+        let event =
+            freshet_processor::event_decoder::to_event(&value, "user_id", "timestamp").unwrap();
         engine.process(offset as i64, Some(&event));
         if offset % 37 == 0 {
             for u in engine.drain_updates() {

@@ -40,11 +40,11 @@ use freshet_core::{Value, Window};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 /// The engine's maps by entity id or value: foldhash, several times cheaper than SipHash
 /// on short keys, with a seed chosen per process.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-use std::sync::Arc;
 
 /// A feature view prepared for evaluation.
 #[derive(Debug, Clone)]
@@ -153,10 +153,6 @@ impl Fields {
     pub fn get(&self, name: &str) -> Option<&Value> {
         let at = self.names.iter().position(|n| n == name)?;
         Some(&self.values[at])
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.names.iter().map(String::as_str).zip(&self.values)
     }
 }
 
