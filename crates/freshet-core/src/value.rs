@@ -84,7 +84,16 @@ impl Value {
 
     /// Compact, unambiguous text: the JSON scalar.
     pub fn to_json_string(&self) -> String {
-        serde_json::to_string(self).expect("scalars always serialise")
+        let mut text = String::new();
+        self.write_json(&mut text);
+        text
+    }
+
+    /// Appends [`Value::to_json_string`]'s text to `out`, reusing its room.
+    pub fn write_json(&self, out: &mut String) {
+        let mut bytes = std::mem::take(out).into_bytes();
+        serde_json::to_writer(&mut bytes, self).expect("scalars always serialise");
+        *out = String::from_utf8(bytes).expect("JSON is UTF-8");
     }
 
     /// Reads the text [`Value::to_json_string`] writes, the same as deserialising it with

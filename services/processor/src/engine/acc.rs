@@ -80,6 +80,15 @@ impl Acc {
         false
     }
 
+    /// Adds a value's JSON text to a distinct set, copying it only when it is new; returns
+    /// whether it was (always `false` for other aggregations).
+    pub fn add_distinct(&mut self, text: &str) -> bool {
+        match self {
+            Acc::Distinct(set) if !set.contains(text) => set.insert(text.to_string()),
+            _ => false,
+        }
+    }
+
     /// The values of a distinct set (empty for other aggregations).
     pub fn distinct_values(&self) -> impl Iterator<Item = &str> {
         let set = match self {

@@ -43,8 +43,9 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// The engine's maps by entity id or value: foldhash, several times cheaper than SipHash
-/// on short keys, with a seed chosen per process.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// on short keys, with a seed chosen per process; hashbrown's, whose `entry_ref` finds or
+/// inserts a borrowed key with one lookup and copies it only when it is new.
+type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A feature view prepared for evaluation.
 #[derive(Debug, Clone)]
@@ -232,13 +233,7 @@ impl PaneUnion {
     }
 
     fn add_value(&mut self, slot: usize, value: &str) {
-        let counts = self.slot(slot);
-        match counts.get_mut(value) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert(value.to_string(), 1);
-            }
-        }
+        *self.slot(slot).entry_ref(value).or_insert(0) += 1;
     }
 
     fn add_pane(&mut self, accs: &[Acc]) {
@@ -264,7 +259,7 @@ impl PaneUnion {
     }
 
     fn distinct(&self, slot: usize) -> usize {
-        self.per_slot.get(slot).map_or(0, HashMap::len)
+        self.per_slot.get(slot).map_or(0, FastMap::len)
     }
 }
 
@@ -502,6 +497,17 @@ pub struct PartitionEngine {
     /// Per view: entities whose state changed since the last checkpoint, with the pieces
     /// that changed.
     touched: Vec<FastMap<String, Vec<PartKey>>>,
+    /// Reused by every event: the pieces of state it changed, the timers it needs.
+    scratch: Scratch,
+}
+
+/// Buffers an event's processing reuses rather than allocates.
+#[derive(Default)]
+struct Scratch {
+    parts: Vec<PartKey>,
+    timers: Vec<i64>,
+    /// The JSON text of a value for a distinct set.
+    text: String,
 }
 
 fn floor_to(t: i64, size: i64) -> i64 {
@@ -559,6 +565,7 @@ impl PartitionEngine {
             timer_hasher: Default::default(),
             dirty: (0..n).map(|_| FastMap::default()).collect(),
             touched: (0..n).map(|_| FastMap::default()).collect(),
+            scratch: Scratch::default(),
         };
         engine.rebuild_timers();
         Ok(engine)
@@ -577,7 +584,7 @@ impl PartitionEngine {
     }
 
     pub fn entity_count(&self) -> usize {
-        self.entities.iter().map(HashMap::len).sum()
+        self.entities.iter().map(FastMap::len).sum()
     }
 
     /// Timers are not persisted: they follow from the state and the clock.
@@ -617,15 +624,17 @@ impl PartitionEngine {
             return Outcome::Late;
         }
         let entity = event.entity.as_str();
+        let Scratch {
+            parts,
+            timers,
+            text,
+        } = &mut self.scratch;
         for &vi in &self.view_ids {
             let view = &self.views[vi];
-            let entities = &mut self.entities[vi];
-            if !entities.contains_key(entity) {
-                entities.insert(entity.to_string(), EntityState::new(view));
-            }
-            let state = entities.get_mut(entity).expect("inserted above");
-            let mut parts = Vec::with_capacity(view.groups.len());
-            let mut new_timers = Vec::new();
+            let state = self.entities[vi]
+                .entry_ref(entity)
+                .or_insert_with(|| EntityState::new(view));
+            parts.clear();
             for (gi, group) in view.groups.iter().enumerate() {
                 add_event(
                     view,
@@ -633,13 +642,12 @@ impl PartitionEngine {
                     &mut state.groups[gi],
                     event,
                     (clock, self.delay),
-                    &mut parts,
-                    &mut new_timers,
+                    (parts, timers, text),
                 );
             }
-            if !new_timers.is_empty() {
+            if !timers.is_empty() {
                 let hash = self.timer_hasher.hash_one(entity);
-                for at in new_timers {
+                for at in timers.drain(..) {
                     self.timers.insert((at, vi, hash, entity.to_string()));
                 }
             }
@@ -648,7 +656,7 @@ impl PartitionEngine {
                 &mut self.touched[vi],
                 entity,
                 (version, clock),
-                &parts,
+                parts,
             );
         }
         Outcome::Applied
@@ -782,19 +790,11 @@ fn mark(
     version_and_clock: (u64, i64),
     parts: &[PartKey],
 ) {
-    match dirty.get_mut(entity) {
-        Some(mark) => *mark = version_and_clock,
-        None => {
-            dirty.insert(entity.to_string(), version_and_clock);
-        }
-    }
+    *dirty.entry_ref(entity).or_insert(version_and_clock) = version_and_clock;
     if parts.is_empty() {
         return;
     }
-    let list = match touched.get_mut(entity) {
-        Some(list) => list,
-        None => touched.entry(entity.to_string()).or_default(),
-    };
+    let list = touched.entry_ref(entity).or_default();
     for part in parts {
         if !list.contains(part) {
             list.push(*part);
@@ -809,13 +809,14 @@ fn matches(filter: &Option<Filter>, event: &Event) -> bool {
 }
 
 /// Adds an event to one window's (or pane's) accumulators; values new to a distinct set
-/// also go into `union` when given.
+/// also go into `union` when given. `text` is a buffer for a distinct value's text.
 fn add_to(
     view: &CompiledView,
     group: &Group,
     accs: &mut [Acc],
     event: &Event,
     mut union: Option<&mut PaneUnion>,
+    text: &mut String,
 ) {
     for (slot, &fi) in group.features.iter().enumerate() {
         let feature = &view.features[fi];
@@ -824,9 +825,20 @@ fn add_to(
                 .field
                 .as_ref()
                 .map(|f| event.fields.get(f).unwrap_or(&Value::Null));
-            let new_distinct = accs[slot].add(value, event.time);
-            if let (true, Some(union), Some(value)) = (new_distinct, union.as_deref_mut(), value) {
-                union.add_value(slot, &value.to_json_string());
+            let acc = &mut accs[slot];
+            if let (Acc::Distinct(_), Some(value)) = (&*acc, value) {
+                if value.is_null() {
+                    continue;
+                }
+                text.clear();
+                value.write_json(text);
+                if acc.add_distinct(text) {
+                    if let Some(union) = union.as_deref_mut() {
+                        union.add_value(slot, text);
+                    }
+                }
+            } else {
+                acc.add(value, event.time);
             }
         }
     }
@@ -847,8 +859,7 @@ fn add_event(
     state: &mut GroupState,
     event: &Event,
     (clock, delay): (i64, i64),
-    parts: &mut Vec<PartKey>,
-    timers: &mut Vec<i64>,
+    (parts, timers, text): (&mut Vec<PartKey>, &mut Vec<i64>, &mut String),
 ) {
     let t = event.time;
     match (&group.window, state) {
@@ -860,7 +871,7 @@ fn add_event(
                 timers.extend([start + size + delay, start + 2 * size + delay]);
                 view.new_accs(group)
             });
-            add_to(view, group, accs, event, None);
+            add_to(view, group, accs, event, None, text);
             parts.push(PartKey::Window { group: gi, start });
         }
         (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
@@ -874,7 +885,7 @@ fn add_event(
                 timers.push(pane + size);
                 view.new_accs(group)
             });
-            add_to(view, group, accs, event, Some(union));
+            add_to(view, group, accs, event, Some(union), text);
             parts.push(PartKey::Window {
                 group: gi,
                 start: pane,
@@ -899,7 +910,7 @@ fn add_event(
                     kept.push((bounds, other));
                 }
             }
-            add_to(view, group, &mut accs, event, None);
+            add_to(view, group, &mut accs, event, None, text);
             if !extends {
                 timers.push(session_timer(&session, delay));
             }
