@@ -497,8 +497,55 @@ pub struct PartitionEngine {
     /// Per view: entities whose state changed since the last checkpoint, with the pieces
     /// that changed.
     touched: Vec<FastMap<String, Vec<PartKey>>>,
+    /// Per view: its distinct filters (features often share one, such as
+    /// `action_type == "click"`), each tested once per event.
+    filters: Vec<ViewFilters>,
     /// Reused by every event: the pieces of state it changed, the timers it needs.
     scratch: Scratch,
+}
+
+/// A view's distinct filters and which one each feature has.
+struct ViewFilters {
+    distinct: Vec<Filter>,
+    /// Per feature, the index of its filter in `distinct`.
+    of_feature: Vec<Option<usize>>,
+}
+
+impl ViewFilters {
+    fn new(view: &CompiledView) -> Self {
+        let mut distinct: Vec<Filter> = Vec::new();
+        let of_feature = view
+            .features
+            .iter()
+            .map(|f| {
+                let filter = f.filter.as_ref()?;
+                Some(match distinct.iter().position(|d| d == filter) {
+                    Some(at) => at,
+                    None => {
+                        distinct.push(filter.clone());
+                        distinct.len() - 1
+                    }
+                })
+            })
+            .collect();
+        Self {
+            distinct,
+            of_feature,
+        }
+    }
+
+    /// Whether each feature takes `event`, into `passes` (by feature index); `results` is
+    /// a buffer for the filters' results.
+    fn test(&self, event: &Event, results: &mut Vec<bool>, passes: &mut Vec<bool>) {
+        results.clear();
+        results.extend(
+            self.distinct
+                .iter()
+                .map(|f| f.matches(|k| event.fields.get(k))),
+        );
+        passes.clear();
+        passes.extend(self.of_feature.iter().map(|f| f.is_none_or(|i| results[i])));
+    }
 }
 
 /// Buffers an event's processing reuses rather than allocates.
@@ -508,6 +555,9 @@ struct Scratch {
     timers: Vec<i64>,
     /// The JSON text of a value for a distinct set.
     text: String,
+    filter_results: Vec<bool>,
+    /// Per feature of the view at hand: whether its filter takes the event.
+    passes: Vec<bool>,
 }
 
 fn floor_to(t: i64, size: i64) -> i64 {
@@ -555,6 +605,7 @@ impl PartitionEngine {
         }
         let n = views.len();
         let mut engine = Self {
+            filters: views.iter().map(ViewFilters::new).collect(),
             views,
             view_ids,
             delay,
@@ -628,9 +679,12 @@ impl PartitionEngine {
             parts,
             timers,
             text,
+            filter_results,
+            passes,
         } = &mut self.scratch;
         for &vi in &self.view_ids {
             let view = &self.views[vi];
+            self.filters[vi].test(event, filter_results, passes);
             let state = self.entities[vi]
                 .entry_ref(entity)
                 .or_insert_with(|| EntityState::new(view));
@@ -642,6 +696,7 @@ impl PartitionEngine {
                     &mut state.groups[gi],
                     event,
                     (clock, self.delay),
+                    passes,
                     (parts, timers, text),
                 );
             }
@@ -802,25 +857,20 @@ fn mark(
     }
 }
 
-fn matches(filter: &Option<Filter>, event: &Event) -> bool {
-    filter
-        .as_ref()
-        .is_none_or(|f| f.matches(|k| event.fields.get(k)))
-}
-
-/// Adds an event to one window's (or pane's) accumulators; values new to a distinct set
-/// also go into `union` when given. `text` is a buffer for a distinct value's text.
+/// Adds an event to one window's (or pane's) accumulators, for the features whose filter
+/// `passes` it; values new to a distinct set also go into `union` when given. `text` is a
+/// buffer for a distinct value's text.
 fn add_to(
     view: &CompiledView,
     group: &Group,
     accs: &mut [Acc],
-    event: &Event,
+    (event, passes): (&Event, &[bool]),
     mut union: Option<&mut PaneUnion>,
     text: &mut String,
 ) {
     for (slot, &fi) in group.features.iter().enumerate() {
         let feature = &view.features[fi];
-        if matches(&feature.filter, event) {
+        if passes[fi] {
             let value = feature
                 .field
                 .as_ref()
@@ -859,6 +909,7 @@ fn add_event(
     state: &mut GroupState,
     event: &Event,
     (clock, delay): (i64, i64),
+    passes: &[bool],
     (parts, timers, text): (&mut Vec<PartKey>, &mut Vec<i64>, &mut String),
 ) {
     let t = event.time;
@@ -871,7 +922,7 @@ fn add_event(
                 timers.extend([start + size + delay, start + 2 * size + delay]);
                 view.new_accs(group)
             });
-            add_to(view, group, accs, event, None, text);
+            add_to(view, group, accs, (event, passes), None, text);
             parts.push(PartKey::Window { group: gi, start });
         }
         (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
@@ -885,7 +936,7 @@ fn add_event(
                 timers.push(pane + size);
                 view.new_accs(group)
             });
-            add_to(view, group, accs, event, Some(union), text);
+            add_to(view, group, accs, (event, passes), Some(union), text);
             parts.push(PartKey::Window {
                 group: gi,
                 start: pane,
@@ -910,7 +961,7 @@ fn add_event(
                     kept.push((bounds, other));
                 }
             }
-            add_to(view, group, &mut accs, event, None, text);
+            add_to(view, group, &mut accs, (event, passes), None, text);
             if !extends {
                 timers.push(session_timer(&session, delay));
             }
