@@ -21,6 +21,7 @@ use freshet_core::store_layout::{
     DecodeError, FeatureUpdate, StoredValues, Writer, VERSIONED_WRITE_SCRIPT,
 };
 use redis::aio::ConnectionLike;
+use std::sync::LazyLock;
 
 mod batch_connection;
 pub use batch_connection::{BatchConnection, BatchReadError};
@@ -78,16 +79,21 @@ pub async fn write_updates<'a, C: ConnectionLike>(
     updates: impl IntoIterator<Item = (&'a FeatureUpdate, i64)>,
     writer: Writer,
 ) -> redis::RedisResult<usize> {
+    static SCRIPT: LazyLock<redis::Script> =
+        LazyLock::new(|| redis::Script::new(VERSIONED_WRITE_SCRIPT));
     let mut applied = 0;
     let mut updates = updates.into_iter().peekable();
     while updates.peek().is_some() {
+        // Each pipeline loads the script, then calls it by its hash: EVAL with the script's
+        // text had Redis hash that text again for every update.
         let mut pipe = redis::pipe();
+        pipe.load_script(&SCRIPT).ignore();
         for (update, ttl_ms) in updates.by_ref().take(WRITE_CHUNK) {
-            pipe.cmd("EVAL")
-                .arg(VERSIONED_WRITE_SCRIPT)
-                .arg(1)
-                .arg(update.key())
-                .arg(update.script_args(ttl_ms, writer));
+            pipe.invoke_script(
+                SCRIPT
+                    .key(update.key())
+                    .arg(update.script_args(ttl_ms, writer)),
+            );
         }
         let results: Vec<i64> = pipe.query_async(connection).await?;
         applied += results.iter().filter(|r| **r == 1).count();
