@@ -45,22 +45,36 @@ impl EventDecoder {
         if known_without_plan {
             return self.decode_generally(payload).await;
         }
-        if let Ok(written) = self.wire.decode_as::<Written>(payload).await {
-            let reader = self.wire.reader_schema();
-            let plan = self
-                .plans
-                .entry(written.writer_schema_id)
-                .or_insert_with(|| Plan::new(written.writer_schema, reader));
-            if let Some(plan) = plan {
-                return event(
-                    plan.fields(written.value),
-                    &self.entity_field,
-                    &self.time_field,
-                );
+        let short_way_failed = match self.wire.decode_as::<Written>(payload).await {
+            Ok(written) => {
+                let reader = self.wire.reader_schema();
+                let plan = self
+                    .plans
+                    .entry(written.writer_schema_id)
+                    .or_insert_with(|| Plan::new(written.writer_schema, reader));
+                if let Some(plan) = plan {
+                    return event(
+                        plan.fields(written.value),
+                        &self.entity_field,
+                        &self.time_field,
+                    );
+                }
+                false
             }
-        }
+            Err(_) => true,
+        };
         // The general way, which also names what is wrong with a record that failed above.
-        self.decode_generally(payload).await
+        let decoded = self.decode_generally(payload).await;
+        if let (true, Ok(_), Some(id)) = (
+            short_way_failed,
+            &decoded,
+            freshet_avro::writer_schema_id(payload),
+        ) {
+            // A sound record the short way could not read: its schema's records all go the
+            // general way from now on, rather than each being read twice.
+            self.plans.insert(id, None);
+        }
+        decoded
     }
 
     async fn decode_generally(&self, payload: Option<&[u8]>) -> Result<Event, String> {
@@ -89,13 +103,20 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// `None` unless both schemas are records whose fields are all scalars (or unions of
-    /// them): the kinds whose resolution the plan knows. Other schemas take the general way.
+    /// `None` unless both schemas are records, the reader's fields and the writer's fields
+    /// it reads are all scalars (or unions of them): the kinds whose resolution the plan
+    /// knows. Writer fields the reader does not read may be of any kind; they are skipped.
+    /// Other schemas take the general way.
     pub fn new(writer: &Schema, reader: &Schema) -> Option<Plan> {
         let (Schema::Record(writer), Schema::Record(reader)) = (writer, reader) else {
             return None;
         };
-        if !writer.fields.iter().all(|f| is_scalar(&f.schema))
+        let read = |w: &&RecordField| reader.fields.iter().any(|f| answers_to(f, &w.name));
+        if !writer
+            .fields
+            .iter()
+            .filter(read)
+            .all(|f| is_scalar(&f.schema))
             || !reader.fields.iter().all(|f| is_scalar(&f.schema))
         {
             return None;
@@ -383,7 +404,11 @@ impl<'de> Visitor<'de> for ScalarVisitor {
         Ok(Value::Null)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        // A nested record's keys are field names, which apache-avro hands out only as
+        // identifiers (skipping them as `IgnoredAny` failed every record of such a schema).
+        while map.next_key::<FieldName>()?.is_some() {
+            map.next_value::<IgnoredAny>()?;
+        }
         Ok(Value::Null)
     }
 }
@@ -538,7 +563,7 @@ mod tests {
     }
 
     #[test]
-    fn schemas_with_other_than_scalar_fields_take_the_general_way() {
+    fn other_than_scalar_fields_take_the_general_way_unless_the_reader_skips_them() {
         let reader = Schema::parse_str(READER).unwrap();
         let nested = Schema::parse_str(
             r#"{"type": "record", "name": "E", "fields": [
@@ -547,8 +572,24 @@ mod tests {
             ]}"#,
         )
         .unwrap();
-        assert_eq!(Plan::new(&nested, &reader), None);
-        assert_eq!(Plan::new(&reader, &nested), None);
+        assert_eq!(
+            Plan::new(&reader, &nested),
+            None,
+            "the reader reads an array"
+        );
+        let reads_tags = Schema::parse_str(
+            r#"{"type": "record", "name": "E", "fields": [
+                {"name": "user", "type": "long"},
+                {"name": "tags", "type": ["null", "string"], "default": null}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(Plan::new(&nested, &reads_tags), None, "a read array");
+        let skips_tags = Schema::parse_str(
+            r#"{"type": "record", "name": "E", "fields": [{"name": "user", "type": "long"}]}"#,
+        )
+        .unwrap();
+        assert!(Plan::new(&nested, &skips_tags).is_some(), "an unread array");
     }
 
     #[test]
