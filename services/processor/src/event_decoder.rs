@@ -3,11 +3,14 @@
 //! The general way decodes a record into Avro `Value`s, resolves them to the reader schema
 //! and collects the fields ([`into_event`], which backfill uses too). That cost the reading
 //! thread more than a bare consumer spends on a record several times over, so records whose
-//! writer schema has only scalar fields take a shorter way: they are deserialised straight
-//! from the bytes with the writer schema, field by field, and a [`Plan`] built once per
-//! writer schema resolves them to the reader schema (fields the writer lacks take the
-//! reader's default; longs read as doubles become doubles). Both ways give the same
-//! event; `tests` checks that for every scalar type, missing fields and promotions.
+//! writer schema's read fields are all scalars take a shorter way: they are deserialised
+//! straight from the bytes with the writer schema, field by field (fields the reader does
+//! not read are skipped), and a [`Plan`] built once per writer schema resolves them to the
+//! reader schema (fields the writer lacks take the reader's default; longs read as doubles
+//! become doubles). Both ways give the same event; `tests` checks that for every scalar
+//! type, missing fields and promotions, and `tests/event_decoder.rs` through a registry.
+//! A schema whose sound records the short way cannot read (an enum, say) takes the
+//! general way from its first record on.
 
 use crate::engine::{Event, Fields};
 use apache_avro::schema::RecordField;
