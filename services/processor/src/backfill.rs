@@ -497,7 +497,7 @@ impl TopicInput<'_> {
                 topic: topic.to_string(),
                 partition,
                 // The engine's offset is set by the first record it processes.
-                engine: PartitionEngine::new(views.clone(), topic),
+                engine: PartitionEngine::without_checkpoint(views.clone(), topic),
                 max_time: None,
                 done: false,
             });
@@ -764,7 +764,7 @@ fn compute_file(
         .map(|partition| Lane {
             topic: view.topic.clone(),
             partition,
-            engine: PartitionEngine::new(views.clone(), &view.topic),
+            engine: PartitionEngine::without_checkpoint(views.clone(), &view.topic),
             max_time: None,
             done: false,
         })

@@ -497,6 +497,9 @@ pub struct PartitionEngine {
     /// Per view: entities whose state changed since the last checkpoint, with the pieces
     /// that changed.
     touched: Vec<FastMap<String, Vec<PartKey>>>,
+    /// Whether `touched` is kept: not for an engine whose state is never checkpointed
+    /// (backfill), where nothing drains it and it would grow with the input.
+    track_touched: bool,
     /// Per view: its distinct filters (features often share one, such as
     /// `action_type == "click"`), each tested once per event.
     filters: Vec<ViewFilters>,
@@ -616,10 +619,20 @@ impl PartitionEngine {
             timer_hasher: Default::default(),
             dirty: (0..n).map(|_| FastMap::default()).collect(),
             touched: (0..n).map(|_| FastMap::default()).collect(),
+            track_touched: true,
             scratch: Scratch::default(),
         };
         engine.rebuild_timers();
         Ok(engine)
+    }
+
+    /// An engine like [`Self::new`] whose state is never checkpointed: it keeps no record
+    /// of the pieces of state that changed ([`Self::drain_touched`] stays empty).
+    pub fn without_checkpoint(views: Arc<Vec<CompiledView>>, topic: &str) -> Self {
+        Self {
+            track_touched: false,
+            ..Self::new(views, topic)
+        }
     }
 
     pub fn next_offset(&self) -> i64 {
@@ -708,7 +721,7 @@ impl PartitionEngine {
             }
             mark(
                 &mut self.dirty[vi],
-                &mut self.touched[vi],
+                self.track_touched.then(|| &mut self.touched[vi]),
                 entity,
                 (version, clock),
                 parts,
@@ -742,7 +755,7 @@ impl PartitionEngine {
                 cleanup(view, state, clock, self.delay, &mut parts);
                 mark(
                     &mut self.dirty[vi],
-                    &mut self.touched[vi],
+                    self.track_touched.then(|| &mut self.touched[vi]),
                     &entity,
                     (version, clock),
                     &parts,
@@ -837,18 +850,18 @@ impl PartitionEngine {
 }
 
 /// Records a change of `entity`'s values (`dirty`, with the version and clock) and of the
-/// pieces `parts` of its state (`touched`).
+/// pieces `parts` of its state (`touched`, when kept).
 fn mark(
     dirty: &mut FastMap<String, (u64, i64)>,
-    touched: &mut FastMap<String, Vec<PartKey>>,
+    touched: Option<&mut FastMap<String, Vec<PartKey>>>,
     entity: &str,
     version_and_clock: (u64, i64),
     parts: &[PartKey],
 ) {
     *dirty.entry_ref(entity).or_insert(version_and_clock) = version_and_clock;
-    if parts.is_empty() {
+    let Some(touched) = touched.filter(|_| !parts.is_empty()) else {
         return;
-    }
+    };
     let list = touched.entry_ref(entity).or_default();
     for part in parts {
         if !list.contains(part) {

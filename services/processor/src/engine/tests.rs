@@ -245,6 +245,37 @@ fn distinct_values_in_a_sliding_window_count_once_across_panes_and_leave_with_th
 }
 
 #[test]
+fn an_engine_without_checkpoint_serves_the_same_values_and_keeps_no_changed_pieces() {
+    let n = feature("n", Aggregation::Count, None, None);
+    let views = view(
+        Window::Sliding {
+            size: d(10_000),
+            step: d(1_000),
+        },
+        vec![n],
+        2_000,
+    );
+    let mut checkpointed = Run::new(views.clone());
+    let mut uncheckpointed = Run {
+        engine: PartitionEngine::without_checkpoint(views, "t"),
+        offset: 0,
+    };
+    for t in (0..60_000).step_by(700) {
+        for run in [&mut checkpointed, &mut uncheckpointed] {
+            run.push(ev(if t % 1_400 == 0 { "a" } else { "b" }, t, "x"));
+        }
+    }
+    let updates = checkpointed.engine.drain_updates();
+    assert_eq!(updates.len(), 2, "a and b");
+    assert_eq!(uncheckpointed.engine.drain_updates(), updates);
+    assert!(!checkpointed.engine.drain_touched().is_empty());
+    assert!(
+        uncheckpointed.engine.drain_touched().is_empty(),
+        "nothing drains them in a backfill: kept, they grew with the input"
+    );
+}
+
+#[test]
 fn an_epoch_checkpoints_only_the_windows_and_panes_it_changed() {
     let n = feature("n", Aggregation::Count, None, None);
     let mut run = Run::new(view(
