@@ -131,10 +131,19 @@ fn prefix(topic: &str, partition: i32) -> String {
 
 /// The key of a piece of state, after the partition's prefix.
 fn part_key(view: &str, entity: &str, part: PartKey) -> String {
-    match part {
-        PartKey::Window { group, start } => format!("w/{view}/{group}/{start}/{entity}"),
-        PartKey::Sessions { group } => format!("w/{view}/{group}/sessions/{entity}"),
-    }
+    let mut key = String::new();
+    write_part_key(&mut key, view, entity, part);
+    key
+}
+
+/// Appends [`part_key`]'s key to `out`.
+fn write_part_key(out: &mut String, view: &str, entity: &str, part: PartKey) {
+    use std::fmt::Write as _;
+    let written = match part {
+        PartKey::Window { group, start } => write!(out, "w/{view}/{group}/{start}/{entity}"),
+        PartKey::Sessions { group } => write!(out, "w/{view}/{group}/sessions/{entity}"),
+    };
+    written.expect("writing to a String cannot fail");
 }
 
 /// `{view}/{group}/{start or sessions}/{entity}` back into its parts (entities may hold `/`).
@@ -349,29 +358,27 @@ impl Checkpoint {
         outbox: &Outbox,
     ) -> Result<(), CheckpointError> {
         let mut batch = WriteBatch::default();
-        let mut pieces: Vec<(String, Option<&[u8]>)> = Vec::new();
+        // In any order: the vector memtable sorts when it is flushed.
+        let mut key = String::new();
         for changes in partitions {
             let p = prefix(&changes.topic, changes.partition);
             batch.put(format!("{p}offset"), changes.next_offset.to_be_bytes());
             if let Some(clock) = changes.clock {
                 batch.put(format!("{p}clock"), clock.to_be_bytes());
             }
-            pieces.extend(changes.states.iter().map(|touched| {
-                let key = format!(
-                    "{p}{}",
-                    part_key(&view_names[touched.view], &touched.entity, touched.part)
+            for touched in &changes.states {
+                key.clear();
+                key.push_str(&p);
+                write_part_key(
+                    &mut key,
+                    &view_names[touched.view],
+                    &touched.entity,
+                    touched.part,
                 );
-                (key, touched.state.as_deref())
-            }));
-        }
-        // In key order: the memtable's skip list then inserts each key next to the one
-        // before instead of searching for its place from the top (keys are unique, one per
-        // piece, so the order changes nothing else).
-        pieces.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, piece) in pieces {
-            match piece {
-                Some(bytes) => batch.put(key, bytes),
-                None => batch.delete(key),
+                match touched.state.as_deref() {
+                    Some(bytes) => batch.put(&key, bytes),
+                    None => batch.delete(&key),
+                }
             }
         }
         batch.put(
