@@ -279,6 +279,13 @@ pub async fn run(
         sources,
         trace_records: config.trace_records,
         keep_late: config.late_events == LatePolicy::DeadLetter,
+        clocks: engines
+            .iter()
+            .map(|(_, _, e)| LateCheck {
+                clock: e.clock(),
+                delay: e.watermark_delay(),
+            })
+            .collect(),
         tracer,
         runtime: tokio::runtime::Handle::current(),
     };
@@ -358,8 +365,32 @@ struct Reader {
     sources: HashMap<String, EventDecoder>,
     trace_records: bool,
     keep_late: bool,
+    /// Per engine (with `keep_late`): a clock at least the engine's, to keep the bytes of
+    /// the records that may be late.
+    clocks: Vec<LateCheck>,
     tracer: opentelemetry::global::BoxedTracer,
     runtime: tokio::runtime::Handle,
+}
+
+/// The reading thread's view of an engine's lateness test, to keep a record's bytes only
+/// when it may become a dead letter (copying every record's cost the reading thread, and
+/// the processing thread that freed them, ~5% of their time).
+///
+/// The clock is the largest event time the reading thread has seen on the partition,
+/// starting from the engine's restored clock. The engine sees the same records in the same
+/// order (or fewer, skipping ones it already processed), so its clock is never ahead of
+/// this one, and every event it finds late (`time < clock - delay`) is found late here too.
+struct LateCheck {
+    clock: Option<i64>,
+    delay: i64,
+}
+
+impl LateCheck {
+    fn may_be_late(&mut self, time: i64) -> bool {
+        let clock = self.clock.map_or(time, |c| c.max(time));
+        self.clock = Some(clock);
+        time < clock - self.delay
+    }
 }
 
 /// Records per hand-over from the reading thread (fewer when no more are waiting).
@@ -403,7 +434,11 @@ impl Reader {
                 continue;
             };
             let event = ready_or_block_on(&self.runtime, source.decode(message.payload()));
-            let raw = (event.is_err() || self.keep_late).then(|| RawRecord {
+            let may_be_late = self.keep_late
+                && event
+                    .as_ref()
+                    .is_ok_and(|e| self.clocks[engine].may_be_late(e.time));
+            let raw = (event.is_err() || may_be_late).then(|| RawRecord {
                 key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().map(<[u8]>::to_vec),
             });

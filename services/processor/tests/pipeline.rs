@@ -80,14 +80,11 @@ async fn redis_equals_an_independent_oracle_after_a_seeded_stream() {
         .unwrap_or(0.0)
             >= 200.0
     );
-    assert!(
-        metric(
-            &metrics,
-            "freshet_processor_late_events_total{topic=\"user_events\"}"
-        )
-        .unwrap_or(0.0)
-            > 0.0
+    let late_events = metric(
+        &metrics,
+        "freshet_processor_late_events_total{topic=\"user_events\"}",
     );
+    assert!(late_events.unwrap_or(0.0) > 0.0);
     assert!(
         metric(&metrics, "freshet_processor_epoch_duration_seconds_count").unwrap_or(0.0) > 0.0
     );
@@ -163,7 +160,24 @@ async fn redis_equals_an_independent_oracle_after_a_seeded_stream() {
         }
     }
 
-    // Late events went to the dead-letter topic.
+    // Late events went to the dead-letter topic, each with its record's key and bytes.
     let dead = read_topic(&stack, &format!("dead_{}", deployment.group), 1);
     assert!(!dead[0].is_empty(), "the simulation sends some late events");
+    assert_eq!(
+        Some(dead[0].len() as f64),
+        late_events,
+        "one per late event"
+    );
+    let input: std::collections::HashSet<(Vec<u8>, Vec<u8>)> =
+        read_topic(&stack, TOPIC, PARTITIONS)
+            .into_iter()
+            .flatten()
+            .map(|(_, key, payload)| (key, payload))
+            .collect();
+    for (offset, key, payload) in &dead[0] {
+        assert!(
+            !payload.is_empty() && input.contains(&(key.clone(), payload.clone())),
+            "dead letter at offset {offset} is not an input record as read"
+        );
+    }
 }

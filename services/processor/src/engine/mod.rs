@@ -647,6 +647,11 @@ impl PartitionEngine {
         self.clock.map(|c| c - self.delay)
     }
 
+    /// How far the watermark trails the clock.
+    pub fn watermark_delay(&self) -> i64 {
+        self.delay
+    }
+
     pub fn entity_count(&self) -> usize {
         self.entities.iter().map(FastMap::len).sum()
     }
