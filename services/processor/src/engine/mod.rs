@@ -965,6 +965,16 @@ fn add_event(
                 start: t,
                 end: t.saturating_add(gap.as_millis()),
             };
+            parts.push(PartKey::Sessions { group: gi });
+            let mut touching = open.iter_mut().filter(|(b, _)| b.touches(&session));
+            if let (Some((bounds, accs)), None) = (touching.next(), touching.next()) {
+                // The usual case: the event extends one session, in place. The extended
+                // session touches no other (the others touched neither it nor the event),
+                // and keeps its place in the order.
+                *bounds = bounds.cover(&session);
+                add_to(view, group, accs, (event, passes), None, text);
+                return;
+            }
             let mut accs = view.new_accs(group);
             let mut kept = Vec::with_capacity(open.len());
             let mut extends = false;
@@ -986,7 +996,6 @@ fn add_event(
             let at = kept.partition_point(|(b, _)| b.start < session.start);
             kept.insert(at, (session, accs));
             *open = kept;
-            parts.push(PartKey::Sessions { group: gi });
         }
         _ => unreachable!("group state matches its window"),
     }
