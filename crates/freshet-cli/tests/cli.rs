@@ -246,25 +246,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     );
 
     // The demo producer sends events and the processor turns them into updates.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let delivered = scrape(
-            &format!("127.0.0.1:{producer}"),
-            "freshet_producer_events_delivered_total",
-        );
-        let updates = scrape(
-            &format!("127.0.0.1:{processor}"),
-            "freshet_processor_updates_total",
-        );
-        if delivered.is_some_and(|d| d > 0.0) && updates.is_some_and(|u| u > 0.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no traffic through the pipeline: delivered {delivered:?}, updates {updates:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_updates(&producer, &processor);
 
     // ... and the serving API answers with values from the store: the whole pipeline.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -312,6 +294,36 @@ fn up_detach_status_and_down_manage_a_real_stack() {
         !Path::new(state).join("stack.env").exists(),
         "stale addresses are removed"
     );
+
+    // Up again on the same folder: a new, empty broker, and a processor that starts over
+    // with it rather than waiting at the last run's offsets.
+    let out = freshet(&up);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for_updates(&producer, &processor);
+    assert!(freshet(&["down", "--state-dir", state]).status.success());
+}
+
+/// Waits until the demo producer's events have come through the processor as updates.
+fn wait_for_updates(producer_port: &str, processor_port: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered = scrape(
+            &format!("127.0.0.1:{producer_port}"),
+            "freshet_producer_events_delivered_total",
+        );
+        let updates = scrape(
+            &format!("127.0.0.1:{processor_port}"),
+            "freshet_processor_updates_total",
+        );
+        if delivered.is_some_and(|d| d > 0.0) && updates.is_some_and(|u| u > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no traffic through the pipeline: delivered {delivered:?}, updates {updates:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

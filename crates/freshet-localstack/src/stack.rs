@@ -306,6 +306,13 @@ pub fn start(
             return Err(StackError::AlreadyRunning(config.state_dir.clone()));
         }
     }
+    // The broker keeps topics in memory: each start begins with empty ones. The
+    // processor's checkpoint holds offsets into the last run's topics (and state built from
+    // them), so it starts over too; Redis keeps nothing either.
+    let processor_state = config.state_dir.join("data/processor");
+    if processor_state.exists() {
+        std::fs::remove_dir_all(&processor_state).map_err(io(&processor_state))?;
+    }
     let specs = config.components(tools, services);
     for spec in &specs {
         let dir = config.state_dir.join("data").join(spec.name);

@@ -13,6 +13,7 @@ use freshet_core::load_dir;
 use opentelemetry::trace::{Span, SpanContext, SpanKind, TraceContextExt, Tracer};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
@@ -167,7 +168,11 @@ pub async fn run(
         .set("statistics.interval.ms", LAG_EVERY.as_millis().to_string())
         // A broker may hold a fetch for this long even when records are waiting (tansu
         // does: 500 ms, librdkafka's default, put 130 ms into median freshness).
-        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
+        // Every partition is assigned at the checkpoint's offset. If the broker has no
+        // record there (the topic was recreated or truncated), resetting to either end
+        // would skip input or mix two topics' offsets in one state: stop instead.
+        .set("auto.offset.reset", "error");
     freshet_kafka::keep_fetching(&mut consumer_config);
     let consumer: InputConsumer = consumer_config
         .create_with_context(InputContext::default())
@@ -273,7 +278,15 @@ pub async fn run(
     let in_flight = Arc::new(AtomicUsize::new(0));
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     let stop_processing = stop.clone();
+    let resumed_at = engines
+        .iter()
+        .map(|(topic, partition, engine)| {
+            format!("{topic}/{partition} at {}", engine.next_offset())
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let reader = Reader {
+        out_of_range: input_gone(&config.state_dir, &resumed_at),
         consumer,
         engine_index,
         sources,
@@ -365,6 +378,8 @@ struct Reader {
     sources: HashMap<String, EventDecoder>,
     trace_records: bool,
     keep_late: bool,
+    /// The error when a partition's offset is out of range.
+    out_of_range: String,
     /// Per engine (with `keep_late`): a clock at least the engine's, to keep the bytes of
     /// the records that may be late.
     clocks: Vec<LateCheck>,
@@ -397,8 +412,13 @@ impl LateCheck {
 const READ_BATCH: usize = 2048;
 
 impl Reader {
-    /// Reads until `done` is set or the processing thread stops taking records.
-    fn run(mut self, out: std::sync::mpsc::SyncSender<Vec<ReadRecord>>, done: Arc<AtomicBool>) {
+    /// Reads until `done` is set or the processing thread stops taking records; fails when
+    /// the input cannot be read on from the checkpoint.
+    fn run(
+        mut self,
+        out: std::sync::mpsc::SyncSender<Vec<ReadRecord>>,
+        done: Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
         let mut batch = Vec::with_capacity(READ_BATCH);
         while !done.load(Ordering::Relaxed) {
             let wait = if batch.is_empty() {
@@ -409,10 +429,13 @@ impl Reader {
             let message = match self.consumer.poll(wait) {
                 None => {
                     if !batch.is_empty() && out.send(next_batch(&mut batch)).is_err() {
-                        return;
+                        return Ok(());
                     }
                     continue;
                 }
+                Some(Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+                ))) => bail!("{}", self.out_of_range),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
                     continue;
@@ -450,9 +473,10 @@ impl Reader {
                 raw,
             });
             if batch.len() >= READ_BATCH && out.send(next_batch(&mut batch)).is_err() {
-                return;
+                return Ok(());
             }
         }
+        Ok(())
     }
 }
 
@@ -508,7 +532,10 @@ impl Processing {
         let result = self.epochs(&read_in, &mut epoch, &sender, &in_flight);
         reader_done.store(true, Ordering::Relaxed);
         drop(read_in);
-        let _ = reader_thread.join();
+        // The reading thread's error, if any, is why processing stopped.
+        if let Ok(Err(e)) = reader_thread.join() {
+            return Err(e);
+        }
         result.map(|()| epoch)
     }
 
@@ -529,6 +556,8 @@ impl Processing {
         } = self;
         use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
         let mut last_lag = Instant::now() - LAG_EVERY;
+        // Where each partition resumed, to tell a topic recreated since the checkpoint.
+        let resumed: Vec<i64> = engines.iter().map(|(_, _, e)| e.next_offset()).collect();
         // Records read but not yet processed (an epoch can end inside a batch).
         let mut pending = Vec::<ReadRecord>::new().into_iter();
         loop {
@@ -631,6 +660,19 @@ impl Processing {
             if last_lag.elapsed() >= LAG_EVERY {
                 last_lag = Instant::now();
                 record_lag(input, engines, metrics);
+                if let Some((i, high)) = resumed_beyond_input(input, engines, &resumed) {
+                    let (topic, partition, engine) = &engines[i];
+                    bail!(
+                        "{}",
+                        input_gone(
+                            &config.state_dir,
+                            &format!(
+                                "{topic}/{partition} at {}, where the topic ends at {high}",
+                                engine.next_offset()
+                            )
+                        )
+                    );
+                }
             }
             if records == 0 {
                 if stop.load(Ordering::Relaxed) {
@@ -992,6 +1034,35 @@ impl InputContext {
 }
 
 pub type InputConsumer = BaseConsumer<InputContext>;
+
+/// The error for a checkpoint whose offsets the input does not have (`where_` says which).
+fn input_gone(state_dir: &std::path::Path, where_: &str) -> String {
+    format!(
+        "the input has no record at the offset the checkpoint resumes from ({where_}): the \
+         topic was recreated or truncated since the checkpoint was written. Versions are input \
+         offsets, so start over: stop the processor, delete the views' keys in Redis and remove \
+         the state folder {}",
+        state_dir.display()
+    )
+}
+
+/// A partition whose input ends before the offset its engine resumed from and that has not
+/// moved since (a broker that does not report the offset as out of range, like tansu, just
+/// answers its fetches with nothing): `(index, high watermark)`. Only a partition that has
+/// not moved is judged: a record processed since the start shows the input goes on there,
+/// and the high watermark in the statistics may be older than that record.
+fn resumed_beyond_input(
+    input: &InputContext,
+    engines: &[(String, i32, PartitionEngine)],
+    resumed: &[i64],
+) -> Option<(usize, i64)> {
+    engines.iter().zip(resumed).enumerate().find_map(
+        |(i, ((topic, partition, engine), &resumed))| {
+            let high = input.high_watermark(topic, *partition)?;
+            (engine.next_offset() == resumed && high < resumed).then_some((i, high))
+        },
+    )
+}
 
 fn record_lag(
     input: &InputContext,

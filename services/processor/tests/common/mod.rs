@@ -72,8 +72,43 @@ impl Deployment {
         Running(self.spawn(stack, flags))
     }
 
+    /// Runs the processor until it exits by itself (killed after `limit`, failing the
+    /// test); returns how it ended and what it wrote to stderr.
+    pub fn run_until_exit(
+        &self,
+        stack: &TestStack,
+        limit: Duration,
+    ) -> (std::process::ExitStatus, String) {
+        let mut child = self
+            .command(stack, &[])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the processor starts");
+        let deadline = Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the processor still runs after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
     fn spawn(&self, stack: &TestStack, flags: &[&str]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_freshet-processor"))
+        self.command(stack, flags)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the processor starts")
+    }
+
+    fn command(&self, stack: &TestStack, flags: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_freshet-processor"));
+        command
             .args(flags)
             .args(["--features-dir", features_dir().to_str().unwrap()])
             .args([
@@ -103,10 +138,8 @@ impl Deployment {
             ])
             .args(["--stack-dir", "/nonexistent"])
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the processor starts")
+            .stdout(Stdio::null());
+        command
     }
 }
 
