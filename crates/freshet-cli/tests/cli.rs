@@ -303,7 +303,9 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     assert!(freshet(&["down", "--state-dir", state]).status.success());
 }
 
-/// Waits until the demo producer's events have come through the processor as updates.
+/// Waits until the demo producer's events have come through the processor as updates
+/// (events processed in this run: a restarted processor also counts the updates of an
+/// epoch it finishes for the last run).
 fn wait_for_updates(producer_port: &str, processor_port: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -311,16 +313,18 @@ fn wait_for_updates(producer_port: &str, processor_port: &str) {
             &format!("127.0.0.1:{producer_port}"),
             "freshet_producer_events_delivered_total",
         );
-        let updates = scrape(
-            &format!("127.0.0.1:{processor_port}"),
-            "freshet_processor_updates_total",
-        );
-        if delivered.is_some_and(|d| d > 0.0) && updates.is_some_and(|u| u > 0.0) {
+        let processor = format!("127.0.0.1:{processor_port}");
+        let events = scrape(&processor, "freshet_processor_events_total");
+        let updates = scrape(&processor, "freshet_processor_updates_total");
+        if [delivered, events, updates]
+            .iter()
+            .all(|n| n.is_some_and(|n| n > 0.0))
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no traffic through the pipeline: delivered {delivered:?}, updates {updates:?}"
+            "no traffic through the pipeline: delivered {delivered:?}, events {events:?}, updates {updates:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
