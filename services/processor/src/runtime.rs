@@ -292,7 +292,7 @@ pub async fn run(
         sources,
         trace_records: config.trace_records,
         keep_late: config.late_events == LatePolicy::DeadLetter,
-        clocks: engines
+        late_checks: engines
             .iter()
             .map(|(_, _, e)| LateCheck {
                 clock: e.clock(),
@@ -382,7 +382,7 @@ struct Reader {
     out_of_range: String,
     /// Per engine (with `keep_late`): a clock at least the engine's, to keep the bytes of
     /// the records that may be late.
-    clocks: Vec<LateCheck>,
+    late_checks: Vec<LateCheck>,
     tracer: opentelemetry::global::BoxedTracer,
     runtime: tokio::runtime::Handle,
 }
@@ -460,7 +460,7 @@ impl Reader {
             let may_be_late = self.keep_late
                 && event
                     .as_ref()
-                    .is_ok_and(|e| self.clocks[engine].may_be_late(e.time));
+                    .is_ok_and(|e| self.late_checks[engine].may_be_late(e.time));
             let raw = (event.is_err() || may_be_late).then(|| RawRecord {
                 key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().map(<[u8]>::to_vec),

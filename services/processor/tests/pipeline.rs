@@ -105,12 +105,7 @@ async fn redis_equals_an_independent_oracle_after_a_seeded_stream() {
         );
     }
     // SIGTERM finishes the epoch and exits cleanly.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(processor.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(processor.wait().success());
+    processor.terminate();
 
     // Every feature_updates record decodes, and the last per (view, entity) is Redis's value.
     let decoder = WireDecoder::new(

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use freshet_testkit::TestStack;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkpoint_beyond_a_recreated_topic_stops_the_processor_with_the_reason() {
@@ -19,21 +19,8 @@ async fn a_checkpoint_beyond_a_recreated_topic_stops_the_processor_with_the_reas
         stack.create_topic(TOPIC, PARTITIONS).await;
         produce(&stack, sim(5, 50), EVENTS, 0.0).await;
         let mut processor = deployment.start(&stack);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while metric(
-            &scrape_metrics(deployment.metrics_port),
-            "freshet_processor_events_total{topic=\"user_events\"}",
-        ) != Some(EVENTS as f64)
-        {
-            assert!(Instant::now() < deadline, "the first run did not catch up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(processor.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        assert!(processor.wait().success());
+        wait_for_events(&deployment, EVENTS).await;
+        processor.terminate();
     }
 
     // A new broker: the same topic, recreated empty, and records arriving once the

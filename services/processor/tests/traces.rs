@@ -8,7 +8,6 @@ use common::*;
 use freshet_testkit::otlp::OtlpReceiver;
 use freshet_testkit::TestStack;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 const EVENTS: u64 = 300;
 
@@ -22,22 +21,9 @@ async fn the_processors_span_of_each_event_continues_the_producers_trace() {
     let mut processor = deployment.start_with(&stack, &["--otlp-endpoint", &receiver.endpoint()]);
     produce_traced(&stack, sim(5, 50), EVENTS, 0.0, Some(&receiver.endpoint())).await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let processed = "freshet_processor_events_total{topic=\"user_events\"}";
-    while metric(&scrape_metrics(deployment.metrics_port), processed) != Some(EVENTS as f64) {
-        assert!(
-            Instant::now() < deadline,
-            "the processor did not process every event"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_events(&deployment, EVENTS).await;
     // SIGTERM: the processor finishes its epoch and flushes its spans.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(processor.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(processor.wait().success());
+    processor.terminate();
 
     let spans = receiver.spans();
     let produced: HashMap<&str, &str> = spans

@@ -159,6 +159,32 @@ impl Running {
     pub fn wait(&mut self) -> std::process::ExitStatus {
         self.0.wait().unwrap()
     }
+
+    /// SIGTERM: the processor finishes its epoch and must exit cleanly.
+    pub fn terminate(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(
+            self.wait().success(),
+            "the processor exits cleanly on SIGTERM"
+        );
+    }
+}
+
+/// Waits (up to 60 s) until the deployment has processed `events` source records.
+pub async fn wait_for_events(deployment: &Deployment, events: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let processed = "freshet_processor_events_total{topic=\"user_events\"}";
+    while metric(&scrape_metrics(deployment.metrics_port), processed) != Some(events as f64) {
+        assert!(
+            Instant::now() < deadline,
+            "the processor did not process all {events} events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 impl Drop for Running {
