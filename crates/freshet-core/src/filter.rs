@@ -261,11 +261,21 @@ impl Filter {
     /// Whether an event passes the filter; `get` returns a field's value (`None` or
     /// `Value::Null` when it is absent).
     pub fn matches<'a>(&self, get: impl Fn(&str) -> Option<&'a Value>) -> bool {
-        self.all_of.iter().all(|c| {
-            let value = get(&c.field).unwrap_or(&Value::Null);
+        self.matches_each(|i| get(&self.all_of[i].field))
+    }
+
+    /// Like [`Self::matches`], with `get` given the index of a comparison in `all_of` (for
+    /// callers that have located each comparison's field beforehand).
+    pub fn matches_each<'a>(&self, get: impl Fn(usize) -> Option<&'a Value>) -> bool {
+        self.all_of.iter().enumerate().all(|(i, c)| {
+            let value = get(i).unwrap_or(&Value::Null);
             match (&c.literal, c.op) {
                 (Value::Null, CompareOp::Eq) => value.is_null(),
                 (Value::Null, _) => !value.is_null(),
+                // As `compare` would decide, without ordering the strings: most filters
+                // test a string for equality, and this runs per event and filter.
+                (Value::String(l), CompareOp::Eq) => matches!(value, Value::String(v) if v == l),
+                (Value::String(l), CompareOp::Ne) => matches!(value, Value::String(v) if v != l),
                 (literal, op) => compare(value, literal).is_some_and(|ord| op.holds(ord)),
             }
         })
@@ -352,6 +362,38 @@ mod tests {
         assert!(is_null.matches(|k| empty.get(k)), "an absent field is null");
         let e = event(&[("amount", Value::Double(1.0))]);
         assert!(!is_null.matches(|k| e.get(k)));
+    }
+
+    #[test]
+    fn string_equality_holds_only_for_the_same_string() {
+        let eq = Filter::parse("action_type == 'click'").unwrap();
+        let ne = Filter::parse("action_type != 'click'").unwrap();
+        for (value, equal) in [
+            (Value::String("click".into()), Some(true)),
+            (Value::String("clicks".into()), Some(false)),
+            (Value::String("clic".into()), Some(false)),
+            (Value::String("".into()), Some(false)),
+            (Value::Long(1), None),
+            (Value::Null, None),
+        ] {
+            let e = event(&[("action_type", value.clone())]);
+            assert_eq!(
+                eq.matches(|k| e.get(k)),
+                equal == Some(true),
+                "{value:?} =="
+            );
+            assert_eq!(
+                ne.matches(|k| e.get(k)),
+                equal == Some(false),
+                "{value:?} !="
+            );
+        }
+        let before = Filter::parse("action_type < 'click'").unwrap();
+        let e = event(&[("action_type", Value::String("add".into()))]);
+        assert!(
+            before.matches(|k| e.get(k)),
+            "other comparisons still order strings"
+        );
     }
 
     #[test]

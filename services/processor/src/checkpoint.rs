@@ -517,11 +517,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = Checkpoint::open(dir.path()).unwrap();
         let views = HashMap::from([("v".to_string(), 0)]);
-        let whole = EntityState {
-            groups: vec![crate::engine::GroupState::Tumbling {
-                windows: BTreeMap::from([(0, vec![Acc::Count(5)]), (60_000, vec![Acc::Count(1)])]),
-            }],
-        };
+        let whole = EntityState::with_groups(vec![crate::engine::GroupState::Tumbling {
+            windows: BTreeMap::from([(0, vec![Acc::Count(5)]), (60_000, vec![Acc::Count(1)])]),
+        }]);
         let legacy_key = b"p/t/0/s/v/user/1".as_slice();
         checkpoint
             .db

@@ -12,14 +12,13 @@
 //! A schema whose sound records the short way cannot read (an enum, say) takes the
 //! general way from its first record on.
 
-use crate::engine::{Event, Fields};
+use crate::engine::{Event, FastMap, Fields};
 use apache_avro::schema::RecordField;
 use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
 use freshet_avro::WireDecoder;
 use freshet_core::Value;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Decodes one source's records into events.
@@ -28,7 +27,7 @@ pub struct EventDecoder {
     entity_field: String,
     time_field: String,
     /// Per writer schema id: its plan, or `None` when its records take the general way.
-    plans: HashMap<u32, Option<Plan>>,
+    plans: FastMap<u32, Option<Plan>>,
 }
 
 impl EventDecoder {
@@ -37,7 +36,7 @@ impl EventDecoder {
             wire,
             entity_field: entity_field.to_string(),
             time_field: time_field.to_string(),
-            plans: HashMap::new(),
+            plans: FastMap::default(),
         }
     }
 

@@ -45,7 +45,7 @@ use std::sync::Arc;
 /// The engine's maps by entity id or value: foldhash, several times cheaper than SipHash
 /// on short keys, with a seed chosen per process; hashbrown's, whose `entry_ref` finds or
 /// inserts a borrowed key with one lookup and copies it only when it is new.
-type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A feature view prepared for evaluation.
 #[derive(Debug, Clone)]
@@ -152,8 +152,22 @@ impl Fields {
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
-        let at = self.names.iter().position(|n| n == name)?;
-        Some(&self.values[at])
+        Some(&self.values[self.position(name)?])
+    }
+
+    /// Where the field `name` is among the fields.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// The value of the field at `position` (see [`Self::position`]).
+    pub fn value_at(&self, position: usize) -> &Value {
+        &self.values[position]
+    }
+
+    /// The field names, shared by the events decoded with one reader schema.
+    pub fn names(&self) -> &Arc<[String]> {
+        &self.names
     }
 }
 
@@ -339,24 +353,55 @@ pub struct RestoreError {
 }
 
 /// Everything kept about one entity in one view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its marks (changed since the last drain, which pieces) live here rather than in maps of
+/// their own beside the states, so a record costs one lookup by entity per view instead
+/// of three. While marked, a state stays in the engine even when empty: the drains need
+/// it, and remove it once it is empty and no longer marked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntityState {
     pub groups: Vec<GroupState>,
+    /// The version and clock of the latest change since the last drain of updates.
+    #[serde(skip)]
+    dirty: Option<(u64, i64)>,
+    /// The pieces changed since the last drain of touched pieces.
+    #[serde(skip)]
+    touched: Vec<PartKey>,
+}
+
+/// States are equal when they hold the same windows and sessions, whatever their marks.
+impl PartialEq for EntityState {
+    fn eq(&self, other: &Self) -> bool {
+        self.groups == other.groups
+    }
 }
 
 impl EntityState {
     fn new(view: &CompiledView) -> Self {
-        Self {
-            groups: view
-                .groups
+        Self::with_groups(
+            view.groups
                 .iter()
                 .map(|g| GroupState::new(&g.window))
                 .collect(),
+        )
+    }
+
+    /// A state of these groups, not marked as changed.
+    pub fn with_groups(groups: Vec<GroupState>) -> Self {
+        Self {
+            groups,
+            dirty: None,
+            touched: Vec::new(),
         }
     }
 
     fn is_empty(&self) -> bool {
         self.groups.iter().all(GroupState::is_empty)
+    }
+
+    /// Whether the state can leave the engine: nothing in it, and nothing to drain.
+    fn is_gone(&self) -> bool {
+        self.dirty.is_none() && self.touched.is_empty() && self.is_empty()
     }
 
     /// A copy of one piece (`None` if it does not exist).
@@ -492,29 +537,55 @@ pub struct PartitionEngine {
     /// (many entities' windows end together) without comparing entity ids.
     timers: BTreeSet<(i64, usize, u64, String)>,
     timer_hasher: foldhash::fast::RandomState,
-    /// Per view: entities changed since the last drain, with the version and event time.
-    dirty: Vec<FastMap<String, (u64, i64)>>,
-    /// Per view: entities whose state changed since the last checkpoint, with the pieces
-    /// that changed.
-    touched: Vec<FastMap<String, Vec<PartKey>>>,
+    /// Per view: entities changed since the last drain (the version and event time are in
+    /// their state), each once.
+    dirty: Vec<Vec<String>>,
+    /// Per view: entities whose state changed since the last checkpoint (the pieces that
+    /// changed are in their state), each once.
+    touched: Vec<Vec<String>>,
     /// Whether `touched` is kept: not for an engine whose state is never checkpointed
     /// (backfill), where nothing drains it and it would grow with the input.
     track_touched: bool,
     /// Per view: its distinct filters (features often share one, such as
-    /// `action_type == "click"`), each tested once per event.
-    filters: Vec<ViewFilters>,
+    /// `action_type == "click"`), each tested once per event, and where its fields are.
+    inputs: Vec<ViewInputs>,
     /// Reused by every event: the pieces of state it changed, the timers it needs.
     scratch: Scratch,
 }
 
 /// A view's distinct filters and which one each feature has.
-struct ViewFilters {
+struct ViewInputs {
     distinct: Vec<Filter>,
     /// Per feature, the index of its filter in `distinct`.
     of_feature: Vec<Option<usize>>,
+    /// The fields the view reads: its filters' and its features'.
+    fields: Vec<String>,
+    /// Per distinct filter, per comparison: its field's index in `fields`.
+    compared: Vec<Vec<usize>>,
+    /// Per feature: its field's index in `fields`.
+    feature_field: Vec<Option<usize>>,
+    /// The field names `at` was found for. Events decoded with one reader schema share
+    /// their names, so fields are looked up by name once per schema, not per event (that
+    /// lookup was a tenth of the engine's time).
+    located_in: Option<Arc<[String]>>,
+    /// Per entry of `fields`: its position among the fields of `located_in`.
+    at: Vec<Option<usize>>,
 }
 
-impl ViewFilters {
+/// What a feature takes from an event.
+#[derive(Debug, Clone, Copy)]
+enum FeatureInput {
+    /// Nothing: its filter rejects the event.
+    Skip,
+    /// The event itself (a count).
+    Event,
+    /// The event's field at this position.
+    Field(usize),
+    /// Its field, which the event lacks: null.
+    Missing,
+}
+
+impl ViewInputs {
     fn new(view: &CompiledView) -> Self {
         let mut distinct: Vec<Filter> = Vec::new();
         let of_feature = view
@@ -531,23 +602,71 @@ impl ViewFilters {
                 })
             })
             .collect();
+        let mut fields: Vec<String> = Vec::new();
+        let mut field_index = |name: &str| match fields.iter().position(|f| f == name) {
+            Some(at) => at,
+            None => {
+                fields.push(name.to_string());
+                fields.len() - 1
+            }
+        };
+        let compared = distinct
+            .iter()
+            .map(|f| f.all_of.iter().map(|c| field_index(&c.field)).collect())
+            .collect();
+        let feature_field = view
+            .features
+            .iter()
+            .map(|f| f.field.as_deref().map(&mut field_index))
+            .collect();
         Self {
             distinct,
             of_feature,
+            fields,
+            compared,
+            feature_field,
+            located_in: None,
+            at: Vec::new(),
         }
     }
 
-    /// Whether each feature takes `event`, into `passes` (by feature index); `results` is
-    /// a buffer for the filters' results.
-    fn test(&self, event: &Event, results: &mut Vec<bool>, passes: &mut Vec<bool>) {
-        results.clear();
-        results.extend(
-            self.distinct
+    /// What each feature takes from `event`, into `inputs` (by feature index); `results`
+    /// is a buffer for the filters' results.
+    fn take(&mut self, event: &Event, results: &mut Vec<bool>, inputs: &mut Vec<FeatureInput>) {
+        let names = event.fields.names();
+        if !self
+            .located_in
+            .as_ref()
+            .is_some_and(|n| Arc::ptr_eq(n, names))
+        {
+            self.at = self
+                .fields
                 .iter()
-                .map(|f| f.matches(|k| event.fields.get(k))),
+                .map(|f| event.fields.position(f))
+                .collect();
+            self.located_in = Some(names.clone());
+        }
+        let at = &self.at;
+        results.clear();
+        results.extend(self.distinct.iter().zip(&self.compared).map(|(f, fields)| {
+            f.matches_each(|c| at[fields[c]].map(|i| event.fields.value_at(i)))
+        }));
+        inputs.clear();
+        inputs.extend(
+            self.of_feature
+                .iter()
+                .zip(&self.feature_field)
+                .map(|(filter, field)| {
+                    if !filter.is_none_or(|i| results[i]) {
+                        return FeatureInput::Skip;
+                    }
+                    match field.map(|f| at[f]) {
+                        None => FeatureInput::Event,
+                        Some(Some(i)) => FeatureInput::Field(i),
+                        Some(None) => FeatureInput::Missing,
+                    }
+                }),
         );
-        passes.clear();
-        passes.extend(self.of_feature.iter().map(|f| f.is_none_or(|i| results[i])));
     }
 }
 
@@ -559,8 +678,8 @@ struct Scratch {
     /// The JSON text of a value for a distinct set.
     text: String,
     filter_results: Vec<bool>,
-    /// Per feature of the view at hand: whether its filter takes the event.
-    passes: Vec<bool>,
+    /// Per feature of the view at hand: what it takes from the event.
+    inputs: Vec<FeatureInput>,
 }
 
 fn floor_to(t: i64, size: i64) -> i64 {
@@ -608,7 +727,7 @@ impl PartitionEngine {
         }
         let n = views.len();
         let mut engine = Self {
-            filters: views.iter().map(ViewFilters::new).collect(),
+            inputs: views.iter().map(ViewInputs::new).collect(),
             views,
             view_ids,
             delay,
@@ -617,8 +736,8 @@ impl PartitionEngine {
             entities: by_view,
             timers: BTreeSet::new(),
             timer_hasher: Default::default(),
-            dirty: (0..n).map(|_| FastMap::default()).collect(),
-            touched: (0..n).map(|_| FastMap::default()).collect(),
+            dirty: vec![Vec::new(); n],
+            touched: vec![Vec::new(); n],
             track_touched: true,
             scratch: Scratch::default(),
         };
@@ -698,11 +817,11 @@ impl PartitionEngine {
             timers,
             text,
             filter_results,
-            passes,
+            inputs,
         } = &mut self.scratch;
         for &vi in &self.view_ids {
             let view = &self.views[vi];
-            self.filters[vi].test(event, filter_results, passes);
+            self.inputs[vi].take(event, filter_results, inputs);
             let state = self.entities[vi]
                 .entry_ref(entity)
                 .or_insert_with(|| EntityState::new(view));
@@ -714,7 +833,7 @@ impl PartitionEngine {
                     &mut state.groups[gi],
                     event,
                     (clock, self.delay),
-                    passes,
+                    inputs,
                     (parts, timers, text),
                 );
             }
@@ -725,8 +844,11 @@ impl PartitionEngine {
                 }
             }
             mark(
-                &mut self.dirty[vi],
-                self.track_touched.then(|| &mut self.touched[vi]),
+                state,
+                (
+                    &mut self.dirty[vi],
+                    self.track_touched.then(|| &mut self.touched[vi]),
+                ),
                 entity,
                 (version, clock),
                 parts,
@@ -759,8 +881,11 @@ impl PartitionEngine {
                 let mut parts = Vec::new();
                 cleanup(view, state, clock, self.delay, &mut parts);
                 mark(
-                    &mut self.dirty[vi],
-                    self.track_touched.then(|| &mut self.touched[vi]),
+                    state,
+                    (
+                        &mut self.dirty[vi],
+                        self.track_touched.then(|| &mut self.touched[vi]),
+                    ),
                     &entity,
                     (version, clock),
                     &parts,
@@ -779,7 +904,7 @@ impl PartitionEngine {
                     }
                 }
             }
-            if state.is_empty() {
+            if state.is_gone() {
                 self.entities[vi].remove(&entity);
             }
         }
@@ -798,15 +923,21 @@ impl PartitionEngine {
         let clock = self.clock.unwrap_or(i64::MIN);
         let mut out = Vec::new();
         for vi in 0..self.views.len() {
-            let mut dirty: Vec<(String, (u64, i64))> = self.dirty[vi].drain().collect();
+            let mut dirty = std::mem::take(&mut self.dirty[vi]);
             // In entity order, so a drain's output does not depend on hashing.
-            dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            dirty.sort_unstable();
             let view = &self.views[vi];
-            for (entity, (version, event_time)) in dirty {
-                let (values, windows) = match self.entities[vi].get(&entity) {
-                    Some(state) => served(view, state, clock, self.delay),
-                    None => (defaults(view), Vec::new()),
+            for entity in dirty {
+                let Some(state) = self.entities[vi].get_mut(&entity) else {
+                    continue;
                 };
+                let Some((version, event_time)) = state.dirty.take() else {
+                    continue;
+                };
+                let (values, windows) = served(view, state, clock, self.delay);
+                if state.is_gone() {
+                    self.entities[vi].remove(&entity);
+                }
                 out.push(ViewUpdate {
                     update: FeatureUpdate {
                         view: view.name.clone(),
@@ -826,18 +957,28 @@ impl PartitionEngine {
     pub fn drain_touched(&mut self) -> Vec<TouchedPart> {
         let mut out = Vec::new();
         for vi in 0..self.views.len() {
-            let mut touched: Vec<(String, Vec<PartKey>)> = self.touched[vi].drain().collect();
-            touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for (entity, mut parts) in touched {
+            let mut touched = std::mem::take(&mut self.touched[vi]);
+            touched.sort_unstable();
+            for entity in touched {
+                let Some(state) = self.entities[vi].get_mut(&entity) else {
+                    continue;
+                };
+                let mut parts = std::mem::take(&mut state.touched);
                 parts.sort_unstable();
-                let state = self.entities[vi].get(&entity);
-                for part in parts {
+                for &part in &parts {
                     out.push(TouchedPart {
                         view: vi,
                         entity: entity.clone(),
                         part,
-                        state: state.and_then(|s| s.part_ref(part)).map(|p| p.encode()),
+                        state: state.part_ref(part).map(|p| p.encode()),
                     });
+                }
+                if state.is_gone() {
+                    self.entities[vi].remove(&entity);
+                } else {
+                    // Kept for the entity's next changes.
+                    parts.clear();
+                    state.touched = parts;
                 }
             }
         }
@@ -854,60 +995,64 @@ impl PartitionEngine {
     }
 }
 
-/// Records a change of `entity`'s values (`dirty`, with the version and clock) and of the
-/// pieces `parts` of its state (`touched`, when kept).
+/// Records in `entity`'s `state` a change of its values (with the version and clock) and of
+/// its pieces `parts` (when `touched` is kept), and lists the entity in `dirty` and
+/// `touched` the first time since their drains.
 fn mark(
-    dirty: &mut FastMap<String, (u64, i64)>,
-    touched: Option<&mut FastMap<String, Vec<PartKey>>>,
+    state: &mut EntityState,
+    (dirty, touched): (&mut Vec<String>, Option<&mut Vec<String>>),
     entity: &str,
     version_and_clock: (u64, i64),
     parts: &[PartKey],
 ) {
-    *dirty.entry_ref(entity).or_insert(version_and_clock) = version_and_clock;
+    if state.dirty.replace(version_and_clock).is_none() {
+        dirty.push(entity.to_owned());
+    }
     let Some(touched) = touched.filter(|_| !parts.is_empty()) else {
         return;
     };
-    let list = touched.entry_ref(entity).or_default();
+    if state.touched.is_empty() {
+        touched.push(entity.to_owned());
+    }
     for part in parts {
-        if !list.contains(part) {
-            list.push(*part);
+        // From the back: an event mostly touches the pieces its entity's last events did.
+        if !state.touched.iter().rev().any(|p| p == part) {
+            state.touched.push(*part);
         }
     }
 }
 
 /// Adds an event to one window's (or pane's) accumulators, for the features whose filter
-/// `passes` it; values new to a distinct set also go into `union` when given. `text` is a
-/// buffer for a distinct value's text.
+/// takes it (`inputs`); values new to a distinct set also go into `union` when given.
+/// `text` is a buffer for a distinct value's text.
 fn add_to(
-    view: &CompiledView,
     group: &Group,
     accs: &mut [Acc],
-    (event, passes): (&Event, &[bool]),
+    (event, inputs): (&Event, &[FeatureInput]),
     mut union: Option<&mut PaneUnion>,
     text: &mut String,
 ) {
     for (slot, &fi) in group.features.iter().enumerate() {
-        let feature = &view.features[fi];
-        if passes[fi] {
-            let value = feature
-                .field
-                .as_ref()
-                .map(|f| event.fields.get(f).unwrap_or(&Value::Null));
-            let acc = &mut accs[slot];
-            if let (Acc::Distinct(_), Some(value)) = (&*acc, value) {
-                if value.is_null() {
-                    continue;
-                }
-                text.clear();
-                value.write_json(text);
-                if acc.add_distinct(text) {
-                    if let Some(union) = union.as_deref_mut() {
-                        union.add_value(slot, text);
-                    }
-                }
-            } else {
-                acc.add(value, event.time);
+        let value = match inputs[fi] {
+            FeatureInput::Skip => continue,
+            FeatureInput::Event => None,
+            FeatureInput::Field(at) => Some(event.fields.value_at(at)),
+            FeatureInput::Missing => Some(&Value::Null),
+        };
+        let acc = &mut accs[slot];
+        if let (Acc::Distinct(_), Some(value)) = (&*acc, value) {
+            if value.is_null() {
+                continue;
             }
+            text.clear();
+            value.write_json(text);
+            if acc.add_distinct(text) {
+                if let Some(union) = union.as_deref_mut() {
+                    union.add_value(slot, text);
+                }
+            }
+        } else {
+            acc.add(value, event.time);
         }
     }
 }
@@ -927,7 +1072,7 @@ fn add_event(
     state: &mut GroupState,
     event: &Event,
     (clock, delay): (i64, i64),
-    passes: &[bool],
+    inputs: &[FeatureInput],
     (parts, timers, text): (&mut Vec<PartKey>, &mut Vec<i64>, &mut String),
 ) {
     let t = event.time;
@@ -940,7 +1085,7 @@ fn add_event(
                 timers.extend([start + size + delay, start + 2 * size + delay]);
                 view.new_accs(group)
             });
-            add_to(view, group, accs, (event, passes), None, text);
+            add_to(group, accs, (event, inputs), None, text);
             parts.push(PartKey::Window { group: gi, start });
         }
         (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
@@ -954,7 +1099,7 @@ fn add_event(
                 timers.push(pane + size);
                 view.new_accs(group)
             });
-            add_to(view, group, accs, (event, passes), Some(union), text);
+            add_to(group, accs, (event, inputs), Some(union), text);
             parts.push(PartKey::Window {
                 group: gi,
                 start: pane,
@@ -972,7 +1117,7 @@ fn add_event(
                 // session touches no other (the others touched neither it nor the event),
                 // and keeps its place in the order.
                 *bounds = bounds.cover(&session);
-                add_to(view, group, accs, (event, passes), None, text);
+                add_to(group, accs, (event, inputs), None, text);
                 return;
             }
             let mut accs = view.new_accs(group);
@@ -989,7 +1134,7 @@ fn add_event(
                     kept.push((bounds, other));
                 }
             }
-            add_to(view, group, &mut accs, (event, passes), None, text);
+            add_to(group, &mut accs, (event, inputs), None, text);
             if !extends {
                 timers.push(session_timer(&session, delay));
             }

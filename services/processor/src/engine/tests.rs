@@ -121,6 +121,12 @@ fn tumbling_serves_the_last_closed_window_then_decays_to_the_default() {
         "no event at all in [120 s, 180 s): default"
     );
     assert!(
+        run.engine.entities[0].contains_key("a"),
+        "a's emptied state stays until its change is drained"
+    );
+    run.engine.drain_updates();
+    run.engine.drain_touched();
+    assert!(
         !run.engine.entities[0].contains_key("a"),
         "a's state is cleaned up"
     );
@@ -198,6 +204,8 @@ fn sliding_values_follow_the_latest_event_and_shrink_as_panes_leave() {
     );
     run.push(ev("b", 22_000, "x"));
     assert_eq!(run.value("a", "n"), Value::Long(0));
+    run.engine.drain_updates();
+    run.engine.drain_touched();
     assert!(!run.engine.entities[0].contains_key("a"));
 }
 
