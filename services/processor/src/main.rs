@@ -57,11 +57,17 @@ struct Args {
     /// What to do with events behind the watermark.
     #[arg(long, value_enum, default_value = "dead-letter")]
     late_events: LatePolicy,
-    /// Longest time an epoch collects records, in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    /// Longest time an epoch collects records, in milliseconds. Only a processor that
+    /// always has records waiting (catching up) reaches it; otherwise an epoch ends as soon
+    /// as the earlier ones are delivered.
+    #[arg(long, env = "FRESHET_PROCESSOR_EPOCH_MS", default_value_t = 250)]
     epoch_ms: u64,
     /// Most records in one epoch.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(
+        long,
+        env = "FRESHET_PROCESSOR_EPOCH_MAX_RECORDS",
+        default_value_t = 100_000
+    )]
     epoch_max_records: usize,
     /// Partitions of topics the processor creates when missing.
     #[arg(long, default_value_t = 3)]

@@ -206,13 +206,6 @@ pub async fn run(
             engines.push((topic.clone(), partition, engine));
         }
     }
-    let mut engine_index: HashMap<String, HashMap<i32, usize>> = HashMap::new();
-    for (i, (topic, partition, _)) in engines.iter().enumerate() {
-        engine_index
-            .entry(topic.clone())
-            .or_default()
-            .insert(*partition, i);
-    }
     metrics.entities.set(
         engines
             .iter()
@@ -288,8 +281,26 @@ pub async fn run(
     let reader = Reader {
         out_of_range: input_gone(&config.state_dir, &resumed_at),
         consumer,
-        engine_index,
-        sources,
+        inputs: sources
+            .into_iter()
+            .map(|(topic, decoder)| {
+                let mut engine_of = Vec::new();
+                for (i, (_, partition, _)) in
+                    engines.iter().enumerate().filter(|(_, e)| e.0 == topic)
+                {
+                    let at = usize::try_from(*partition).expect("partitions are not negative");
+                    if engine_of.len() <= at {
+                        engine_of.resize(at + 1, None);
+                    }
+                    engine_of[at] = Some(i);
+                }
+                TopicInput {
+                    topic,
+                    decoder,
+                    engine_of,
+                }
+            })
+            .collect(),
         trace_records: config.trace_records,
         keep_late: config.late_events == LatePolicy::DeadLetter,
         late_checks: engines
@@ -374,8 +385,9 @@ struct RawRecord {
 /// The reading thread: polls the consumer and decodes, beside the processing thread.
 struct Reader {
     consumer: InputConsumer,
-    engine_index: HashMap<String, HashMap<i32, usize>>,
-    sources: HashMap<String, EventDecoder>,
+    /// Per source topic (a list: there are few, and a record's topic is found by comparing
+    /// names rather than hashing them).
+    inputs: Vec<TopicInput>,
     trace_records: bool,
     keep_late: bool,
     /// The error when a partition's offset is out of range.
@@ -406,6 +418,14 @@ impl LateCheck {
         self.clock = Some(clock);
         time < clock - self.delay
     }
+}
+
+/// A source topic as the reading thread sees it.
+struct TopicInput {
+    topic: String,
+    decoder: EventDecoder,
+    /// By partition: the index of its engine.
+    engine_of: Vec<Option<usize>>,
 }
 
 /// Records per hand-over from the reading thread (fewer when no more are waiting).
@@ -442,10 +462,13 @@ impl Reader {
                 }
                 Some(Ok(message)) => message,
             };
-            let Some(&engine) = self
-                .engine_index
-                .get(message.topic())
-                .and_then(|p| p.get(&message.partition()))
+            let topic = message.topic();
+            let Some(input) = self.inputs.iter_mut().find(|i| i.topic == topic) else {
+                continue;
+            };
+            let Some(engine) = usize::try_from(message.partition())
+                .ok()
+                .and_then(|p| input.engine_of.get(p).copied().flatten())
             else {
                 continue;
             };
@@ -453,10 +476,7 @@ impl Reader {
                 .trace_records
                 .then(|| trace_record(&self.tracer, &message))
                 .flatten();
-            let Some(source) = self.sources.get_mut(message.topic()) else {
-                continue;
-            };
-            let event = ready_or_block_on(&self.runtime, source.decode(message.payload()));
+            let event = ready_or_block_on(&self.runtime, input.decoder.decode(message.payload()));
             let may_be_late = self.keep_late
                 && event
                     .as_ref()

@@ -1,0 +1,66 @@
+//! Development aid: the engine alone (no broker, no RocksDB) over the throughput bench's
+//! backlog, split in three partitions by user, with drains every `EPOCH` events per
+//! partition. Prints the engine's events/s and the share of the drains.
+//! `cargo run --release -p freshet-processor --example engine_speed [events] [epoch]`
+
+use freshet_processor::engine::{CompiledView, Fields, PartitionEngine};
+use freshet_producer::simulate::{SimConfig, Simulator};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let n = args.first().copied().unwrap_or(1_500_000) as usize;
+    let epoch = args.get(1).copied().unwrap_or(25_000) as usize;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+    let defs = freshet_core::definitions::load_dir(&dir).unwrap();
+    let config = SimConfig {
+        seed: 1,
+        start_ms: 1_700_000_000_000,
+        events_per_second: 100.0,
+        ..SimConfig::default()
+    };
+    let mut partitions: Vec<Vec<_>> = vec![Vec::new(); 3];
+    let mut names = None;
+    for e in Simulator::new(config).unwrap().take(n) {
+        let value = apache_avro::to_value(&e).unwrap();
+        let mut event =
+            freshet_processor::event_decoder::to_event(&value, "user_id", "timestamp").unwrap();
+        // As the processor's decoder: the events of one schema share their field names.
+        let names = names.get_or_insert_with(|| event.fields.names().clone());
+        let values = names.iter().map(|n| event.fields.get(n).unwrap().clone());
+        event.fields = Fields::new(names.clone(), values.collect());
+        partitions[(e.user_id % 3) as usize].push(event);
+    }
+    let views = Arc::new(CompiledView::compile_all(&defs));
+    for round in 0..3 {
+        let (mut processing, mut draining) = (Duration::ZERO, Duration::ZERO);
+        let mut updates = 0;
+        let mut pieces = 0;
+        for events in &partitions {
+            let mut engine = PartitionEngine::new(views.clone(), "user_events");
+            for (i, chunk) in events.chunks(epoch).enumerate() {
+                let started = Instant::now();
+                for (j, event) in chunk.iter().enumerate() {
+                    engine.process((i * epoch + j) as i64, Some(event));
+                }
+                let drained = Instant::now();
+                updates += engine.drain_view_updates().len();
+                pieces += engine.drain_touched().len();
+                draining += drained.elapsed();
+                processing += drained - started;
+            }
+        }
+        let total = processing + draining;
+        println!(
+            "round {round}: {:.0} events/s ({:.2} µs/event: process {:.2}, drains {:.2}); {updates} updates, {pieces} pieces",
+            n as f64 / total.as_secs_f64(),
+            total.as_secs_f64() * 1e6 / n as f64,
+            processing.as_secs_f64() * 1e6 / n as f64,
+            draining.as_secs_f64() * 1e6 / n as f64,
+        );
+    }
+}
