@@ -3,7 +3,7 @@
 //! partition. Prints the engine's events/s and the share of the drains.
 //! `cargo run --release -p freshet-processor --example engine_speed [events] [epoch]`
 
-use freshet_processor::engine::{CompiledView, Fields, PartitionEngine};
+use freshet_processor::engine::{shared_names, CompiledView, Fields, PartitionEngine};
 use freshet_producer::simulate::{SimConfig, Simulator};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,15 +24,14 @@ fn main() {
         ..SimConfig::default()
     };
     let mut partitions: Vec<Vec<_>> = vec![Vec::new(); 3];
-    let mut names = None;
     for e in Simulator::new(config).unwrap().take(n) {
         let value = apache_avro::to_value(&e).unwrap();
         let mut event =
             freshet_processor::event_decoder::to_event(&value, "user_id", "timestamp").unwrap();
         // As the processor's decoder: the events of one schema share their field names.
-        let names = names.get_or_insert_with(|| event.fields.names().clone());
+        let names = shared_names(event.fields.names());
         let values = names.iter().map(|n| event.fields.get(n).unwrap().clone());
-        event.fields = Fields::new(names.clone(), values.collect());
+        event.fields = Fields::with_shared_names(names, values.collect());
         partitions[(e.user_id % 3) as usize].push(event);
     }
     let views = Arc::new(CompiledView::compile_all(&defs));

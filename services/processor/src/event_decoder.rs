@@ -12,14 +12,13 @@
 //! A schema whose sound records the short way cannot read (an enum, say) takes the
 //! general way from its first record on.
 
-use crate::engine::{Event, FastMap, Fields};
+use crate::engine::{shared_names, Event, FastMap, Fields};
 use apache_avro::schema::RecordField;
 use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
 use freshet_avro::WireDecoder;
 use freshet_core::Value;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use std::sync::Arc;
 
 /// Decodes one source's records into events.
 pub struct EventDecoder {
@@ -100,7 +99,8 @@ enum FieldSource {
 /// How records of one writer schema become the reader schema's fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    names: Arc<[String]>,
+    /// The reader's field names, shared by the plans of all writer schemas.
+    names: &'static [String],
     sources: Vec<FieldSource>,
 }
 
@@ -141,7 +141,13 @@ impl Plan {
             })
             .collect::<Option<Vec<_>>>()?;
         Some(Plan {
-            names: reader.fields.iter().map(|f| f.name.clone()).collect(),
+            names: shared_names(
+                &reader
+                    .fields
+                    .iter()
+                    .map(|f| f.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
             sources,
         })
     }
@@ -160,7 +166,7 @@ impl Plan {
                 FieldSource::Default(value) => value.clone(),
             })
             .collect();
-        Fields::new(self.names.clone(), values)
+        Fields::with_shared_names(self.names, values)
     }
 }
 
@@ -277,7 +283,7 @@ pub fn into_event(value: AvroValue, entity_field: &str, time_field: &str) -> Res
 fn event(fields: Fields, entity_field: &str, time_field: &str) -> Result<Event, String> {
     let entity = match fields.get(entity_field) {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Long(i)) => i.to_string(),
+        Some(Value::Long(i)) => itoa::Buffer::new().format(*i).to_owned(),
         other => {
             return Err(format!(
                 "entity key field `{entity_field}` is {other:?}, not a string or integer"
@@ -553,6 +559,7 @@ mod tests {
             }
             AvroValue::Record(fields)
         };
+        let mut names = Vec::new();
         for (writer, session) in [(&v1, None), (&v2, Some("s-1"))] {
             let (general, short) =
                 both_ways(writer, &v2, record(session), ("user_id", "timestamp"));
@@ -561,7 +568,13 @@ mod tests {
                 short.fields.get("session_id"),
                 Some(&session.map_or(Value::Null, |s| Value::String(s.into())))
             );
+            names.push(short.fields.names().as_ptr());
         }
+        assert_eq!(
+            names[0], names[1],
+            "v1 and v2 events share the reader's one list of names, so the engine locates \
+             fields once, not each time the writer schema changes"
+        );
     }
 
     #[test]

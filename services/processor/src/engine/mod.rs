@@ -140,15 +140,71 @@ pub struct Event {
 /// copy of the names per event.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Fields {
-    names: Arc<[String]>,
+    names: FieldNames,
     values: Vec<Value>,
+}
+
+/// The names of an event's fields.
+#[derive(Debug, Clone)]
+enum FieldNames {
+    /// One list for the whole process, shared by every event with these fields: events
+    /// cross from the reading to the processing thread, and a reference count would be
+    /// written by both for each event.
+    Shared(&'static [String]),
+    Own(Arc<[String]>),
+}
+
+impl FieldNames {
+    fn as_slice(&self) -> &[String] {
+        match self {
+            FieldNames::Shared(names) => names,
+            FieldNames::Own(names) => names,
+        }
+    }
+}
+
+impl PartialEq for FieldNames {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        FieldNames::Own(Arc::new([]))
+    }
+}
+
+/// The process's one copy of the list of field names `names`, kept for its lifetime (one
+/// per reader schema's field list).
+pub fn shared_names(names: &[String]) -> &'static [String] {
+    static LISTS: std::sync::Mutex<Vec<&'static [String]>> = std::sync::Mutex::new(Vec::new());
+    let mut lists = LISTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(list) = lists.iter().find(|list| **list == names) {
+        return list;
+    }
+    let list: &'static [String] = Box::leak(names.to_vec().into_boxed_slice());
+    lists.push(list);
+    list
 }
 
 impl Fields {
     /// `values[i]` is the field named `names[i]`.
     pub fn new(names: Arc<[String]>, values: Vec<Value>) -> Self {
         assert_eq!(names.len(), values.len(), "one value per field name");
-        Self { names, values }
+        Self {
+            names: FieldNames::Own(names),
+            values,
+        }
+    }
+
+    /// Like [`Self::new`], with names from [`shared_names`].
+    pub fn with_shared_names(names: &'static [String], values: Vec<Value>) -> Self {
+        assert_eq!(names.len(), values.len(), "one value per field name");
+        Self {
+            names: FieldNames::Shared(names),
+            values,
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
@@ -157,7 +213,7 @@ impl Fields {
 
     /// Where the field `name` is among the fields.
     pub fn position(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == name)
+        self.names.as_slice().iter().position(|n| n == name)
     }
 
     /// The value of the field at `position` (see [`Self::position`]).
@@ -165,9 +221,16 @@ impl Fields {
         &self.values[position]
     }
 
-    /// The field names, shared by the events decoded with one reader schema.
-    pub fn names(&self) -> &Arc<[String]> {
-        &self.names
+    pub fn names(&self) -> &[String] {
+        self.names.as_slice()
+    }
+
+    /// The names when they are the process's shared list (see [`shared_names`]).
+    fn shared(&self) -> Option<&'static [String]> {
+        match self.names {
+            FieldNames::Shared(names) => Some(names),
+            FieldNames::Own(_) => None,
+        }
     }
 }
 
@@ -564,10 +627,10 @@ struct ViewInputs {
     compared: Vec<Vec<usize>>,
     /// Per feature: its field's index in `fields`.
     feature_field: Vec<Option<usize>>,
-    /// The field names `at` was found for. Events decoded with one reader schema share
-    /// their names, so fields are looked up by name once per schema, not per event (that
-    /// lookup was a tenth of the engine's time).
-    located_in: Option<Arc<[String]>>,
+    /// The shared field names `at` was found for. Events decoded with one reader schema
+    /// share their names, so fields are looked up by name once per schema, not per event
+    /// (that lookup was a tenth of the engine's time).
+    located_in: Option<&'static [String]>,
     /// Per entry of `fields`: its position among the fields of `located_in`.
     at: Vec<Option<usize>>,
 }
@@ -633,18 +696,15 @@ impl ViewInputs {
     /// What each feature takes from `event`, into `inputs` (by feature index); `results`
     /// is a buffer for the filters' results.
     fn take(&mut self, event: &Event, results: &mut Vec<bool>, inputs: &mut Vec<FeatureInput>) {
-        let names = event.fields.names();
-        if !self
-            .located_in
-            .as_ref()
-            .is_some_and(|n| Arc::ptr_eq(n, names))
-        {
+        let names = event.fields.shared();
+        let located = matches!((self.located_in, names), (Some(a), Some(b)) if std::ptr::eq(a, b));
+        if !located {
             self.at = self
                 .fields
                 .iter()
                 .map(|f| event.fields.position(f))
                 .collect();
-            self.located_in = Some(names.clone());
+            self.located_in = names;
         }
         let at = &self.at;
         results.clear();
