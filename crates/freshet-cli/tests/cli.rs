@@ -300,6 +300,17 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let out = freshet(&up);
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_for_updates(&producer, &processor);
+    // Where it resumed: the last run's offsets are small, so a processor resuming from
+    // them would soon process events too, skipping the first ones.
+    let log = std::fs::read_to_string(Path::new(state).join("logs/processor.log")).unwrap();
+    let resumed = log
+        .lines()
+        .rfind(|l| l.contains(" processing ") && l.contains("from="))
+        .expect("the processor logs where it resumes");
+    assert!(
+        resumed.contains(r#"from="user_events/0 at 0, user_events/1 at 0, user_events/2 at 0""#),
+        "the second run starts at the new topic's beginning: {resumed}"
+    );
     assert!(freshet(&["down", "--state-dir", state]).status.success());
 }
 

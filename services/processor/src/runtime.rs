@@ -262,15 +262,6 @@ pub async fn run(
         assignment.add_partition_offset(topic, *partition, Offset::Offset(engine.next_offset()))?;
     }
     consumer.assign(&assignment)?;
-    tracing::info!(
-        partitions = engines.len(),
-        views = views.len(),
-        "processing"
-    );
-
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    let stop_processing = stop.clone();
     let resumed_at = engines
         .iter()
         .map(|(topic, partition, engine)| {
@@ -278,6 +269,16 @@ pub async fn run(
         })
         .collect::<Vec<_>>()
         .join(", ");
+    tracing::info!(
+        partitions = engines.len(),
+        views = views.len(),
+        from = resumed_at.as_str(),
+        "processing"
+    );
+
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let stop_processing = stop.clone();
     let reader = Reader {
         out_of_range: input_gone(&config.state_dir, &resumed_at),
         consumer,
