@@ -596,9 +596,10 @@ pub struct PartitionEngine {
     /// Entity states per view index (the maps of views on other topics stay empty).
     /// Keyed by entity alone, so a record's entity is looked up without a copy.
     entities: Vec<FastMap<String, EntityState>>,
-    /// (time, view, hash of the entity, entity): the hash orders timers of the same moment
-    /// (many entities' windows end together) without comparing entity ids.
-    timers: BTreeSet<(i64, usize, u64, String)>,
+    /// (time, view, hash of the entity, entity, whether it is a session's): the hash orders
+    /// timers of the same moment (many entities' windows end together) without comparing
+    /// entity ids.
+    timers: BTreeSet<(i64, usize, u64, String, bool)>,
     timer_hasher: foldhash::fast::RandomState,
     /// Per view: entities changed since the last drain (the version and event time are in
     /// their state), each once.
@@ -734,7 +735,8 @@ impl ViewInputs {
 #[derive(Default)]
 struct Scratch {
     parts: Vec<PartKey>,
-    timers: Vec<i64>,
+    /// (time, whether it is a session's)
+    timers: Vec<(i64, bool)>,
     /// The JSON text of a value for a distinct set.
     text: String,
     filter_results: Vec<bool>,
@@ -844,9 +846,10 @@ impl PartitionEngine {
             for (entity, state) in entities {
                 let hash = self.timer_hasher.hash_one(entity.as_str());
                 for (group, gs) in view.groups.iter().zip(&state.groups) {
+                    let session = matches!(group.window, Window::Session { .. });
                     for at in timers_of(&group.window, gs, self.delay) {
                         if at > clock {
-                            timers.insert((at, vi, hash, entity.clone()));
+                            timers.insert((at, vi, hash, entity.clone(), session));
                         }
                     }
                 }
@@ -899,8 +902,9 @@ impl PartitionEngine {
             }
             if !timers.is_empty() {
                 let hash = self.timer_hasher.hash_one(entity);
-                for at in timers.drain(..) {
-                    self.timers.insert((at, vi, hash, entity.to_string()));
+                for (at, session) in timers.drain(..) {
+                    self.timers
+                        .insert((at, vi, hash, entity.to_string(), session));
                 }
             }
             mark(
@@ -923,7 +927,7 @@ impl PartitionEngine {
             if first.0 > clock {
                 break;
             }
-            let (at, vi, hash, entity) = self.timers.pop_first().expect("first exists");
+            let (at, vi, hash, entity, session) = self.timers.pop_first().expect("first exists");
             let Some(state) = self.entities[vi].get_mut(&entity) else {
                 continue;
             };
@@ -952,14 +956,17 @@ impl PartitionEngine {
                 );
             }
             // Session timers are set lazily (see `add_event`): whichever of an entity's
-            // session timers fires sets the exact ones of its open sessions.
-            for (g, gs) in view.groups.iter().zip(&state.groups) {
+            // session timers fires sets the exact ones of its open sessions. Only a
+            // session's: every timer of the entity did, and as each extension moves the
+            // exact time, an entity with an open session gathered a stale timer per window
+            // or pane that closed, until the session did.
+            for (g, gs) in view.groups.iter().zip(&state.groups).filter(|_| session) {
                 if let (Window::Session { .. }, GroupState::Session { open, .. }) = (&g.window, gs)
                 {
                     for (bounds, _) in open {
                         let exact = session_timer(bounds, self.delay);
                         if exact > at {
-                            self.timers.insert((exact, vi, hash, entity.clone()));
+                            self.timers.insert((exact, vi, hash, entity.clone(), true));
                         }
                     }
                 }
@@ -1133,7 +1140,7 @@ fn add_event(
     event: &Event,
     (clock, delay): (i64, i64),
     inputs: &[FeatureInput],
-    (parts, timers, text): (&mut Vec<PartKey>, &mut Vec<i64>, &mut String),
+    (parts, timers, text): (&mut Vec<PartKey>, &mut Vec<(i64, bool)>, &mut String),
 ) {
     let t = event.time;
     match (&group.window, state) {
@@ -1142,7 +1149,10 @@ fn add_event(
             let start = tumbling_window(t, size).start;
             let accs = windows.entry(start).or_insert_with(|| {
                 // Served once the watermark passes its end; replaced one window later.
-                timers.extend([start + size + delay, start + 2 * size + delay]);
+                timers.extend([
+                    (start + size + delay, false),
+                    (start + 2 * size + delay, false),
+                ]);
                 view.new_accs(group)
             });
             add_to(group, accs, (event, inputs), None, text);
@@ -1156,7 +1166,7 @@ fn add_event(
                 return;
             }
             let accs = panes.entry(pane).or_insert_with(|| {
-                timers.push(pane + size);
+                timers.push((pane + size, false));
                 view.new_accs(group)
             });
             add_to(group, accs, (event, inputs), Some(union), text);
@@ -1196,7 +1206,7 @@ fn add_event(
             }
             add_to(group, &mut accs, (event, inputs), None, text);
             if !extends {
-                timers.push(session_timer(&session, delay));
+                timers.push((session_timer(&session, delay), true));
             }
             let at = kept.partition_point(|(b, _)| b.start < session.start);
             kept.insert(at, (session, accs));

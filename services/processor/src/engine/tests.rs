@@ -605,3 +605,45 @@ fn checkpointed_floats_come_back_bit_for_bit() {
         assert_eq!(back, acc, "{x:?}");
     }
 }
+
+#[test]
+fn other_timers_firing_beside_an_open_session_leave_its_timers_alone() {
+    let views = Arc::new(vec![CompiledView {
+        name: "v".into(),
+        topic: "t".into(),
+        entity_key_field: "user_id".into(),
+        event_time_field: "timestamp".into(),
+        watermark_delay_ms: 0,
+        ttl_ms: 3_600_000,
+        groups: vec![
+            Group {
+                window: Window::Session { gap: d(600_000) },
+                features: vec![0],
+            },
+            Group {
+                window: Window::Tumbling { size: d(1_000) },
+                features: vec![1],
+            },
+        ],
+        features: vec![
+            feature("in_session", Aggregation::Count, None, None),
+            feature("per_second", Aggregation::Count, None, None),
+        ],
+    }]);
+    let mut run = Run::new(views);
+    // One session, extended every second for 200 s, while a one-second window closes
+    // every second. Each window's timers used to set the session's exact timer again, at
+    // a time each extension had moved: 200 stale timers by the end.
+    for t in (0..200_000).step_by(1_000) {
+        run.push(ev("a", t, "x"));
+    }
+    let sessions = run.engine.timers.iter().filter(|t| t.4).count();
+    assert_eq!(sessions, 1, "{:?}", run.engine.timers);
+    assert!(run.engine.timers.len() <= 4, "{:?}", run.engine.timers);
+    assert_eq!(run.value("a", "per_second"), Value::Long(1));
+    // The session still closes at its exact end, 199 s + 600 s.
+    run.push(ev("b", 799_000, "x"));
+    assert_eq!(run.value("a", "in_session"), Value::Long(0), "still open");
+    run.push(ev("b", 799_001, "x"));
+    assert_eq!(run.value("a", "in_session"), Value::Long(200), "closed");
+}
