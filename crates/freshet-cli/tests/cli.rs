@@ -1,5 +1,8 @@
 //! The `freshet` binary as a user runs it: from the repository root, on the shipped
 //! definitions, on broken ones, and running the local stack with real servers.
+//!
+//! The stack runs the service binaries beside `freshet` in the target folder, which
+//! `cargo test -p freshet-cli` alone does not rebuild: `cargo build --bins` first.
 
 use freshet_localstack::free_port;
 use nix::sys::signal::{kill, Signal};
