@@ -960,14 +960,18 @@ impl PartitionEngine {
             // session's: every timer of the entity did, and as each extension moves the
             // exact time, an entity with an open session gathered a stale timer per window
             // or pane that closed, until the session did.
-            for (g, gs) in view.groups.iter().zip(&state.groups).filter(|_| session) {
-                if let (Window::Session { .. }, GroupState::Session { open, .. }) = (&g.window, gs)
-                {
-                    for (bounds, _) in open {
-                        let exact = session_timer(bounds, self.delay);
-                        if exact > at {
-                            self.timers.insert((exact, vi, hash, entity.clone(), true));
+            if session {
+                let open_sessions =
+                    view.groups.iter().zip(&state.groups).flat_map(|(g, gs)| {
+                        match (&g.window, gs) {
+                            (Window::Session { .. }, GroupState::Session { open, .. }) => &open[..],
+                            _ => &[],
                         }
+                    });
+                for (bounds, _) in open_sessions {
+                    let exact = session_timer(bounds, self.delay);
+                    if exact > at {
+                        self.timers.insert((exact, vi, hash, entity.clone(), true));
                     }
                 }
             }
