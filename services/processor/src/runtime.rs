@@ -6,6 +6,7 @@ use crate::checkpoint::{Checkpoint, DeadLetter, Outbox, OutboxUpdate, PartitionC
 use crate::delivery::{transaction_committed, DeliveryError, KafkaSink, RedisSink};
 use crate::engine::{CompiledView, Event, Outcome, PartitionEngine};
 use crate::event_decoder::EventDecoder;
+use crate::input_queue::{InputHeaders, InputQueue};
 use crate::metrics::ProcessorMetrics;
 use anyhow::{bail, Context as _};
 use freshet_avro::WireDecoder;
@@ -14,7 +15,6 @@ use opentelemetry::trace::{Span, SpanContext, SpanKind, TraceContextExt, Tracer}
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -261,7 +261,13 @@ pub async fn run(
     for (topic, partition, engine) in &engines {
         assignment.add_partition_offset(topic, *partition, Offset::Offset(engine.next_offset()))?;
     }
-    consumer.assign(&assignment)?;
+    let partitions: Vec<(String, i32)> = engines
+        .iter()
+        .map(|(topic, partition, _)| (topic.clone(), *partition))
+        .collect();
+    // Before the assignment, so that no record reaches the consumer's own queue.
+    let input = InputQueue::forward(consumer, &partitions)?;
+    input.consumer().assign(&assignment)?;
     let resumed_at = engines
         .iter()
         .map(|(topic, partition, engine)| {
@@ -281,7 +287,7 @@ pub async fn run(
     let stop_processing = stop.clone();
     let reader = Reader {
         out_of_range: input_gone(&config.state_dir, &resumed_at),
-        consumer,
+        input,
         inputs: sources
             .into_iter()
             .map(|(topic, decoder)| {
@@ -316,7 +322,7 @@ pub async fn run(
     };
     let processing = Processing {
         engines,
-        input: reader.consumer.context().clone(),
+        input: reader.input.consumer().context().clone(),
         metrics,
         config,
         stop,
@@ -383,9 +389,10 @@ struct RawRecord {
     payload: Option<Vec<u8>>,
 }
 
-/// The reading thread: polls the consumer and decodes, beside the processing thread.
+/// The reading thread: reads the input in batches and decodes, beside the processing
+/// thread.
 struct Reader {
-    consumer: InputConsumer,
+    input: InputQueue<InputContext>,
     /// Per source topic (a list: there are few, and a record's topic is found by comparing
     /// names rather than hashing them).
     inputs: Vec<TopicInput>,
@@ -439,63 +446,85 @@ impl Reader {
         let mut batch = Vec::with_capacity(READ_BATCH);
         let take_batch = |batch: &mut Vec<ReadRecord>| next_batch(batch, &used);
         while !done.load(Ordering::Relaxed) {
+            let mut gone = false;
+            self.input.serve_events(|e| match e {
+                KafkaError::MessageConsumption(code) if is_gone(code) => gone = true,
+                e => tracing::warn!(error = %e, "consumer error"),
+            })?;
+            if gone {
+                bail!("{}", self.out_of_range);
+            }
             let wait = if batch.is_empty() {
                 POLL_WAIT
             } else {
                 Duration::ZERO
             };
-            let message = match self.consumer.poll(wait) {
-                None => {
-                    if !batch.is_empty() && out.send(take_batch(&mut batch)).is_err() {
-                        return Ok(());
+            if self.input.read(wait, READ_BATCH - batch.len()) == 0 {
+                if !batch.is_empty() && out.send(take_batch(&mut batch)).is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            for record in self.input.records() {
+                match record.error() {
+                    None => {}
+                    Some(code) if is_gone(code) => bail!("{}", self.out_of_range),
+                    Some(RDKafkaErrorCode::PartitionEOF) => continue,
+                    Some(code) => {
+                        tracing::warn!(
+                            error = %KafkaError::MessageConsumption(code),
+                            partition = record.partition(),
+                            "consumer error"
+                        );
+                        continue;
                     }
-                    continue;
                 }
-                Some(Err(KafkaError::MessageConsumption(
-                    RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
-                ))) => bail!("{}", self.out_of_range),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
+                let topic = record.topic();
+                let Some(input) = self.inputs.iter_mut().find(|i| i.topic == topic) else {
                     continue;
-                }
-                Some(Ok(message)) => message,
-            };
-            let topic = message.topic();
-            let Some(input) = self.inputs.iter_mut().find(|i| i.topic == topic) else {
-                continue;
-            };
-            let Some(engine) = usize::try_from(message.partition())
-                .ok()
-                .and_then(|p| input.engine_of.get(p).copied().flatten())
-            else {
-                continue;
-            };
-            let span = self
-                .trace_records
-                .then(|| trace_record(&self.tracer, &message))
-                .flatten();
-            let event = ready_or_block_on(&self.runtime, input.decoder.decode(message.payload()));
-            let may_be_late = self.keep_late
-                && event
-                    .as_ref()
-                    .is_ok_and(|e| self.late_checks[engine].may_be_late(e.time));
-            let raw = (event.is_err() || may_be_late).then(|| RawRecord {
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec),
-            });
-            batch.push(ReadRecord {
-                engine,
-                offset: message.offset(),
-                event,
-                span,
-                raw,
-            });
+                };
+                let Some(engine) = usize::try_from(record.partition())
+                    .ok()
+                    .and_then(|p| input.engine_of.get(p).copied().flatten())
+                else {
+                    continue;
+                };
+                let span = self
+                    .trace_records
+                    .then(|| trace_record(&self.tracer, record.headers()?))
+                    .flatten();
+                let event =
+                    ready_or_block_on(&self.runtime, input.decoder.decode(record.payload()));
+                let may_be_late = self.keep_late
+                    && event
+                        .as_ref()
+                        .is_ok_and(|e| self.late_checks[engine].may_be_late(e.time));
+                let raw = (event.is_err() || may_be_late).then(|| RawRecord {
+                    key: record.key().map(<[u8]>::to_vec),
+                    payload: record.payload().map(<[u8]>::to_vec),
+                });
+                batch.push(ReadRecord {
+                    engine,
+                    offset: record.offset(),
+                    event,
+                    span,
+                    raw,
+                });
+            }
             if batch.len() >= READ_BATCH && out.send(take_batch(&mut batch)).is_err() {
                 return Ok(());
             }
         }
         Ok(())
     }
+}
+
+/// Whether a consumer error says the checkpoint's offset is not in the input.
+fn is_gone(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
+    )
 }
 
 /// The output of `future`: at once when it is ready on its first poll, as a record whose
@@ -1026,9 +1055,9 @@ fn checkpoint_epoch(
 /// or `None` when the record carries none.
 fn trace_record(
     tracer: &opentelemetry::global::BoxedTracer,
-    message: &BorrowedMessage<'_>,
+    headers: InputHeaders<'_>,
 ) -> Option<SpanContext> {
-    let parent = freshet_telemetry::kafka_headers::extract(message.headers()?);
+    let parent = freshet_telemetry::kafka_headers::extract(&headers);
     if !parent.span().span_context().is_valid() {
         return None;
     }
