@@ -1232,22 +1232,21 @@ fn cleanup(
     let watermark = clock - delay;
     for (gi, (group, gs)) in view.groups.iter().zip(state.groups.iter_mut()).enumerate() {
         match (&group.window, gs) {
+            // Oldest first, one by one: a timer mostly drops one window or pane, or none
+            // (it fired for another group), where splitting the map allocated every time.
             (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
                 let size = size.as_millis();
                 let served_start = floor_to(watermark, size) - size;
-                let kept = windows.split_off(&served_start);
-                let dropped = std::mem::replace(windows, kept);
-                parts.extend(
-                    dropped
-                        .into_keys()
-                        .map(|start| PartKey::Window { group: gi, start }),
-                );
+                while let Some(oldest) = windows.first_entry().filter(|w| *w.key() < served_start) {
+                    let (start, _) = oldest.remove_entry();
+                    parts.push(PartKey::Window { group: gi, start });
+                }
             }
             (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
                 let (size, step) = (size.as_millis(), step.as_millis());
                 let window_start = floor_to(clock, step) + step - size;
-                let kept = panes.split_off(&window_start);
-                for (start, accs) in std::mem::replace(panes, kept) {
+                while let Some(oldest) = panes.first_entry().filter(|p| *p.key() < window_start) {
+                    let (start, accs) = oldest.remove_entry();
                     union.remove_pane(&accs);
                     parts.push(PartKey::Window { group: gi, start });
                 }
