@@ -351,6 +351,44 @@ fn an_epoch_checkpoints_only_the_windows_and_panes_it_changed() {
 }
 
 #[test]
+fn a_piece_touched_again_after_many_others_is_written_once() {
+    let n = feature("n", Aggregation::Count, None, None);
+    let mut run = Run::new(view(
+        Window::Sliding {
+            size: d(20_000),
+            step: d(1_000),
+        },
+        vec![n],
+        60_000,
+    ));
+    // Twelve new panes, then the first again: far behind in the entity's list of
+    // touched pieces, so it goes into the list twice.
+    for t in (0..12_000).step_by(1_000) {
+        run.push(ev("a", t, "x"));
+    }
+    run.push(ev("a", 500, "x"));
+    let touched = run.engine.drain_touched();
+    let starts: Vec<i64> = touched
+        .iter()
+        .map(|t| match t.part {
+            PartKey::Window { start, .. } => start,
+            PartKey::Sessions { .. } => panic!("no sessions here"),
+        })
+        .collect();
+    assert_eq!(starts, (0..12_000).step_by(1_000).collect::<Vec<i64>>());
+    assert_eq!(
+        touched[0]
+            .state
+            .as_deref()
+            .map(StatePart::decode)
+            .transpose()
+            .unwrap(),
+        Some(StatePart::Window(vec![Acc::Count(2)])),
+        "written once, with both of its events"
+    );
+}
+
+#[test]
 fn sessions_merge_when_an_event_bridges_the_gap_and_serve_once_closed() {
     let n = feature("n", Aggregation::Count, None, None);
     let mut run = Run::new(view(Window::Session { gap: d(1_000) }, vec![n], 5_000));
