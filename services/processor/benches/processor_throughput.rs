@@ -1,7 +1,7 @@
 //! Processor throughput as a ratio to a bare rdkafka consumer draining the same pre-filled
 //! topic in the same run, and end-to-end freshness at a fixed input rate.
 //!
-//! `cargo bench -p freshet-processor`. `FRESHET_BENCH_EVENTS` (default 200000) sets the
+//! `cargo bench -p freshet-processor`. `FRESHET_BENCH_EVENTS` (default 1000000) sets the
 //! backlog; `FRESHET_BENCH_RATE` (default 10000) and `FRESHET_BENCH_SECONDS` (default 10)
 //! the live phase. Freshness is the processor's own histogram (Redis write time minus the
 //! update's event time), read as bucket upper bounds.
