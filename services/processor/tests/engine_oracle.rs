@@ -4,6 +4,9 @@
 mod common;
 
 use common::*;
+use freshet_core::definitions::Definitions;
+use freshet_core::duration::DurationMs;
+use freshet_core::Window;
 use freshet_processor::engine::{CompiledView, PartitionEngine};
 use freshet_producer::simulate::Simulator;
 use std::collections::HashMap;
@@ -11,7 +14,29 @@ use std::sync::Arc;
 
 #[test]
 fn the_engine_agrees_with_the_oracle_on_a_simulated_stream() {
-    let defs = definitions();
+    agrees_with_the_oracle(definitions());
+}
+
+/// Sessions of a minute served for two: most users pause longer than that between events,
+/// so closed sessions expire (and their entities' state goes) within the stream.
+#[test]
+fn the_engine_agrees_with_the_oracle_when_closed_sessions_expire() {
+    let mut defs = definitions();
+    let view = defs
+        .views
+        .iter_mut()
+        .find(|v| v.name == "user_purchase_stats")
+        .unwrap();
+    view.ttl = DurationMs(120_000);
+    for f in &mut view.features {
+        if let Window::Session { gap } = &mut f.window {
+            *gap = DurationMs(60_000);
+        }
+    }
+    agrees_with_the_oracle(defs);
+}
+
+fn agrees_with_the_oracle(defs: Definitions) {
     let events: Vec<_> = Simulator::new(sim(3, 200)).unwrap().take(10_000).collect();
     let expected = oracle(&defs, std::slice::from_ref(&events));
     let views = Arc::new(CompiledView::compile_all(&defs));

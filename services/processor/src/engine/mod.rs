@@ -19,7 +19,9 @@
 //!   `E = floor(C / step) * step + step`: the step-aligned window that contains the latest
 //!   event time, so the value is as fresh as the last processed event.
 //! - **Session** `gap`: the aggregate of the entity's latest closed session (a session
-//!   closes when the watermark is past its end).
+//!   closes when the watermark is past its end), until the watermark is more than the
+//!   view's `ttl` past its end (as long as Redis serves it); then the default, and an
+//!   entity with nothing else left leaves the engine.
 //!
 //! The value is a pure function of the entity's state and `C`. It changes only when an
 //! event of the entity arrives or when `C` crosses a point registered as a timer (a window
@@ -846,8 +848,7 @@ impl PartitionEngine {
             for (entity, state) in entities {
                 let hash = self.timer_hasher.hash_one(entity.as_str());
                 for (group, gs) in view.groups.iter().zip(&state.groups) {
-                    let session = matches!(group.window, Window::Session { .. });
-                    for at in timers_of(&group.window, gs, self.delay) {
+                    for (at, session) in timers_of(&group.window, gs, (self.delay, view.ttl_ms)) {
                         if at > clock {
                             timers.insert((at, vi, hash, entity.clone(), session));
                         }
@@ -940,10 +941,15 @@ impl PartitionEngine {
                 .groups
                 .iter()
                 .zip(&state.groups)
-                .any(|(g, gs)| has_timer_at(&g.window, gs, self.delay, at));
+                .any(|(g, gs)| has_timer_at(&g.window, gs, (self.delay, view.ttl_ms), at));
             if live {
                 let mut parts = Vec::new();
-                cleanup(view, state, clock, self.delay, &mut parts);
+                let mut expiries = Vec::new();
+                cleanup(view, state, (clock, self.delay), &mut parts, &mut expiries);
+                for expiry in expiries {
+                    self.timers
+                        .insert((expiry, vi, hash, entity.clone(), false));
+                }
                 mark(
                     state,
                     (
@@ -1231,9 +1237,9 @@ fn add_event(
 fn cleanup(
     view: &CompiledView,
     state: &mut EntityState,
-    clock: i64,
-    delay: i64,
+    (clock, delay): (i64, i64),
     parts: &mut Vec<PartKey>,
+    timers: &mut Vec<i64>,
 ) {
     let watermark = clock - delay;
     for (gi, (group, gs)) in view.groups.iter().zip(state.groups.iter_mut()).enumerate() {
@@ -1262,10 +1268,24 @@ fn cleanup(
                 if still_open > 0 {
                     parts.push(PartKey::Sessions { group: gi });
                 }
+                let served_before = closed.as_ref().map(|(c, _)| *c);
                 for (bounds, accs) in open.drain(..still_open) {
                     if closed.as_ref().is_none_or(|(c, _)| bounds.end >= c.end) {
                         *closed = Some((bounds, accs));
                     }
+                }
+                // Served until the view's ttl has passed since its end: then Redis, which
+                // keeps values that long, no longer serves it either, and the entity's
+                // state can leave the engine (kept forever, it grew with every entity
+                // ever seen).
+                let expiry = closed
+                    .as_ref()
+                    .map(|(c, _)| session_expiry(c, delay, view.ttl_ms));
+                if expiry.is_some_and(|at| at <= clock) {
+                    *closed = None;
+                    parts.push(PartKey::Sessions { group: gi });
+                } else if closed.as_ref().map(|(c, _)| *c) != served_before {
+                    timers.extend(expiry);
                 }
             }
             _ => unreachable!("group state matches its window"),
@@ -1278,8 +1298,14 @@ fn session_timer(session: &WindowBounds, delay: i64) -> i64 {
     session.end + delay + 1
 }
 
+/// When the closed session served stops being served: once the watermark is more than the
+/// view's ttl past its end.
+fn session_expiry(session: &WindowBounds, delay: i64, ttl: i64) -> i64 {
+    session_timer(session, delay).saturating_add(ttl)
+}
+
 /// Whether `at` is one of the timers a group's state needs (see [`timers_of`]).
-fn has_timer_at(window: &Window, state: &GroupState, delay: i64, at: i64) -> bool {
+fn has_timer_at(window: &Window, state: &GroupState, (delay, ttl): (i64, i64), at: i64) -> bool {
     match (window, state) {
         (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
             let size = size.as_millis();
@@ -1289,29 +1315,40 @@ fn has_timer_at(window: &Window, state: &GroupState, delay: i64, at: i64) -> boo
         (Window::Sliding { size, .. }, GroupState::Sliding { panes, .. }) => {
             panes.contains_key(&(at - size.as_millis()))
         }
-        (Window::Session { .. }, GroupState::Session { open, .. }) => {
+        (Window::Session { .. }, GroupState::Session { open, closed }) => {
             open.iter().any(|(b, _)| session_timer(b, delay) == at)
+                || closed
+                    .as_ref()
+                    .is_some_and(|(c, _)| session_expiry(c, delay, ttl) == at)
         }
         _ => false,
     }
 }
 
-/// The timers a group's state needs (used to rebuild them after a restore).
-fn timers_of(window: &Window, state: &GroupState, delay: i64) -> Vec<i64> {
+/// The timers a group's state needs (used to rebuild them after a restore), each with
+/// whether it is an open session's.
+fn timers_of(window: &Window, state: &GroupState, (delay, ttl): (i64, i64)) -> Vec<(i64, bool)> {
     match (window, state) {
         (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
             let size = size.as_millis();
             windows
                 .keys()
-                .flat_map(|s| [s + size + delay, s + 2 * size + delay])
+                .flat_map(|s| [(s + size + delay, false), (s + 2 * size + delay, false)])
                 .collect()
         }
-        (Window::Sliding { size, .. }, GroupState::Sliding { panes, .. }) => {
-            panes.keys().map(|p| p + size.as_millis()).collect()
-        }
-        (Window::Session { .. }, GroupState::Session { open, .. }) => {
-            open.iter().map(|(b, _)| session_timer(b, delay)).collect()
-        }
+        (Window::Sliding { size, .. }, GroupState::Sliding { panes, .. }) => panes
+            .keys()
+            .map(|p| (p + size.as_millis(), false))
+            .collect(),
+        (Window::Session { .. }, GroupState::Session { open, closed }) => open
+            .iter()
+            .map(|(b, _)| (session_timer(b, delay), true))
+            .chain(
+                closed
+                    .iter()
+                    .map(|(c, _)| (session_expiry(c, delay, ttl), false)),
+            )
+            .collect(),
         _ => Vec::new(),
     }
 }

@@ -395,7 +395,14 @@ pub fn oracle(
                                     _ => sessions.push((e.timestamp, e.timestamp + gap.0)),
                                 }
                             }
-                            match sessions.iter().rev().find(|(_, end)| *end < watermark) {
+                            // The latest closed one, until the view's ttl has passed
+                            // since its end.
+                            let served = sessions
+                                .iter()
+                                .rev()
+                                .find(|(_, end)| *end < watermark)
+                                .filter(|(_, end)| watermark - end <= view.ttl.as_millis());
+                            match served {
                                 Some(&(start, end)) => evs
                                     .iter()
                                     .copied()
