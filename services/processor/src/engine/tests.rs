@@ -283,17 +283,32 @@ fn an_engine_without_checkpoint_serves_the_same_values_and_keeps_no_changed_piec
     );
 }
 
-#[test]
-fn an_epoch_checkpoints_only_the_windows_and_panes_it_changed() {
+/// A count over a sliding window of `size` ms in one-second panes, a minute's delay.
+fn sliding_count(size: i64) -> Run {
     let n = feature("n", Aggregation::Count, None, None);
-    let mut run = Run::new(view(
+    Run::new(view(
         Window::Sliding {
-            size: d(10_000),
+            size: d(size),
             step: d(1_000),
         },
         vec![n],
         60_000,
-    ));
+    ))
+}
+
+/// A touched piece's state as the checkpoint would read it back.
+fn decoded(touched: &TouchedPart) -> Option<StatePart> {
+    touched
+        .state
+        .as_deref()
+        .map(StatePart::decode)
+        .transpose()
+        .unwrap()
+}
+
+#[test]
+fn an_epoch_checkpoints_only_the_windows_and_panes_it_changed() {
+    let mut run = sliding_count(10_000);
     for t in (0..10_000).step_by(500) {
         run.push(ev("a", t, "x"));
     }
@@ -319,12 +334,7 @@ fn an_epoch_checkpoints_only_the_windows_and_panes_it_changed() {
         "only the pane the event went to"
     );
     assert_eq!(
-        touched[0]
-            .state
-            .as_deref()
-            .map(StatePart::decode)
-            .transpose()
-            .unwrap(),
+        decoded(&touched[0]),
         Some(StatePart::Window(vec![Acc::Count(3)]))
     );
     run.push(ev("b", 10_000, "x"));
@@ -352,15 +362,7 @@ fn an_epoch_checkpoints_only_the_windows_and_panes_it_changed() {
 
 #[test]
 fn a_piece_touched_again_after_many_others_is_written_once() {
-    let n = feature("n", Aggregation::Count, None, None);
-    let mut run = Run::new(view(
-        Window::Sliding {
-            size: d(20_000),
-            step: d(1_000),
-        },
-        vec![n],
-        60_000,
-    ));
+    let mut run = sliding_count(20_000);
     // Twelve new panes, then the first again: far behind in the entity's list of
     // touched pieces, so it goes into the list twice.
     for t in (0..12_000).step_by(1_000) {
@@ -377,12 +379,7 @@ fn a_piece_touched_again_after_many_others_is_written_once() {
         .collect();
     assert_eq!(starts, (0..12_000).step_by(1_000).collect::<Vec<i64>>());
     assert_eq!(
-        touched[0]
-            .state
-            .as_deref()
-            .map(StatePart::decode)
-            .transpose()
-            .unwrap(),
+        decoded(&touched[0]),
         Some(StatePart::Window(vec![Acc::Count(2)])),
         "written once, with both of its events"
     );
