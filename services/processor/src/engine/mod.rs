@@ -432,6 +432,10 @@ pub struct EntityState {
     /// The pieces changed since the last drain of touched pieces.
     #[serde(skip)]
     touched: Vec<PartKey>,
+    /// The windows and panes created since then: never checkpointed, so one that is gone
+    /// again by the drain needs no deletion.
+    #[serde(skip)]
+    born: Vec<PartKey>,
 }
 
 /// States are equal when they hold the same windows and sessions, whatever their marks.
@@ -457,6 +461,7 @@ impl EntityState {
             groups,
             dirty: None,
             touched: Vec::new(),
+            born: Vec::new(),
         }
     }
 
@@ -737,6 +742,8 @@ impl ViewInputs {
 #[derive(Default)]
 struct Scratch {
     parts: Vec<PartKey>,
+    /// The windows and panes the event created.
+    born: Vec<PartKey>,
     /// (time, whether it is a session's)
     timers: Vec<(i64, bool)>,
     /// The JSON text of a value for a distinct set.
@@ -878,6 +885,7 @@ impl PartitionEngine {
         let entity = event.entity.as_str();
         let Scratch {
             parts,
+            born,
             timers,
             text,
             filter_results,
@@ -898,8 +906,13 @@ impl PartitionEngine {
                     event,
                     (clock, self.delay),
                     inputs,
-                    (parts, timers, text),
+                    (parts, born, timers, text),
                 );
+            }
+            if self.track_touched {
+                state.born.append(born);
+            } else {
+                born.clear();
             }
             if !timers.is_empty() {
                 let hash = self.timer_hasher.hash_one(entity);
@@ -1043,14 +1056,23 @@ impl PartitionEngine {
                 let mut parts = std::mem::take(&mut state.touched);
                 parts.sort_unstable();
                 parts.dedup();
+                state.born.sort_unstable();
                 for &part in &parts {
+                    let encoded = state.part_ref(part).map(|p| p.encode());
+                    // A window or pane created and gone since the last drain was never
+                    // written: no deletion for it. Catching up, an epoch spans minutes of
+                    // event time, and most one-minute windows live and leave within one.
+                    if encoded.is_none() && state.born.binary_search(&part).is_ok() {
+                        continue;
+                    }
                     out.push(TouchedPart {
                         view: vi,
                         entity: entity.clone(),
                         part,
-                        state: state.part_ref(part).map(|p| p.encode()),
+                        state: encoded,
                     });
                 }
+                state.born.clear();
                 if state.is_gone() {
                     self.entities[vi].remove(&entity);
                 } else {
@@ -1156,23 +1178,30 @@ fn add_event(
     event: &Event,
     (clock, delay): (i64, i64),
     inputs: &[FeatureInput],
-    (parts, timers, text): (&mut Vec<PartKey>, &mut Vec<(i64, bool)>, &mut String),
+    (parts, born, timers, text): (
+        &mut Vec<PartKey>,
+        &mut Vec<PartKey>,
+        &mut Vec<(i64, bool)>,
+        &mut String,
+    ),
 ) {
     let t = event.time;
     match (&group.window, state) {
         (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
             let size = size.as_millis();
             let start = tumbling_window(t, size).start;
+            let key = PartKey::Window { group: gi, start };
             let accs = windows.entry(start).or_insert_with(|| {
                 // Served once the watermark passes its end; replaced one window later.
                 timers.extend([
                     (start + size + delay, false),
                     (start + 2 * size + delay, false),
                 ]);
+                born.push(key);
                 view.new_accs(group)
             });
             add_to(group, accs, (event, inputs), None, text);
-            parts.push(PartKey::Window { group: gi, start });
+            parts.push(key);
         }
         (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
             let (size, step) = (size.as_millis(), step.as_millis());
@@ -1181,15 +1210,17 @@ fn add_event(
             if pane < window_end - size {
                 return;
             }
+            let key = PartKey::Window {
+                group: gi,
+                start: pane,
+            };
             let accs = panes.entry(pane).or_insert_with(|| {
                 timers.push((pane + size, false));
+                born.push(key);
                 view.new_accs(group)
             });
             add_to(group, accs, (event, inputs), Some(union), text);
-            parts.push(PartKey::Window {
-                group: gi,
-                start: pane,
-            });
+            parts.push(key);
         }
         (Window::Session { gap }, GroupState::Session { open, .. }) => {
             let mut session = WindowBounds {

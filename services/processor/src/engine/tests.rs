@@ -361,6 +361,40 @@ fn an_epoch_checkpoints_only_the_windows_and_panes_it_changed() {
 }
 
 #[test]
+fn a_window_created_and_gone_between_two_checkpoints_is_neither_written_nor_deleted() {
+    let n = feature("n", Aggregation::Count, None, None);
+    let mut run = Run::new(view(Window::Tumbling { size: d(1_000) }, vec![n], 0));
+    run.push(ev("a", 500, "x"));
+    let written: Vec<_> = run
+        .engine
+        .drain_touched()
+        .into_iter()
+        .map(|t| (t.part, t.state.is_some()))
+        .collect();
+    let window = |start| PartKey::Window { group: 0, start };
+    assert_eq!(written, vec![(window(0), true)]);
+    // One epoch: [1 s, 2 s) is created and, once [2 s, 3 s) is served and [3 s, 4 s)
+    // opens, dropped with [0, 1 s), which was checkpointed and so is deleted.
+    for t in [1_500, 2_500, 3_500] {
+        run.push(ev("a", t, "x"));
+    }
+    let written: Vec<_> = run
+        .engine
+        .drain_touched()
+        .into_iter()
+        .map(|t| (t.part, t.state.is_some()))
+        .collect();
+    assert_eq!(
+        written,
+        vec![
+            (window(0), false),
+            (window(2_000), true),
+            (window(3_000), true)
+        ]
+    );
+}
+
+#[test]
 fn a_piece_touched_again_after_many_others_is_written_once() {
     let mut run = sliding_count(20_000);
     // Twelve new panes, then the first again: far behind in the entity's list of
