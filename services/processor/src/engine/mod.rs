@@ -906,7 +906,7 @@ impl PartitionEngine {
                     event,
                     (clock, self.delay),
                     inputs,
-                    (parts, born, timers, text),
+                    ((parts, born), timers, text),
                 );
             }
             if self.track_touched {
@@ -1162,8 +1162,11 @@ fn add_to(
     }
 }
 
-/// Adds an event to a group's state, the pieces it changed to `parts` and the timers the
-/// change needs to `timers`.
+/// The pieces of state an event changed, and those of them it created.
+type Touched<'a> = (&'a mut Vec<PartKey>, &'a mut Vec<PartKey>);
+
+/// Adds an event to a group's state, the pieces it changed to `parts` (those it created
+/// to `born` too) and the timers the change needs to `timers`.
 ///
 /// A session's timer is set only when the event starts a new session. An event that
 /// extends sessions leaves their timers, which are then early: when one fires, the exact
@@ -1178,12 +1181,7 @@ fn add_event(
     event: &Event,
     (clock, delay): (i64, i64),
     inputs: &[FeatureInput],
-    (parts, born, timers, text): (
-        &mut Vec<PartKey>,
-        &mut Vec<PartKey>,
-        &mut Vec<(i64, bool)>,
-        &mut String,
-    ),
+    ((parts, born), timers, text): (Touched<'_>, &mut Vec<(i64, bool)>, &mut String),
 ) {
     let t = event.time;
     match (&group.window, state) {
