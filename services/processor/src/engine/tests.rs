@@ -364,28 +364,24 @@ fn an_epoch_checkpoints_only_the_windows_and_panes_it_changed() {
 fn a_window_created_and_gone_between_two_checkpoints_is_neither_written_nor_deleted() {
     let n = feature("n", Aggregation::Count, None, None);
     let mut run = Run::new(view(Window::Tumbling { size: d(1_000) }, vec![n], 0));
-    run.push(ev("a", 500, "x"));
-    let written: Vec<_> = run
-        .engine
-        .drain_touched()
-        .into_iter()
-        .map(|t| (t.part, t.state.is_some()))
-        .collect();
+    // Which pieces a checkpoint would write (true) or delete (false).
+    let checkpoint = |run: &mut Run| -> Vec<(PartKey, bool)> {
+        run.engine
+            .drain_touched()
+            .into_iter()
+            .map(|t| (t.part, t.state.is_some()))
+            .collect()
+    };
     let window = |start| PartKey::Window { group: 0, start };
-    assert_eq!(written, vec![(window(0), true)]);
+    run.push(ev("a", 500, "x"));
+    assert_eq!(checkpoint(&mut run), vec![(window(0), true)]);
     // One epoch: [1 s, 2 s) is created and, once [2 s, 3 s) is served and [3 s, 4 s)
     // opens, dropped with [0, 1 s), which was checkpointed and so is deleted.
     for t in [1_500, 2_500, 3_500] {
         run.push(ev("a", t, "x"));
     }
-    let written: Vec<_> = run
-        .engine
-        .drain_touched()
-        .into_iter()
-        .map(|t| (t.part, t.state.is_some()))
-        .collect();
     assert_eq!(
-        written,
+        checkpoint(&mut run),
         vec![
             (window(0), false),
             (window(2_000), true),
