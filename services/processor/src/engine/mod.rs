@@ -433,7 +433,9 @@ pub struct EntityState {
     #[serde(skip)]
     touched: Vec<PartKey>,
     /// The windows and panes created since then: never checkpointed, so one that is gone
-    /// again by the drain needs no deletion.
+    /// again by the drain needs no deletion. (A piece in the checkpoint is in this state
+    /// too, restored or kept, so it is not created again; nor is a dropped window or pane:
+    /// its events are late, or behind the sliding window, which takes no new pane there.)
     #[serde(skip)]
     born: Vec<PartKey>,
 }
