@@ -19,6 +19,7 @@ use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers};
+use rdkafka::TopicPartitionList;
 use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub enum InputQueueError {
     NoPartition { topic: String, partition: i32 },
     #[error("a record of {topic}/{partition} reached the consumer's own queue, which would reorder its partition")]
     RecordOnConsumerQueue { topic: String, partition: i32 },
+    #[error("cannot assign the input partitions: {0}")]
+    Assign(#[from] rdkafka::error::KafkaError),
 }
 
 /// A consumer whose assigned partitions are read in batches.
@@ -45,11 +48,11 @@ pub struct InputQueue<C: ConsumerContext + 'static> {
 unsafe impl<C: ConsumerContext + 'static> Send for InputQueue<C> {}
 
 impl<C: ConsumerContext + 'static> InputQueue<C> {
-    /// Forwards the records of `partitions` to a queue of their own. Call it before
-    /// assigning them (see the module documentation).
-    pub fn forward(
+    /// Assigns `assignment` to `consumer`, with its partitions' records forwarded to a
+    /// queue of their own first (see the module documentation).
+    pub fn assign(
         consumer: BaseConsumer<C>,
-        partitions: &[(String, i32)],
+        assignment: &TopicPartitionList,
     ) -> Result<Self, InputQueueError> {
         let client = consumer.client().native_ptr();
         // SAFETY: `client` is the live consumer's handle; the new queue is destroyed in
@@ -61,16 +64,17 @@ impl<C: ConsumerContext + 'static> InputQueue<C> {
             held: Vec::new(),
             consumer,
         };
-        for (topic, partition) in partitions {
+        for element in assignment.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
             let no_partition = || InputQueueError::NoPartition {
-                topic: topic.clone(),
-                partition: *partition,
+                topic: topic.to_string(),
+                partition,
             };
-            let name = CString::new(topic.as_str()).map_err(|_| no_partition())?;
+            let name = CString::new(topic).map_err(|_| no_partition())?;
             // SAFETY: the partition's queue handle is released right after forwarding,
             // which only drops this reference to it.
             unsafe {
-                let from = rdsys::rd_kafka_queue_get_partition(client, name.as_ptr(), *partition);
+                let from = rdsys::rd_kafka_queue_get_partition(client, name.as_ptr(), partition);
                 if from.is_null() {
                     return Err(no_partition());
                 }
@@ -78,6 +82,7 @@ impl<C: ConsumerContext + 'static> InputQueue<C> {
                 rdsys::rd_kafka_queue_destroy(from);
             }
         }
+        input.consumer.assign(assignment)?;
         Ok(input)
     }
 

@@ -261,13 +261,7 @@ pub async fn run(
     for (topic, partition, engine) in &engines {
         assignment.add_partition_offset(topic, *partition, Offset::Offset(engine.next_offset()))?;
     }
-    let partitions: Vec<(String, i32)> = engines
-        .iter()
-        .map(|(topic, partition, _)| (topic.clone(), *partition))
-        .collect();
-    // Before the assignment, so that no record reaches the consumer's own queue.
-    let input = InputQueue::forward(consumer, &partitions)?;
-    input.consumer().assign(&assignment)?;
+    let input = InputQueue::assign(consumer, &assignment)?;
     let resumed_at = engines
         .iter()
         .map(|(topic, partition, engine)| {

@@ -1299,7 +1299,6 @@ fn cleanup(
                 if still_open > 0 {
                     parts.push(PartKey::Sessions { group: gi });
                 }
-                let served_before = closed.as_ref().map(|(c, _)| *c);
                 for (bounds, accs) in open.drain(..still_open) {
                     if closed.as_ref().is_none_or(|(c, _)| bounds.end >= c.end) {
                         *closed = Some((bounds, accs));
@@ -1315,7 +1314,9 @@ fn cleanup(
                 if expiry.is_some_and(|at| at <= clock) {
                     *closed = None;
                     parts.push(PartKey::Sessions { group: gi });
-                } else if closed.as_ref().map(|(c, _)| *c) != served_before {
+                } else if still_open > 0 {
+                    // A session closed: the served one's expiry (the same timer again when
+                    // it is still the one served).
                     timers.extend(expiry);
                 }
             }
