@@ -8,6 +8,10 @@ use freshet_producer::simulate::{SimConfig, Simulator};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The processor's allocator, so the figures include what its allocations cost there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<u64> = std::env::args()
         .skip(1)

@@ -12,7 +12,7 @@
 //! A schema whose sound records the short way cannot read (an enum, say) takes the
 //! general way from its first record on.
 
-use crate::engine::{shared_names, Event, FastMap, Fields};
+use crate::engine::{shared_names, EntityId, Event, FastMap, Fields};
 use apache_avro::schema::RecordField;
 use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
@@ -282,8 +282,8 @@ pub fn into_event(value: AvroValue, entity_field: &str, time_field: &str) -> Res
 /// An event from a record's fields (either way): its entity and event time checked.
 fn event(fields: Fields, entity_field: &str, time_field: &str) -> Result<Event, String> {
     let entity = match fields.get(entity_field) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Long(i)) => itoa::Buffer::new().format(*i).to_owned(),
+        Some(Value::String(s)) => EntityId::from(s.as_str()),
+        Some(Value::Long(i)) => EntityId::from(itoa::Buffer::new().format(*i)),
         other => {
             return Err(format!(
                 "entity key field `{entity_field}` is {other:?}, not a string or integer"

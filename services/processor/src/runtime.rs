@@ -724,7 +724,7 @@ impl Processing {
                 match &mut record.event {
                     Ok(event) => {
                         if let Some(span) = record.span.take() {
-                            traced.insert(event.entity.clone(), span);
+                            traced.insert(event.entity.to_string(), span);
                         }
                         if engine.process(record.offset, Some(event)) == Outcome::Late {
                             metrics

@@ -32,8 +32,10 @@
 //! version are the same whenever the drain happens.
 
 pub mod acc;
+mod entities;
 
 use acc::Acc;
+use entities::{EntityTable, Slot};
 use freshet_core::definitions::{Aggregation, Definitions};
 use freshet_core::filter::Filter;
 use freshet_core::store_layout::FeatureUpdate;
@@ -41,13 +43,18 @@ use freshet_core::window::{tumbling_window, WindowBounds};
 use freshet_core::{Value, Window};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// The engine's maps by entity id or value: foldhash, several times cheaper than SipHash
 /// on short keys, with a seed chosen per process; hashbrown's, whose `entry_ref` finds or
 /// inserts a borrowed key with one lookup and copies it only when it is new.
 pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// An entity id. Ids are short (a user id is a few digits), and a compact string keeps up
+/// to 24 bytes inline: the engine copies an entity's id into every timer it sets and every
+/// list of changed entities, and the reading thread makes one per event, none of which now
+/// allocates.
+pub type EntityId = compact_str::CompactString;
 
 /// A feature view prepared for evaluation.
 #[derive(Debug, Clone)]
@@ -132,7 +139,7 @@ impl CompiledView {
 /// One decoded input event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub entity: String,
+    pub entity: EntityId,
     pub time: i64,
     pub fields: Fields,
 }
@@ -403,7 +410,7 @@ impl StatePartRef<'_> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TouchedPart {
     pub view: usize,
-    pub entity: String,
+    pub entity: EntityId,
     pub part: PartKey,
     pub state: Option<Vec<u8>>,
 }
@@ -602,20 +609,16 @@ pub struct PartitionEngine {
     delay: i64,
     clock: Option<i64>,
     next_offset: i64,
-    /// Entity states per view index (the maps of views on other topics stay empty).
-    /// Keyed by entity alone, so a record's entity is looked up without a copy.
-    entities: Vec<FastMap<String, EntityState>>,
-    /// (time, view, hash of the entity, entity, whether it is a session's): the hash orders
-    /// timers of the same moment (many entities' windows end together) without comparing
-    /// entity ids.
-    timers: BTreeSet<(i64, usize, u64, String, bool)>,
-    timer_hasher: foldhash::fast::RandomState,
+    /// Entity states per view index (views on other topics hold none).
+    entities: EntityTable,
+    /// (time, view, entity's slot, whether it is a session's).
+    timers: BTreeSet<(i64, u32, Slot, bool)>,
     /// Per view: entities changed since the last drain (the version and event time are in
     /// their state), each once.
-    dirty: Vec<Vec<String>>,
+    dirty: Vec<Vec<Slot>>,
     /// Per view: entities whose state changed since the last checkpoint (the pieces that
     /// changed are in their state), each once.
-    touched: Vec<Vec<String>>,
+    touched: Vec<Vec<Slot>>,
     /// Whether `touched` is kept: not for an engine whose state is never checkpointed
     /// (backfill), where nothing drains it and it would grow with the input.
     track_touched: bool,
@@ -778,10 +781,9 @@ impl PartitionEngine {
             .filter(|&i| views[i].topic == topic)
             .collect();
         let delay = view_ids.first().map_or(0, |&i| views[i].watermark_delay_ms);
-        let mut by_view: Vec<FastMap<String, EntityState>> =
-            (0..views.len()).map(|_| FastMap::default()).collect();
+        let mut entities = EntityTable::new(views.len());
         for ((vi, entity), parts) in saved {
-            let (Some(view), Some(map)) = (views.get(vi), by_view.get_mut(vi)) else {
+            let Some(view) = views.get(vi) else {
                 continue;
             };
             let mut state = EntityState::new(view);
@@ -795,7 +797,8 @@ impl PartitionEngine {
                 }
             }
             if !state.is_empty() {
-                map.insert(entity, state);
+                let slot = entities.slot_of(&entity.into());
+                *entities.get_or_insert_with(vi, slot, || EntityState::new(view)) = state;
             }
         }
         let n = views.len();
@@ -806,9 +809,8 @@ impl PartitionEngine {
             delay,
             clock,
             next_offset,
-            entities: by_view,
+            entities,
             timers: BTreeSet::new(),
-            timer_hasher: Default::default(),
             dirty: vec![Vec::new(); n],
             touched: vec![Vec::new(); n],
             track_touched: true,
@@ -845,21 +847,19 @@ impl PartitionEngine {
     }
 
     pub fn entity_count(&self) -> usize {
-        self.entities.iter().map(FastMap::len).sum()
+        self.entities.len()
     }
 
     /// Timers are not persisted: they follow from the state and the clock.
     fn rebuild_timers(&mut self) {
         let clock = self.clock.unwrap_or(i64::MIN);
         let mut timers = BTreeSet::new();
-        for (vi, entities) in self.entities.iter().enumerate() {
-            let view = &self.views[vi];
-            for (entity, state) in entities {
-                let hash = self.timer_hasher.hash_one(entity.as_str());
+        for (vi, view) in self.views.iter().enumerate() {
+            for (slot, _, state) in self.entities.iter(vi) {
                 for (group, gs) in view.groups.iter().zip(&state.groups) {
                     for (at, session) in timers_of(&group.window, gs, (self.delay, view.ttl_ms)) {
                         if at > clock {
-                            timers.insert((at, vi, hash, entity.clone(), session));
+                            timers.insert((at, vi as u32, slot, session));
                         }
                     }
                 }
@@ -884,7 +884,7 @@ impl PartitionEngine {
         if event.time < clock - self.delay {
             return Outcome::Late;
         }
-        let entity = event.entity.as_str();
+        let slot = self.entities.slot_of(&event.entity);
         let Scratch {
             parts,
             born,
@@ -896,9 +896,9 @@ impl PartitionEngine {
         for &vi in &self.view_ids {
             let view = &self.views[vi];
             self.inputs[vi].take(event, filter_results, inputs);
-            let state = self.entities[vi]
-                .entry_ref(entity)
-                .or_insert_with(|| EntityState::new(view));
+            let state = self
+                .entities
+                .get_or_insert_with(vi, slot, || EntityState::new(view));
             parts.clear();
             for (gi, group) in view.groups.iter().enumerate() {
                 add_event(
@@ -916,12 +916,8 @@ impl PartitionEngine {
             } else {
                 born.clear();
             }
-            if !timers.is_empty() {
-                let hash = self.timer_hasher.hash_one(entity);
-                for (at, session) in timers.drain(..) {
-                    self.timers
-                        .insert((at, vi, hash, entity.to_string(), session));
-                }
+            for (at, session) in timers.drain(..) {
+                self.timers.insert((at, vi as u32, slot, session));
             }
             mark(
                 state,
@@ -929,7 +925,7 @@ impl PartitionEngine {
                     &mut self.dirty[vi],
                     self.track_touched.then(|| &mut self.touched[vi]),
                 ),
-                entity,
+                slot,
                 (version, clock),
                 parts,
             );
@@ -943,13 +939,15 @@ impl PartitionEngine {
             if first.0 > clock {
                 break;
             }
-            let (at, vi, hash, entity, session) = self.timers.pop_first().expect("first exists");
-            let Some(state) = self.entities[vi].get_mut(&entity) else {
+            let (at, view_index, slot, session) = self.timers.pop_first().expect("first exists");
+            let vi = view_index as usize;
+            let Some(state) = self.entities.get_mut(vi, slot) else {
                 continue;
             };
             let view = &self.views[vi];
             // A timer left by state that has since changed (a session merged away, a
-            // window already dropped) changes nothing. Acting on it would give a version
+            // window already dropped, an entity gone from the slot, which another entity
+            // may hold now) changes nothing. Acting on it would give a version
             // that a run restored from a checkpoint, which rebuilds only the timers its
             // state needs, would not give.
             let live = view
@@ -962,8 +960,7 @@ impl PartitionEngine {
                 let mut expiries = Vec::new();
                 cleanup(view, state, (clock, self.delay), &mut parts, &mut expiries);
                 for expiry in expiries {
-                    self.timers
-                        .insert((expiry, vi, hash, entity.clone(), false));
+                    self.timers.insert((expiry, view_index, slot, false));
                 }
                 mark(
                     state,
@@ -971,7 +968,7 @@ impl PartitionEngine {
                         &mut self.dirty[vi],
                         self.track_touched.then(|| &mut self.touched[vi]),
                     ),
-                    &entity,
+                    slot,
                     (version, clock),
                     &parts,
                 );
@@ -992,12 +989,12 @@ impl PartitionEngine {
                 for (bounds, _) in open_sessions {
                     let exact = session_timer(bounds, self.delay);
                     if exact > at {
-                        self.timers.insert((exact, vi, hash, entity.clone(), true));
+                        self.timers.insert((exact, view_index, slot, true));
                     }
                 }
             }
             if state.is_gone() {
-                self.entities[vi].remove(&entity);
+                self.entities.remove(vi, slot);
             }
         }
     }
@@ -1016,11 +1013,13 @@ impl PartitionEngine {
         let mut out = Vec::new();
         for vi in 0..self.views.len() {
             let mut dirty = std::mem::take(&mut self.dirty[vi]);
-            // In entity order, so a drain's output does not depend on hashing.
-            dirty.sort_unstable();
+            // In entity order, so a drain's output does not depend on slots.
+            let entities = &mut self.entities;
+            dirty.sort_unstable_by(|&a, &b| entities.id(a).cmp(entities.id(b)));
             let view = &self.views[vi];
-            for entity in dirty {
-                let Some(state) = self.entities[vi].get_mut(&entity) else {
+            for slot in dirty {
+                let entity = entities.id(slot).to_string();
+                let Some(state) = entities.get_mut(vi, slot) else {
                     continue;
                 };
                 let Some((version, event_time)) = state.dirty.take() else {
@@ -1028,7 +1027,7 @@ impl PartitionEngine {
                 };
                 let (values, windows) = served(view, state, clock, self.delay);
                 if state.is_gone() {
-                    self.entities[vi].remove(&entity);
+                    entities.remove(vi, slot);
                 }
                 out.push(ViewUpdate {
                     update: FeatureUpdate {
@@ -1050,9 +1049,11 @@ impl PartitionEngine {
         let mut out = Vec::new();
         for vi in 0..self.views.len() {
             let mut touched = std::mem::take(&mut self.touched[vi]);
-            touched.sort_unstable();
-            for entity in touched {
-                let Some(state) = self.entities[vi].get_mut(&entity) else {
+            let entities = &mut self.entities;
+            touched.sort_unstable_by(|&a, &b| entities.id(a).cmp(entities.id(b)));
+            for slot in touched {
+                let entity = entities.id(slot).clone();
+                let Some(state) = entities.get_mut(vi, slot) else {
                     continue;
                 };
                 let mut parts = std::mem::take(&mut state.touched);
@@ -1076,7 +1077,7 @@ impl PartitionEngine {
                 }
                 state.born.clear();
                 if state.is_gone() {
-                    self.entities[vi].remove(&entity);
+                    entities.remove(vi, slot);
                 } else {
                     // Kept for the entity's next changes.
                     parts.clear();
@@ -1090,7 +1091,11 @@ impl PartitionEngine {
     /// The served values of one entity now (for tests and diagnostics).
     pub fn values(&self, view: usize, entity: &str) -> BTreeMap<String, Value> {
         let v = &self.views[view];
-        match self.entities[view].get(entity) {
+        match self
+            .entities
+            .find(entity)
+            .and_then(|slot| self.entities.get(view, slot))
+        {
             Some(state) => served(v, state, self.clock.unwrap_or(i64::MIN), self.delay).0,
             None => defaults(v),
         }
@@ -1102,19 +1107,19 @@ impl PartitionEngine {
 /// `touched` the first time since their drains.
 fn mark(
     state: &mut EntityState,
-    (dirty, touched): (&mut Vec<String>, Option<&mut Vec<String>>),
-    entity: &str,
+    (dirty, touched): (&mut Vec<Slot>, Option<&mut Vec<Slot>>),
+    entity: Slot,
     version_and_clock: (u64, i64),
     parts: &[PartKey],
 ) {
     if state.dirty.replace(version_and_clock).is_none() {
-        dirty.push(entity.to_owned());
+        dirty.push(entity);
     }
     let Some(touched) = touched.filter(|_| !parts.is_empty()) else {
         return;
     };
     if state.touched.is_empty() {
-        touched.push(entity.to_owned());
+        touched.push(entity);
     }
     for part in parts {
         // Only among the latest few: an event mostly touches the pieces its entity's last
