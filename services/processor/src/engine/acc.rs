@@ -1,9 +1,10 @@
 //! Accumulators: the running state of one aggregation over one window.
 
+use compact_str::CompactString;
 use freshet_core::definitions::Aggregation;
 use freshet_core::Value;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashSet};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::HashSet;
 
 /// One feature's partial aggregate. Values are added in arrival order; panes of a sliding
 /// window are combined with [`Acc::merge`].
@@ -22,7 +23,7 @@ pub enum Acc {
     Last(Option<(i64, Value)>),
     /// Distinct values, kept exactly (as their JSON text). Exact is a valid estimate; a
     /// sketch would bound memory for very high cardinalities.
-    Distinct(BTreeSet<String>),
+    Distinct(DistinctSet),
 }
 
 impl Acc {
@@ -35,7 +36,7 @@ impl Acc {
             Aggregation::Max => Acc::Max(None),
             Aggregation::Mean => Acc::Mean { sum: 0.0, n: 0 },
             Aggregation::Last => Acc::Last(None),
-            Aggregation::ApproxCountDistinct => Acc::Distinct(BTreeSet::new()),
+            Aggregation::ApproxCountDistinct => Acc::Distinct(DistinctSet::default()),
         }
     }
 
@@ -75,7 +76,7 @@ impl Acc {
                     *last = Some((event_time, value.clone()));
                 }
             }
-            Acc::Distinct(set) => return set.insert(value.to_json_string()),
+            Acc::Distinct(set) => return set.insert(&value.to_json_string()),
         }
         false
     }
@@ -84,7 +85,7 @@ impl Acc {
     /// whether it was (always `false` for other aggregations).
     pub fn add_distinct(&mut self, text: &str) -> bool {
         match self {
-            Acc::Distinct(set) if !set.contains(text) => set.insert(text.to_string()),
+            Acc::Distinct(set) => set.insert(text),
             _ => false,
         }
     }
@@ -95,7 +96,7 @@ impl Acc {
             Acc::Distinct(set) => Some(set),
             _ => None,
         };
-        set.into_iter().flatten().map(String::as_str)
+        set.into_iter().flat_map(DistinctSet::iter)
     }
 
     /// Combines another partial aggregate of the same kind into this one.
@@ -119,7 +120,11 @@ impl Acc {
             {
                 *a = Some((*t, v.clone()));
             }
-            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b.iter().cloned()),
+            (Acc::Distinct(a), Acc::Distinct(b)) => {
+                for value in b.iter() {
+                    a.insert(value);
+                }
+            }
             _ => {}
         }
     }
@@ -148,10 +153,10 @@ pub fn merged_result<'a>(mut accs: impl Iterator<Item = &'a Acc>) -> Value {
     };
     match first {
         Acc::Distinct(set) => {
-            let mut all: HashSet<&str> = set.iter().map(String::as_str).collect();
+            let mut all: HashSet<&str> = set.iter().collect();
             for acc in accs {
                 if let Acc::Distinct(set) = acc {
-                    all.extend(set.iter().map(String::as_str));
+                    all.extend(set.iter());
                 }
             }
             Value::Long(all.len() as i64)
@@ -163,6 +168,110 @@ pub fn merged_result<'a>(mut accs: impl Iterator<Item = &'a Acc>) -> Value {
             }
             merged.result()
         }
+    }
+}
+
+/// The values of a distinct set. Most sets are tiny (a sliding window's pane holds the
+/// few values of its seconds), so up to [`DistinctSet::FEW`] values are a list searched
+/// in order, and more a hash set. Values are compact strings, up to 24 bytes inline: a
+/// value costs no allocation of its own. (A `BTreeSet<String>` took an eleven-entry node
+/// and a string per value, the engine's largest share of allocations.)
+#[derive(Debug, Clone)]
+pub enum DistinctSet {
+    Few(Vec<CompactString>),
+    Many(hashbrown::HashSet<CompactString, foldhash::fast::RandomState>),
+}
+
+impl Default for DistinctSet {
+    fn default() -> Self {
+        DistinctSet::Few(Vec::new())
+    }
+}
+
+impl DistinctSet {
+    /// The most values kept as a list.
+    const FEW: usize = 16;
+
+    /// Adds a value; returns whether it was new.
+    pub fn insert(&mut self, value: &str) -> bool {
+        match self {
+            DistinctSet::Few(list) if list.iter().any(|v| v == value) => false,
+            DistinctSet::Few(list) if list.len() < Self::FEW => {
+                list.push(value.into());
+                true
+            }
+            DistinctSet::Few(list) => {
+                let mut many: hashbrown::HashSet<_, _> = list.drain(..).collect();
+                many.insert(value.into());
+                *self = DistinctSet::Many(many);
+                true
+            }
+            DistinctSet::Many(set) if set.contains(value) => false,
+            DistinctSet::Many(set) => set.insert(value.into()),
+        }
+    }
+
+    pub fn contains(&self, value: &str) -> bool {
+        match self {
+            DistinctSet::Few(list) => list.iter().any(|v| v == value),
+            DistinctSet::Many(set) => set.contains(value),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            DistinctSet::Few(list) => list.len(),
+            DistinctSet::Many(set) => set.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let (few, many) = match self {
+            DistinctSet::Few(list) => (Some(list.iter()), None),
+            DistinctSet::Many(set) => (None, Some(set.iter())),
+        };
+        few.into_iter()
+            .flatten()
+            .chain(many.into_iter().flatten())
+            .map(CompactString::as_str)
+    }
+
+    /// The values in order.
+    fn sorted(&self) -> Vec<&str> {
+        let mut values: Vec<&str> = self.iter().collect();
+        values.sort_unstable();
+        values
+    }
+}
+
+/// Sets are equal when they hold the same values, whatever their form and order.
+impl PartialEq for DistinctSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|v| other.contains(v))
+    }
+}
+
+/// Saved as the sorted list of values, as a `BTreeSet` was: checkpoints written before
+/// read back the same.
+impl Serialize for DistinctSet {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.sorted())
+    }
+}
+
+impl<'de> Deserialize<'de> for DistinctSet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let values = Vec::<CompactString>::deserialize(deserializer)?;
+        let mut set = DistinctSet::default();
+        for value in &values {
+            set.insert(value);
+        }
+        Ok(set)
     }
 }
 
@@ -220,6 +329,41 @@ mod tests {
             run(Aggregation::ApproxCountDistinct, false, &dup),
             Value::Long(2)
         );
+    }
+
+    #[test]
+    fn a_distinct_set_keeps_each_value_once_as_a_list_and_beyond_and_saves_as_before() {
+        let values: Vec<String> = (0..100).map(|i| format!("{}", (i * 7) % 41)).collect();
+        let mut set = DistinctSet::default();
+        let mut reference = std::collections::BTreeSet::new();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(set.insert(v), reference.insert(v.clone()), "value {i}");
+            assert_eq!(set.len(), reference.len());
+        }
+        assert!(matches!(set, DistinctSet::Many(_)), "41 values are many");
+        assert!(reference.iter().all(|v| set.contains(v)));
+        assert!(!set.contains("41"));
+        // Saved as the sorted list a BTreeSet<String> gave, and read back from it.
+        let saved = serde_json::to_string(&set).unwrap();
+        assert_eq!(saved, serde_json::to_string(&reference).unwrap());
+        let read: DistinctSet = serde_json::from_str(&saved).unwrap();
+        assert_eq!(read, set);
+        // Equal whatever the order values came in.
+        let mut backwards = DistinctSet::default();
+        for v in values.iter().rev() {
+            backwards.insert(v);
+        }
+        assert_eq!(backwards, set);
+        let (mut few, mut other) = (DistinctSet::default(), DistinctSet::default());
+        for v in ["\"b\"", "\"a\"", "\"b\""] {
+            few.insert(v);
+        }
+        assert!(matches!(few, DistinctSet::Few(_)));
+        assert_ne!(few, other);
+        other.insert("\"a\"");
+        other.insert("\"b\"");
+        assert_eq!(few, other);
+        assert_eq!(serde_json::to_string(&few).unwrap(), r#"["\"a\"","\"b\""]"#);
     }
 
     #[test]

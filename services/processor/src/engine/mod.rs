@@ -35,6 +35,7 @@ pub mod acc;
 mod entities;
 
 use acc::Acc;
+use compact_str::CompactString;
 use entities::{EntityTable, Slot};
 use freshet_core::definitions::{Aggregation, Definitions};
 use freshet_core::filter::Filter;
@@ -54,7 +55,7 @@ pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomS
 /// to 24 bytes inline: the engine copies an entity's id into every timer it sets and every
 /// list of changed entities, and the reading thread makes one per event, none of which now
 /// allocates.
-pub type EntityId = compact_str::CompactString;
+pub type EntityId = CompactString;
 
 /// A feature view prepared for evaluation.
 #[derive(Debug, Clone)]
@@ -307,11 +308,11 @@ impl GroupState {
 /// window holds (merging the panes' sets cost the whole window on every change).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PaneUnion {
-    per_slot: Vec<FastMap<String, u32>>,
+    per_slot: Vec<FastMap<CompactString, u32>>,
 }
 
 impl PaneUnion {
-    fn slot(&mut self, slot: usize) -> &mut FastMap<String, u32> {
+    fn slot(&mut self, slot: usize) -> &mut FastMap<CompactString, u32> {
         if self.per_slot.len() <= slot {
             self.per_slot.resize_with(slot + 1, FastMap::default);
         }
@@ -319,7 +320,13 @@ impl PaneUnion {
     }
 
     fn add_value(&mut self, slot: usize, value: &str) {
-        *self.slot(slot).entry_ref(value).or_insert(0) += 1;
+        let counts = self.slot(slot);
+        match counts.get_mut(value) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(value.into(), 1);
+            }
+        }
     }
 
     fn add_pane(&mut self, accs: &[Acc]) {
