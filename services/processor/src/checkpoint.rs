@@ -138,12 +138,78 @@ fn part_key(view: &str, entity: &str, part: PartKey) -> String {
 
 /// Appends [`part_key`]'s key to `out`.
 fn write_part_key(out: &mut String, view: &str, entity: &str, part: PartKey) {
-    use std::fmt::Write as _;
-    let written = match part {
-        PartKey::Window { group, start } => write!(out, "w/{view}/{group}/{start}/{entity}"),
-        PartKey::Sessions { group } => write!(out, "w/{view}/{group}/sessions/{entity}"),
-    };
-    written.expect("writing to a String cannot fail");
+    let mut number = itoa::Buffer::new();
+    out.push_str("w/");
+    out.push_str(view);
+    out.push('/');
+    out.push_str(number.format(part.group()));
+    out.push('/');
+    match part {
+        PartKey::Window { start, .. } => out.push_str(number.format(start)),
+        PartKey::Sessions { .. } => out.push_str("sessions"),
+    }
+    out.push('/');
+    out.push_str(entity);
+}
+
+/// The writes of an epoch (see [`Checkpoint::commit_epoch`]).
+fn epoch_batch(
+    partitions: &[PartitionChanges],
+    view_names: &[String],
+    outbox: &Outbox,
+) -> WriteBatch {
+    let outbox_bytes = serde_json::to_vec(outbox).expect("outbox serialises");
+    // Allocated once at about its final size: grown from nothing, a catch-up epoch's
+    // batch (megabytes) was copied at each doubling, into memory fresh from the kernel.
+    let mut batch =
+        WriteBatch::with_capacity_bytes(batch_size(partitions, view_names, outbox_bytes.len()));
+    // In any order: the vector memtable sorts when it is flushed.
+    let mut key = String::new();
+    for changes in partitions {
+        let p = prefix(&changes.topic, changes.partition);
+        batch.put(format!("{p}offset"), changes.next_offset.to_be_bytes());
+        if let Some(clock) = changes.clock {
+            batch.put(format!("{p}clock"), clock.to_be_bytes());
+        }
+        for touched in &changes.states {
+            key.clear();
+            key.push_str(&p);
+            write_part_key(
+                &mut key,
+                &view_names[touched.view],
+                &touched.entity,
+                touched.part,
+            );
+            match touched.state.as_deref() {
+                Some(bytes) => batch.put(&key, bytes),
+                None => batch.delete(&key),
+            }
+        }
+    }
+    batch.put(outbox_key(outbox.epoch), outbox_bytes);
+    batch
+}
+
+/// About the size of the write batch of an epoch, at least: each record takes its key,
+/// its value and up to a dozen bytes of framing.
+fn batch_size(partitions: &[PartitionChanges], view_names: &[String], outbox: usize) -> usize {
+    const FRAMING: usize = 12;
+    // The numbers and separators of a key: `p/`, `/`, a partition, `/w/`, `/`, a group,
+    // `/`, a window start, `/`.
+    const KEY_PUNCTUATION: usize = 2 + 1 + 11 + 3 + 1 + 20 + 1 + 20 + 1;
+    let pieces: usize = partitions
+        .iter()
+        .flat_map(|changes| changes.states.iter().map(|t| (changes.topic.len(), t)))
+        .map(|(topic, t)| {
+            let key = KEY_PUNCTUATION + topic + view_names[t.view].len() + t.entity.len();
+            FRAMING + key + t.state.as_ref().map_or(0, Vec::len)
+        })
+        .sum();
+    let offsets: usize = partitions
+        .iter()
+        .map(|c| 2 * (FRAMING + KEY_PUNCTUATION + c.topic.len() + 8))
+        .sum();
+    FRAMING + pieces + offsets + FRAMING + 32 + outbox
 }
 
 /// `{view}/{group}/{start or sessions}/{entity}` back into its parts (entities may hold `/`).
@@ -357,36 +423,7 @@ impl Checkpoint {
         view_names: &[String],
         outbox: &Outbox,
     ) -> Result<(), CheckpointError> {
-        let mut batch = WriteBatch::default();
-        // In any order: the vector memtable sorts when it is flushed.
-        let mut key = String::new();
-        for changes in partitions {
-            let p = prefix(&changes.topic, changes.partition);
-            batch.put(format!("{p}offset"), changes.next_offset.to_be_bytes());
-            if let Some(clock) = changes.clock {
-                batch.put(format!("{p}clock"), clock.to_be_bytes());
-            }
-            for touched in &changes.states {
-                key.clear();
-                key.push_str(&p);
-                write_part_key(
-                    &mut key,
-                    &view_names[touched.view],
-                    &touched.entity,
-                    touched.part,
-                );
-                match touched.state.as_deref() {
-                    Some(bytes) => batch.put(&key, bytes),
-                    None => batch.delete(&key),
-                }
-            }
-        }
-        batch.put(
-            outbox_key(outbox.epoch),
-            serde_json::to_vec(outbox).expect("outbox serialises"),
-        );
-        self.write_synced(batch)?;
-        Ok(())
+        self.write_synced(epoch_batch(partitions, view_names, outbox))
     }
 
     /// Writes `batch` atomically and waits until it is on disk.
@@ -464,6 +501,44 @@ mod tests {
 
     fn piece(n: i64) -> StatePart {
         StatePart::Window(vec![Acc::Count(n)])
+    }
+
+    #[test]
+    fn an_epochs_batch_is_allocated_at_its_full_size_at_once() {
+        let long_name = "a_view_with_a_name_longer_than_most".to_string();
+        let states = (0..500)
+            .map(|i| TouchedPart {
+                view: 1,
+                entity: format!("entity-{i}").into(),
+                part: if i % 3 == 0 {
+                    PartKey::Sessions { group: 2 }
+                } else {
+                    PartKey::Window {
+                        group: 1,
+                        start: -1_700_000_000_000 - i,
+                    }
+                },
+                // Values outweigh keys, as JSON states do.
+                state: (i % 5 != 0).then(|| vec![b'7'; 200 + i as usize % 50]),
+            })
+            .collect();
+        let changes = [PartitionChanges {
+            topic: "user_events".into(),
+            partition: 11,
+            next_offset: i64::MAX,
+            clock: Some(i64::MIN),
+            states,
+        }];
+        let names = ["v".to_string(), long_name];
+        let outbox = outbox(3, 9);
+        let batch = epoch_batch(&changes, &names, &outbox);
+        assert_eq!(batch.len(), 500 + 3);
+        let estimate = batch_size(&changes, &names, serde_json::to_vec(&outbox).unwrap().len());
+        assert!(
+            (batch.size_in_bytes()..=batch.size_in_bytes() * 2).contains(&estimate),
+            "estimate {estimate} for a batch of {} bytes",
+            batch.size_in_bytes()
+        );
     }
 
     #[test]
