@@ -84,6 +84,13 @@ impl EntityTable {
         state.get_or_insert_with(new)
     }
 
+    /// Sets the state of the entity in `slot` in `view`.
+    pub fn insert(&mut self, view: usize, slot: Slot, state: EntityState) {
+        if self.states[view][slot as usize].replace(state).is_none() {
+            self.counts[view] += 1;
+        }
+    }
+
     /// Removes the entity's state in `view`; its slot is freed once no view holds state
     /// for it.
     pub fn remove(&mut self, view: usize, slot: Slot) {

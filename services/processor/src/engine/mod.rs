@@ -52,9 +52,8 @@ use std::sync::Arc;
 pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// An entity id. Ids are short (a user id is a few digits), and a compact string keeps up
-/// to 24 bytes inline: the engine copies an entity's id into every timer it sets and every
-/// list of changed entities, and the reading thread makes one per event, none of which now
-/// allocates.
+/// to 24 bytes inline: the reading thread makes one per event, and the drain copies one
+/// into every changed piece of state, none of which allocates.
 pub type EntityId = CompactString;
 
 /// A feature view prepared for evaluation.
@@ -805,7 +804,7 @@ impl PartitionEngine {
             }
             if !state.is_empty() {
                 let slot = entities.slot_of(&entity.into());
-                *entities.get_or_insert_with(vi, slot, || EntityState::new(view)) = state;
+                entities.insert(vi, slot, state);
             }
         }
         let n = views.len();
