@@ -102,6 +102,10 @@ pub struct Plan {
     /// The reader's field names, shared by the plans of all writer schemas.
     names: &'static [String],
     sources: Vec<FieldSource>,
+    /// The writer's fields are the reader's, in the same order and needing no promotion
+    /// (records written with the reader schema itself): the written values are the
+    /// fields as they are, without a second list built and the first one freed.
+    as_written: bool,
 }
 
 impl Plan {
@@ -140,6 +144,14 @@ impl Plan {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
+        // A long is promoted only where the writer can write one.
+        let as_written = writer.fields.len() == sources.len()
+            && sources.iter().enumerate().all(|(i, source)| match source {
+                FieldSource::Written { at, to_double } => {
+                    *at == i && !(*to_double && writes_integers(&writer.fields[i].schema))
+                }
+                FieldSource::Default(_) => false,
+            });
         Some(Plan {
             names: shared_names(
                 &reader
@@ -149,10 +161,14 @@ impl Plan {
                     .collect::<Vec<_>>(),
             ),
             sources,
+            as_written,
         })
     }
 
     fn fields(&self, Written(mut written): Written) -> Fields {
+        if self.as_written {
+            return Fields::with_shared_names(self.names, written);
+        }
         let values = self
             .sources
             .iter()
@@ -195,6 +211,14 @@ fn is_scalar(schema: &Schema) -> bool {
         | Schema::LocalTimestampMicros => true,
         Schema::Union(union) => union.variants().iter().all(is_scalar),
         _ => false,
+    }
+}
+
+/// Whether a field of this schema can hold an integer.
+fn writes_integers(schema: &Schema) -> bool {
+    match schema {
+        Schema::Union(union) => union.variants().iter().any(is_integral),
+        other => is_integral(other),
     }
 }
 
@@ -560,6 +584,14 @@ mod tests {
             AvroValue::Record(fields)
         };
         let mut names = Vec::new();
+        assert!(
+            Plan::new(&v2, &v2).unwrap().as_written,
+            "records written with the reader schema are taken as written"
+        );
+        assert!(
+            !Plan::new(&v1, &v2).unwrap().as_written,
+            "v1 lacks session_id"
+        );
         for (writer, session) in [(&v1, None), (&v2, Some("s-1"))] {
             let (general, short) =
                 both_ways(writer, &v2, record(session), ("user_id", "timestamp"));
@@ -605,6 +637,32 @@ mod tests {
         )
         .unwrap();
         assert!(Plan::new(&nested, &skips_tags).is_some(), "an unread array");
+    }
+
+    #[test]
+    fn written_values_are_kept_as_they_are_only_when_no_field_needs_resolving() {
+        let schema = |fields: &str| {
+            Schema::parse_str(&format!(
+                r#"{{"type": "record", "name": "E", "fields": [{fields}]}}"#
+            ))
+            .unwrap()
+        };
+        let long = r#"{"name": "n", "type": "long"}"#;
+        let double = r#"{"name": "n", "type": ["null", "double"], "default": null}"#;
+        let as_written = |w: &str, r: &str| Plan::new(&schema(w), &schema(r)).unwrap().as_written;
+        assert!(as_written(double, double), "the reader schema itself");
+        assert!(
+            !as_written(long, double),
+            "a long the reader reads as a double"
+        );
+        let plan = Plan::new(&schema(long), &schema(double)).unwrap();
+        let fields = plan.fields(Written(vec![Value::Long(3)]));
+        assert_eq!(fields.get("n"), Some(&Value::Double(3.0)));
+        let two = format!("{long}, {}", r#"{"name": "m", "type": "string"}"#);
+        assert!(
+            !as_written(&two, long),
+            "a written field the reader does not read"
+        );
     }
 
     #[test]
