@@ -33,6 +33,7 @@
 
 pub mod acc;
 mod entities;
+mod timers;
 
 use acc::Acc;
 use compact_str::CompactString;
@@ -43,8 +44,9 @@ use freshet_core::store_layout::FeatureUpdate;
 use freshet_core::window::{tumbling_window, WindowBounds};
 use freshet_core::{Value, Window};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use timers::Timers;
 
 /// The engine's maps by entity id or value: foldhash, several times cheaper than SipHash
 /// on short keys, with a seed chosen per process; hashbrown's, whose `entry_ref` finds or
@@ -618,7 +620,7 @@ pub struct PartitionEngine {
     /// Entity states per view index (views on other topics hold none).
     entities: EntityTable,
     /// (time, view, entity's slot, whether it is a session's).
-    timers: BTreeSet<(i64, u32, Slot, bool)>,
+    timers: Timers,
     /// Per view: entities changed since the last drain (the version and event time are in
     /// their state), each once.
     dirty: Vec<Vec<Slot>>,
@@ -816,7 +818,7 @@ impl PartitionEngine {
             clock,
             next_offset,
             entities,
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
             dirty: vec![Vec::new(); n],
             touched: vec![Vec::new(); n],
             track_touched: true,
@@ -859,7 +861,7 @@ impl PartitionEngine {
     /// Timers are not persisted: they follow from the state and the clock.
     fn rebuild_timers(&mut self) {
         let clock = self.clock.unwrap_or(i64::MIN);
-        let mut timers = BTreeSet::new();
+        let mut timers = Timers::default();
         for (vi, view) in self.views.iter().enumerate() {
             for (slot, _, state) in self.entities.iter(vi) {
                 for (group, gs) in view.groups.iter().zip(&state.groups) {
@@ -941,66 +943,66 @@ impl PartitionEngine {
 
     fn fire_timers(&mut self, version: u64) {
         let clock = self.clock.expect("timers fire after the clock moved");
-        while let Some(first) = self.timers.first() {
-            if first.0 > clock {
-                break;
-            }
-            let (at, view_index, slot, session) = self.timers.pop_first().expect("first exists");
-            let vi = view_index as usize;
-            let Some(state) = self.entities.get_mut(vi, slot) else {
-                continue;
-            };
-            let view = &self.views[vi];
-            // A timer left by state that has since changed (a session merged away, a
-            // window already dropped, an entity gone from the slot, which another entity
-            // may hold now) changes nothing. Acting on it would give a version
-            // that a run restored from a checkpoint, which rebuilds only the timers its
-            // state needs, would not give.
-            let live = view
-                .groups
-                .iter()
-                .zip(&state.groups)
-                .any(|(g, gs)| has_timer_at(&g.window, gs, (self.delay, view.ttl_ms), at));
-            if live {
-                let mut parts = Vec::new();
-                let mut expiries = Vec::new();
-                cleanup(view, state, (clock, self.delay), &mut parts, &mut expiries);
-                for expiry in expiries {
-                    self.timers.insert((expiry, view_index, slot, false));
+        while let Some((at, due)) = self.timers.pop_due(clock) {
+            for (view_index, slot, session) in due {
+                let vi = view_index as usize;
+                let Some(state) = self.entities.get_mut(vi, slot) else {
+                    continue;
+                };
+                let view = &self.views[vi];
+                // A timer left by state that has since changed (a session merged away,
+                // a window already dropped, an entity gone from the slot, which another
+                // entity may hold now) changes nothing. Acting on it would give a
+                // version that a run restored from a checkpoint, which rebuilds only the
+                // timers its state needs, would not give.
+                let live = view
+                    .groups
+                    .iter()
+                    .zip(&state.groups)
+                    .any(|(g, gs)| has_timer_at(&g.window, gs, (self.delay, view.ttl_ms), at));
+                if live {
+                    let mut parts = Vec::new();
+                    let mut expiries = Vec::new();
+                    cleanup(view, state, (clock, self.delay), &mut parts, &mut expiries);
+                    for expiry in expiries {
+                        self.timers.insert((expiry, view_index, slot, false));
+                    }
+                    mark(
+                        state,
+                        (
+                            &mut self.dirty[vi],
+                            self.track_touched.then(|| &mut self.touched[vi]),
+                        ),
+                        slot,
+                        (version, clock),
+                        &parts,
+                    );
                 }
-                mark(
-                    state,
-                    (
-                        &mut self.dirty[vi],
-                        self.track_touched.then(|| &mut self.touched[vi]),
-                    ),
-                    slot,
-                    (version, clock),
-                    &parts,
-                );
-            }
-            // Session timers are set lazily (see `add_event`): whichever of an entity's
-            // session timers fires sets the exact ones of its open sessions. Only a
-            // session's: every timer of the entity did, and as each extension moves the
-            // exact time, an entity with an open session gathered a stale timer per window
-            // or pane that closed, until the session did.
-            if session {
-                let open_sessions =
-                    view.groups.iter().zip(&state.groups).flat_map(|(g, gs)| {
-                        match (&g.window, gs) {
-                            (Window::Session { .. }, GroupState::Session { open, .. }) => &open[..],
-                            _ => &[],
+                // Session timers are set lazily (see `add_event`): whichever of an
+                // entity's session timers fires sets the exact ones of its open sessions.
+                // Only a session's: every timer of the entity did, and as each extension
+                // moves the exact time, an entity with an open session gathered a stale
+                // timer per window or pane that closed, until the session did.
+                if session {
+                    let open_sessions =
+                        view.groups.iter().zip(&state.groups).flat_map(|(g, gs)| {
+                            match (&g.window, gs) {
+                                (Window::Session { .. }, GroupState::Session { open, .. }) => {
+                                    &open[..]
+                                }
+                                _ => &[],
+                            }
+                        });
+                    for (bounds, _) in open_sessions {
+                        let exact = session_timer(bounds, self.delay);
+                        if exact > at {
+                            self.timers.insert((exact, view_index, slot, true));
                         }
-                    });
-                for (bounds, _) in open_sessions {
-                    let exact = session_timer(bounds, self.delay);
-                    if exact > at {
-                        self.timers.insert((exact, view_index, slot, true));
                     }
                 }
-            }
-            if state.is_gone() {
-                self.entities.remove(vi, slot);
+                if state.is_gone() {
+                    self.entities.remove(vi, slot);
+                }
             }
         }
     }
