@@ -433,8 +433,13 @@ struct TopicInput {
 /// Records per hand-over from the reading thread (fewer when no more are waiting).
 const READ_BATCH: usize = 2048;
 
+/// About the payload bytes per hand-over at most: a batch of large records ends before
+/// [`READ_BATCH`] (see [`BatchBytes`]).
+const READ_BATCH_BYTES: usize = 1 << 20;
+
 /// Hand-overs the reading thread may be ahead of the processing thread by: up to 32,768
-/// decoded records (~10 MB). The two threads share two cores with librdkafka, the
+/// decoded records (~10 MB for this project's ~100-byte events), and about 16 MB of
+/// payloads however large the records. The two threads share two cores with librdkafka, the
 /// checkpoint, the broker and Redis, and the reading thread waits for a core a third of
 /// the time. With 2 batches ahead the processing thread then ran out of records: it
 /// waited for input 12-14% of a catch-up while the cores were ~10% idle. With 16 it waits
@@ -452,7 +457,11 @@ impl Reader {
         let runtime = self.runtime.clone();
         let _context = runtime.enter();
         let mut batch = Vec::with_capacity(READ_BATCH);
-        let take_batch = |batch: &mut Vec<ReadRecord>| next_batch(batch, &used);
+        let mut bytes = BatchBytes::default();
+        let take_batch = |batch: &mut Vec<ReadRecord>, bytes: &mut BatchBytes| {
+            bytes.handed_over(batch.len());
+            next_batch(batch, &used)
+        };
         while !done.load(Ordering::Relaxed) {
             let mut gone = false;
             self.input.serve_events(|e| match e {
@@ -467,8 +476,8 @@ impl Reader {
             } else {
                 Duration::ZERO
             };
-            if self.input.read(wait, READ_BATCH - batch.len()) == 0 {
-                if !batch.is_empty() && out.send(take_batch(&mut batch)).is_err() {
+            if self.input.read(wait, bytes.room(batch.len())) == 0 {
+                if !batch.is_empty() && out.send(take_batch(&mut batch, &mut bytes)).is_err() {
                     return Ok(());
                 }
                 continue;
@@ -511,6 +520,7 @@ impl Reader {
                     key: record.key().map(<[u8]>::to_vec),
                     payload: record.payload().map(<[u8]>::to_vec),
                 });
+                bytes.add(record.payload().map_or(0, <[u8]>::len));
                 batch.push(ReadRecord {
                     engine,
                     offset: record.offset(),
@@ -519,11 +529,53 @@ impl Reader {
                     raw,
                 });
             }
-            if batch.len() >= READ_BATCH && out.send(take_batch(&mut batch)).is_err() {
+            if bytes.is_full(batch.len()) && out.send(take_batch(&mut batch, &mut bytes)).is_err() {
                 return Ok(());
             }
         }
         Ok(())
+    }
+}
+
+/// The payload bytes of the batch being filled, which end it before [`READ_BATCH`]
+/// records when they are large: the records ahead of the processing thread then stay
+/// within [`HANDOVER_DEPTH`] batches of about [`READ_BATCH_BYTES`] (a record's decoded
+/// fields take a few times its payload), not of 2,048 records of any size.
+#[derive(Debug, Default)]
+struct BatchBytes {
+    /// Of the records in the batch being filled.
+    bytes: usize,
+    /// The mean payload of the last batch handed over; 0 before the first.
+    mean: usize,
+}
+
+impl BatchBytes {
+    fn add(&mut self, payload: usize) {
+        self.bytes += payload;
+    }
+
+    /// How many records the next read may bring into a batch of `records`: what keeps it
+    /// within [`READ_BATCH`] records and, at the last batch's mean size, about
+    /// [`READ_BATCH_BYTES`]; at least one.
+    fn room(&self, records: usize) -> usize {
+        let by_count = READ_BATCH.saturating_sub(records);
+        let by_bytes = match self.mean {
+            0 => by_count,
+            mean => READ_BATCH_BYTES.saturating_sub(self.bytes) / mean,
+        };
+        by_count.min(by_bytes).max(1)
+    }
+
+    fn is_full(&self, records: usize) -> bool {
+        records >= READ_BATCH || self.bytes >= READ_BATCH_BYTES
+    }
+
+    /// The batch of `records` was handed over: the next one starts empty.
+    fn handed_over(&mut self, records: usize) {
+        if let Some(mean) = self.bytes.checked_div(records) {
+            self.mean = mean.max(1);
+        }
+        self.bytes = 0;
     }
 }
 
@@ -1252,5 +1304,54 @@ async fn write_redis(
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_of_small_records_ends_at_its_count_and_one_of_large_records_at_its_bytes() {
+        let mut small = BatchBytes::default();
+        assert_eq!(small.room(0), READ_BATCH, "nothing known yet: by count");
+        for _ in 0..READ_BATCH {
+            small.add(100);
+        }
+        assert!(small.is_full(READ_BATCH));
+        small.handed_over(READ_BATCH);
+        assert_eq!(small.room(0), READ_BATCH, "~200 KB: the count ends it");
+        assert_eq!(small.room(2_000), READ_BATCH - 2_000);
+
+        let mut large = BatchBytes::default();
+        for _ in 0..READ_BATCH {
+            large.add(10_000);
+        }
+        large.handed_over(READ_BATCH);
+        assert_eq!(
+            large.room(0),
+            READ_BATCH_BYTES / 10_000,
+            "~1 MB of 10 KB records"
+        );
+        for _ in 0..100 {
+            large.add(10_000);
+        }
+        assert!(!large.is_full(100));
+        assert_eq!(large.room(100), 4, "what is left of the megabyte");
+        for _ in 0..5 {
+            large.add(10_000);
+        }
+        assert!(large.is_full(105), "over a megabyte, whatever the count");
+        large.handed_over(105);
+        assert_eq!(large.bytes, 0);
+
+        let mut huge = BatchBytes::default();
+        huge.add(3 << 20);
+        huge.handed_over(1);
+        assert_eq!(
+            huge.room(0),
+            1,
+            "a record over the budget still reads, one at a time"
+        );
     }
 }
