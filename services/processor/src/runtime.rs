@@ -439,9 +439,9 @@ const READ_BATCH_BYTES: usize = 1 << 20;
 
 /// Hand-overs the reading thread may be ahead of the processing thread by: up to 32,768
 /// decoded records (~10 MB for this project's ~100-byte events), and about 16 MB of
-/// payloads however large the records. The two threads share two cores with librdkafka, the
-/// checkpoint, the broker and Redis, and the reading thread waits for a core a third of
-/// the time. With 2 batches ahead the processing thread then ran out of records: it
+/// payloads however large the records. The two threads share two cores with librdkafka,
+/// the checkpoint, the broker and Redis, and the reading thread waits for a core a third
+/// of the time. With 2 batches ahead the processing thread then ran out of records: it
 /// waited for input 12-14% of a catch-up while the cores were ~10% idle. With 16 it waits
 /// 2-6%, and the catch-up ratio to the bare consumer rose from a median of 0.49 to 0.54
 /// (nine rounds each, alternating). 64 did no better.

@@ -206,8 +206,12 @@ impl DistinctSet {
                 *self = DistinctSet::Many(many);
                 true
             }
-            DistinctSet::Many(set) if set.contains(value) => false,
-            DistinctSet::Many(set) => set.insert(value.into()),
+            DistinctSet::Many(set) => {
+                // One lookup, copying the value only when it is new.
+                let before = set.len();
+                set.get_or_insert_with(value, |v| CompactString::from(v));
+                set.len() > before
+            }
         }
     }
 

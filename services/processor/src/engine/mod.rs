@@ -321,11 +321,11 @@ impl PaneUnion {
     }
 
     fn add_value(&mut self, slot: usize, value: &str) {
-        let counts = self.slot(slot);
-        match counts.get_mut(value) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert(value.into(), 1);
+        // One lookup; a new value's key is made from it (`or_insert` would want `String`).
+        match self.slot(slot).entry_ref(value) {
+            hashbrown::hash_map::EntryRef::Occupied(n) => *n.into_mut() += 1,
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                v.insert_with_key(value.into(), 1);
             }
         }
     }
@@ -621,15 +621,8 @@ pub struct PartitionEngine {
     entities: EntityTable,
     /// (time, view, entity's slot, whether it is a session's).
     timers: Timers,
-    /// Per view: entities changed since the last drain (the version and event time are in
-    /// their state), each once.
-    dirty: Vec<Vec<Slot>>,
-    /// Per view: entities whose state changed since the last checkpoint (the pieces that
-    /// changed are in their state), each once.
-    touched: Vec<Vec<Slot>>,
-    /// Whether `touched` is kept: not for an engine whose state is never checkpointed
-    /// (backfill), where nothing drains it and it would grow with the input.
-    track_touched: bool,
+    /// The entities changed since the drains.
+    marks: Marks,
     /// Per view: its distinct filters (features often share one, such as
     /// `action_type == "click"`), each tested once per event, and where its fields are.
     inputs: Vec<ViewInputs>,
@@ -819,9 +812,11 @@ impl PartitionEngine {
             next_offset,
             entities,
             timers: Timers::default(),
-            dirty: vec![Vec::new(); n],
-            touched: vec![Vec::new(); n],
-            track_touched: true,
+            marks: Marks {
+                dirty: vec![Vec::new(); n],
+                touched: vec![Vec::new(); n],
+                track_touched: true,
+            },
             scratch: Scratch::default(),
         };
         engine.rebuild_timers();
@@ -831,10 +826,9 @@ impl PartitionEngine {
     /// An engine like [`Self::new`] whose state is never checkpointed: it keeps no record
     /// of the pieces of state that changed ([`Self::drain_touched`] stays empty).
     pub fn without_checkpoint(views: Arc<Vec<CompiledView>>, topic: &str) -> Self {
-        Self {
-            track_touched: false,
-            ..Self::new(views, topic)
-        }
+        let mut engine = Self::new(views, topic);
+        engine.marks.track_touched = false;
+        engine
     }
 
     pub fn next_offset(&self) -> i64 {
@@ -919,7 +913,7 @@ impl PartitionEngine {
                     ((parts, born), timers, text),
                 );
             }
-            if self.track_touched {
+            if self.marks.track_touched {
                 state.born.append(born);
             } else {
                 born.clear();
@@ -927,16 +921,7 @@ impl PartitionEngine {
             for (at, session) in timers.drain(..) {
                 self.timers.insert((at, vi as u32, slot, session));
             }
-            mark(
-                state,
-                (
-                    &mut self.dirty[vi],
-                    self.track_touched.then(|| &mut self.touched[vi]),
-                ),
-                slot,
-                (version, clock),
-                parts,
-            );
+            self.marks.mark(vi, state, slot, (version, clock), parts);
         }
         Outcome::Applied
     }
@@ -967,16 +952,7 @@ impl PartitionEngine {
                     for expiry in expiries {
                         self.timers.insert((expiry, view_index, slot, false));
                     }
-                    mark(
-                        state,
-                        (
-                            &mut self.dirty[vi],
-                            self.track_touched.then(|| &mut self.touched[vi]),
-                        ),
-                        slot,
-                        (version, clock),
-                        &parts,
-                    );
+                    self.marks.mark(vi, state, slot, (version, clock), &parts);
                 }
                 // Session timers are set lazily (see `add_event`): whichever of an
                 // entity's session timers fires sets the exact ones of its open sessions.
@@ -1020,7 +996,7 @@ impl PartitionEngine {
         let clock = self.clock.unwrap_or(i64::MIN);
         let mut out = Vec::new();
         for vi in 0..self.views.len() {
-            let mut dirty = std::mem::take(&mut self.dirty[vi]);
+            let mut dirty = std::mem::take(&mut self.marks.dirty[vi]);
             // In entity order, so a drain's output does not depend on slots.
             let entities = &mut self.entities;
             dirty.sort_unstable_by(|&a, &b| entities.id(a).cmp(entities.id(b)));
@@ -1056,7 +1032,7 @@ impl PartitionEngine {
     pub fn drain_touched(&mut self) -> Vec<TouchedPart> {
         let mut out = Vec::new();
         for vi in 0..self.views.len() {
-            let mut touched = std::mem::take(&mut self.touched[vi]);
+            let mut touched = std::mem::take(&mut self.marks.touched[vi]);
             let entities = &mut self.entities;
             touched.sort_unstable_by(|&a, &b| entities.id(a).cmp(entities.id(b)));
             for slot in touched {
@@ -1110,34 +1086,50 @@ impl PartitionEngine {
     }
 }
 
-/// Records in `entity`'s `state` a change of its values (with the version and clock) and of
-/// its pieces `parts` (when `touched` is kept), and lists the entity in `dirty` and
-/// `touched` the first time since their drains.
-fn mark(
-    state: &mut EntityState,
-    (dirty, touched): (&mut Vec<Slot>, Option<&mut Vec<Slot>>),
-    entity: Slot,
-    version_and_clock: (u64, i64),
-    parts: &[PartKey],
-) {
-    if state.dirty.replace(version_and_clock).is_none() {
-        dirty.push(entity);
-    }
-    let Some(touched) = touched.filter(|_| !parts.is_empty()) else {
-        return;
-    };
-    if state.touched.is_empty() {
-        touched.push(entity);
-    }
-    for part in parts {
-        // Only among the latest few: an event mostly touches the pieces its entity's last
-        // event did, and the drain removes the repeats this lets through. Searching the
-        // whole list read it all for most events, since a sparse entity touches a new
-        // pane with almost every one (half the engine's first-level cache misses in
-        // `mark`, per cachegrind).
-        let recent = &state.touched[state.touched.len().saturating_sub(8)..];
-        if !recent.contains(part) {
-            state.touched.push(*part);
+/// Per view, the entities changed since the drains (what changed is in their states).
+struct Marks {
+    /// Per view: entities changed since the last drain of updates (the version and event
+    /// time are in their state), each once.
+    dirty: Vec<Vec<Slot>>,
+    /// Per view: entities whose state changed since the last checkpoint (the pieces that
+    /// changed are in their state), each once.
+    touched: Vec<Vec<Slot>>,
+    /// Whether `touched` is kept: not for an engine whose state is never checkpointed
+    /// (backfill), where nothing drains it and it would grow with the input.
+    track_touched: bool,
+}
+
+impl Marks {
+    /// Records in `entity`'s `state` in view `vi` a change of its values (with the version
+    /// and clock) and of its pieces `parts` (when `touched` is kept), and lists the entity
+    /// in `dirty` and `touched` the first time since their drains.
+    fn mark(
+        &mut self,
+        vi: usize,
+        state: &mut EntityState,
+        entity: Slot,
+        version_and_clock: (u64, i64),
+        parts: &[PartKey],
+    ) {
+        if state.dirty.replace(version_and_clock).is_none() {
+            self.dirty[vi].push(entity);
+        }
+        if !self.track_touched || parts.is_empty() {
+            return;
+        }
+        if state.touched.is_empty() {
+            self.touched[vi].push(entity);
+        }
+        for part in parts {
+            // Only among the latest few: an event mostly touches the pieces its entity's
+            // last event did, and the drain removes the repeats this lets through.
+            // Searching the whole list read it all for most events, since a sparse entity
+            // touches a new pane with almost every one (half the engine's first-level
+            // cache misses in `mark`, per cachegrind).
+            let recent = &state.touched[state.touched.len().saturating_sub(8)..];
+            if !recent.contains(part) {
+                state.touched.push(*part);
+            }
         }
     }
 }
