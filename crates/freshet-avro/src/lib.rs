@@ -133,20 +133,67 @@ fn describe(e: &schema_registry_converter::error::SRCError) -> String {
     }
 }
 
-/// Why a record could not be decoded. Each variant is a reason a dead-letter record can
-/// carry.
+/// Why a record could not be decoded. Every variant but [`DecodeError::RegistryUnavailable`]
+/// is a fact about the record, a reason a dead-letter record can carry; that one is about
+/// the registry, and the record may decode once it answers ([`DecodeError::is_transient`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("the record has no value")]
     Empty,
     #[error("not in the Confluent wire format (expected magic byte 0 and a 4-byte schema id)")]
     NotWireFormat,
+    /// The registry answered that it has no schema with this id (404), or answered with
+    /// something that is not a usable schema.
     #[error("writer schema {id} could not be fetched from the registry: {reason}")]
     UnknownSchema { id: u32, reason: String },
+    /// The registry could not be asked: unreachable, timed out, or it answered with an
+    /// error of its own (5xx, 429, 401/403). Nothing is known about the record yet.
+    #[error(
+        "the schema registry is unavailable; writer schema {id} could not be fetched: {reason}"
+    )]
+    RegistryUnavailable { id: u32, reason: String },
     #[error("writer schema {id} cannot be resolved to the reader schema: {reason}")]
     Incompatible { id: u32, reason: String },
     #[error("the Avro payload does not match writer schema {id}: {reason}")]
     Corrupt { id: u32, reason: String },
+}
+
+impl DecodeError {
+    /// The registry could not be asked: the same record may decode later, so it must not be
+    /// treated as bad.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DecodeError::RegistryUnavailable { .. })
+    }
+}
+
+/// How long one registry request may take (connect and answer); schema_registry_converter's
+/// default is 30 s, for which a reader would stand still.
+const REGISTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The HTTP status the registry answered with, when the error says.
+fn answered_status(e: &schema_registry_converter::error::SRCError) -> Option<u16> {
+    let text = e.error.as_str();
+    let at = text.find("failed with status ")? + "failed with status ".len();
+    text.get(at..at + 3)?.parse().ok()
+}
+
+/// A failed writer-schema fetch as a [`DecodeError`]: a registry that answered 404 does not
+/// have the schema (the record is bad); anything that says nothing about the schema (no
+/// connection, a timeout, 5xx, 429, 401/403) means the registry could not be asked.
+fn fetch_error(id: u32, e: &schema_registry_converter::error::SRCError) -> DecodeError {
+    let reason = describe(e);
+    let transient = match answered_status(e) {
+        Some(404) | Some(422) => false,
+        Some(_) => true,
+        // No answer at all (connection refused, timeout) is retriable; an answer that did
+        // not parse as a schema is the registry's word.
+        None => e.retriable,
+    };
+    if transient {
+        DecodeError::RegistryUnavailable { id, reason }
+    } else {
+        DecodeError::UnknownSchema { id, reason }
+    }
 }
 
 /// Decodes wire-format records and resolves them to one reader schema.
@@ -186,8 +233,12 @@ impl WireDecoder {
     /// The reader schema and the resolving readers are kept for the life of the process
     /// (decoders live as long as their consumer; writer schemas are few).
     pub fn new(registry_url: &str, reader: Schema) -> Self {
+        let settings = SrSettings::new_builder(registry_url.to_string())
+            .set_timeout(REGISTRY_TIMEOUT)
+            .build()
+            .unwrap_or_else(|_| SrSettings::new(registry_url.to_string()));
         Self {
-            decoder: AvroDecoder::new(SrSettings::new(registry_url.to_string())),
+            decoder: AvroDecoder::new(settings),
             reader: Box::leak(Box::new(reader)),
             readers: Default::default(),
         }
@@ -201,14 +252,15 @@ impl WireDecoder {
         if let Some(readers) = self.readers.read().expect("never poisoned").get(&id) {
             return Ok(readers);
         }
-        let writer = self
-            .decoder
-            .get_schema(id)
-            .await
-            .map_err(|e| DecodeError::UnknownSchema {
-                id,
-                reason: describe(&e),
-            })?;
+        let writer = self.decoder.get_schema(id).await.map_err(|e| {
+            let error = fetch_error(id, &e);
+            if error.is_transient() {
+                // schema_registry_converter caches errors it does not call retriable (a
+                // 500, say) for good: forget them, so the next try asks again.
+                self.decoder.remove_errors_from_cache();
+            }
+            error
+        })?;
         let writer: &'static Schema = Box::leak(Box::new(writer.parsed.clone()));
         let incompatible = |e: apache_avro::Error| DecodeError::Incompatible {
             id,

@@ -1,11 +1,11 @@
 //! `freshet backfill`: feature values for the past, through the processor's own engine
-//! (`freshet_processor::backfill`), from Kafka history or a file.
+//! (`freshet_backfill`), from Kafka history or a file.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use freshet_backfill::{self as backfill, BackfillConfig, Input, Progress};
 use freshet_core::definitions::Definitions;
-use freshet_localstack::stack::{self, StackEnv};
-use freshet_processor::backfill::{self, BackfillConfig, Input, Progress};
+use freshet_service::{BrokerArgs, RedisArgs, RegistryArgs, StackArgs};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,18 +36,14 @@ pub struct BackfillArgs {
     /// Compute and report what would be written; write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Kafka bootstrap servers (default: the local stack's).
-    #[arg(long, env = "FRESHET_BROKERS")]
-    brokers: Option<String>,
-    /// Schema registry URL (default: the local stack's).
-    #[arg(long, env = "FRESHET_REGISTRY_URL")]
-    registry_url: Option<String>,
-    /// Redis URL (default: the local stack's).
-    #[arg(long, env = "FRESHET_REDIS_URL")]
-    redis_url: Option<String>,
-    /// Folder of the local stack whose stack.env supplies default addresses.
-    #[arg(long, env = "FRESHET_STATE_DIR", default_value = stack::DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    brokers: BrokerArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    stack: StackArgs,
 }
 
 /// A point in time given on the command line.
@@ -114,8 +110,8 @@ fn progress_bar(file: bool) -> ProgressBar {
 
 pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
     let defs = freshet_core::load_dir(features_dir)?;
-    let stack = StackEnv::load(&args.state_dir);
-    let brokers = stack.resolve(args.brokers, "FRESHET_BROKERS", "127.0.0.1:9092");
+    let stack = args.stack.env();
+    let brokers = args.brokers.resolve(&stack);
     let from_ms = match args.from {
         Some(Bound::At(ms)) => Some(ms),
         Some(Bound::Earliest) => None,
@@ -154,19 +150,11 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
             }
             Input::Kafka {
                 brokers: brokers.clone(),
-                registry_url: stack.resolve(
-                    args.registry_url,
-                    "FRESHET_REGISTRY_URL",
-                    "http://127.0.0.1:8081",
-                ),
+                registry_url: args.registry.resolve(&stack),
             }
         }
     };
-    let redis_url = stack.resolve(
-        args.redis_url,
-        "FRESHET_REDIS_URL",
-        "redis://127.0.0.1:6379",
-    );
+    let redis_url = args.redis.resolve(&stack);
     let config = BackfillConfig {
         views: args.views.clone(),
         input,

@@ -71,22 +71,17 @@ pub fn broker(tools: &Tools, host: &str, port: u16) -> ComponentSpec {
     }
 }
 
-/// Freshet's schema registry, with its journal in the stack's data folder so schema ids
-/// survive restarts of the stack.
-pub fn schema_registry(
-    services: &ServiceBinaries,
-    host: &str,
-    port: u16,
-    data_dir: &Path,
-) -> ComponentSpec {
+/// Freshet's schema registry (the binary `program`), with its journal at `journal`: the
+/// stack keeps it in its data folder so schema ids survive restarts of the stack.
+pub fn schema_registry(program: &Path, host: &str, port: u16, journal: &Path) -> ComponentSpec {
     ComponentSpec {
         name: "registry",
-        program: services.schema_registry.clone(),
+        program: program.to_path_buf(),
         args: vec![
             "--listen".into(),
             format!("{host}:{port}"),
             "--journal".into(),
-            data_dir.join("journal.jsonl").display().to_string(),
+            journal.display().to_string(),
         ],
         env_remove: vec!["FRESHET_REGISTRY_LISTEN", "FRESHET_REGISTRY_JOURNAL"],
         host: host.into(),

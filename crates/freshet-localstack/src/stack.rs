@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub const DEFAULT_STATE_DIR: &str = ".freshet";
+pub const DEFAULT_STATE_DIR: &str = freshet_service::DEFAULT_STACK_DIR;
 pub const DEFAULT_BROKER_PORT: u16 = 9092;
 pub const DEFAULT_REDIS_PORT: u16 = 6379;
 pub const DEFAULT_REGISTRY_PORT: u16 = 8081;
@@ -31,7 +31,7 @@ pub const DEFAULT_MONITORING_DIR: &str = "monitoring";
 /// Events per second of demo traffic.
 pub const DEFAULT_DEMO_RATE: f64 = 50.0;
 const STATE_FILE: &str = "stack.json";
-const ENV_FILE: &str = "stack.env";
+const ENV_FILE: &str = freshet_service::STACK_ENV_FILE;
 
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -79,10 +79,10 @@ impl StackConfig {
     pub fn components(&self, tools: &Tools, services: &ServiceBinaries) -> Vec<ComponentSpec> {
         let broker = components::broker(tools, &self.host, self.broker_port);
         let registry = components::schema_registry(
-            services,
+            &services.schema_registry,
             &self.host,
             self.registry_port,
-            &absolute(&self.state_dir.join("data/registry")),
+            &absolute(&self.state_dir.join("data/registry/journal.jsonl")),
         );
         let redis = components::redis(
             tools,
@@ -247,37 +247,6 @@ impl StackState {
     fn remove(state_dir: &Path) {
         let _ = std::fs::remove_file(state_dir.join(STATE_FILE));
         let _ = std::fs::remove_file(state_dir.join(ENV_FILE));
-    }
-}
-
-/// The addresses a stack published in its `stack.env`, for services' default settings:
-/// a service started by hand next to a running `freshet up` finds the stack by itself.
-#[derive(Debug, Clone, Default)]
-pub struct StackEnv(std::collections::HashMap<String, String>);
-
-impl StackEnv {
-    /// Reads `state_dir/stack.env`; a missing file gives no values.
-    pub fn load(state_dir: &Path) -> Self {
-        let text = std::fs::read_to_string(state_dir.join(ENV_FILE)).unwrap_or_default();
-        Self(
-            text.lines()
-                .filter(|l| !l.trim_start().starts_with('#'))
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .collect(),
-        )
-    }
-
-    pub fn get(&self, key: &str) -> Option<String> {
-        self.0.get(key).cloned()
-    }
-
-    /// A setting given by flag or environment, else the stack's value for `key`, else
-    /// `default`.
-    pub fn resolve(&self, given: Option<String>, key: &str, default: &str) -> String {
-        given
-            .or_else(|| self.get(key))
-            .unwrap_or_else(|| default.to_string())
     }
 }
 

@@ -1,9 +1,9 @@
 //! Real servers for integration tests: a Kafka-compatible broker (tansu), Redis and
 //! Freshet's schema registry, each on a free loopback port, stopped when the [`TestStack`]
 //! is dropped, even on panic. The broker and Redis are started through the same
-//! `freshet-localstack` code that `freshet up` uses; the registry runs in-process on its own
-//! runtime thread, serving the same router as its binary, with its journal in the test's
-//! temporary folder so it can be stopped and restarted with its data.
+//! `freshet-localstack` code that `freshet up` uses, and so is the registry (Freshet's own
+//! binary, with its journal in the test's temporary folder so it can be stopped and
+//! restarted with its data). Every server is a process; the testkit links no service.
 //!
 //! Logs go to a temporary folder. When a test fails, the folder is kept and the last lines
 //! of every log are printed, so a failure in CI can be understood from its output alone.
@@ -63,84 +63,105 @@ impl Server {
     }
 }
 
-/// A schema registry serving in-process, on a thread with its own runtime.
+/// Freshet's schema registry as its own process (the `freshet-schema-registry` binary),
+/// with its journal at a path of the test's, so it can be stopped and restarted with its
+/// data.
 pub struct Registry {
     pub port: u16,
     pub journal: std::path::PathBuf,
-    running: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        std::thread::JoinHandle<()>,
-    )>,
+    spec: ComponentSpec,
+    process: Option<ManagedProcess>,
+}
+
+/// The `freshet-schema-registry` binary: `FRESHET_SCHEMA_REGISTRY_BIN`, or the one this
+/// build put in `<target>/<profile>/`. `cargo test --workspace` builds it; a test run of
+/// one crate does not (cargo cannot be asked from inside a test: it holds the build lock
+/// while tests run), so build it first: `cargo build -p freshet-schema-registry`.
+fn registry_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("FRESHET_SCHEMA_REGISTRY_BIN") {
+        return path.into();
+    }
+    // A test binary lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("freshet-schema-registry"))
+        .expect("a test binary in <target>/<profile>/deps");
+    assert!(
+        binary.is_file(),
+        "no schema registry binary at {}: run `cargo build -p freshet-schema-registry` first \
+         (or set FRESHET_SCHEMA_REGISTRY_BIN)",
+        binary.display()
+    );
+    binary
 }
 
 impl Registry {
-    /// A registry on a free port with its journal at `journal`, for tests of the registry
-    /// itself.
+    /// A registry on a free port with its journal at `journal`.
     pub fn start_at(journal: std::path::PathBuf) -> Self {
-        Self::start(journal, 0)
+        let program = registry_binary();
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            let spec = components::schema_registry(&program, "127.0.0.1", free_port(), &journal);
+            let mut registry = Self {
+                port: spec.port,
+                journal: journal.clone(),
+                spec,
+                process: None,
+            };
+            match registry.run() {
+                Ok(()) => return registry,
+                Err(e) => last_error = Some(e),
+            }
+        }
+        panic!("{}", last_error.expect("at least one attempt"));
     }
 
-    fn start(journal: std::path::PathBuf, port: u16) -> Self {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("schema registry cannot listen on port {port}: {e}"));
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let port = listener.local_addr().expect("bound address").port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let path = journal.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("registry runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                let shutdown = async move {
-                    let _ = stopped.await;
-                };
-                if let Err(e) = freshet_schema_registry::serve(
-                    listener,
-                    &path,
-                    freshet_schema_registry::DEFAULT_MAX_BODY_BYTES,
-                    shutdown,
-                )
-                .await
-                {
-                    eprintln!("schema registry failed: {e:#}");
-                }
-            });
-        });
-        Self {
-            port,
-            journal,
-            running: Some((stop, thread)),
+    fn log(&self) -> std::path::PathBuf {
+        self.journal.with_extension("log")
+    }
+
+    fn run(&mut self) -> Result<(), freshet_localstack::ProcessError> {
+        if let Some(dir) = self.journal.parent() {
+            std::fs::create_dir_all(dir).expect("the registry's journal folder");
         }
+        let mut process = ManagedProcess::start(&self.spec, &self.log())?;
+        process.wait_ready(&self.spec, READY_TIMEOUT)?;
+        self.process = Some(process);
+        Ok(())
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Stops serving; the journal stays.
+    /// Stops the registry (SIGTERM), as an outage would; the journal stays.
     pub fn stop(&mut self) {
-        if let Some((stop, thread)) = self.running.take() {
-            let _ = stop.send(());
-            let _ = thread.join();
+        if let Some(p) = self.process.take() {
+            p.stop();
         }
     }
 
     /// Starts again on the same port with the same journal.
     pub fn restart(&mut self) {
         self.stop();
-        *self = Registry::start(self.journal.clone(), self.port);
+        self.run()
+            .unwrap_or_else(|e| panic!("restarting the schema registry: {e}"));
     }
 }
 
 impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            let log = self.log();
+            eprintln!(
+                "--- last lines of {} ---\n{}",
+                log.display(),
+                log_tail(&log, 30)
+            );
+        }
     }
 }
 
@@ -167,7 +188,7 @@ impl TestStack {
         let redis = start_server(&logs, |port| {
             components::redis(&tools, "127.0.0.1", port, &redis_dir)
         });
-        let registry = Registry::start(logs.path().join("registry/journal.jsonl"), 0);
+        let registry = Registry::start_at(logs.path().join("registry/journal.jsonl"));
         Self {
             broker,
             redis,

@@ -8,6 +8,9 @@
 //!
 //! `cargo bench -p freshet-processor`. `FRESHET_BENCH_EVENTS` (default 1000000) sets the
 //! backlog, `FRESHET_BENCH_ROUNDS` (default 3) the processor rounds;
+//! `FRESHET_BENCH_PROCESSOR_BINS` (comma-separated paths) makes the rounds alternate
+//! between those processor binaries (round r runs binary r mod n) and prints each one's
+//! median ratio, so two builds are compared in one run;
 //! `FRESHET_BENCH_RATE` (default 10000) and `FRESHET_BENCH_SECONDS` (default 10) the live
 //! phase. Freshness is the processor's own histogram (Redis write time minus the
 //! update's event time), read as bucket upper bounds.
@@ -211,8 +214,22 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64, f64) {
     )
 }
 
+/// The processor binaries the catch-up rounds take turns with.
+fn processor_binaries() -> Vec<String> {
+    match std::env::var("FRESHET_BENCH_PROCESSOR_BINS") {
+        Ok(list) if !list.trim().is_empty() => {
+            list.split(',').map(|s| s.trim().to_string()).collect()
+        }
+        _ => vec![env!("CARGO_BIN_EXE_freshet-processor").to_string()],
+    }
+}
+
 fn start_processor(stack: &TestStack, dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_freshet-processor"))
+    start_processor_binary(env!("CARGO_BIN_EXE_freshet-processor"), stack, dir, port)
+}
+
+fn start_processor_binary(binary: &str, stack: &TestStack, dir: &Path, port: u16) -> Child {
+    Command::new(binary)
         .args([
             "--features-dir",
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -252,7 +269,7 @@ struct CatchUp {
     details: String,
 }
 
-fn catch_up(stack: &TestStack, n: u64) -> CatchUp {
+fn catch_up(binary: &str, stack: &TestStack, n: u64) -> CatchUp {
     let mut redis = redis::Client::open(stack.redis_url())
         .unwrap()
         .get_connection()
@@ -260,7 +277,7 @@ fn catch_up(stack: &TestStack, n: u64) -> CatchUp {
     let _: () = redis::cmd("FLUSHALL").query(&mut redis).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = freshet_localstack::free_port();
-    let mut processor = start_processor(stack, dir.path(), port);
+    let mut processor = start_processor_binary(binary, stack, dir.path(), port);
     // The processor counts an epoch's events once the epoch is delivered, so the clock
     // starts at the first count seen, and the events counted then are not the run's: timed
     // from there, n events in all would credit the first epoch's (up to 100,000 records)
@@ -338,10 +355,13 @@ async fn main() {
     // against the mean of the bare drains just before and just after it, and the median
     // round is the figure.
     let rounds = env_or("FRESHET_BENCH_ROUNDS", 3).max(1) as usize;
+    let binaries = processor_binaries();
     let mut bare = vec![bare_drain(&stack.brokers(), n)];
     let mut results = Vec::new();
+    let mut by_binary: Vec<Vec<f64>> = vec![Vec::new(); binaries.len()];
     for round in 0..rounds {
-        let result = catch_up(&stack, n);
+        let binary = &binaries[round % binaries.len()];
+        let result = catch_up(binary, &stack, n);
         bare.push(bare_drain(&stack.brokers(), n));
         let baseline = (bare[round] + bare[round + 1]) / 2.0;
         println!(
@@ -352,7 +372,31 @@ async fn main() {
             result.rate,
             result.rate / baseline,
         );
+        if binaries.len() > 1 {
+            println!("    (binary {}: {binary})", round % binaries.len() + 1);
+        }
+        by_binary[round % binaries.len()].push(result.rate / baseline);
         results.push((result.rate / baseline, baseline, result));
+    }
+    if binaries.len() > 1 {
+        println!("  alternating binaries, the median round of each:");
+        for (i, (binary, ratios)) in binaries.iter().zip(&mut by_binary).enumerate() {
+            ratios.sort_by(f64::total_cmp);
+            let median = ratios
+                .get(ratios.len().saturating_sub(1) / 2)
+                .copied()
+                .unwrap_or(f64::NAN);
+            println!(
+                "  binary {}: ratio {median:.2} over {} rounds ({})  {binary}",
+                i + 1,
+                ratios.len(),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
     }
     results.sort_by(|a, b| a.0.total_cmp(&b.0));
     // The lower of the two middle rounds when their number is even.

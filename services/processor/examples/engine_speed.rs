@@ -3,7 +3,7 @@
 //! partition. Prints the engine's events/s and the share of the drains.
 //! `cargo run --release -p freshet-processor --example engine_speed [events] [epoch]`
 
-use freshet_processor::engine::{shared_names, CompiledView, Fields, PartitionEngine};
+use freshet_engine::{shared_names, CompiledView, Fields, PartitionEngine};
 use freshet_producer::simulate::{SimConfig, Simulator};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ fn main() {
     for e in Simulator::new(config).unwrap().take(n) {
         let value = apache_avro::to_value(&e).unwrap();
         let mut event =
-            freshet_processor::event_decoder::to_event(&value, "user_id", "timestamp").unwrap();
+            freshet_engine::event_decoder::to_event(&value, "user_id", "timestamp").unwrap();
         // As the processor's decoder: the events of one schema share their field names.
         let names = shared_names(event.fields.names());
         let values = names.iter().map(|n| event.fields.get(n).unwrap().clone());

@@ -25,10 +25,10 @@
 //! whole epoch or none of it. Epochs are delivered in the background while the next ones
 //! are processed, so several outboxes can be waiting; each is removed once delivered.
 
-use crate::engine::{
+use freshet_core::store_layout::FeatureUpdate;
+use freshet_engine::{
     EntityState, PartKey, PartitionEngine, ServedWindow, StateKey, StatePart, TouchedPart,
 };
-use freshet_core::store_layout::FeatureUpdate;
 use rocksdb::{MemtableFactory, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -86,6 +86,15 @@ pub struct Outbox {
     pub dead_letters: Vec<DeadLetter>,
     /// Next offset of every partition at the end of the epoch.
     pub offsets: Vec<(String, i32, i64)>,
+}
+
+/// A view's fingerprints (see `freshet_engine::fingerprint`): the one to store, and the
+/// one earlier releases stored, which is accepted once and replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewFingerprint {
+    pub view: String,
+    pub current: String,
+    pub legacy: String,
 }
 
 /// What the checkpoint holds for one partition.
@@ -270,36 +279,62 @@ impl Checkpoint {
 
     /// Drops the state of views whose definition changed since it was written (their old
     /// state would not fit), and records the current fingerprints. Returns the views reset.
+    ///
+    /// A view stored under its fingerprint of earlier releases ([`ViewFingerprint::legacy`])
+    /// is unchanged: its state stays and the current fingerprint replaces the old one.
     pub fn reconcile_views(
         &self,
-        fingerprints: &[(String, String)],
+        fingerprints: &[ViewFingerprint],
     ) -> Result<Vec<String>, CheckpointError> {
         let mut reset = Vec::new();
         let mut batch = WriteBatch::default();
-        for (view, fingerprint) in fingerprints {
+        for ViewFingerprint {
+            view,
+            current,
+            legacy,
+        } in fingerprints
+        {
             let key = format!("v/{view}");
             let stored = self.db.get(&key)?;
-            if stored.as_deref() != Some(fingerprint.as_bytes()) {
-                if stored.is_some() {
-                    reset.push(view.clone());
-                    for item in self.db.prefix_iterator(b"p/") {
-                        let (k, _) = item?;
-                        let text = String::from_utf8_lossy(&k);
-                        if !text.starts_with("p/") {
-                            break;
-                        }
-                        if text.contains(&format!("/w/{view}/"))
-                            || text.contains(&format!("/s/{view}/"))
-                        {
-                            batch.delete(&k);
-                        }
+            let Some(stored) = stored else {
+                batch.put(&key, current.as_bytes());
+                continue;
+            };
+            if stored == current.as_bytes() {
+                continue;
+            }
+            if stored == legacy.as_bytes() {
+                tracing::info!(
+                    view,
+                    "the view's state was saved by an earlier release; it stays, under the new fingerprint"
+                );
+            } else {
+                reset.push(view.clone());
+                for item in self.db.prefix_iterator(b"p/") {
+                    let (k, _) = item?;
+                    let text = String::from_utf8_lossy(&k);
+                    if !text.starts_with("p/") {
+                        break;
+                    }
+                    if text.contains(&format!("/w/{view}/"))
+                        || text.contains(&format!("/s/{view}/"))
+                    {
+                        batch.delete(&k);
                     }
                 }
-                batch.put(&key, fingerprint.as_bytes());
             }
+            batch.put(&key, current.as_bytes());
         }
         self.db.write(batch)?;
         Ok(reset)
+    }
+
+    /// The fingerprint stored for a view, if any.
+    pub fn view_fingerprint(&self, view: &str) -> Result<Option<String>, CheckpointError> {
+        Ok(self
+            .db
+            .get(format!("v/{view}"))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// What is stored for a partition; entity states come back keyed by view index, in
@@ -445,7 +480,7 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::acc::Acc;
+    use freshet_engine::acc::Acc;
 
     fn outbox(epoch: u64, offset: i64) -> Outbox {
         Outbox {
@@ -481,6 +516,70 @@ mod tests {
         assert_eq!(
             reopened.outboxes().unwrap(),
             vec![outbox(9, 90), outbox(11, 110)]
+        );
+    }
+
+    fn one_piece_of_view_0(checkpoint: &Checkpoint) {
+        let changes = [PartitionChanges {
+            topic: "t".into(),
+            partition: 0,
+            next_offset: 1,
+            clock: Some(0),
+            states: vec![TouchedPart {
+                view: 0,
+                entity: "e".into(),
+                part: PartKey::Window { group: 0, start: 0 },
+                state: Some(serde_json::to_vec(&piece(3)).unwrap()),
+            }],
+        }];
+        checkpoint
+            .commit_epoch(&changes, &["v".to_string()], &outbox(0, 1))
+            .unwrap();
+    }
+
+    #[test]
+    fn state_under_the_fingerprint_of_an_earlier_release_stays_and_is_refingerprinted() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path()).unwrap();
+        let views = HashMap::from([("v".to_string(), 0)]);
+        let fp = |current: &str, legacy: &str| {
+            vec![ViewFingerprint {
+                view: "v".into(),
+                current: current.into(),
+                legacy: legacy.into(),
+            }]
+        };
+        // An earlier release stored its fingerprint "old" and some state.
+        assert!(checkpoint
+            .reconcile_views(&fp("old", "older"))
+            .unwrap()
+            .is_empty());
+        one_piece_of_view_0(&checkpoint);
+        assert_eq!(parts_of(&checkpoint, &views).len(), 1);
+        // This release computes "new" and recognises "old" as its legacy fingerprint.
+        assert!(checkpoint
+            .reconcile_views(&fp("new", "old"))
+            .unwrap()
+            .is_empty());
+        assert_eq!(parts_of(&checkpoint, &views).len(), 1, "the state stayed");
+        assert_eq!(
+            checkpoint.view_fingerprint("v").unwrap().as_deref(),
+            Some("new")
+        );
+        // A second start finds the new fingerprint stored...
+        assert!(checkpoint
+            .reconcile_views(&fp("new", "old"))
+            .unwrap()
+            .is_empty());
+        // ...and a real change of definition still drops the state.
+        assert_eq!(
+            checkpoint.reconcile_views(&fp("changed", "old")).unwrap(),
+            vec!["v".to_string()]
+        );
+        assert!(parts_of(&checkpoint, &views).is_empty());
+        assert_eq!(
+            checkpoint.view_fingerprint("v").unwrap().as_deref(),
+            Some("changed")
         );
     }
 
@@ -592,7 +691,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = Checkpoint::open(dir.path()).unwrap();
         let views = HashMap::from([("v".to_string(), 0)]);
-        let whole = EntityState::with_groups(vec![crate::engine::GroupState::Tumbling {
+        let whole = EntityState::with_groups(vec![freshet_engine::GroupState::Tumbling {
             windows: BTreeMap::from([(0, vec![Acc::Count(5)]), (60_000, vec![Acc::Count(1)])]),
         }]);
         let legacy_key = b"p/t/0/s/v/user/1".as_slice();

@@ -53,7 +53,7 @@ struct UpdateRecord<'a> {
     version: i64,
     event_time: i64,
     values: BTreeMap<&'a str, String>,
-    windows: &'a [crate::engine::ServedWindow],
+    windows: &'a [freshet_engine::ServedWindow],
 }
 
 pub struct KafkaSink {

@@ -1,13 +1,10 @@
 //! `freshet-processor`: flags in, the epoch loop until SIGTERM or Ctrl-C.
 
-use anyhow::Context as _;
 use clap::Parser;
-use freshet_localstack::stack::StackEnv;
 use freshet_processor::metrics::ProcessorMetrics;
 use freshet_processor::runtime::{self, LatePolicy, ProcessorConfig};
+use freshet_service::{BrokerArgs, OtlpArgs, RedisArgs, RegistryArgs, StackArgs};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// mimalloc: every record and every epoch allocate many small, short-lived values (decoded
@@ -25,15 +22,12 @@ struct Args {
     /// The folder of feature definitions.
     #[arg(long, env = "FRESHET_FEATURES_DIR", default_value = "features")]
     features_dir: PathBuf,
-    /// Kafka bootstrap servers (default: the local stack's).
-    #[arg(long, env = "FRESHET_BROKERS")]
-    brokers: Option<String>,
-    /// Schema registry URL (default: the local stack's).
-    #[arg(long, env = "FRESHET_REGISTRY_URL")]
-    registry_url: Option<String>,
-    /// Redis URL (default: the local stack's).
-    #[arg(long, env = "FRESHET_REDIS_URL")]
-    redis_url: Option<String>,
+    #[command(flatten)]
+    brokers: BrokerArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
     /// Folder of the RocksDB checkpoint.
     #[arg(
         long,
@@ -72,9 +66,8 @@ struct Args {
     /// Partitions of topics the processor creates when missing.
     #[arg(long, default_value_t = 3)]
     partitions: i32,
-    /// Folder of the local stack whose stack.env supplies default addresses.
-    #[arg(long, env = "FRESHET_STATE_DIR", default_value = ".freshet")]
-    stack_dir: PathBuf,
+    #[command(flatten)]
+    stack: StackArgs,
     /// Address for the Prometheus /metrics endpoint; "off" to disable.
     #[arg(
         long,
@@ -82,9 +75,8 @@ struct Args {
         default_value = "127.0.0.1:9102"
     )]
     metrics_listen: String,
-    /// OTLP/HTTP endpoint to export traces to.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
 }
 
 #[tokio::main]
@@ -100,26 +92,13 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let _telemetry = freshet_telemetry::init("freshet-processor", args.otlp_endpoint.as_deref())?;
-    let stack = StackEnv::load(&args.stack_dir);
-    let pick = |given: Option<String>, key: &str, default: &str| {
-        given
-            .or_else(|| stack.get(key))
-            .unwrap_or_else(|| default.to_string())
-    };
+    let _telemetry = args.otlp.init("freshet-processor")?;
+    let stack = args.stack.env();
     let config = ProcessorConfig {
         features_dir: args.features_dir,
-        brokers: stack.resolve(args.brokers, "FRESHET_BROKERS", "127.0.0.1:9092"),
-        registry_url: pick(
-            args.registry_url,
-            "FRESHET_REGISTRY_URL",
-            "http://127.0.0.1:8081",
-        ),
-        redis_url: pick(
-            args.redis_url,
-            "FRESHET_REDIS_URL",
-            "redis://127.0.0.1:6379",
-        ),
+        brokers: args.brokers.resolve(&stack),
+        registry_url: args.registry.resolve(&stack),
+        redis_url: args.redis.resolve(&stack),
         state_dir: args.state_dir,
         group_id: args.group_id,
         output_topic: args.output_topic,
@@ -128,32 +107,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         epoch_duration: Duration::from_millis(args.epoch_ms.max(1)),
         epoch_max_records: args.epoch_max_records.max(1),
         partitions: args.partitions,
-        trace_records: args.otlp_endpoint.is_some(),
+        trace_records: args.otlp.otlp_endpoint.is_some(),
     };
     let metrics = ProcessorMetrics::new();
-    if args.metrics_listen != "off" {
-        let listener = tokio::net::TcpListener::bind(&args.metrics_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot serve metrics on {} (use --metrics-listen, or off)",
-                    args.metrics_listen
-                )
-            })?;
-        freshet_telemetry::metrics::spawn_server(listener, metrics.registry.clone());
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("stop requested; finishing the current epoch");
-        flag.store(true, Ordering::Relaxed);
-    });
+    freshet_service::serve_metrics(&args.metrics_listen, metrics.registry.clone()).await?;
+    let stop = freshet_service::stop_flag();
     tracing::info!(brokers = %config.brokers, redis = %config.redis_url, group = %config.group_id, "starting");
     runtime::run(config, metrics, stop).await
 }

@@ -23,6 +23,8 @@ pub struct ProcessorMetrics {
     pub redis_write: Histogram,
     pub freshness: Histogram,
     pub entities: IntGauge,
+    /// Input partitions standing still until the schema registry answers.
+    pub registry_unavailable: IntGauge,
     /// Time the processing thread waited: `input` (for records from the reading thread),
     /// `delivery` (to hand an epoch over while two wait for delivery).
     pub processing_wait: CounterVec,
@@ -67,6 +69,16 @@ impl ProcessorMetrics {
         .expect("valid metric");
         registry
             .register(Box::new(entities.clone()))
+            .expect("unique metric");
+        let registry_unavailable = IntGauge::new(
+            "freshet_processor_registry_unavailable",
+            "Input partitions waiting for the schema registry: a record's writer schema could \
+             not be fetched (registry unreachable, timed out or failing), so the partition \
+             stands still and retries; nothing is dead-lettered for it.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(registry_unavailable.clone()))
             .expect("unique metric");
         let delivery_step = HistogramVec::new(
             HistogramOpts::new(
@@ -149,6 +161,7 @@ impl ProcessorMetrics {
             ),
             consumer_lag,
             entities,
+            registry_unavailable,
             processing_wait,
             registry,
         }

@@ -2,15 +2,17 @@
 //! and deliver it exactly once. The protocol and why each crash point is safe are in
 //! `docs/processor.md`.
 
-use crate::checkpoint::{Checkpoint, DeadLetter, Outbox, OutboxUpdate, PartitionChanges};
+use crate::checkpoint::{
+    Checkpoint, DeadLetter, Outbox, OutboxUpdate, PartitionChanges, ViewFingerprint,
+};
 use crate::delivery::{transaction_committed, DeliveryError, KafkaSink, RedisSink};
-use crate::engine::{CompiledView, Event, Outcome, PartitionEngine};
-use crate::event_decoder::EventDecoder;
 use crate::input_queue::{InputHeaders, InputQueue};
 use crate::metrics::ProcessorMetrics;
 use anyhow::{bail, Context as _};
 use freshet_avro::WireDecoder;
 use freshet_core::load_dir;
+use freshet_engine::event_decoder::{DecodeError, EventDecoder};
+use freshet_engine::{CompiledView, Event, Outcome, PartitionEngine};
 use opentelemetry::trace::{Span, SpanContext, SpanKind, TraceContextExt, Tracer};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
@@ -18,7 +20,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,33 +72,6 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const LAG_EVERY: Duration = Duration::from_secs(1);
 const FETCH_WAIT_MAX_MS: &str = "5";
 
-fn fingerprint(view: &CompiledView) -> String {
-    let text = format!(
-        "{}|{}|{}|{}|{:?}|{:?}",
-        view.topic,
-        view.entity_key_field,
-        view.event_time_field,
-        view.watermark_delay_ms,
-        view.groups
-            .iter()
-            .map(|g| (g.window, g.features.clone()))
-            .collect::<Vec<_>>(),
-        view.features
-            .iter()
-            .map(|f| (
-                &f.name,
-                f.aggregation,
-                &f.field,
-                f.filter.as_ref().map(ToString::to_string),
-                f.integral
-            ))
-            .collect::<Vec<_>>()
-    );
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
-}
-
 /// Runs the processor until `stop` is set; then finishes the epoch in progress, delivers
 /// every checkpointed epoch and returns.
 ///
@@ -128,9 +102,13 @@ pub async fn run(
         )
     })?;
     let checkpoint = Arc::new(Checkpoint::open(&config.state_dir.join("rocksdb"))?);
-    let fingerprints: Vec<(String, String)> = views
+    let fingerprints: Vec<ViewFingerprint> = views
         .iter()
-        .map(|v| (v.name.clone(), fingerprint(v)))
+        .map(|v| ViewFingerprint {
+            view: v.name.clone(),
+            current: freshet_engine::fingerprint::fingerprint(v),
+            legacy: freshet_engine::fingerprint::legacy(v),
+        })
         .collect();
     for view in checkpoint.reconcile_views(&fingerprints)? {
         tracing::warn!(
@@ -313,6 +291,8 @@ pub async fn run(
             .collect(),
         tracer,
         runtime: tokio::runtime::Handle::current(),
+        registry_waits: engines.iter().map(|_| None).collect(),
+        registry_unavailable: metrics.registry_unavailable.clone(),
     };
     let processing = Processing {
         engines,
@@ -368,7 +348,7 @@ struct ReadRecord {
     /// Index of the partition's engine.
     engine: usize,
     offset: i64,
-    event: Result<Event, String>,
+    event: Result<Event, DecodeError>,
     /// The span continuing the record's trace (with tracing on).
     span: Option<SpanContext>,
     /// Key and value, kept when the record may become a dead letter (undecodable, or late
@@ -399,7 +379,31 @@ struct Reader {
     late_checks: Vec<LateCheck>,
     tracer: opentelemetry::global::BoxedTracer,
     runtime: tokio::runtime::Handle,
+    /// Per engine: the partition stands still until the registry answers.
+    registry_waits: Vec<Option<RegistryWait>>,
+    registry_unavailable: prometheus::IntGauge,
 }
+
+/// A partition whose record at `offset` could not be decoded because the schema registry
+/// could not be asked (unreachable, timed out, failing). The record may be sound, so it is
+/// neither dead-lettered nor skipped: the partition is paused and, at `retry_at`, sought
+/// back to `offset` and resumed, so the record is read again; records of the partition
+/// read meanwhile (fetched before the pause) are dropped, and they come again after it.
+/// Other partitions, and records of this one whose schema is known, are not held up by
+/// the wait itself (the reading thread only asks the registry when a retry is due).
+struct RegistryWait {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    retry_at: Instant,
+    backoff: Duration,
+    /// Sought back and resumed: the next record of the partition to take is `offset`.
+    resumed: bool,
+}
+
+/// The first pause before the registry is asked again; it doubles up to
+/// [`RETRY_BACKOFF_MAX`].
+const REGISTRY_RETRY_FIRST: Duration = Duration::from_millis(250);
 
 /// The reading thread's view of an engine's lateness test, to keep a record's bytes only
 /// when it may become a dead letter (copying every record's cost the reading thread, and
@@ -463,6 +467,7 @@ impl Reader {
             next_batch(batch, &used)
         };
         while !done.load(Ordering::Relaxed) {
+            self.retry_registry_waits();
             let mut gone = false;
             self.input.serve_events(|e| match e {
                 KafkaError::MessageConsumption(code) if is_gone(code) => gone = true,
@@ -506,12 +511,44 @@ impl Reader {
                 else {
                     continue;
                 };
+                if let Some(wait) = &self.registry_waits[engine] {
+                    if !wait.resumed || record.offset() != wait.offset {
+                        // Fetched before the pause: it comes again after the record that
+                        // waits.
+                        continue;
+                    }
+                }
+                let event =
+                    ready_or_block_on(&self.runtime, input.decoder.decode(record.payload()));
+                match &event {
+                    Err(e) if e.is_transient() => {
+                        let (topic, partition, offset) =
+                            (input.topic.clone(), record.partition(), record.offset());
+                        Self::wait_for_registry(
+                            &self.input,
+                            &mut self.registry_waits[engine],
+                            &self.registry_unavailable,
+                            (topic, partition, offset),
+                            e,
+                        );
+                        continue;
+                    }
+                    _ => {
+                        if let Some(wait) = self.registry_waits[engine].take() {
+                            self.registry_unavailable.dec();
+                            tracing::info!(
+                                topic = wait.topic.as_str(),
+                                partition = wait.partition,
+                                offset = wait.offset,
+                                "the schema registry answered; the partition goes on"
+                            );
+                        }
+                    }
+                }
                 let span = self
                     .trace_records
                     .then(|| trace_record(&self.tracer, record.headers()?))
                     .flatten();
-                let event =
-                    ready_or_block_on(&self.runtime, input.decoder.decode(record.payload()));
                 let may_be_late = self.keep_late
                     && event
                         .as_ref()
@@ -534,6 +571,73 @@ impl Reader {
             }
         }
         Ok(())
+    }
+}
+
+impl Reader {
+    /// Pauses a partition whose record could not be decoded because the registry could not
+    /// be asked, to read it again later (see [`RegistryWait`]).
+    fn wait_for_registry(
+        input: &InputQueue<InputContext>,
+        slot: &mut Option<RegistryWait>,
+        gauge: &prometheus::IntGauge,
+        (topic, partition, offset): (String, i32, i64),
+        error: &DecodeError,
+    ) {
+        let backoff = match slot.take() {
+            Some(earlier) => (earlier.backoff * 2).min(RETRY_BACKOFF_MAX),
+            None => {
+                gauge.inc();
+                REGISTRY_RETRY_FIRST
+            }
+        };
+        tracing::warn!(
+            topic = topic.as_str(),
+            partition,
+            offset,
+            retry_in_ms = backoff.as_millis() as u64,
+            %error,
+            "the schema registry is unavailable; the partition waits and reads this record again"
+        );
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&topic, partition);
+        if let Err(e) = input.consumer().pause(&list) {
+            tracing::warn!(topic = topic.as_str(), partition, error = %e, "cannot pause the partition; its records are dropped until the retry");
+        }
+        *slot = Some(RegistryWait {
+            topic,
+            partition,
+            offset,
+            retry_at: Instant::now() + backoff,
+            backoff,
+            resumed: false,
+        });
+    }
+
+    /// Seeks each partition whose retry is due back to its waiting record and resumes it.
+    fn retry_registry_waits(&mut self) {
+        let now = Instant::now();
+        for wait in self.registry_waits.iter_mut().flatten() {
+            if wait.resumed || wait.retry_at > now {
+                continue;
+            }
+            let consumer = self.input.consumer();
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&wait.topic, wait.partition);
+            let sought = consumer.seek(
+                &wait.topic,
+                wait.partition,
+                Offset::Offset(wait.offset),
+                Duration::from_secs(5),
+            );
+            match sought.and_then(|()| consumer.resume(&list)) {
+                Ok(()) => wait.resumed = true,
+                Err(e) => {
+                    tracing::warn!(topic = wait.topic.as_str(), partition = wait.partition, error = %e, "cannot seek back to the waiting record; trying again");
+                    wait.retry_at = now + wait.backoff;
+                }
+            }
+        }
     }
 }
 
@@ -807,7 +911,7 @@ impl Processing {
                     Err(reason) => {
                         engine.process(record.offset, None);
                         tracing::warn!(topic = topic.as_str(), partition = *partition, offset = record.offset, %reason, "dead-lettering an undecodable record");
-                        dead_letters.push(dead_letter(record.raw.take(), std::mem::take(reason)));
+                        dead_letters.push(dead_letter(record.raw.take(), reason.to_string()));
                         metrics
                             .dead_letters
                             .with_label_values(&["undecodable"])

@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
+use freshet_backfill::{self, BackfillConfig, Input};
 use freshet_core::store_layout::{decode_version, FIELD_VERSION, KEY_PREFIX};
 use freshet_core::Value;
-use freshet_processor::backfill::{self, BackfillConfig, Input};
 use freshet_producer::event::UserEvent;
 use freshet_producer::simulate::Simulator;
 use freshet_testkit::TestStack;

@@ -12,8 +12,8 @@ mod common;
 use apache_avro::Schema;
 use common::*;
 use freshet_avro::WireDecoder;
+use freshet_engine::{CompiledView, Event, PartitionEngine};
 use freshet_processor::delivery::FEATURE_UPDATE_SCHEMA;
-use freshet_processor::engine::{CompiledView, Event, PartitionEngine};
 use freshet_testkit::TestStack;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -42,7 +42,7 @@ fn every_version(
         for (offset, e) in events.iter().enumerate() {
             let value = apache_avro::to_value(e).unwrap();
             let event: Event =
-                freshet_processor::event_decoder::to_event(&value, "user_id", "timestamp").unwrap();
+                freshet_engine::event_decoder::to_event(&value, "user_id", "timestamp").unwrap();
             engine.process(offset as i64, Some(&event));
             for u in engine.drain_updates() {
                 let values = u

@@ -7,7 +7,7 @@ use common::*;
 use freshet_core::definitions::Definitions;
 use freshet_core::duration::DurationMs;
 use freshet_core::Window;
-use freshet_processor::engine::{CompiledView, PartitionEngine};
+use freshet_engine::{CompiledView, PartitionEngine};
 use freshet_producer::simulate::Simulator;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ fn agrees_with_the_oracle(defs: Definitions) {
     for (offset, e) in events.iter().enumerate() {
         let value = apache_avro::to_value(e).unwrap();
         let event =
-            freshet_processor::event_decoder::to_event(&value, "user_id", "timestamp").unwrap();
+            freshet_engine::event_decoder::to_event(&value, "user_id", "timestamp").unwrap();
         engine.process(offset as i64, Some(&event));
         if offset % 37 == 0 {
             for u in engine.drain_updates() {

@@ -1,13 +1,13 @@
 //! `freshet-producer`: simulated (or replayed) user events to Kafka.
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::Parser;
-use freshet_localstack::stack::StackEnv;
 use freshet_producer::event::SchemaVersion;
 use freshet_producer::metrics::ProducerMetrics;
 use freshet_producer::produce::{self, EventProducer, ProducerConfig, RunOptions};
 use freshet_producer::replay::Replay;
 use freshet_producer::simulate::{SimConfig, Simulator};
+use freshet_service::{BrokerArgs, OtlpArgs, RegistryArgs, StackArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -57,15 +57,12 @@ struct Args {
     /// Do not register the schema; encode with the subject's latest registered schema.
     #[arg(long)]
     no_auto_register: bool,
-    /// Kafka bootstrap servers (default: the local stack's, from .freshet/stack.env).
-    #[arg(long, env = "FRESHET_BROKERS")]
-    brokers: Option<String>,
-    /// Schema registry URL (default: the local stack's).
-    #[arg(long, env = "FRESHET_REGISTRY_URL")]
-    registry_url: Option<String>,
-    /// Folder of the local stack whose stack.env supplies default addresses.
-    #[arg(long, env = "FRESHET_STATE_DIR", default_value = ".freshet")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    brokers: BrokerArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    stack: StackArgs,
     /// Address for the Prometheus /metrics endpoint; "off" to disable.
     #[arg(
         long,
@@ -73,9 +70,8 @@ struct Args {
         default_value = "127.0.0.1:9101"
     )]
     metrics_listen: String,
-    /// OTLP/HTTP endpoint to export traces to (e.g. http://localhost:4318).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -103,25 +99,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let telemetry = freshet_telemetry::init("freshet-producer", args.otlp_endpoint.as_deref())?;
-    let stack = StackEnv::load(&args.state_dir);
-    let brokers = stack.resolve(args.brokers, "FRESHET_BROKERS", "127.0.0.1:9092");
-    let registry_url = stack.resolve(
-        args.registry_url,
-        "FRESHET_REGISTRY_URL",
-        "http://127.0.0.1:8081",
-    );
+    let telemetry = args.otlp.init("freshet-producer")?;
+    let stack = args.stack.env();
+    let brokers = args.brokers.resolve(&stack);
+    let registry_url = args.registry.resolve(&stack);
     if args.rate < 0.0 || !args.rate.is_finite() {
         bail!("--rate must be 0 (unlimited) or a positive number of events per second");
     }
 
     let metrics = ProducerMetrics::new();
-    if args.metrics_listen != "off" {
-        let listener = tokio::net::TcpListener::bind(&args.metrics_listen)
-            .await
-            .with_context(|| format!("cannot serve metrics on {} (use --metrics-listen to choose another address, or off)", args.metrics_listen))?;
-        freshet_telemetry::metrics::spawn_server(listener, metrics.registry.clone());
-    }
+    freshet_service::serve_metrics(&args.metrics_listen, metrics.registry.clone()).await?;
     let config = ProducerConfig {
         brokers: brokers.clone(),
         registry_url: registry_url.clone(),
@@ -140,7 +127,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let summary = match &args.from_file {
         Some(path) => {
             let replay = Replay::open(path)?;
-            produce::run(&producer, replay, &options, shutdown_signal()).await
+            produce::run(
+                &producer,
+                replay,
+                &options,
+                freshet_service::shutdown_signal(),
+            )
+            .await
         }
         None => {
             let start_ms = args.start_time.unwrap_or_else(now_ms);
@@ -154,7 +147,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ..SimConfig::default()
             })?;
             let events = sim.map(Ok::<_, std::convert::Infallible>);
-            produce::run(&producer, events, &options, shutdown_signal()).await
+            produce::run(
+                &producer,
+                events,
+                &options,
+                freshet_service::shutdown_signal(),
+            )
+            .await
         }
     };
     tracing::info!(
@@ -190,13 +189,4 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

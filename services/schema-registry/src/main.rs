@@ -38,15 +38,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %args.listen, "schema registry listening");
-    freshet_schema_registry::serve(listener, &args.journal, args.max_body_bytes, shutdown()).await
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
+    freshet_schema_registry::serve(
+        listener,
+        &args.journal,
+        args.max_body_bytes,
+        freshet_service::shutdown_signal(),
+    )
+    .await
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use freshet_localstack::stack::StackEnv;
+use freshet_service::{OtlpArgs, RedisArgs, StackArgs};
 use freshet_serving::metrics::ServingMetrics;
 use freshet_serving::ServingConfig;
 use std::path::PathBuf;
@@ -22,9 +22,8 @@ struct Args {
     /// The folder of feature definitions.
     #[arg(long, env = "FRESHET_FEATURES_DIR", default_value = "features")]
     features_dir: PathBuf,
-    /// Redis URL (default: the local stack's, else redis://127.0.0.1:6379).
-    #[arg(long, env = "FRESHET_REDIS_URL")]
-    redis_url: Option<String>,
+    #[command(flatten)]
+    redis: RedisArgs,
     /// Most entity ids in one batch request; larger batches get 413.
     #[arg(long, env = "FRESHET_SERVING_MAX_BATCH_SIZE", default_value_t = freshet_serving::DEFAULT_MAX_BATCH_SIZE)]
     max_batch_size: usize,
@@ -38,12 +37,10 @@ struct Args {
         default_value_t = 5_000
     )]
     request_timeout_ms: u64,
-    /// Folder of the local stack whose stack.env supplies default addresses.
-    #[arg(long, env = "FRESHET_STATE_DIR", default_value = ".freshet")]
-    stack_dir: PathBuf,
-    /// OTLP/HTTP endpoint to export traces to.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    stack: StackArgs,
+    #[command(flatten)]
+    otlp: OtlpArgs,
     #[command(flatten)]
     llm: freshet_copilot::config::CopilotArgs,
 }
@@ -61,22 +58,18 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let _telemetry = freshet_telemetry::init("freshet-serving", args.otlp_endpoint.as_deref())?;
+    let _telemetry = args.otlp.init("freshet-serving")?;
     if args.max_batch_size == 0 {
         anyhow::bail!("--max-batch-size must be at least 1");
     }
     let definitions = freshet_core::load_dir(&args.features_dir)?;
-    let stack = StackEnv::load(&args.stack_dir);
+    let stack = args.stack.env();
     let config = ServingConfig {
-        redis_url: stack.resolve(
-            args.redis_url,
-            "FRESHET_REDIS_URL",
-            "redis://127.0.0.1:6379",
-        ),
+        redis_url: args.redis.resolve(&stack),
         max_batch_size: args.max_batch_size,
         redis_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
-        trace_requests: args.otlp_endpoint.is_some(),
+        trace_requests: args.otlp.otlp_endpoint.is_some(),
         copilot: args.llm.into(),
         llm_request_timeout: freshet_serving::DEFAULT_LLM_REQUEST_TIMEOUT,
     };
@@ -95,17 +88,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &definitions,
         &config,
         ServingMetrics::new(),
-        shutdown(),
+        freshet_service::shutdown_signal(),
     )
     .await
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("stop requested; finishing requests in flight");
 }

@@ -4,10 +4,11 @@
 //! way cannot read); one decoder keeps them apart when they interleave on a topic.
 
 use apache_avro::Schema;
+use freshet_avro::DecodeError as WireError;
 use freshet_avro::{WireDecoder, WireEncoder};
 use freshet_core::Value;
-use freshet_processor::engine::Event;
-use freshet_processor::event_decoder::EventDecoder;
+use freshet_engine::event_decoder::{DecodeError, EventDecoder};
+use freshet_engine::Event;
 use freshet_testkit::Registry;
 use serde::Serialize;
 
@@ -195,10 +196,70 @@ async fn records_of_three_writer_schemas_interleave_into_the_right_events() {
         bytes.truncate(bytes.len() - 2);
         let error = decoder.decode(Some(&bytes)).await.unwrap_err();
         assert!(
-            error.contains("does not match writer schema"),
-            "the reason names the damage: {error}"
+            matches!(&error, DecodeError::Wire(WireError::Corrupt { .. })),
+            "the reason names the damage: {error:?}"
         );
+        assert!(error.to_string().contains("does not match writer schema"));
+        assert!(!error.is_transient());
     }
     let error = decoder.decode(Some(b"not avro")).await.unwrap_err();
-    assert!(error.contains("wire format"), "{error}");
+    assert_eq!(error, DecodeError::Wire(WireError::NotWireFormat));
+    assert!(error.to_string().contains("wire format"), "{error}");
+}
+
+/// A registry that cannot be asked says nothing about a record: transient, to be retried.
+/// One that answers that it lacks the schema (404) condemns the record.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_registry_is_transient_and_an_unknown_schema_id_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::start_at(dir.path().join("journal.jsonl"));
+    let scalar = WireEncoder::new(&registry.url(), "events", Some(SCALAR_WRITER));
+    let record = |user| Scalar {
+        user,
+        ts: 5,
+        kind: "view",
+    };
+    let bytes = scalar.encode(&record(3)).await.unwrap();
+    let mut decoder = EventDecoder::new(
+        WireDecoder::new(&registry.url(), Schema::parse_str(READER).unwrap()),
+        "user",
+        "ts",
+    );
+
+    // An id the registry never gave out: 404, the record is bad.
+    let mut unknown = bytes.clone();
+    unknown[1..5].copy_from_slice(&4242u32.to_be_bytes());
+    let error = decoder.decode(Some(&unknown)).await.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DecodeError::Wire(WireError::UnknownSchema { id: 4242, .. })
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_transient());
+
+    // The registry is down before the decoder has seen the schema: transient, every time.
+    registry.stop();
+    for _ in 0..2 {
+        let error = decoder.decode(Some(&bytes)).await.unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                DecodeError::Wire(WireError::RegistryUnavailable { .. })
+            ),
+            "{error:?}"
+        );
+        assert!(error.is_transient(), "{error}");
+        assert!(error.to_string().contains("unavailable"), "{error}");
+    }
+
+    // Back: the same record decodes (the failure was not remembered).
+    registry.restart();
+    let event = decoder.decode(Some(&bytes)).await.unwrap();
+    assert_eq!(event.entity, "3");
+    // Known schemas need no registry: down again, records of it still decode.
+    registry.stop();
+    let more = scalar.encode(&record(4)).await.unwrap();
+    assert_eq!(decoder.decode(Some(&more)).await.unwrap().entity, "4");
 }

@@ -5,7 +5,7 @@
 //! partition, up to each partition's end when the backfill started) or from a file of
 //! events (JSON Lines or an Avro object container file). Either way every record becomes an
 //! [`Event`] through [`into_event`], the live processor's conversion (the general way of
-//! [`crate::event_decoder`], which gives the same events as its short way), and goes through a
+//! [`freshet_engine::event_decoder`], which gives the same events as its short way), and goes through a
 //! [`PartitionEngine`] per input partition, exactly as it would live:
 //!
 //! - **Kafka**: records keep their partitions and offsets, so values come with the live
@@ -25,14 +25,14 @@
 //! written nothing or a part of one set of final values; running it again writes the same
 //! values under the same versions, so the result is the same.
 
-use crate::engine::{CompiledView, Event, Outcome, PartitionEngine};
-use crate::event_decoder::into_event;
 use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
 use freshet_avro::WireDecoder;
 use freshet_core::definitions::Definitions;
 use freshet_core::store_layout::{FeatureUpdate, Writer};
 use freshet_core::Value;
+use freshet_engine::event_decoder::into_event;
+use freshet_engine::{CompiledView, Event, Outcome, PartitionEngine};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -51,6 +51,10 @@ use std::time::{Duration, Instant};
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often [`compute`] reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// The first wait before asking an unavailable schema registry again; it doubles up to
+/// [`REGISTRY_RETRY_MAX`].
+const REGISTRY_RETRY_FIRST: Duration = Duration::from_millis(250);
+const REGISTRY_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Unreadable lines of a file named one by one in the log; the rest are only counted.
 const NAMED_BAD_LINES: u64 = 10;
 
@@ -550,9 +554,32 @@ impl TopicInput<'_> {
                 continue;
             }
             reading.position += 1;
-            let event = match self.decoder.decode(message.payload()).await {
-                Ok(decoded) => into_event(decoded.value, self.entity_field, self.time_field).ok(),
-                Err(_) => None,
+            let mut backoff = REGISTRY_RETRY_FIRST;
+            let event = loop {
+                match self.decoder.decode(message.payload()).await {
+                    Ok(decoded) => {
+                        break into_event(decoded.value, self.entity_field, self.time_field).ok()
+                    }
+                    // The registry could not be asked: the record may be sound, so wait for
+                    // it rather than leave its event out.
+                    Err(e) if e.is_transient() => {
+                        if stop.load(Ordering::Relaxed) {
+                            return Err(BackfillError::Interrupted);
+                        }
+                        tracing::warn!(
+                            topic,
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            retry_in_ms = backoff.as_millis() as u64,
+                            error = %e,
+                            "the schema registry is unavailable; waiting to read this record"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(REGISTRY_RETRY_MAX);
+                        last_record = Instant::now();
+                    }
+                    Err(_) => break None,
+                }
             };
             feeder.feed(lane, message.offset(), event.as_ref(), self.delay_ms);
             if lane.done {
@@ -816,7 +843,9 @@ fn compute_file(
             last_progress = Instant::now();
             report(&feeder);
         }
-        let event = record.and_then(|value| into_event(value, entity_field, time_field));
+        let event = record.and_then(|value| {
+            into_event(value, entity_field, time_field).map_err(|e| e.to_string())
+        });
         let event = match event {
             Ok(event) => event,
             Err(reason) => {

@@ -12,13 +12,39 @@
 //! A schema whose sound records the short way cannot read (an enum, say) takes the
 //! general way from its first record on.
 
-use crate::engine::{shared_names, EntityId, Event, FastMap, Fields};
+use crate::{shared_names, EntityId, Event, FastMap, Fields};
 use apache_avro::schema::RecordField;
 use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
 use freshet_avro::WireDecoder;
 use freshet_core::Value;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// Why a record is not an event. [`DecodeError::is_transient`] tells the one case that says
+/// nothing about the record (the registry could not be asked); every other case is a fact
+/// about the record, the reason its dead-letter record carries.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not readable as Avro in the wire format: bad magic byte, truncated, not valid for
+    /// its writer schema, a schema id the registry does not have, or the registry could
+    /// not be asked.
+    #[error(transparent)]
+    Wire(#[from] freshet_avro::DecodeError),
+    #[error("the record is not an Avro record")]
+    NotARecord,
+    #[error("entity key field `{field}` is {found}, not a string or integer")]
+    EntityKey { field: String, found: String },
+    #[error("event time field `{field}` is {found}, not an integer")]
+    EventTime { field: String, found: String },
+}
+
+impl DecodeError {
+    /// The registry could not be asked: the record may be sound, and must be read again
+    /// later rather than dead-lettered.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DecodeError::Wire(e) if e.is_transient())
+    }
+}
 
 /// Decodes one source's records into events.
 pub struct EventDecoder {
@@ -40,7 +66,7 @@ impl EventDecoder {
     }
 
     /// The record's event, or why it cannot be one.
-    pub async fn decode(&mut self, payload: Option<&[u8]>) -> Result<Event, String> {
+    pub async fn decode(&mut self, payload: Option<&[u8]>) -> Result<Event, DecodeError> {
         let known_without_plan = freshet_avro::writer_schema_id(payload)
             .is_some_and(|id| matches!(self.plans.get(&id), Some(None)));
         if known_without_plan {
@@ -62,6 +88,8 @@ impl EventDecoder {
                 }
                 false
             }
+            // The registry could not be asked: the general way would ask it again.
+            Err(e) if e.is_transient() => return Err(e.into()),
             Err(_) => true,
         };
         // The general way, which also names what is wrong with a record that failed above.
@@ -78,11 +106,9 @@ impl EventDecoder {
         decoded
     }
 
-    async fn decode_generally(&self, payload: Option<&[u8]>) -> Result<Event, String> {
-        match self.wire.decode(payload).await {
-            Ok(decoded) => into_event(decoded.value, &self.entity_field, &self.time_field),
-            Err(e) => Err(e.to_string()),
-        }
+    async fn decode_generally(&self, payload: Option<&[u8]>) -> Result<Event, DecodeError> {
+        let decoded = self.wire.decode(payload).await?;
+        into_event(decoded.value, &self.entity_field, &self.time_field)
     }
 }
 
@@ -290,36 +316,46 @@ fn scalar(v: AvroValue) -> Value {
 }
 
 /// Turns a decoded record into an event, or says why it cannot be one.
-pub fn to_event(value: &AvroValue, entity_field: &str, time_field: &str) -> Result<Event, String> {
+pub fn to_event(
+    value: &AvroValue,
+    entity_field: &str,
+    time_field: &str,
+) -> Result<Event, DecodeError> {
     into_event(value.clone(), entity_field, time_field)
 }
 
 /// [`to_event`], taking the record apart instead of copying it: the general way.
-pub fn into_event(value: AvroValue, entity_field: &str, time_field: &str) -> Result<Event, String> {
+pub fn into_event(
+    value: AvroValue,
+    entity_field: &str,
+    time_field: &str,
+) -> Result<Event, DecodeError> {
     let AvroValue::Record(fields) = value else {
-        return Err("the record is not an Avro record".into());
+        return Err(DecodeError::NotARecord);
     };
     let fields: Fields = fields.into_iter().map(|(k, v)| (k, scalar(v))).collect();
     event(fields, entity_field, time_field)
 }
 
 /// An event from a record's fields (either way): its entity and event time checked.
-fn event(fields: Fields, entity_field: &str, time_field: &str) -> Result<Event, String> {
+fn event(fields: Fields, entity_field: &str, time_field: &str) -> Result<Event, DecodeError> {
     let entity = match fields.get(entity_field) {
         Some(Value::String(s)) => EntityId::from(s.as_str()),
         Some(Value::Long(i)) => EntityId::from(itoa::Buffer::new().format(*i)),
         other => {
-            return Err(format!(
-                "entity key field `{entity_field}` is {other:?}, not a string or integer"
-            ))
+            return Err(DecodeError::EntityKey {
+                field: entity_field.to_string(),
+                found: format!("{other:?}"),
+            })
         }
     };
     let time = match fields.get(time_field) {
         Some(Value::Long(t)) => *t,
         other => {
-            return Err(format!(
-                "event time field `{time_field}` is {other:?}, not an integer"
-            ))
+            return Err(DecodeError::EventTime {
+                field: time_field.to_string(),
+                found: format!("{other:?}"),
+            })
         }
     };
     Ok(Event {

@@ -1,4 +1,12 @@
-//! The aggregation engine: windowed features over one input partition, in event time.
+//! Freshet's engine: windowed features over one input partition, in event time, and the
+//! decoding of source records into its events. A library with no Kafka consumer loop, no
+//! Redis and no HTTP: the processor, backfill and tests link it alike.
+//!
+//! - this module: events, compiled views, per-partition engines ([`PartitionEngine`]).
+//! - [`acc`]: the accumulators (count, sum, mean, min, max, distinct count, ...).
+//! - [`event_decoder`]: source records (Avro through the registry) to [`Event`]s, with
+//!   typed errors that tell a bad record from a registry that could not be asked.
+//! - [`fingerprint`]: a stable fingerprint of what defines a view's state.
 //!
 //! Pure and deterministic: no I/O, no clock. Given the records of a partition in offset
 //! order, it always reaches the same state and emits the same values with the same
@@ -33,6 +41,8 @@
 
 pub mod acc;
 mod entities;
+pub mod event_decoder;
+pub mod fingerprint;
 mod timers;
 
 use acc::Acc;

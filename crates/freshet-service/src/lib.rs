@@ -1,0 +1,245 @@
+//! What every Freshet binary does the same way at its edge, written once:
+//!
+//! - the connection flags (`--brokers`, `--registry-url`, `--redis-url`) with their
+//!   environment variables, defaulting to the addresses a running local stack published in
+//!   its `stack.env` ([`StackEnv`]), else to the local defaults;
+//! - the OTLP endpoint flag ([`OtlpArgs`]) and the Prometheus listener ([`serve_metrics`]);
+//! - shutdown on SIGTERM or Ctrl-C ([`shutdown_signal`], [`stop_flag`]).
+//!
+//! Reading `stack.env` needs no link to the local-stack crate, which writes it: the file is
+//! plain `KEY=value` lines, and [`STACK_ENV_FILE`] names it for both.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The local stack's folder, relative to where a binary runs.
+pub const DEFAULT_STACK_DIR: &str = ".freshet";
+/// The file in the stack's folder where `freshet up` publishes the addresses it started.
+pub const STACK_ENV_FILE: &str = "stack.env";
+
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+pub const DEFAULT_REGISTRY_URL: &str = "http://127.0.0.1:8081";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The addresses a stack published in its `stack.env`, for services' default settings:
+/// a service started by hand next to a running `freshet up` finds the stack by itself.
+#[derive(Debug, Clone, Default)]
+pub struct StackEnv(std::collections::HashMap<String, String>);
+
+impl StackEnv {
+    /// Reads `stack_dir/stack.env`; a missing file gives no values.
+    pub fn load(stack_dir: &Path) -> Self {
+        let text = std::fs::read_to_string(stack_dir.join(STACK_ENV_FILE)).unwrap_or_default();
+        Self(
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+
+    /// A setting given by flag or environment, else the stack's value for `key`, else
+    /// `default`.
+    pub fn resolve(&self, given: Option<String>, key: &str, default: &str) -> String {
+        given
+            .or_else(|| self.get(key))
+            .unwrap_or_else(|| default.to_string())
+    }
+}
+
+/// `--stack-dir`: the local stack whose `stack.env` supplies default addresses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackArgs {
+    /// Folder of the local stack whose stack.env supplies default addresses.
+    #[arg(
+        long = "stack-dir",
+        visible_alias = "state-dir",
+        env = "FRESHET_STATE_DIR",
+        default_value = DEFAULT_STACK_DIR
+    )]
+    pub stack_dir: PathBuf,
+}
+
+impl StackArgs {
+    pub fn env(&self) -> StackEnv {
+        StackEnv::load(&self.stack_dir)
+    }
+}
+
+/// `--brokers`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// Kafka bootstrap servers (default: the local stack's, else 127.0.0.1:9092).
+    #[arg(long, env = "FRESHET_BROKERS")]
+    pub brokers: Option<String>,
+}
+
+impl BrokerArgs {
+    pub fn resolve(&self, stack: &StackEnv) -> String {
+        stack.resolve(self.brokers.clone(), "FRESHET_BROKERS", DEFAULT_BROKERS)
+    }
+}
+
+/// `--registry-url`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Schema registry URL (default: the local stack's, else http://127.0.0.1:8081).
+    #[arg(long, env = "FRESHET_REGISTRY_URL")]
+    pub registry_url: Option<String>,
+}
+
+impl RegistryArgs {
+    pub fn resolve(&self, stack: &StackEnv) -> String {
+        stack.resolve(
+            self.registry_url.clone(),
+            "FRESHET_REGISTRY_URL",
+            DEFAULT_REGISTRY_URL,
+        )
+    }
+}
+
+/// `--redis-url`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisArgs {
+    /// Redis URL (default: the local stack's, else redis://127.0.0.1:6379).
+    #[arg(long, env = "FRESHET_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+impl RedisArgs {
+    pub fn resolve(&self, stack: &StackEnv) -> String {
+        stack.resolve(
+            self.redis_url.clone(),
+            "FRESHET_REDIS_URL",
+            DEFAULT_REDIS_URL,
+        )
+    }
+}
+
+/// `--otlp-endpoint`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OtlpArgs {
+    /// OTLP/HTTP endpoint to export traces to.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl OtlpArgs {
+    /// Logs to stderr and, with an endpoint, spans over OTLP; keep the guard for the
+    /// process's life.
+    pub fn init(
+        &self,
+        service: &'static str,
+    ) -> Result<freshet_telemetry::Telemetry, freshet_telemetry::TelemetryError> {
+        freshet_telemetry::init(service, self.otlp_endpoint.as_deref())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot serve metrics on {address}: {source} (use --metrics-listen to choose another address, or off)")]
+    MetricsListen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Serves `registry` on `/metrics` at `listen`, unless it is `off`.
+pub async fn serve_metrics(
+    listen: &str,
+    registry: prometheus::Registry,
+) -> Result<(), ServiceError> {
+    if listen == "off" {
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServiceError::MetricsListen {
+            address: listen.to_string(),
+            source,
+        })?;
+    freshet_telemetry::metrics::spawn_server(listener, registry);
+    Ok(())
+}
+
+/// Resolves at the first SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("stop requested");
+}
+
+/// A flag set at the first SIGTERM or Ctrl-C, for loops that check it between steps.
+/// Needs a running tokio runtime.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[command(flatten)]
+        brokers: BrokerArgs,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_stack_which_wins_over_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(STACK_ENV_FILE),
+            "# written by freshet up\nFRESHET_BROKERS=127.0.0.1:19092\nFRESHET_REDIS_URL = redis://127.0.0.1:16379\n",
+        )
+        .unwrap();
+        let dir_arg = dir.path().display().to_string();
+        let cli = Cli::parse_from([
+            "x",
+            "--stack-dir",
+            &dir_arg,
+            "--registry-url",
+            "http://registry:1",
+        ]);
+        let stack = cli.stack.env();
+        assert_eq!(cli.brokers.resolve(&stack), "127.0.0.1:19092");
+        assert_eq!(cli.redis.resolve(&stack), "redis://127.0.0.1:16379");
+        assert_eq!(cli.registry.resolve(&stack), "http://registry:1");
+
+        let cli = Cli::parse_from(["x", "--state-dir", "/nonexistent", "--brokers", "b:1"]);
+        let stack = cli.stack.env();
+        assert_eq!(cli.brokers.resolve(&stack), "b:1");
+        assert_eq!(cli.redis.resolve(&stack), DEFAULT_REDIS_URL);
+        assert_eq!(cli.registry.resolve(&stack), DEFAULT_REGISTRY_URL);
+    }
+}
