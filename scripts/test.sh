@@ -14,6 +14,23 @@ promtool check rules monitoring/rules.yml
 for dashboard in monitoring/grafana/dashboards/*.json; do
   python3 -m json.tool "$dashboard" > /dev/null || { echo "test: $dashboard is not valid JSON" >&2; exit 1; }
 done
+echo "test: crate boundaries"
+# The CLI and the testkit link libraries only; production binaries do not link the
+# local-stack crate (they read stack.env through freshet-service).
+services="freshet-processor|freshet-producer|freshet-serving|freshet-schema-registry"
+for crate in freshet-cli freshet-testkit; do
+  if cargo tree -q -p "$crate" -e normal --prefix none | grep -E "^($services) " >/dev/null; then
+    echo "test: $crate links a service crate:" >&2
+    cargo tree -q -p "$crate" -e normal -i "$(cargo tree -q -p "$crate" -e normal --prefix none | grep -oE "^($services)" | head -n1)" >&2
+    exit 1
+  fi
+done
+for service in freshet-processor freshet-producer freshet-serving freshet-schema-registry; do
+  if cargo tree -q -p "$service" -e normal --prefix none | grep -E "^freshet-localstack " >/dev/null; then
+    echo "test: $service links freshet-localstack" >&2
+    exit 1
+  fi
+done
 echo "test: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test: cargo clippy"

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use freshet_backfill::{self as backfill, BackfillConfig, Input, Progress};
 use freshet_core::definitions::Definitions;
-use freshet_service::{BrokerArgs, RedisArgs, RegistryArgs, StackArgs};
+use freshet_service::{BrokerArgs, RedisArgs, RegistryArgs, StackEnv};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,8 +42,9 @@ pub struct BackfillArgs {
     registry: RegistryArgs,
     #[command(flatten)]
     redis: RedisArgs,
-    #[command(flatten)]
-    stack: StackArgs,
+    /// Folder of the local stack whose stack.env supplies default addresses.
+    #[arg(long, env = "FRESHET_STATE_DIR", default_value = freshet_service::DEFAULT_STACK_DIR)]
+    state_dir: PathBuf,
 }
 
 /// A point in time given on the command line.
@@ -110,7 +111,7 @@ fn progress_bar(file: bool) -> ProgressBar {
 
 pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
     let defs = freshet_core::load_dir(features_dir)?;
-    let stack = args.stack.env();
+    let stack = StackEnv::load(&args.state_dir);
     let brokers = args.brokers.resolve(&stack);
     let from_ms = match args.from {
         Some(Bound::At(ms)) => Some(ms),

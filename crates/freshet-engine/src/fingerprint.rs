@@ -116,7 +116,6 @@ pub fn legacy(view: &CompiledView) -> String {
             ))
             .collect::<Vec<_>>()
     );
-    #[allow(deprecated)]
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut hasher);
     format!("{:016x}", hasher.finish())

@@ -44,6 +44,7 @@ mod entities;
 pub mod event_decoder;
 pub mod fingerprint;
 mod timers;
+pub mod windows;
 
 use acc::Acc;
 use compact_str::CompactString;
@@ -51,12 +52,13 @@ use entities::{EntityTable, Slot};
 use freshet_core::definitions::{Aggregation, Definitions};
 use freshet_core::filter::Filter;
 use freshet_core::store_layout::FeatureUpdate;
-use freshet_core::window::{tumbling_window, WindowBounds};
+use freshet_core::window::WindowBounds;
 use freshet_core::{Value, Window};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use timers::Timers;
+use windows::{session, sliding, tumbling};
 
 /// The engine's maps by entity id or value: foldhash, several times cheaper than SipHash
 /// on short keys, with a seed chosen per process; hashbrown's, whose `entry_ref` finds or
@@ -769,10 +771,6 @@ struct Scratch {
     inputs: Vec<FeatureInput>,
 }
 
-fn floor_to(t: i64, size: i64) -> i64 {
-    t - t.rem_euclid(size)
-}
-
 impl PartitionEngine {
     /// An engine for a partition of `topic` that starts from nothing.
     pub fn new(views: Arc<Vec<CompiledView>>, topic: &str) -> Self {
@@ -980,7 +978,7 @@ impl PartitionEngine {
                             }
                         });
                     for (bounds, _) in open_sessions {
-                        let exact = session_timer(bounds, self.delay);
+                        let exact = session::close_timer(bounds, self.delay);
                         if exact > at {
                             self.timers.insert((exact, view_index, slot, true));
                         }
@@ -1204,14 +1202,11 @@ fn add_event(
     match (&group.window, state) {
         (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
             let size = size.as_millis();
-            let start = tumbling_window(t, size).start;
+            let start = tumbling::window_start(t, size);
             let key = PartKey::Window { group: gi, start };
             let accs = windows.entry(start).or_insert_with(|| {
                 // Served once the watermark passes its end; replaced one window later.
-                timers.extend([
-                    (start + size + delay, false),
-                    (start + 2 * size + delay, false),
-                ]);
+                timers.extend(tumbling::timers(start, size, delay).map(|at| (at, false)));
                 born.push(key);
                 view.new_accs(group)
             });
@@ -1220,9 +1215,8 @@ fn add_event(
         }
         (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
             let (size, step) = (size.as_millis(), step.as_millis());
-            let window_end = floor_to(clock, step) + step;
-            let pane = floor_to(t, step);
-            if pane < window_end - size {
+            let pane = sliding::pane_start(t, step);
+            if pane < sliding::served_start(clock, size, step) {
                 return;
             }
             let key = PartKey::Window {
@@ -1230,7 +1224,7 @@ fn add_event(
                 start: pane,
             };
             let accs = panes.entry(pane).or_insert_with(|| {
-                timers.push((pane + size, false));
+                timers.push((sliding::pane_timer(pane, size), false));
                 born.push(key);
                 view.new_accs(group)
             });
@@ -1238,10 +1232,7 @@ fn add_event(
             parts.push(key);
         }
         (Window::Session { gap }, GroupState::Session { open, .. }) => {
-            let mut session = WindowBounds {
-                start: t,
-                end: t.saturating_add(gap.as_millis()),
-            };
+            let mut session = session::of_event(t, gap.as_millis());
             parts.push(PartKey::Sessions { group: gi });
             let mut touching = open.iter_mut().filter(|(b, _)| b.touches(&session));
             if let (Some((bounds, accs)), None) = (touching.next(), touching.next()) {
@@ -1268,7 +1259,7 @@ fn add_event(
             }
             add_to(group, &mut accs, (event, inputs), None, text);
             if !extends {
-                timers.push((session_timer(&session, delay), true));
+                timers.push((session::close_timer(&session, delay), true));
             }
             let at = kept.partition_point(|(b, _)| b.start < session.start);
             kept.insert(at, (session, accs));
@@ -1294,7 +1285,7 @@ fn cleanup(
             // (it fired for another group), where splitting the map allocated every time.
             (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
                 let size = size.as_millis();
-                let served_start = floor_to(watermark, size) - size;
+                let served_start = tumbling::served_start(watermark, size);
                 while let Some(oldest) = windows.first_entry().filter(|w| *w.key() < served_start) {
                     let (start, _) = oldest.remove_entry();
                     parts.push(PartKey::Window { group: gi, start });
@@ -1302,7 +1293,7 @@ fn cleanup(
             }
             (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
                 let (size, step) = (size.as_millis(), step.as_millis());
-                let window_start = floor_to(clock, step) + step - size;
+                let window_start = sliding::served_start(clock, size, step);
                 while let Some(oldest) = panes.first_entry().filter(|p| *p.key() < window_start) {
                     let (start, accs) = oldest.remove_entry();
                     union.remove_pane(&accs);
@@ -1325,7 +1316,7 @@ fn cleanup(
                 // ever seen).
                 let expiry = closed
                     .as_ref()
-                    .map(|(c, _)| session_expiry(c, delay, view.ttl_ms));
+                    .map(|(c, _)| session::expiry_timer(c, delay, view.ttl_ms));
                 if expiry.is_some_and(|at| at <= clock) {
                     *closed = None;
                     parts.push(PartKey::Sessions { group: gi });
@@ -1340,33 +1331,24 @@ fn cleanup(
     }
 }
 
-/// When an open session closes: once the watermark is past its end.
-fn session_timer(session: &WindowBounds, delay: i64) -> i64 {
-    session.end + delay + 1
-}
-
-/// When the closed session served stops being served: once the watermark is more than the
-/// view's ttl past its end.
-fn session_expiry(session: &WindowBounds, delay: i64, ttl: i64) -> i64 {
-    session_timer(session, delay).saturating_add(ttl)
-}
-
 /// Whether `at` is one of the timers a group's state needs (see [`timers_of`]).
 fn has_timer_at(window: &Window, state: &GroupState, (delay, ttl): (i64, i64), at: i64) -> bool {
     match (window, state) {
         (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
             let size = size.as_millis();
-            windows.contains_key(&(at - delay - size))
-                || windows.contains_key(&(at - delay - 2 * size))
+            tumbling::windows_with_timer_at(at, size, delay)
+                .iter()
+                .any(|start| windows.contains_key(start))
         }
         (Window::Sliding { size, .. }, GroupState::Sliding { panes, .. }) => {
             panes.contains_key(&(at - size.as_millis()))
         }
         (Window::Session { .. }, GroupState::Session { open, closed }) => {
-            open.iter().any(|(b, _)| session_timer(b, delay) == at)
+            open.iter()
+                .any(|(b, _)| session::close_timer(b, delay) == at)
                 || closed
                     .as_ref()
-                    .is_some_and(|(c, _)| session_expiry(c, delay, ttl) == at)
+                    .is_some_and(|(c, _)| session::expiry_timer(c, delay, ttl) == at)
         }
         _ => false,
     }
@@ -1380,20 +1362,20 @@ fn timers_of(window: &Window, state: &GroupState, (delay, ttl): (i64, i64)) -> V
             let size = size.as_millis();
             windows
                 .keys()
-                .flat_map(|s| [(s + size + delay, false), (s + 2 * size + delay, false)])
+                .flat_map(|&s| tumbling::timers(s, size, delay).map(|at| (at, false)))
                 .collect()
         }
         (Window::Sliding { size, .. }, GroupState::Sliding { panes, .. }) => panes
             .keys()
-            .map(|p| (p + size.as_millis(), false))
+            .map(|&p| (sliding::pane_timer(p, size.as_millis()), false))
             .collect(),
         (Window::Session { .. }, GroupState::Session { open, closed }) => open
             .iter()
-            .map(|(b, _)| (session_timer(b, delay), true))
+            .map(|(b, _)| (session::close_timer(b, delay), true))
             .chain(
                 closed
                     .iter()
-                    .map(|(c, _)| (session_expiry(c, delay, ttl), false)),
+                    .map(|(c, _)| (session::expiry_timer(c, delay, ttl), false)),
             )
             .collect(),
         _ => Vec::new(),
@@ -1447,7 +1429,7 @@ fn served(
         match (&group.window, gs) {
             (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
                 let size = size.as_millis();
-                let served_start = floor_to(watermark, size) - size;
+                let served_start = tumbling::served_start(watermark, size);
                 if let Some(accs) = windows.get(&served_start) {
                     put_results(view, group, |slot| accs[slot].result(), &mut out);
                     record(group, served_start, served_start + size);
@@ -1455,7 +1437,7 @@ fn served(
             }
             (Window::Sliding { size, step }, GroupState::Sliding { panes, union }) => {
                 let (size, step) = (size.as_millis(), step.as_millis());
-                let end = floor_to(clock, step) + step;
+                let end = sliding::served_end(clock, step);
                 let window: Vec<&Vec<Acc>> =
                     panes.range(end - size..end).map(|(_, accs)| accs).collect();
                 // The union covers every pane held; it answers for the window when all of

@@ -57,12 +57,7 @@ impl StackEnv {
 #[derive(Debug, Clone, clap::Args)]
 pub struct StackArgs {
     /// Folder of the local stack whose stack.env supplies default addresses.
-    #[arg(
-        long = "stack-dir",
-        visible_alias = "state-dir",
-        env = "FRESHET_STATE_DIR",
-        default_value = DEFAULT_STACK_DIR
-    )]
+    #[arg(long = "stack-dir", env = "FRESHET_STATE_DIR", default_value = DEFAULT_STACK_DIR)]
     pub stack_dir: PathBuf,
 }
 
@@ -236,7 +231,7 @@ mod tests {
         assert_eq!(cli.redis.resolve(&stack), "redis://127.0.0.1:16379");
         assert_eq!(cli.registry.resolve(&stack), "http://registry:1");
 
-        let cli = Cli::parse_from(["x", "--state-dir", "/nonexistent", "--brokers", "b:1"]);
+        let cli = Cli::parse_from(["x", "--stack-dir", "/nonexistent", "--brokers", "b:1"]);
         let stack = cli.stack.env();
         assert_eq!(cli.brokers.resolve(&stack), "b:1");
         assert_eq!(cli.redis.resolve(&stack), DEFAULT_REDIS_URL);

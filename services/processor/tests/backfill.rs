@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use freshet_backfill::{self, BackfillConfig, Input};
+use freshet_backfill::{self as backfill, BackfillConfig, Input};
 use freshet_core::store_layout::{decode_version, FIELD_VERSION, KEY_PREFIX};
 use freshet_core::Value;
 use freshet_producer::event::UserEvent;

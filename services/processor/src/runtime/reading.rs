@@ -1,0 +1,453 @@
+//! The reading thread: reads the input partitions in batches, decodes each record into an
+//! event (or why it cannot be one), and hands batches to the processing thread. A record
+//! whose writer schema cannot be fetched because the registry is unavailable makes its
+//! partition wait ([`RegistryWait`]).
+
+use super::*;
+
+/// A record as the reading thread hands it to the processing thread: decoded, with what a
+/// dead letter would need.
+pub(super) struct ReadRecord {
+    /// Index of the partition's engine.
+    pub(super) engine: usize,
+    pub(super) offset: i64,
+    pub(super) event: Result<Event, DecodeError>,
+    /// The span continuing the record's trace (with tracing on).
+    pub(super) span: Option<SpanContext>,
+    /// Key and value, kept when the record may become a dead letter (undecodable, or late
+    /// with late events dead-lettered).
+    pub(super) raw: Option<RawRecord>,
+}
+
+/// A record's key and value as read.
+#[derive(Default)]
+pub(super) struct RawRecord {
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) payload: Option<Vec<u8>>,
+}
+
+/// The reading thread: reads the input in batches and decodes, beside the processing
+/// thread.
+pub(super) struct Reader {
+    pub(super) input: InputQueue<InputContext>,
+    /// Per source topic (a list: there are few, and a record's topic is found by comparing
+    /// names rather than hashing them).
+    pub(super) inputs: Vec<TopicInput>,
+    pub(super) trace_records: bool,
+    pub(super) keep_late: bool,
+    /// The error when a partition's offset is out of range.
+    pub(super) out_of_range: String,
+    /// Per engine (with `keep_late`): a clock at least the engine's, to keep the bytes of
+    /// the records that may be late.
+    pub(super) late_checks: Vec<LateCheck>,
+    pub(super) tracer: opentelemetry::global::BoxedTracer,
+    pub(super) runtime: tokio::runtime::Handle,
+    /// Per engine: the partition stands still until the registry answers.
+    pub(super) registry_waits: Vec<Option<RegistryWait>>,
+    pub(super) registry_unavailable: prometheus::IntGauge,
+}
+
+/// A partition whose record at `offset` could not be decoded because the schema registry
+/// could not be asked (unreachable, timed out, failing). The record may be sound, so it is
+/// neither dead-lettered nor skipped: the partition is paused and, at `retry_at`, sought
+/// back to `offset` and resumed, so the record is read again; records of the partition
+/// read meanwhile (fetched before the pause) are dropped, and they come again after it.
+/// Other partitions, and records of this one whose schema is known, are not held up by
+/// the wait itself (the reading thread only asks the registry when a retry is due).
+pub(super) struct RegistryWait {
+    pub(super) topic: String,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) retry_at: Instant,
+    pub(super) backoff: Duration,
+    /// Sought back and resumed: the next record of the partition to take is `offset`.
+    pub(super) resumed: bool,
+}
+
+/// The first pause before the registry is asked again; it doubles up to
+/// [`RETRY_BACKOFF_MAX`].
+pub(super) const REGISTRY_RETRY_FIRST: Duration = Duration::from_millis(250);
+
+/// The reading thread's view of an engine's lateness test, to keep a record's bytes only
+/// when it may become a dead letter (copying every record's cost the reading thread, and
+/// the processing thread that freed them, ~5% of their time).
+///
+/// The clock is the largest event time the reading thread has seen on the partition,
+/// starting from the engine's restored clock. The engine sees the same records in the same
+/// order (or fewer, skipping ones it already processed), so its clock is never ahead of
+/// this one, and every event it finds late (`time < clock - delay`) is found late here too.
+pub(super) struct LateCheck {
+    pub(super) clock: Option<i64>,
+    pub(super) delay: i64,
+}
+
+impl LateCheck {
+    pub(super) fn may_be_late(&mut self, time: i64) -> bool {
+        let clock = self.clock.map_or(time, |c| c.max(time));
+        self.clock = Some(clock);
+        time < clock - self.delay
+    }
+}
+
+/// A source topic as the reading thread sees it.
+pub(super) struct TopicInput {
+    pub(super) topic: String,
+    pub(super) decoder: EventDecoder,
+    /// By partition: the index of its engine.
+    pub(super) engine_of: Vec<Option<usize>>,
+}
+
+/// Records per hand-over from the reading thread (fewer when no more are waiting).
+pub(super) const READ_BATCH: usize = 2048;
+
+/// About the payload bytes per hand-over at most: a batch of large records ends before
+/// [`READ_BATCH`] (see [`BatchBytes`]).
+pub(super) const READ_BATCH_BYTES: usize = 1 << 20;
+
+/// Hand-overs the reading thread may be ahead of the processing thread by: up to 32,768
+/// decoded records (~10 MB for this project's ~100-byte events), and about 16 MB of
+/// payloads however large the records. The two threads share two cores with librdkafka,
+/// the checkpoint, the broker and Redis, and the reading thread waits for a core a third
+/// of the time. With 2 batches ahead the processing thread then ran out of records: it
+/// waited for input 12-14% of a catch-up while the cores were ~10% idle. With 16 it waits
+/// 2-6%, and the catch-up ratio to the bare consumer rose from a median of 0.49 to 0.54
+/// (nine rounds each, alternating). 64 did no better.
+pub(super) const HANDOVER_DEPTH: usize = 16;
+
+impl Reader {
+    /// Reads until `done` is set or the processing thread stops taking records; fails when
+    /// the input cannot be read on from the checkpoint.
+    pub(super) fn run(
+        mut self,
+        (out, used): Handover,
+        done: Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
+        // Inside the runtime's context for good, so a decode that starts I/O (a writer
+        // schema fetched from the registry) finds its reactor; entering and leaving it
+        // for each record cost the thread ~7% of its time.
+        let runtime = self.runtime.clone();
+        let _context = runtime.enter();
+        let mut batch = Vec::with_capacity(READ_BATCH);
+        let mut bytes = BatchBytes::default();
+        let take_batch = |batch: &mut Vec<ReadRecord>, bytes: &mut BatchBytes| {
+            bytes.handed_over(batch.len());
+            next_batch(batch, &used)
+        };
+        while !done.load(Ordering::Relaxed) {
+            self.retry_registry_waits();
+            let mut gone = false;
+            self.input.serve_events(|e| match e {
+                KafkaError::MessageConsumption(code) if is_gone(code) => gone = true,
+                e => tracing::warn!(error = %e, "consumer error"),
+            })?;
+            if gone {
+                bail!("{}", self.out_of_range);
+            }
+            let wait = if batch.is_empty() {
+                POLL_WAIT
+            } else {
+                Duration::ZERO
+            };
+            if self.input.read(wait, bytes.room(batch.len())) == 0 {
+                if !batch.is_empty() && out.send(take_batch(&mut batch, &mut bytes)).is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            for record in self.input.records() {
+                match record.error() {
+                    None => {}
+                    Some(code) if is_gone(code) => bail!("{}", self.out_of_range),
+                    Some(RDKafkaErrorCode::PartitionEOF) => continue,
+                    Some(code) => {
+                        tracing::warn!(
+                            error = %KafkaError::MessageConsumption(code),
+                            partition = record.partition(),
+                            "consumer error"
+                        );
+                        continue;
+                    }
+                }
+                let topic = record.topic();
+                let Some(input) = self.inputs.iter_mut().find(|i| i.topic == topic) else {
+                    continue;
+                };
+                let Some(engine) = usize::try_from(record.partition())
+                    .ok()
+                    .and_then(|p| input.engine_of.get(p).copied().flatten())
+                else {
+                    continue;
+                };
+                if let Some(wait) = &self.registry_waits[engine] {
+                    if !wait.resumed || record.offset() != wait.offset {
+                        // Fetched before the pause: it comes again after the record that
+                        // waits.
+                        continue;
+                    }
+                }
+                let event =
+                    ready_or_block_on(&self.runtime, input.decoder.decode(record.payload()));
+                match &event {
+                    Err(e) if e.is_transient() => {
+                        let (topic, partition, offset) =
+                            (input.topic.clone(), record.partition(), record.offset());
+                        Self::wait_for_registry(
+                            &self.input,
+                            &mut self.registry_waits[engine],
+                            &self.registry_unavailable,
+                            (topic, partition, offset),
+                            e,
+                        );
+                        continue;
+                    }
+                    _ => {
+                        if let Some(wait) = self.registry_waits[engine].take() {
+                            self.registry_unavailable.dec();
+                            tracing::info!(
+                                topic = wait.topic.as_str(),
+                                partition = wait.partition,
+                                offset = wait.offset,
+                                "the schema registry answered; the partition goes on"
+                            );
+                        }
+                    }
+                }
+                let span = self
+                    .trace_records
+                    .then(|| trace_record(&self.tracer, record.headers()?))
+                    .flatten();
+                let may_be_late = self.keep_late
+                    && event
+                        .as_ref()
+                        .is_ok_and(|e| self.late_checks[engine].may_be_late(e.time));
+                let raw = (event.is_err() || may_be_late).then(|| RawRecord {
+                    key: record.key().map(<[u8]>::to_vec),
+                    payload: record.payload().map(<[u8]>::to_vec),
+                });
+                bytes.add(record.payload().map_or(0, <[u8]>::len));
+                batch.push(ReadRecord {
+                    engine,
+                    offset: record.offset(),
+                    event,
+                    span,
+                    raw,
+                });
+            }
+            if bytes.is_full(batch.len()) && out.send(take_batch(&mut batch, &mut bytes)).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Reader {
+    /// Pauses a partition whose record could not be decoded because the registry could not
+    /// be asked, to read it again later (see [`RegistryWait`]).
+    pub(super) fn wait_for_registry(
+        input: &InputQueue<InputContext>,
+        slot: &mut Option<RegistryWait>,
+        gauge: &prometheus::IntGauge,
+        (topic, partition, offset): (String, i32, i64),
+        error: &DecodeError,
+    ) {
+        let backoff = match slot.take() {
+            Some(earlier) => (earlier.backoff * 2).min(RETRY_BACKOFF_MAX),
+            None => {
+                gauge.inc();
+                REGISTRY_RETRY_FIRST
+            }
+        };
+        tracing::warn!(
+            topic = topic.as_str(),
+            partition,
+            offset,
+            retry_in_ms = backoff.as_millis() as u64,
+            %error,
+            "the schema registry is unavailable; the partition waits and reads this record again"
+        );
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&topic, partition);
+        if let Err(e) = input.consumer().pause(&list) {
+            tracing::warn!(topic = topic.as_str(), partition, error = %e, "cannot pause the partition; its records are dropped until the retry");
+        }
+        *slot = Some(RegistryWait {
+            topic,
+            partition,
+            offset,
+            retry_at: Instant::now() + backoff,
+            backoff,
+            resumed: false,
+        });
+    }
+
+    /// Seeks each partition whose retry is due back to its waiting record and resumes it.
+    pub(super) fn retry_registry_waits(&mut self) {
+        let now = Instant::now();
+        for wait in self.registry_waits.iter_mut().flatten() {
+            if wait.resumed || wait.retry_at > now {
+                continue;
+            }
+            let consumer = self.input.consumer();
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&wait.topic, wait.partition);
+            let sought = consumer.seek(
+                &wait.topic,
+                wait.partition,
+                Offset::Offset(wait.offset),
+                Duration::from_secs(5),
+            );
+            match sought.and_then(|()| consumer.resume(&list)) {
+                Ok(()) => wait.resumed = true,
+                Err(e) => {
+                    tracing::warn!(topic = wait.topic.as_str(), partition = wait.partition, error = %e, "cannot seek back to the waiting record; trying again");
+                    wait.retry_at = now + wait.backoff;
+                }
+            }
+        }
+    }
+}
+
+/// The payload bytes of the batch being filled, which end it before [`READ_BATCH`]
+/// records when they are large: the records ahead of the processing thread then stay
+/// within [`HANDOVER_DEPTH`] batches of about [`READ_BATCH_BYTES`] (a record's decoded
+/// fields take a few times its payload), not of 2,048 records of any size.
+#[derive(Debug, Default)]
+pub(super) struct BatchBytes {
+    /// Of the records in the batch being filled.
+    pub(super) bytes: usize,
+    /// The mean payload of the last batch handed over; 0 before the first.
+    pub(super) mean: usize,
+}
+
+impl BatchBytes {
+    pub(super) fn add(&mut self, payload: usize) {
+        self.bytes += payload;
+    }
+
+    /// How many records the next read may bring into a batch of `records`: what keeps it
+    /// within [`READ_BATCH`] records and, at the last batch's mean size, about
+    /// [`READ_BATCH_BYTES`]; at least one.
+    pub(super) fn room(&self, records: usize) -> usize {
+        let by_count = READ_BATCH.saturating_sub(records);
+        let by_bytes = match self.mean {
+            0 => by_count,
+            mean => READ_BATCH_BYTES.saturating_sub(self.bytes) / mean,
+        };
+        by_count.min(by_bytes).max(1)
+    }
+
+    pub(super) fn is_full(&self, records: usize) -> bool {
+        records >= READ_BATCH || self.bytes >= READ_BATCH_BYTES
+    }
+
+    /// The batch of `records` was handed over: the next one starts empty.
+    pub(super) fn handed_over(&mut self, records: usize) {
+        if let Some(mean) = self.bytes.checked_div(records) {
+            self.mean = mean.max(1);
+        }
+        self.bytes = 0;
+    }
+}
+
+/// Whether a consumer error says the checkpoint's offset is not in the input.
+pub(super) fn is_gone(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
+    )
+}
+
+/// The output of `future`: at once when it is ready on its first poll, as a record whose
+/// writer schema is known is (no I/O); otherwise by blocking on it in `runtime`, as one
+/// that needs the registry. Blocking on each record cost the reading thread a tenth of its
+/// time in entering and leaving the runtime. Called inside the runtime's context, so a
+/// first poll that starts I/O finds its reactor.
+pub(super) fn ready_or_block_on<F: std::future::Future>(
+    runtime: &tokio::runtime::Handle,
+    future: F,
+) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => runtime.block_on(future),
+    }
+}
+
+/// The reading thread's ends of its channels: batches of read records to the processing
+/// thread, and the processed ones back.
+pub(super) type Handover = (
+    std::sync::mpsc::SyncSender<Vec<ReadRecord>>,
+    std::sync::mpsc::Receiver<Vec<ReadRecord>>,
+);
+
+/// Takes the batch read so far, leaving an empty one with room for a whole batch: a
+/// processed batch back from the processing thread when there is one, else a new one.
+///
+/// Processed records are dropped here, on the thread that allocated them: freed on the
+/// processing thread, each event's strings went through the allocator's cross-thread
+/// path, and each new batch's memory came fresh from the kernel, zeroed page by page
+/// (grown from nothing, a batch was also copied eleven times on its way to 2,048 records).
+pub(super) fn next_batch(
+    batch: &mut Vec<ReadRecord>,
+    used: &std::sync::mpsc::Receiver<Vec<ReadRecord>>,
+) -> Vec<ReadRecord> {
+    let empty = match used.try_recv() {
+        Ok(mut processed) => {
+            processed.clear();
+            processed
+        }
+        Err(_) => Vec::with_capacity(READ_BATCH),
+    };
+    std::mem::replace(batch, empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_of_small_records_ends_at_its_count_and_one_of_large_records_at_its_bytes() {
+        let mut small = BatchBytes::default();
+        assert_eq!(small.room(0), READ_BATCH, "nothing known yet: by count");
+        for _ in 0..READ_BATCH {
+            small.add(100);
+        }
+        assert!(small.is_full(READ_BATCH));
+        small.handed_over(READ_BATCH);
+        assert_eq!(small.room(0), READ_BATCH, "~200 KB: the count ends it");
+        assert_eq!(small.room(2_000), READ_BATCH - 2_000);
+
+        let mut large = BatchBytes::default();
+        for _ in 0..READ_BATCH {
+            large.add(10_000);
+        }
+        large.handed_over(READ_BATCH);
+        assert_eq!(
+            large.room(0),
+            READ_BATCH_BYTES / 10_000,
+            "~1 MB of 10 KB records"
+        );
+        for _ in 0..100 {
+            large.add(10_000);
+        }
+        assert!(!large.is_full(100));
+        assert_eq!(large.room(100), 4, "what is left of the megabyte");
+        for _ in 0..5 {
+            large.add(10_000);
+        }
+        assert!(large.is_full(105), "over a megabyte, whatever the count");
+        large.handed_over(105);
+        assert_eq!(large.bytes, 0);
+
+        let mut huge = BatchBytes::default();
+        huge.add(3 << 20);
+        huge.handed_over(1);
+        assert_eq!(
+            huge.room(0),
+            1,
+            "a record over the budget still reads, one at a time"
+        );
+    }
+}
