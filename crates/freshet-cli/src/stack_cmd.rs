@@ -54,6 +54,10 @@ pub struct UpArgs {
     /// Events per second of simulated demo traffic; 0 for none.
     #[arg(long, env = "FRESHET_DEMO_RATE", default_value_t = stack::DEFAULT_DEMO_RATE)]
     demo_rate: f64,
+    /// Processor instances sharing the source partitions (each with its own state folder,
+    /// and metrics on the processor metrics port + its number - 1).
+    #[arg(long, env = "FRESHET_PROCESSORS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    processors: u16,
     /// Seconds each component may take to become ready.
     #[arg(long, default_value_t = 30)]
     ready_timeout: u64,
@@ -73,6 +77,7 @@ pub fn up(args: UpArgs, features_dir: &std::path::Path) -> Result<ExitCode> {
         monitoring_dir: args.monitoring_dir,
         features_dir: features_dir.to_path_buf(),
         demo_rate: args.demo_rate,
+        processors: args.processors.into(),
         ready_timeout: Duration::from_secs(args.ready_timeout),
     };
     let tools = Tools::locate()?;
@@ -136,7 +141,7 @@ pub fn up(args: UpArgs, features_dir: &std::path::Path) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(name) => {
-            let log = log_of(name);
+            let log = log_of(&name);
             anyhow::bail!(
                 "{name} exited unexpectedly, so the whole stack was stopped; last lines of {}:\n{}",
                 log.display(),
@@ -154,7 +159,7 @@ pub fn status(args: StateDirArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     };
-    println!("{:<10} {:<8} {:<22} state", "name", "pid", "address");
+    println!("{:<12} {:<8} {:<22} state", "name", "pid", "address");
     let mut healthy = true;
     for c in &components {
         let state = match (c.running, c.ready) {
@@ -163,9 +168,16 @@ pub fn status(args: StateDirArgs) -> Result<ExitCode> {
             (false, _) => "stopped",
         };
         healthy &= c.ready;
-        println!("{:<10} {:<8} {:<22} {state}", c.name, c.pid, c.address);
+        println!("{:<12} {:<8} {:<22} {state}", c.name, c.pid, c.address);
+        if let Some(partitions) = &c.partitions {
+            let owned = match partitions.is_empty() {
+                true => "none (waiting for the group)".to_string(),
+                false => partitions.join(", "),
+            };
+            println!("             partitions: {owned}");
+        }
         if !c.ready {
-            println!("           log: {}", c.log.display());
+            println!("             log: {}", c.log.display());
         }
     }
     Ok(if healthy {

@@ -433,6 +433,11 @@ pub struct TouchedPart {
     pub entity: EntityId,
     pub part: PartKey,
     pub state: Option<Vec<u8>>,
+    /// Created and removed since the last drain, so no checkpoint ever held it (`state` is
+    /// `None`). Reported only by an engine that [reports such
+    /// deletions](PartitionEngine::report_unwritten_deletions): a changelog read without a
+    /// transaction filter may hold the piece from an aborted epoch, and needs the deletion.
+    pub unwritten: bool,
 }
 
 /// A checkpointed piece of state does not fit the view's definition.
@@ -824,11 +829,19 @@ impl PartitionEngine {
                 dirty: vec![Vec::new(); n],
                 touched: vec![Vec::new(); n],
                 track_touched: true,
+                report_unwritten: false,
             },
             scratch: Scratch::default(),
         };
         engine.rebuild_timers();
         Ok(engine)
+    }
+
+    /// Makes [`Self::drain_touched`] also report the pieces created and removed since the
+    /// last drain ([`TouchedPart::unwritten`]), which a checkpoint skips but a changelog
+    /// records: see `docs/scaling.md`.
+    pub fn report_unwritten_deletions(&mut self, report: bool) {
+        self.marks.report_unwritten = report;
     }
 
     /// An engine like [`Self::new`] whose state is never checkpointed: it keeps no record
@@ -1039,6 +1052,7 @@ impl PartitionEngine {
     /// The pieces of state changed since the last drain, for the checkpoint.
     pub fn drain_touched(&mut self) -> Vec<TouchedPart> {
         let mut out = Vec::new();
+        let report_unwritten = self.marks.report_unwritten;
         for vi in 0..self.views.len() {
             let mut touched = std::mem::take(&mut self.marks.touched[vi]);
             let entities = &mut self.entities;
@@ -1057,7 +1071,8 @@ impl PartitionEngine {
                     // A window or pane created and gone since the last drain was never
                     // written: no deletion for it. Catching up, an epoch spans minutes of
                     // event time, and most one-minute windows live and leave within one.
-                    if encoded.is_none() && state.born.binary_search(&part).is_ok() {
+                    let unwritten = encoded.is_none() && state.born.binary_search(&part).is_ok();
+                    if unwritten && !report_unwritten {
                         continue;
                     }
                     out.push(TouchedPart {
@@ -1065,6 +1080,7 @@ impl PartitionEngine {
                         entity: entity.clone(),
                         part,
                         state: encoded,
+                        unwritten,
                     });
                 }
                 state.born.clear();
@@ -1105,6 +1121,8 @@ struct Marks {
     /// Whether `touched` is kept: not for an engine whose state is never checkpointed
     /// (backfill), where nothing drains it and it would grow with the input.
     track_touched: bool,
+    /// Whether drains report pieces created and removed between them.
+    report_unwritten: bool,
 }
 
 impl Marks {

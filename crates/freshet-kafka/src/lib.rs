@@ -31,6 +31,36 @@ pub enum TopicError {
 /// Creates `topic` with `partitions` partitions unless it exists. Returns whether it was
 /// created.
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<bool, TopicError> {
+    create_topic(brokers, topic, partitions, &[]).await
+}
+
+/// [`ensure_topic`] for a compacted topic (`cleanup.policy=compact`: the last record of
+/// each key is kept, a key whose last record has no value goes). A broker that refuses
+/// the setting (tansu keeps every record anyway) gets a plain topic, with a warning.
+pub async fn ensure_compacted_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<bool, TopicError> {
+    match create_topic(brokers, topic, partitions, &[("cleanup.policy", "compact")]).await {
+        Err(TopicError::Create { reason, .. }) => {
+            tracing::warn!(
+                topic,
+                reason,
+                "the broker refused a compacted topic; creating a plain one"
+            );
+            create_topic(brokers, topic, partitions, &[]).await
+        }
+        other => other,
+    }
+}
+
+async fn create_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    config: &[(&str, &str)],
+) -> Result<bool, TopicError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -41,7 +71,10 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result
     // Create and accept "already exists" rather than look first: a metadata request from an
     // admin or producer client may itself auto-create the topic, with the broker's default
     // partition count instead of ours (tansu does).
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (name, value) in config {
+        new = new.set(name, value);
+    }
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(30)))
         .request_timeout(Some(Duration::from_secs(30)));

@@ -19,7 +19,7 @@ pub enum Readiness {
 #[derive(Debug, Clone)]
 pub struct ComponentSpec {
     /// Short name used in logs, status and the state file (`broker`, `redis`, ...).
-    pub name: &'static str,
+    pub name: String,
     pub program: PathBuf,
     pub args: Vec<String>,
     /// Environment variables removed from the child's environment, so settings meant for
@@ -29,7 +29,7 @@ pub struct ComponentSpec {
     pub port: u16,
     pub readiness: Readiness,
     /// The `stack.env` variable that publishes the address, and its value.
-    pub env_key: &'static str,
+    pub env_key: String,
     pub env_value: String,
 }
 
@@ -43,7 +43,7 @@ impl ComponentSpec {
 pub fn broker(tools: &Tools, host: &str, port: u16) -> ComponentSpec {
     let url = format!("tcp://{host}:{port}");
     ComponentSpec {
-        name: "broker",
+        name: "broker".into(),
         program: tools.tansu.clone(),
         args: vec![
             "broker".into(),
@@ -66,7 +66,7 @@ pub fn broker(tools: &Tools, host: &str, port: u16) -> ComponentSpec {
         host: host.into(),
         port,
         readiness: Readiness::Tcp,
-        env_key: "FRESHET_BROKERS",
+        env_key: "FRESHET_BROKERS".into(),
         env_value: format!("{host}:{port}"),
     }
 }
@@ -75,7 +75,7 @@ pub fn broker(tools: &Tools, host: &str, port: u16) -> ComponentSpec {
 /// stack keeps it in its data folder so schema ids survive restarts of the stack.
 pub fn schema_registry(program: &Path, host: &str, port: u16, journal: &Path) -> ComponentSpec {
     ComponentSpec {
-        name: "registry",
+        name: "registry".into(),
         program: program.to_path_buf(),
         args: vec![
             "--listen".into(),
@@ -89,7 +89,7 @@ pub fn schema_registry(program: &Path, host: &str, port: u16, journal: &Path) ->
         readiness: Readiness::Http {
             path: "/health".into(),
         },
-        env_key: "FRESHET_REGISTRY_URL",
+        env_key: "FRESHET_REGISTRY_URL".into(),
         env_value: format!("http://{host}:{port}"),
     }
 }
@@ -104,7 +104,7 @@ pub fn demo_producer(
     rate: f64,
 ) -> ComponentSpec {
     ComponentSpec {
-        name: "producer",
+        name: "producer".into(),
         program: services.producer.clone(),
         args: vec![
             "--rate".into(),
@@ -126,25 +126,37 @@ pub fn demo_producer(
         readiness: Readiness::Http {
             path: "/metrics".into(),
         },
-        env_key: "FRESHET_PRODUCER_METRICS_URL",
+        env_key: "FRESHET_PRODUCER_METRICS_URL".into(),
         env_value: format!("http://{host}:{metrics_port}/metrics"),
     }
 }
 
-/// The stream processor, with its RocksDB checkpoint in the stack's data folder.
+/// One instance of the stream processor (`instance` counts from 1), with its RocksDB
+/// checkpoint in `data_dir`. Instances share the source partitions through the consumer
+/// group; the first is named `processor`, the others `processor-2`, `processor-3`, ...
 #[allow(clippy::too_many_arguments)]
 pub fn processor(
     services: &ServiceBinaries,
     host: &str,
-    metrics_port: u16,
+    (instance, metrics_port): (usize, u16),
     brokers: &str,
     registry_url: &str,
     redis_url: &str,
     features_dir: &Path,
     data_dir: &Path,
 ) -> ComponentSpec {
+    let (name, env_key) = match instance {
+        1 => (
+            "processor".to_string(),
+            "FRESHET_PROCESSOR_METRICS_URL".to_string(),
+        ),
+        n => (
+            format!("processor-{n}"),
+            format!("FRESHET_PROCESSOR_{n}_METRICS_URL"),
+        ),
+    };
     ComponentSpec {
-        name: "processor",
+        name,
         program: services.processor.clone(),
         args: vec![
             "--brokers".into(),
@@ -159,6 +171,8 @@ pub fn processor(
             data_dir.display().to_string(),
             "--metrics-listen".into(),
             format!("{host}:{metrics_port}"),
+            "--instance-id".into(),
+            format!("local-{instance}"),
         ],
         env_remove: vec![
             "FRESHET_BROKERS",
@@ -167,13 +181,14 @@ pub fn processor(
             "FRESHET_FEATURES_DIR",
             "FRESHET_PROCESSOR_STATE_DIR",
             "FRESHET_PROCESSOR_METRICS_LISTEN",
+            "FRESHET_PROCESSOR_INSTANCE_ID",
         ],
         host: host.into(),
         port: metrics_port,
         readiness: Readiness::Http {
             path: "/metrics".into(),
         },
-        env_key: "FRESHET_PROCESSOR_METRICS_URL",
+        env_key,
         env_value: format!("http://{host}:{metrics_port}/metrics"),
     }
 }
@@ -187,7 +202,7 @@ pub fn serving(
     features_dir: &Path,
 ) -> ComponentSpec {
     ComponentSpec {
-        name: "serving",
+        name: "serving".into(),
         program: services.serving.clone(),
         args: vec![
             "--listen".into(),
@@ -207,7 +222,7 @@ pub fn serving(
         readiness: Readiness::Http {
             path: "/ready".into(),
         },
-        env_key: "FRESHET_SERVING_URL",
+        env_key: "FRESHET_SERVING_URL".into(),
         env_value: format!("http://{host}:{port}"),
     }
 }
@@ -216,7 +231,7 @@ pub fn serving(
 /// [`crate::stack`], which writes it there from `monitoring/`), keeping its data there too.
 pub fn prometheus(tools: &Tools, host: &str, port: u16, config_dir: &Path) -> ComponentSpec {
     ComponentSpec {
-        name: "prometheus",
+        name: "prometheus".into(),
         program: tools.prometheus.clone(),
         args: vec![
             format!(
@@ -233,7 +248,7 @@ pub fn prometheus(tools: &Tools, host: &str, port: u16, config_dir: &Path) -> Co
         readiness: Readiness::Http {
             path: "/-/ready".into(),
         },
-        env_key: "FRESHET_PROMETHEUS_URL",
+        env_key: "FRESHET_PROMETHEUS_URL".into(),
         env_value: format!("http://{host}:{port}"),
     }
 }
@@ -241,7 +256,7 @@ pub fn prometheus(tools: &Tools, host: &str, port: u16, config_dir: &Path) -> Co
 /// Redis, with persistence off: feature values are rebuilt by the processor.
 pub fn redis(tools: &Tools, host: &str, port: u16, data_dir: &Path) -> ComponentSpec {
     ComponentSpec {
-        name: "redis",
+        name: "redis".into(),
         program: tools.redis_server.clone(),
         args: vec![
             "--bind".into(),
@@ -259,7 +274,7 @@ pub fn redis(tools: &Tools, host: &str, port: u16, data_dir: &Path) -> Component
         host: host.into(),
         port,
         readiness: Readiness::RedisPing,
-        env_key: "FRESHET_REDIS_URL",
+        env_key: "FRESHET_REDIS_URL".into(),
         env_value: format!("redis://{host}:{port}"),
     }
 }

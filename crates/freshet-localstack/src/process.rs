@@ -65,7 +65,7 @@ pub fn free_port() -> u16 {
 
 #[derive(Debug)]
 pub struct ManagedProcess {
-    pub name: &'static str,
+    pub name: String,
     pub pid: i32,
     pub log: PathBuf,
     child: Option<Child>,
@@ -77,7 +77,7 @@ impl ManagedProcess {
     pub fn start(spec: &ComponentSpec, log: &Path) -> Result<Self, ProcessError> {
         if TcpListener::bind((spec.host.as_str(), spec.port)).is_err() {
             return Err(ProcessError::PortInUse {
-                name: spec.name.into(),
+                name: spec.name.clone(),
                 host: spec.host.clone(),
                 port: spec.port,
             });
@@ -112,12 +112,12 @@ impl ManagedProcess {
             command.env_remove(key);
         }
         let child = command.spawn().map_err(|cause| ProcessError::Spawn {
-            name: spec.name.into(),
+            name: spec.name.clone(),
             program: spec.program.display().to_string(),
             cause,
         })?;
         Ok(Self {
-            name: spec.name,
+            name: spec.name.clone(),
             pid: child.id() as i32,
             log: log.to_path_buf(),
             child: Some(child),
@@ -138,7 +138,7 @@ impl ManagedProcess {
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 return Err(ProcessError::Exited {
-                    name: self.name.into(),
+                    name: self.name.clone(),
                     status: status.to_string(),
                     log: self.log.clone(),
                     tail: log_tail(&self.log, 20),
@@ -149,7 +149,7 @@ impl ManagedProcess {
             }
             if Instant::now() >= deadline {
                 return Err(ProcessError::NotReady {
-                    name: self.name.into(),
+                    name: self.name.clone(),
                     address: spec.address(),
                     timeout,
                     log: self.log.clone(),
@@ -277,6 +277,19 @@ pub fn check_ready(host: &str, port: u16, readiness: &Readiness) -> bool {
                 && &status[9..12] == b"200"
         }
     }
+}
+
+/// The body of `GET {path}` on `host:port`, if it answers within a second.
+pub fn http_get(host: &str, port: u16, path: &str) -> Option<String> {
+    let addr: SocketAddr = (host, port).to_socket_addrs().ok()?.next()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
 /// The last `lines` lines of a log file, for error messages.

@@ -50,6 +50,9 @@ pub struct StackConfig {
     pub features_dir: PathBuf,
     /// Events per second of simulated traffic; 0 starts no producer.
     pub demo_rate: f64,
+    /// Processor instances, sharing the source partitions; instance `i` publishes its
+    /// metrics on `processor_metrics_port + i - 1`.
+    pub processors: usize,
     /// How long each component may take to become ready.
     pub ready_timeout: Duration,
 }
@@ -69,6 +72,7 @@ impl Default for StackConfig {
             monitoring_dir: PathBuf::from(DEFAULT_MONITORING_DIR),
             features_dir: PathBuf::from("features"),
             demo_rate: DEFAULT_DEMO_RATE,
+            processors: 1,
             ready_timeout: Duration::from_secs(30),
         }
     }
@@ -90,16 +94,24 @@ impl StackConfig {
             self.redis_port,
             &absolute(&self.state_dir.join("data/redis")),
         );
-        let processor = components::processor(
-            services,
-            &self.host,
-            self.processor_metrics_port,
-            &broker.env_value,
-            &registry.env_value,
-            &redis.env_value,
-            &absolute(&self.features_dir),
-            &absolute(&self.state_dir.join("data/processor")),
-        );
+        let processors: Vec<ComponentSpec> = (1..=self.processors.max(1))
+            .map(|instance| {
+                components::processor(
+                    services,
+                    &self.host,
+                    (instance, self.processor_metrics_port + instance as u16 - 1),
+                    &broker.env_value,
+                    &registry.env_value,
+                    &redis.env_value,
+                    &absolute(&self.features_dir),
+                    &absolute(
+                        &self
+                            .state_dir
+                            .join(format!("data/processor/local-{instance}")),
+                    ),
+                )
+            })
+            .collect();
         let serving = components::serving(
             services,
             &self.host,
@@ -123,7 +135,9 @@ impl StackConfig {
             self.prometheus_port,
             &absolute(&self.prometheus_dir()),
         );
-        let mut all = vec![broker, redis, registry, processor, serving, prometheus];
+        let mut all = vec![broker, redis, registry];
+        all.extend(processors);
+        all.extend([serving, prometheus]);
         all.extend(producer);
         all
     }
@@ -147,12 +161,16 @@ impl StackConfig {
         }
         let targets: Vec<serde_json::Value> = specs
             .iter()
-            .filter(|s| matches!(s.name, "processor" | "producer" | "serving"))
-            .map(|s| {
-                serde_json::json!({
+            .filter_map(|s| {
+                let service = match s.name.as_str() {
+                    "producer" | "serving" => s.name.as_str(),
+                    name if name.starts_with("processor") => "processor",
+                    _ => return None,
+                };
+                Some(serde_json::json!({
                     "targets": [s.address()],
-                    "labels": {"service": s.name},
-                })
+                    "labels": {"service": service},
+                }))
             })
             .collect();
         let path = targets_dir.join("local.json");
@@ -284,7 +302,7 @@ pub fn start(
     }
     let specs = config.components(tools, services);
     for spec in &specs {
-        let dir = config.state_dir.join("data").join(spec.name);
+        let dir = config.state_dir.join("data").join(&spec.name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     }
     config.write_prometheus_config(&specs)?;
@@ -292,18 +310,18 @@ pub fn start(
     let mut state = StackState::default();
     for spec in &specs {
         let began = Instant::now();
-        let log = absolute(&config.log_path(spec.name));
+        let log = absolute(&config.log_path(&spec.name));
         let mut proc = ManagedProcess::start(spec, &log)?;
         proc.wait_ready(spec, config.ready_timeout)?;
         on_ready(spec, began.elapsed());
         state.components.push(ComponentState {
-            name: spec.name.into(),
+            name: spec.name.clone(),
             pid: proc.pid,
             program: spec.program.clone(),
             host: spec.host.clone(),
             port: spec.port,
             readiness: spec.readiness.clone(),
-            env_key: spec.env_key.into(),
+            env_key: spec.env_key.clone(),
             env_value: spec.env_value.clone(),
             log,
         });
@@ -319,10 +337,10 @@ pub fn start(
 
 impl RunningStack {
     /// The first component found to have exited, if any.
-    pub fn exited_component(&mut self) -> Option<&'static str> {
+    pub fn exited_component(&mut self) -> Option<String> {
         self.processes
             .iter_mut()
-            .find_map(|p| p.has_exited().then_some(p.name))
+            .find_map(|p| p.has_exited().then(|| p.name.clone()))
     }
 
     /// Leaves every component running in the background.
@@ -351,6 +369,33 @@ pub struct ComponentStatus {
     pub running: bool,
     pub ready: bool,
     pub log: PathBuf,
+    /// For a processor instance: the input partitions it owns (`topic/partition`), as its
+    /// metrics say.
+    pub partitions: Option<Vec<String>>,
+}
+
+/// The input partitions a processor's metrics say it owns: the series
+/// `freshet_processor_partition_assigned{partition="..",topic=".."} 1`.
+pub fn owned_partitions(metrics: &str) -> Vec<String> {
+    let mut owned: Vec<(String, i32)> = metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("freshet_processor_partition_assigned{")?;
+            let (labels, value) = rest.split_once("} ")?;
+            if value.trim().parse::<f64>().ok()? != 1.0 {
+                return None;
+            }
+            let label = |name: &str| {
+                labels.split(',').find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    (k == name).then(|| v.trim_matches('"').to_string())
+                })
+            };
+            Some((label("topic")?, label("partition")?.parse().ok()?))
+        })
+        .collect();
+    owned.sort();
+    owned.into_iter().map(|(t, p)| format!("{t}/{p}")).collect()
 }
 
 /// The status of the stack recorded in `state_dir`, or `None` when none was started.
@@ -364,13 +409,19 @@ pub fn status(state_dir: &Path) -> Result<Option<Vec<ComponentStatus>>, StackErr
             .iter()
             .map(|c| {
                 let running = process::is_running(c.pid, &c.program);
+                let ready = running && process::check_ready(&c.host, c.port, &c.readiness);
+                let partitions = (ready && c.name.starts_with("processor"))
+                    .then(|| process::http_get(&c.host, c.port, "/metrics"))
+                    .flatten()
+                    .map(|metrics| owned_partitions(&metrics));
                 ComponentStatus {
                     name: c.name.clone(),
                     pid: c.pid,
                     address: format!("{}:{}", c.host, c.port),
                     running,
-                    ready: running && process::check_ready(&c.host, c.port, &c.readiness),
+                    ready,
                     log: c.log.clone(),
+                    partitions,
                 }
             })
             .collect(),
@@ -408,4 +459,23 @@ pub fn down(state_dir: &Path) -> Result<Option<Vec<(String, StopOutcome)>>, Stac
         .collect();
     StackState::remove(state_dir);
     Ok(Some(outcomes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_processors_owned_partitions_are_the_assigned_series_at_one() {
+        let metrics = "# HELP freshet_processor_partition_assigned ...\n\
+            freshet_processor_partition_assigned{partition=\"10\",topic=\"user_events\"} 1\n\
+            freshet_processor_partition_assigned{partition=\"2\",topic=\"user_events\"} 1\n\
+            freshet_processor_partition_assigned{partition=\"3\",topic=\"user_events\"} 0\n\
+            freshet_processor_assigned_partitions 2\n";
+        assert_eq!(
+            owned_partitions(metrics),
+            vec!["user_events/2".to_string(), "user_events/10".to_string()]
+        );
+        assert!(owned_partitions("").is_empty());
+    }
 }

@@ -120,21 +120,30 @@ pub struct PartitionChanges {
     pub clock: Option<i64>,
     /// Pieces of entity state changed in the epoch.
     pub states: Vec<TouchedPart>,
+    /// Whether the epoch processed records of the partition (only then does the
+    /// changelog get its offset and clock).
+    pub progressed: bool,
 }
 
 impl PartitionChanges {
-    pub fn take(topic: &str, partition: i32, engine: &mut PartitionEngine) -> Self {
+    pub fn take(
+        topic: &str,
+        partition: i32,
+        engine: &mut PartitionEngine,
+        progressed: bool,
+    ) -> Self {
         Self {
             topic: topic.to_string(),
             partition,
             next_offset: engine.next_offset(),
             clock: engine.clock(),
             states: engine.drain_touched(),
+            progressed,
         }
     }
 }
 
-fn prefix(topic: &str, partition: i32) -> String {
+pub(crate) fn partition_prefix(topic: &str, partition: i32) -> String {
     format!("p/{topic}/{partition}/")
 }
 
@@ -146,7 +155,7 @@ fn part_key(view: &str, entity: &str, part: PartKey) -> String {
 }
 
 /// Appends [`part_key`]'s key to `out`.
-fn write_part_key(out: &mut String, view: &str, entity: &str, part: PartKey) {
+pub(crate) fn write_part_key(out: &mut String, view: &str, entity: &str, part: PartKey) {
     let mut number = itoa::Buffer::new();
     out.push_str("w/");
     out.push_str(view);
@@ -175,12 +184,13 @@ fn epoch_batch(
     // In any order: the vector memtable sorts when it is flushed.
     let mut key = String::new();
     for changes in partitions {
-        let p = prefix(&changes.topic, changes.partition);
+        let p = partition_prefix(&changes.topic, changes.partition);
         batch.put(format!("{p}offset"), changes.next_offset.to_be_bytes());
         if let Some(clock) = changes.clock {
             batch.put(format!("{p}clock"), clock.to_be_bytes());
         }
-        for touched in &changes.states {
+        // A piece no checkpoint ever held needs no deletion here (only the changelog's).
+        for touched in changes.states.iter().filter(|t| !t.unwritten) {
             key.clear();
             key.push_str(&p);
             write_part_key(
@@ -345,7 +355,7 @@ impl Checkpoint {
         partition: i32,
         view_index: &HashMap<String, usize>,
     ) -> Result<PartitionCheckpoint, CheckpointError> {
-        let p = prefix(topic, partition);
+        let p = partition_prefix(topic, partition);
         let read_i64 = |name: &str| -> Result<Option<i64>, CheckpointError> {
             let key = format!("{p}{name}");
             match self.db.get(&key)? {
@@ -427,6 +437,72 @@ impl Checkpoint {
             self.write_synced(batch)?;
         }
         Ok(())
+    }
+
+    /// Writes the memtable out, so that reads that follow come from sorted files: reading
+    /// the vector memtable sorts a copy of all of it, for every iterator. Taking partitions
+    /// over reads the checkpoint while the processor runs (six partitions taken over one by
+    /// one took 5 s each in a debug build with a full memtable; after a flush, a few ms).
+    pub fn flush(&self) -> Result<(), CheckpointError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The next offset of a partition as checkpointed, if any.
+    pub fn partition_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, CheckpointError> {
+        let key = format!("{}offset", partition_prefix(topic, partition));
+        match self.db.get(&key)? {
+            None => Ok(None),
+            Some(bytes) => bytes
+                .as_slice()
+                .try_into()
+                .map(|b| Some(i64::from_be_bytes(b)))
+                .map_err(|_| CheckpointError::Corrupt {
+                    key,
+                    reason: "not an 8-byte integer".into(),
+                }),
+        }
+    }
+
+    /// Writes a partition's state as restored from elsewhere (the changelog), in one synced
+    /// batch: with `wipe`, everything checkpointed for the partition goes first; then
+    /// `pieces` (keys as the checkpoint writes them; `None` removes), the offset and the
+    /// clock.
+    pub fn write_restored<'a>(
+        &self,
+        (topic, partition): (&str, i32),
+        wipe: bool,
+        pieces: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        next_offset: i64,
+        clock: Option<i64>,
+    ) -> Result<(), CheckpointError> {
+        let p = partition_prefix(topic, partition);
+        let mut batch = WriteBatch::default();
+        if wipe {
+            for item in self.db.prefix_iterator(p.as_bytes()) {
+                let (k, _) = item?;
+                if !k.starts_with(p.as_bytes()) {
+                    break;
+                }
+                batch.delete(&k);
+            }
+        }
+        for (key, value) in pieces {
+            match value {
+                Some(v) => batch.put(key, v),
+                None => batch.delete(key),
+            }
+        }
+        batch.put(format!("{p}offset"), next_offset.to_be_bytes());
+        match clock {
+            Some(clock) => batch.put(format!("{p}clock"), clock.to_be_bytes()),
+            None => batch.delete(format!("{p}clock")),
+        }
+        self.write_synced(batch)
     }
 
     /// The epochs checkpointed but not yet known to be delivered, oldest first.
@@ -530,7 +606,9 @@ mod tests {
                 entity: "e".into(),
                 part: PartKey::Window { group: 0, start: 0 },
                 state: Some(serde_json::to_vec(&piece(3)).unwrap()),
+                unwritten: false,
             }],
+            progressed: true,
         }];
         checkpoint
             .commit_epoch(&changes, &["v".to_string()], &outbox(0, 1))
@@ -619,6 +697,7 @@ mod tests {
                 },
                 // Values outweigh keys, as JSON states do.
                 state: (i % 5 != 0).then(|| vec![b'7'; 200 + i as usize % 50]),
+                unwritten: false,
             })
             .collect();
         let changes = [PartitionChanges {
@@ -627,6 +706,7 @@ mod tests {
             next_offset: i64::MAX,
             clock: Some(i64::MIN),
             states,
+            progressed: true,
         }];
         let names = ["v".to_string(), long_name];
         let outbox = outbox(3, 9);
@@ -651,6 +731,7 @@ mod tests {
             entity: entity.into(),
             part,
             state: state.map(|s| s.encode()),
+            unwritten: false,
         };
         let changes = |states| PartitionChanges {
             topic: "t".into(),
@@ -658,6 +739,7 @@ mod tests {
             next_offset: 7,
             clock: Some(-5),
             states,
+            progressed: true,
         };
         // Entity ids may hold the separator; pane starts may be negative.
         let states = vec![

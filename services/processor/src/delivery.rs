@@ -1,7 +1,8 @@
 //! Delivering an epoch's outbox: one Kafka transaction (feature updates, dead letters and
 //! the input offsets), then versioned writes to Redis.
 
-use crate::checkpoint::{DeadLetter, Outbox, OutboxUpdate};
+use crate::changelog::ChangelogTopic;
+use crate::checkpoint::{DeadLetter, Outbox, OutboxUpdate, PartitionChanges};
 use crate::metrics::ProcessorMetrics;
 use freshet_avro::{ReadyEncoder, WireEncoder};
 use freshet_core::store_layout::{FeatureUpdate, Writer};
@@ -61,6 +62,8 @@ pub struct KafkaSink {
     encoder: WireEncoder,
     output_topic: String,
     dead_letter_topic: String,
+    /// Where each epoch's state changes go too, and the counter of their bytes.
+    changelog: Option<(ChangelogTopic, prometheus::IntCounter)>,
 }
 
 fn is_fatal(e: &KafkaError) -> bool {
@@ -82,6 +85,7 @@ impl KafkaSink {
         transactional_id: &str,
         output_topic: &str,
         dead_letter_topic: &str,
+        changelog: Option<(ChangelogTopic, prometheus::IntCounter)>,
     ) -> Result<Self, DeliveryError> {
         let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", brokers)
@@ -100,17 +104,20 @@ impl KafkaSink {
             encoder: WireEncoder::new(registry_url, output_topic, Some(FEATURE_UPDATE_SCHEMA)),
             output_topic: output_topic.to_string(),
             dead_letter_topic: dead_letter_topic.to_string(),
+            changelog,
         })
     }
 
-    /// Publishes the outbox and commits the input offsets in one transaction.
+    /// Publishes the outbox and the state changes (to the changelog) and commits the input
+    /// offsets in one transaction.
     pub async fn publish(
         &self,
         outbox: &Outbox,
+        changes: &[PartitionChanges],
         group: &ConsumerGroupMetadata,
     ) -> Result<(), DeliveryError> {
         let payloads = self.encode(outbox).await?;
-        self.publish_encoded(outbox, group, &payloads, || true)
+        self.publish_encoded(outbox, changes, group, &payloads, || true)
     }
 
     /// The outbox's updates as keyed records for the output topic.
@@ -129,11 +136,12 @@ impl KafkaSink {
     pub fn publish_encoded(
         &self,
         outbox: &Outbox,
+        changes: &[PartitionChanges],
         group: &ConsumerGroupMetadata,
         payloads: &[(String, Vec<u8>)],
         may_commit: impl FnOnce() -> bool,
     ) -> Result<(), DeliveryError> {
-        let result = self.transaction(outbox, group, payloads, may_commit);
+        let result = self.transaction(outbox, changes, group, payloads, may_commit);
         if let Err(e) = &result {
             if let DeliveryError::Kafka(k) = e {
                 if is_fatal(k) {
@@ -148,11 +156,22 @@ impl KafkaSink {
     fn transaction(
         &self,
         outbox: &Outbox,
+        changes: &[PartitionChanges],
         group: &ConsumerGroupMetadata,
         payloads: &[(String, Vec<u8>)],
         may_commit: impl FnOnce() -> bool,
     ) -> Result<(), DeliveryError> {
         self.producer.begin_transaction()?;
+        let mut changelog_bytes = 0;
+        if let Some((changelog, _)) = &self.changelog {
+            for partition in changes {
+                changelog_bytes += changelog.records(partition, |record| {
+                    let bytes =
+                        record.key.map_or(0, <[u8]>::len) + record.payload.map_or(0, <[u8]>::len);
+                    self.send(record).map(|()| bytes)
+                })?;
+            }
+        }
         for (key, payload) in payloads {
             self.send(
                 BaseRecord::to(&self.output_topic)
@@ -173,7 +192,11 @@ impl KafkaSink {
             return Err(DeliveryError::NotCheckpointed);
         }
         self.wait_delivered()?;
-        Ok(self.producer.commit_transaction(KAFKA_TIMEOUT)?)
+        self.producer.commit_transaction(KAFKA_TIMEOUT)?;
+        if let Some((_, counter)) = &self.changelog {
+            counter.inc_by(changelog_bytes as u64);
+        }
+        Ok(())
     }
 
     /// Waits until every record sent is acknowledged. `commit_transaction` would wait too,

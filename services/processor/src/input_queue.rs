@@ -48,42 +48,39 @@ pub struct InputQueue<C: ConsumerContext + 'static> {
 unsafe impl<C: ConsumerContext + 'static> Send for InputQueue<C> {}
 
 impl<C: ConsumerContext + 'static> InputQueue<C> {
+    /// A queue of its own for `consumer`'s partitions, which are forwarded to it as they
+    /// are assigned ([`PartitionForwarder::forward`], from the group's rebalance callback).
+    pub fn new(consumer: BaseConsumer<C>) -> Self {
+        let client = consumer.client().native_ptr();
+        // SAFETY: `client` is the live consumer's handle; the new queue is destroyed in
+        // `drop`, before the consumer.
+        let queue = NonNull::new(unsafe { rdsys::rd_kafka_queue_new(client) })
+            .expect("librdkafka allocates a queue");
+        Self {
+            queue,
+            held: Vec::new(),
+            consumer,
+        }
+    }
+
     /// Assigns `assignment` to `consumer`, with its partitions' records forwarded to a
     /// queue of their own first (see the module documentation).
     pub fn assign(
         consumer: BaseConsumer<C>,
         assignment: &TopicPartitionList,
     ) -> Result<Self, InputQueueError> {
-        let client = consumer.client().native_ptr();
-        // SAFETY: `client` is the live consumer's handle; the new queue is destroyed in
-        // `drop`, before the consumer.
-        let queue = NonNull::new(unsafe { rdsys::rd_kafka_queue_new(client) })
-            .expect("librdkafka allocates a queue");
-        let input = Self {
-            queue,
-            held: Vec::new(),
-            consumer,
-        };
-        for element in assignment.elements() {
-            let (topic, partition) = (element.topic(), element.partition());
-            let no_partition = || InputQueueError::NoPartition {
-                topic: topic.to_string(),
-                partition,
-            };
-            let name = CString::new(topic).map_err(|_| no_partition())?;
-            // SAFETY: the partition's queue handle is released right after forwarding,
-            // which only drops this reference to it.
-            unsafe {
-                let from = rdsys::rd_kafka_queue_get_partition(client, name.as_ptr(), partition);
-                if from.is_null() {
-                    return Err(no_partition());
-                }
-                rdsys::rd_kafka_queue_forward(from, input.queue.as_ptr());
-                rdsys::rd_kafka_queue_destroy(from);
-            }
-        }
+        let input = Self::new(consumer);
+        input.forwarder().forward(&input.consumer, assignment)?;
         input.consumer.assign(assignment)?;
         Ok(input)
+    }
+
+    /// What forwards newly assigned partitions to this queue. It must not be used after the
+    /// queue is dropped: the consumer's rebalance callback (which holds it) runs while the
+    /// consumer lives, and the queue is dropped first only when the consumer closes, when
+    /// partitions are revoked, never assigned.
+    pub fn forwarder(&self) -> PartitionForwarder {
+        PartitionForwarder { queue: self.queue }
     }
 
     pub fn consumer(&self) -> &BaseConsumer<C> {
@@ -163,6 +160,48 @@ impl<C: ConsumerContext + 'static> Drop for InputQueue<C> {
         self.release();
         // SAFETY: the consumer (dropped after this) still lives; nothing uses the queue.
         unsafe { rdsys::rd_kafka_queue_destroy(self.queue.as_ptr()) };
+    }
+}
+
+/// Forwards partitions' records to an [`InputQueue`] (see [`InputQueue::forwarder`]).
+#[derive(Clone, Copy)]
+pub struct PartitionForwarder {
+    queue: NonNull<rdsys::rd_kafka_queue_t>,
+}
+
+// A queue handle may be used from any thread; see `InputQueue::forwarder` for its lifetime.
+unsafe impl Send for PartitionForwarder {}
+unsafe impl Sync for PartitionForwarder {}
+
+impl PartitionForwarder {
+    /// Forwards the records of `partitions` of `consumer` to the queue; call it before
+    /// they are assigned.
+    pub fn forward<C: ConsumerContext + 'static>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: &TopicPartitionList,
+    ) -> Result<(), InputQueueError> {
+        let client = consumer.client().native_ptr();
+        for element in partitions.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
+            let no_partition = || InputQueueError::NoPartition {
+                topic: topic.to_string(),
+                partition,
+            };
+            let name = CString::new(topic).map_err(|_| no_partition())?;
+            // SAFETY: the partition's queue handle is released right after forwarding,
+            // which only drops this reference to it; the target queue lives (see
+            // `InputQueue::forwarder`).
+            unsafe {
+                let from = rdsys::rd_kafka_queue_get_partition(client, name.as_ptr(), partition);
+                if from.is_null() {
+                    return Err(no_partition());
+                }
+                rdsys::rd_kafka_queue_forward(from, self.queue.as_ptr());
+                rdsys::rd_kafka_queue_destroy(from);
+            }
+        }
+        Ok(())
     }
 }
 

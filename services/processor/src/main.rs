@@ -35,13 +35,32 @@ struct Args {
         default_value = ".freshet/data/processor"
     )]
     state_dir: PathBuf,
-    /// Consumer group; also names the transactional id. One per processor deployment.
+    /// Consumer group: one per processor deployment. Its instances share the source
+    /// partitions; it also names the changelog topic ({group}-state).
     #[arg(
         long,
         env = "FRESHET_PROCESSOR_GROUP",
         default_value = "freshet-processor"
     )]
     group_id: String,
+    /// This instance's id, unique within the deployment and the same across its restarts:
+    /// its transactional id is {group}-{instance}. Defaults to the host name.
+    #[arg(long, env = "FRESHET_PROCESSOR_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// Join as a static group member (group.instance.id = the instance id): a restart
+    /// within the session timeout keeps the instance's partitions without a rebalance.
+    #[arg(long, env = "FRESHET_PROCESSOR_STATIC_MEMBERSHIP")]
+    static_membership: bool,
+    /// Write each epoch's state changes to the changelog topic and restore partitions
+    /// from it; "off" only to measure its cost (a partition then moves only with its
+    /// instance's disk).
+    #[arg(
+        long,
+        env = "FRESHET_PROCESSOR_CHANGELOG",
+        value_enum,
+        default_value = "on"
+    )]
+    changelog: Switch,
     /// Topic of feature updates.
     #[arg(long, default_value = "feature_updates")]
     output_topic: String,
@@ -79,6 +98,23 @@ struct Args {
     otlp: OtlpArgs,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+/// The host name, the default instance id (a container's is unique).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "processor".to_string())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -101,6 +137,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         redis_url: args.redis.resolve(&stack),
         state_dir: args.state_dir,
         group_id: args.group_id,
+        instance_id: args.instance_id.unwrap_or_else(host_name),
+        static_membership: args.static_membership,
+        changelog: args.changelog == Switch::On,
         output_topic: args.output_topic,
         dead_letter_topic: args.dead_letter_topic,
         late_events: args.late_events,
@@ -112,6 +151,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = ProcessorMetrics::new();
     freshet_service::serve_metrics(&args.metrics_listen, metrics.registry.clone()).await?;
     let stop = freshet_service::stop_flag();
-    tracing::info!(brokers = %config.brokers, redis = %config.redis_url, group = %config.group_id, "starting");
+    tracing::info!(brokers = %config.brokers, redis = %config.redis_url, group = %config.group_id, instance = %config.instance_id, "starting");
     runtime::run(config, metrics, stop).await
 }

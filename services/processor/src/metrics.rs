@@ -28,6 +28,20 @@ pub struct ProcessorMetrics {
     /// Time the processing thread waited: `input` (for records from the reading thread),
     /// `delivery` (to hand an epoch over while two wait for delivery).
     pub processing_wait: CounterVec,
+    /// Input partitions this instance owns, in total and one series per partition (1 when
+    /// owned, 0 when not).
+    pub assigned_partitions: IntGauge,
+    pub partition_assigned: IntGaugeVec,
+    /// Group rebalances that assigned or revoked partitions of this instance.
+    pub rebalances: IntCounterVec,
+    /// Changelog records read and seconds spent restoring partitions from it.
+    pub restore_records: prometheus::IntCounter,
+    pub restore_seconds: prometheus::Counter,
+    /// Partitions restored, by where their state came from: `local` (the checkpoint held
+    /// them at the group's offset), `changelog`, `empty` (no state yet, or recomputed).
+    pub restores: IntCounterVec,
+    /// Bytes (keys and values) written to the changelog.
+    pub changelog_bytes: prometheus::IntCounter,
 }
 
 impl ProcessorMetrics {
@@ -117,7 +131,74 @@ impl ProcessorMetrics {
         for on in ["input", "delivery"] {
             processing_wait.with_label_values(&[on]);
         }
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let assigned_partitions = IntGauge::new(
+            "freshet_processor_assigned_partitions",
+            "Input partitions assigned to this instance by the consumer group.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(assigned_partitions.clone()))
+            .expect("unique metric");
+        let partition_assigned = gauge_vec(
+            "freshet_processor_partition_assigned",
+            "1 for each input partition this instance owns, 0 for one it owned before.",
+            &["topic", "partition"],
+        );
+        let rebalances = counter(
+            "freshet_processor_rebalances_total",
+            "Group rebalances that changed this instance's partitions, by what they did.",
+            &["change"],
+        );
+        for change in ["assigned", "revoked"] {
+            rebalances.with_label_values(&[change]);
+        }
+        let restores = counter(
+            "freshet_processor_restores_total",
+            "Partitions taken over, by where their state came from: local (the checkpoint \
+             held them at the group's offset), changelog, empty (no state yet).",
+            &["from"],
+        );
+        for from in ["local", "changelog", "empty"] {
+            restores.with_label_values(&[from]);
+        }
+        let plain_counter = |name: &str, help: &str| {
+            let c = prometheus::IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let restore_records = plain_counter(
+            "freshet_processor_restore_records_total",
+            "Changelog records read to restore partitions.",
+        );
+        let changelog_bytes = plain_counter(
+            "freshet_processor_changelog_bytes_total",
+            "Bytes of keys and values written to the changelog.",
+        );
+        let restore_seconds = prometheus::Counter::new(
+            "freshet_processor_restore_seconds_total",
+            "Time spent restoring partitions from the changelog.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(restore_seconds.clone()))
+            .expect("unique metric");
         Self {
+            assigned_partitions,
+            partition_assigned,
+            rebalances,
+            restore_records,
+            restore_seconds,
+            restores,
+            changelog_bytes,
             events: counter(
                 "freshet_processor_events_total",
                 "Input records processed.",

@@ -9,11 +9,8 @@
 
 mod common;
 
-use apache_avro::Schema;
 use common::*;
-use freshet_avro::WireDecoder;
 use freshet_engine::{CompiledView, Event, PartitionEngine};
-use freshet_processor::delivery::FEATURE_UPDATE_SCHEMA;
 use freshet_testkit::TestStack;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -52,46 +49,6 @@ fn every_version(
                     .collect();
                 out.insert((u.view, u.entity, u.version), values);
             }
-        }
-    }
-    out
-}
-
-async fn published(
-    stack: &TestStack,
-    topic: &str,
-) -> Vec<((String, String, u64), BTreeMap<String, String>)> {
-    let decoder = WireDecoder::new(
-        &stack.registry_url(),
-        Schema::parse_str(FEATURE_UPDATE_SCHEMA).unwrap(),
-    );
-    let mut out = Vec::new();
-    for partition in read_topic(stack, topic, PARTITIONS) {
-        for (_, _, payload) in partition {
-            let value = decoder.decode(Some(&payload)).await.unwrap().value;
-            let apache_avro::types::Value::Record(fields) = value else {
-                panic!()
-            };
-            let mut view = String::new();
-            let mut entity = String::new();
-            let mut version = 0;
-            let mut values = BTreeMap::new();
-            for (name, v) in fields {
-                match (name.as_str(), v) {
-                    ("view", apache_avro::types::Value::String(s)) => view = s,
-                    ("entity", apache_avro::types::Value::String(s)) => entity = s,
-                    ("version", apache_avro::types::Value::Long(n)) => version = n as u64,
-                    ("values", apache_avro::types::Value::Map(m)) => {
-                        for (k, v) in m {
-                            if let apache_avro::types::Value::String(s) = v {
-                                values.insert(k, s);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            out.push(((view, entity, version), values));
         }
     }
     out
@@ -177,7 +134,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
 
     // No update on feature_updates disagrees with what a crash-free run gives its version.
     let reference_versions = every_version(&defs, &input);
-    let records = published(&stack, &crashy.output_topic).await;
+    let records = published(&stack, &crashy.output_topic, PARTITIONS).await;
     assert!(!records.is_empty());
     let mut wrong = Vec::new();
     for (key, values) in &records {

@@ -24,6 +24,7 @@ async fn a_transaction_whose_checkpoint_failed_commits_nothing_and_can_be_sent_a
         "transaction-test",
         "feature_updates",
         "freshet_dead_letters",
+        None,
     )
     .unwrap();
     let consumer: BaseConsumer =
@@ -49,7 +50,7 @@ async fn a_transaction_whose_checkpoint_failed_commits_nothing_and_can_be_sent_a
     let payloads = sink.encode(&outbox).await.unwrap();
 
     let mut asked = false;
-    let refused = sink.publish_encoded(&outbox, &group, &payloads, || {
+    let refused = sink.publish_encoded(&outbox, &[], &group, &payloads, || {
         asked = true;
         false
     });
@@ -63,7 +64,7 @@ async fn a_transaction_whose_checkpoint_failed_commits_nothing_and_can_be_sent_a
         "no offsets of an aborted transaction are committed"
     );
 
-    sink.publish_encoded(&outbox, &group, &payloads, || true)
+    sink.publish_encoded(&outbox, &[], &group, &payloads, || true)
         .expect("the same epoch goes through once its checkpoint is durable");
     assert!(transaction_committed(&consumer, &outbox).unwrap());
 }

@@ -8,8 +8,10 @@ use super::*;
 pub(super) struct Delivery {
     pub(super) kafka: KafkaSink,
     pub(super) redis: RedisSink,
-    pub(super) group: ConsumerGroupMetadata,
+    /// The input consumer's context, for its group metadata at each transaction.
+    pub(super) input: Arc<InputContext>,
     pub(super) transactional_id: String,
+    pub(super) changelog: Option<ChangelogTopic>,
     pub(super) checkpoint: Arc<Checkpoint>,
     pub(super) view_names: Vec<String>,
     pub(super) metrics: ProcessorMetrics,
@@ -63,6 +65,7 @@ impl Delivery {
                 let _ = durable.send(());
             }
         };
+        let group = self.group()?;
         let (checkpointed, published) = std::thread::scope(|scope| {
             let mut writing = Some(scope.spawn(|| {
                 checkpoint_epoch(&self.checkpoint, &self.view_names, &self.metrics, epoch)
@@ -73,16 +76,20 @@ impl Delivery {
                     .map(|w| w.join().expect("the checkpoint thread does not panic"))
             };
             let mut checkpointed = None;
-            let published =
-                self.kafka
-                    .publish_encoded(&epoch.outbox, &self.group, &payloads, || {
-                        checkpointed = join();
-                        let ok = checkpointed.as_ref().is_some_and(Result::is_ok);
-                        if ok {
-                            mark_durable();
-                        }
-                        ok
-                    });
+            let published = self.kafka.publish_encoded(
+                &epoch.outbox,
+                &epoch.changes,
+                &group,
+                &payloads,
+                || {
+                    checkpointed = join();
+                    let ok = checkpointed.as_ref().is_some_and(Result::is_ok);
+                    if ok {
+                        mark_durable();
+                    }
+                    ok
+                },
+            );
             let checkpointed = checkpointed
                 .or_else(join)
                 .expect("the checkpoint was joined");
@@ -126,18 +133,47 @@ impl Delivery {
         self.finish(epoch, redis_started, kind)
     }
 
+    /// The consumer's group metadata for a transaction's offsets.
+    fn group(&self) -> anyhow::Result<Arc<ConsumerGroupMetadata>> {
+        self.input
+            .group_metadata()
+            .context("the consumer has no group metadata (it has not joined the group)")
+    }
+
     /// Publishes the epoch in a transaction, retrying until it commits.
     pub(super) async fn publish(&mut self, epoch: &Epoch) -> anyhow::Result<()> {
         let started = Instant::now();
-        publish(
-            &mut self.kafka,
-            &self.config,
-            &self.transactional_id,
-            &epoch.outbox,
-            &self.group,
-            &self.stop,
-        )
-        .await?;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            // The group's generation may have moved on since the last try.
+            let group = self.group()?;
+            match self
+                .kafka
+                .publish(&epoch.outbox, &epoch.changes, &group)
+                .await
+            {
+                Ok(()) => break,
+                Err(DeliveryError::Fenced(e)) => bail!("stopping: {e}"),
+                Err(e) => {
+                    tracing::warn!(error = %e, epoch = epoch.outbox.epoch, "publishing the epoch failed; retrying with a new producer");
+                    if self.stop.load(Ordering::Relaxed) && backoff >= RETRY_BACKOFF_MAX {
+                        bail!(
+                            "stopping with epoch {} not published: {e}",
+                            epoch.outbox.epoch
+                        );
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                    let changelog = self
+                        .changelog
+                        .clone()
+                        .map(|c| (c, self.metrics.changelog_bytes.clone()));
+                    if let Ok(fresh) = kafka_sink(&self.config, &self.transactional_id, changelog) {
+                        self.kafka = fresh;
+                    }
+                }
+            }
+        }
         self.metrics
             .delivery_step
             .with_label_values(&["kafka"])
@@ -186,36 +222,6 @@ impl Delivery {
         }
         self.metrics.epochs.with_label_values(&[kind]).inc();
         Ok(())
-    }
-}
-
-/// Publishes the outbox, retrying until it commits. A fenced producer (another processor
-/// took over the same group) ends the run.
-pub(super) async fn publish(
-    kafka: &mut KafkaSink,
-    config: &ProcessorConfig,
-    transactional_id: &str,
-    outbox: &Outbox,
-    group: &ConsumerGroupMetadata,
-    stop: &AtomicBool,
-) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match kafka.publish(outbox, group).await {
-            Ok(()) => return Ok(()),
-            Err(DeliveryError::Fenced(e)) => bail!("stopping: {e}"),
-            Err(e) => {
-                tracing::warn!(error = %e, epoch = outbox.epoch, "publishing the epoch failed; retrying with a new producer");
-                if stop.load(Ordering::Relaxed) && backoff >= RETRY_BACKOFF_MAX {
-                    bail!("stopping with epoch {} not published: {e}", outbox.epoch);
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-                if let Ok(fresh) = kafka_sink(config, transactional_id) {
-                    *kafka = fresh;
-                }
-            }
-        }
     }
 }
 

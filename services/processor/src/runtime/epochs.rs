@@ -19,9 +19,12 @@ pub(super) struct Epoch {
 
 /// The processing thread: read records in, processed epochs out.
 pub(super) struct Processing {
-    pub(super) engines: Vec<(String, i32, PartitionEngine)>,
-    /// The input consumer's context, for the lag of each partition.
+    /// Every input partition; those this instance owns have an engine.
+    pub(super) slots: Vec<PartitionSlot>,
+    /// The input consumer's context, for the lag of each partition and to tell the reading
+    /// thread about restored partitions.
     pub(super) input: Arc<InputContext>,
+    pub(super) restorer: Restorer,
     pub(super) metrics: ProcessorMetrics,
     pub(super) config: ProcessorConfig,
     pub(super) stop: Arc<AtomicBool>,
@@ -42,8 +45,8 @@ impl Pending {
 
     /// Starts on `batch`, handing the processed one back.
     pub(super) fn refill(&mut self, batch: Vec<ReadRecord>) {
-        let processed = std::mem::replace(&mut self.batch, batch);
         self.next = 0;
+        let processed = std::mem::replace(&mut self.batch, batch);
         // The reading thread may have stopped, and then drops nothing more.
         let _ = self.used.send(processed);
     }
@@ -64,11 +67,14 @@ impl Processing {
     pub(super) fn run(
         mut self,
         reader: Reader,
+        (read_out, read_in): (
+            std::sync::mpsc::SyncSender<Handed>,
+            std::sync::mpsc::Receiver<Handed>,
+        ),
         mut epoch: u64,
         sender: tokio::sync::mpsc::Sender<Epoch>,
         in_flight: Arc<AtomicUsize>,
     ) -> anyhow::Result<u64> {
-        let (read_out, read_in) = std::sync::mpsc::sync_channel::<Vec<ReadRecord>>(HANDOVER_DEPTH);
         let (used_out, used_in) = std::sync::mpsc::channel::<Vec<ReadRecord>>();
         let reader_done = Arc::new(AtomicBool::new(false));
         let reader_thread = {
@@ -96,64 +102,62 @@ impl Processing {
     /// The processing loop: epochs of read records until `stop`.
     pub(super) fn epochs(
         &mut self,
-        (records_in, mut pending): (&std::sync::mpsc::Receiver<Vec<ReadRecord>>, Pending),
+        (records_in, mut pending): (&std::sync::mpsc::Receiver<Handed>, Pending),
         epoch: &mut u64,
         sender: &tokio::sync::mpsc::Sender<Epoch>,
         in_flight: &AtomicUsize,
     ) -> anyhow::Result<()> {
-        let Processing {
-            engines,
-            input,
-            metrics,
-            config,
-            stop,
-        } = self;
         use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
         let mut last_lag = Instant::now() - LAG_EVERY;
-        // Where each partition resumed, to tell a topic recreated since the checkpoint.
-        let resumed: Vec<i64> = engines.iter().map(|(_, _, e)| e.next_offset()).collect();
         // `pending`: records read but not yet processed (an epoch can end inside a batch).
         loop {
             let started = Instant::now();
             let mut records = 0usize;
-            let mut per_engine = vec![0u64; engines.len()];
+            let mut per_slot = vec![0u64; self.slots.len()];
             let mut dead_letters = Vec::new();
             let mut traced: HashMap<String, SpanContext> = HashMap::new();
-            while records < config.epoch_max_records
+            // An assignment change ends the epoch; it is handled once the epoch is handed
+            // over.
+            let mut control = None;
+            while records < self.config.epoch_max_records
                 // While records are at hand the clock is read once per 64 of them (per
                 // record it cost the processing thread 3% of its time); always before
                 // waiting for more.
                 && ((records % 64 != 0 && !pending.is_empty())
-                    || started.elapsed() < config.epoch_duration)
+                    || started.elapsed() < self.config.epoch_duration)
             {
                 if pending.is_empty() {
                     // Group commit: once earlier epochs are delivered, this one ends with the
                     // records already read.
                     let deliverer_idle = records > 0 && in_flight.load(Ordering::Acquire) == 0;
                     let waiting = Instant::now();
-                    let batch = if deliverer_idle {
+                    let handed = if deliverer_idle {
                         match records_in.try_recv() {
-                            Ok(batch) => Some(batch),
+                            Ok(handed) => Some(handed),
                             Err(TryRecvError::Empty) => None,
                             Err(TryRecvError::Disconnected) => bail!("the reading thread stopped"),
                         }
                     } else {
                         match records_in.recv_timeout(POLL_WAIT) {
-                            Ok(batch) => Some(batch),
+                            Ok(handed) => Some(handed),
                             Err(RecvTimeoutError::Timeout) => None,
                             Err(RecvTimeoutError::Disconnected) => {
                                 bail!("the reading thread stopped")
                             }
                         }
                     };
-                    metrics
+                    self.metrics
                         .processing_wait
                         .with_label_values(&["input"])
                         .inc_by(waiting.elapsed().as_secs_f64());
-                    match batch {
-                        Some(batch) => pending.refill(batch),
+                    match handed {
+                        Some(Handed::Records(batch)) => pending.refill(batch),
+                        Some(change) => {
+                            control = Some(change);
+                            break;
+                        }
                         None => {
-                            if deliverer_idle || stop.load(Ordering::Relaxed) {
+                            if deliverer_idle || self.stop.load(Ordering::Relaxed) {
                                 break;
                             }
                             continue;
@@ -161,17 +165,21 @@ impl Processing {
                     }
                 }
                 let record = pending.next().expect("not empty");
-                let (topic, partition, engine) = &mut engines[record.engine];
-                if record.offset < engine.next_offset() {
+                let slot = &mut self.slots[record.engine];
+                let Some(engine) = slot.engine.as_mut() else {
+                    continue;
+                };
+                if record.generation != slot.generation || record.offset < engine.next_offset() {
                     continue;
                 }
+                let (topic, partition) = (&slot.topic, slot.partition);
                 records += 1;
-                per_engine[record.engine] += 1;
+                per_slot[record.engine] += 1;
                 let dead_letter = |raw: Option<RawRecord>, reason| {
                     let RawRecord { key, payload } = raw.unwrap_or_default();
                     DeadLetter {
                         topic: topic.clone(),
-                        partition: *partition,
+                        partition,
                         offset: record.offset,
                         key,
                         payload,
@@ -184,26 +192,26 @@ impl Processing {
                             traced.insert(event.entity.to_string(), span);
                         }
                         if engine.process(record.offset, Some(event)) == Outcome::Late {
-                            metrics
+                            self.metrics
                                 .late_events
                                 .with_label_values(&[topic.as_str()])
                                 .inc();
-                            if config.late_events == LatePolicy::DeadLetter {
+                            if self.config.late_events == LatePolicy::DeadLetter {
                                 let reason = format!(
                                     "late event: event time {} is behind the watermark {}",
                                     event.time,
                                     engine.watermark().unwrap_or(i64::MIN)
                                 );
                                 dead_letters.push(dead_letter(record.raw.take(), reason));
-                                metrics.dead_letters.with_label_values(&["late"]).inc();
+                                self.metrics.dead_letters.with_label_values(&["late"]).inc();
                             }
                         }
                     }
                     Err(reason) => {
                         engine.process(record.offset, None);
-                        tracing::warn!(topic = topic.as_str(), partition = *partition, offset = record.offset, %reason, "dead-lettering an undecodable record");
+                        tracing::warn!(topic = topic.as_str(), partition, offset = record.offset, %reason, "dead-lettering an undecodable record");
                         dead_letters.push(dead_letter(record.raw.take(), reason.to_string()));
-                        metrics
+                        self.metrics
                             .dead_letters
                             .with_label_values(&["undecodable"])
                             .inc();
@@ -212,88 +220,176 @@ impl Processing {
             }
             if last_lag.elapsed() >= LAG_EVERY {
                 last_lag = Instant::now();
-                record_lag(input, engines, metrics);
-                if let Some((i, high)) = resumed_beyond_input(input, engines, &resumed) {
-                    let (topic, partition, engine) = &engines[i];
+                record_lag(&self.input, &self.slots, &self.metrics);
+                if let Some((i, high, at)) = resumed_beyond_input(&self.input, &mut self.slots) {
+                    let slot = &self.slots[i];
                     bail!(
                         "{}",
                         input_gone(
-                            &config.state_dir,
+                            &self.config.state_dir,
                             &format!(
-                                "{topic}/{partition} at {}, where the topic ends at {high}",
-                                engine.next_offset()
+                                "{}/{} at {at}, where the topic ends at {high}",
+                                slot.topic, slot.partition
                             )
                         )
                     );
                 }
             }
-            if records == 0 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                continue;
+            if records > 0 {
+                self.hand_over(epoch, (per_slot, dead_letters, traced), sender, in_flight)?;
             }
-
-            let updates: Vec<OutboxUpdate> = engines
-                .iter_mut()
-                .flat_map(|(_, _, e)| e.drain_view_updates())
-                .map(|u| OutboxUpdate {
-                    view: u.update.view,
-                    entity: u.update.entity,
-                    version: u.update.version,
-                    event_time_ms: u.update.event_time_ms,
-                    values: u.update.values,
-                    windows: u.windows,
-                })
-                .collect();
-            let outbox = Outbox {
-                epoch: *epoch,
-                updates,
-                dead_letters,
-                offsets: engines
-                    .iter()
-                    .map(|(t, p, e)| (t.clone(), *p, e.next_offset()))
-                    .collect(),
-            };
-            let changes: Vec<PartitionChanges> = engines
-                .iter_mut()
-                .map(|(topic, partition, engine)| PartitionChanges::take(topic, *partition, engine))
-                .collect();
-            metrics.entities.set(
-                engines
-                    .iter()
-                    .map(|(_, _, e)| e.entity_count() as i64)
-                    .sum(),
-            );
-            let mut events: Vec<(String, u64)> = Vec::new();
-            for (i, n) in per_engine.iter().enumerate().filter(|(_, n)| **n > 0) {
-                let topic = &engines[i].0;
-                match events.iter_mut().find(|(t, _)| t == topic) {
-                    Some((_, total)) => *total += n,
-                    None => events.push((topic.clone(), *n)),
-                }
+            if let Some(change) = control {
+                self.change_assignment(change, sender, in_flight)?;
             }
-            in_flight.fetch_add(1, Ordering::AcqRel);
-            let processed = Epoch {
-                outbox: Arc::new(outbox),
-                changes,
-                events,
-                traced,
-            };
-            let waiting = Instant::now();
-            let handed_over = sender.blocking_send(processed);
-            metrics
-                .processing_wait
-                .with_label_values(&["delivery"])
-                .inc_by(waiting.elapsed().as_secs_f64());
-            if handed_over.is_err() {
-                // The delivery task ended with an error, which `run` reports; this epoch's
-                // records are processed again on the next start.
-                bail!("stopping: the delivery of epochs stopped");
-            }
-            *epoch += 1;
-            if stop.load(Ordering::Relaxed) {
+            if self.stop.load(Ordering::Relaxed) {
                 break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the epoch: drains the engines into its outbox and state changes and hands it
+    /// to the delivery task.
+    fn hand_over(
+        &mut self,
+        epoch: &mut u64,
+        (per_slot, dead_letters, traced): (Vec<u64>, Vec<DeadLetter>, HashMap<String, SpanContext>),
+        sender: &tokio::sync::mpsc::Sender<Epoch>,
+        in_flight: &AtomicUsize,
+    ) -> anyhow::Result<()> {
+        let owned = || self.slots.iter().filter(|s| s.engine.is_some());
+        let offsets = owned()
+            .map(|s| {
+                let engine = s.engine.as_ref().expect("owned");
+                (s.topic.clone(), s.partition, engine.next_offset())
+            })
+            .collect();
+        let mut updates: Vec<OutboxUpdate> = Vec::new();
+        let mut changes: Vec<PartitionChanges> = Vec::new();
+        let mut entities = 0;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(engine) = slot.engine.as_mut() else {
+                continue;
+            };
+            updates.extend(
+                engine
+                    .drain_view_updates()
+                    .into_iter()
+                    .map(|u| OutboxUpdate {
+                        view: u.update.view,
+                        entity: u.update.entity,
+                        version: u.update.version,
+                        event_time_ms: u.update.event_time_ms,
+                        values: u.update.values,
+                        windows: u.windows,
+                    }),
+            );
+            changes.push(PartitionChanges::take(
+                &slot.topic,
+                slot.partition,
+                engine,
+                per_slot[i] > 0,
+            ));
+            entities += engine.entity_count() as i64;
+        }
+        self.metrics.entities.set(entities);
+        let outbox = Outbox {
+            epoch: *epoch,
+            updates,
+            dead_letters,
+            offsets,
+        };
+        let mut events: Vec<(String, u64)> = Vec::new();
+        for (i, n) in per_slot.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let topic = &self.slots[i].topic;
+            match events.iter_mut().find(|(t, _)| t == topic) {
+                Some((_, total)) => *total += n,
+                None => events.push((topic.clone(), *n)),
+            }
+        }
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        let processed = Epoch {
+            outbox: Arc::new(outbox),
+            changes,
+            events,
+            traced,
+        };
+        let waiting = Instant::now();
+        let handed_over = sender.blocking_send(processed);
+        self.metrics
+            .processing_wait
+            .with_label_values(&["delivery"])
+            .inc_by(waiting.elapsed().as_secs_f64());
+        if handed_over.is_err() {
+            // The delivery task ended with an error, which `run` reports; this epoch's
+            // records are processed again on the next start.
+            bail!("stopping: the delivery of epochs stopped");
+        }
+        *epoch += 1;
+        Ok(())
+    }
+
+    /// Applies an assignment change from the group (see [`Handed`]).
+    fn change_assignment(
+        &mut self,
+        change: Handed,
+        sender: &tokio::sync::mpsc::Sender<Epoch>,
+        in_flight: &AtomicUsize,
+    ) -> anyhow::Result<()> {
+        match change {
+            Handed::Records(_) => unreachable!("records are not a change"),
+            Handed::Revoked { slots, done } => {
+                // Every epoch with records of these partitions is delivered before they go.
+                while in_flight.load(Ordering::Acquire) > 0 {
+                    if sender.is_closed() {
+                        bail!("stopping: the delivery of epochs stopped");
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                for i in slots {
+                    let slot = &mut self.slots[i];
+                    // The checkpoint keeps its state: a warm copy if it comes back.
+                    if slot.engine.take().is_some() {
+                        self.metrics
+                            .consumer_lag
+                            .with_label_values(&[&slot.topic, &slot.partition.to_string()])
+                            .set(0);
+                    }
+                }
+                let _ = done.send(());
+            }
+            Handed::Assigned {
+                partitions,
+                generation,
+            } => {
+                for (i, committed) in partitions {
+                    let slot = &self.slots[i];
+                    let (engine, from, unconfirmed_local) = self.restorer.restore(
+                        &self.config,
+                        &self.metrics,
+                        (&slot.topic, slot.partition),
+                        committed,
+                    )?;
+                    self.metrics.restores.with_label_values(&[from]).inc();
+                    tracing::info!(
+                        partition = format!("{}/{}", slot.topic, slot.partition).as_str(),
+                        from,
+                        at = engine.next_offset(),
+                        entities = engine.entity_count(),
+                        "taking over the partition"
+                    );
+                    self.input.push_change(SlotChange::Restored {
+                        slot: i,
+                        generation,
+                        clock: engine.clock(),
+                        delay: engine.watermark_delay(),
+                    });
+                    let slot = &mut self.slots[i];
+                    slot.resumed_at = engine.next_offset();
+                    slot.unconfirmed_local = unconfirmed_local;
+                    slot.generation = generation;
+                    slot.engine = Some(engine);
+                }
             }
         }
         Ok(())

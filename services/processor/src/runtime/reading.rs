@@ -8,8 +8,10 @@ use super::*;
 /// A record as the reading thread hands it to the processing thread: decoded, with what a
 /// dead letter would need.
 pub(super) struct ReadRecord {
-    /// Index of the partition's engine.
+    /// Index of the partition's slot.
     pub(super) engine: usize,
+    /// The assignment it was read under.
+    pub(super) generation: u64,
     pub(super) offset: i64,
     pub(super) event: Result<Event, DecodeError>,
     /// The span continuing the record's trace (with tracing on).
@@ -37,9 +39,11 @@ pub(super) struct Reader {
     pub(super) keep_late: bool,
     /// The error when a partition's offset is out of range.
     pub(super) out_of_range: String,
-    /// Per engine (with `keep_late`): a clock at least the engine's, to keep the bytes of
+    /// Per slot (with `keep_late`): a clock at least the engine's, to keep the bytes of
     /// the records that may be late.
     pub(super) late_checks: Vec<LateCheck>,
+    /// Per slot: the assignment its records are read under (0: not assigned).
+    pub(super) generations: Vec<u64>,
     pub(super) tracer: opentelemetry::global::BoxedTracer,
     pub(super) runtime: tokio::runtime::Handle,
     /// Per engine: the partition stands still until the registry answers.
@@ -76,16 +80,20 @@ pub(super) const REGISTRY_RETRY_FIRST: Duration = Duration::from_millis(250);
 /// starting from the engine's restored clock. The engine sees the same records in the same
 /// order (or fewer, skipping ones it already processed), so its clock is never ahead of
 /// this one, and every event it finds late (`time < clock - delay`) is found late here too.
+/// Between an assignment and the restore of the partition's engine, the engine's clock is
+/// not known yet: every record may be late.
 pub(super) struct LateCheck {
     pub(super) clock: Option<i64>,
     pub(super) delay: i64,
+    /// Whether `clock` starts from the engine's restored clock.
+    pub(super) known: bool,
 }
 
 impl LateCheck {
     pub(super) fn may_be_late(&mut self, time: i64) -> bool {
         let clock = self.clock.map_or(time, |c| c.max(time));
         self.clock = Some(clock);
-        time < clock - self.delay
+        !self.known || time < clock - self.delay
     }
 }
 
@@ -135,21 +143,14 @@ impl Reader {
         };
         while !done.load(Ordering::Relaxed) {
             self.retry_registry_waits();
-            let mut gone = false;
-            self.input.serve_events(|e| match e {
-                KafkaError::MessageConsumption(code) if is_gone(code) => gone = true,
-                e => tracing::warn!(error = %e, "consumer error"),
-            })?;
-            if gone {
-                bail!("{}", self.out_of_range);
-            }
+            self.serve()?;
             let wait = if batch.is_empty() {
                 POLL_WAIT
             } else {
                 Duration::ZERO
             };
             if self.input.read(wait, bytes.room(batch.len())) == 0 {
-                if !batch.is_empty() && out.send(take_batch(&mut batch, &mut bytes)).is_err() {
+                if !batch.is_empty() && !self.hand_over(&out, take_batch(&mut batch, &mut bytes))? {
                     return Ok(());
                 }
                 continue;
@@ -178,6 +179,10 @@ impl Reader {
                 else {
                     continue;
                 };
+                let generation = self.generations[engine];
+                if generation == 0 {
+                    continue;
+                }
                 if let Some(wait) = &self.registry_waits[engine] {
                     if !wait.resumed || record.offset() != wait.offset {
                         // Fetched before the pause: it comes again after the record that
@@ -227,13 +232,16 @@ impl Reader {
                 bytes.add(record.payload().map_or(0, <[u8]>::len));
                 batch.push(ReadRecord {
                     engine,
+                    generation,
                     offset: record.offset(),
                     event,
                     span,
                     raw,
                 });
             }
-            if bytes.is_full(batch.len()) && out.send(take_batch(&mut batch, &mut bytes)).is_err() {
+            if bytes.is_full(batch.len())
+                && !self.hand_over(&out, take_batch(&mut batch, &mut bytes))?
+            {
                 return Ok(());
             }
         }
@@ -242,6 +250,85 @@ impl Reader {
 }
 
 impl Reader {
+    /// Serves the consumer's events (statistics, errors, the group's rebalances) and
+    /// applies the assignment changes; fails when the input cannot be read on.
+    fn serve(&mut self) -> anyhow::Result<()> {
+        let mut gone = false;
+        self.input.serve_events(|e| match e {
+            KafkaError::MessageConsumption(code) if is_gone(code) => gone = true,
+            e => tracing::warn!(error = %e, "consumer error"),
+        })?;
+        if gone {
+            bail!("{}", self.out_of_range);
+        }
+        self.apply_assignment_changes()
+    }
+
+    /// Hands a batch to the processing thread; returns false when it stopped taking
+    /// them. While its queue is full (it may be restoring a partition taken over) the
+    /// consumer is still served, so the group does not take this instance for dead.
+    fn hand_over(
+        &mut self,
+        out: &std::sync::mpsc::SyncSender<Handed>,
+        batch: Vec<ReadRecord>,
+    ) -> anyhow::Result<bool> {
+        use std::sync::mpsc::TrySendError;
+        let mut handed = Handed::Records(batch);
+        loop {
+            match out.try_send(handed) {
+                Ok(()) => return Ok(true),
+                Err(TrySendError::Disconnected(_)) => return Ok(false),
+                Err(TrySendError::Full(back)) => {
+                    handed = back;
+                    self.serve()?;
+                    // 16 batches ahead, the processing thread has tens of milliseconds of work.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+
+    /// Applies what the group's rebalances and the processing thread's restores changed
+    /// (see [`SlotChange`]); fails when the consumer cannot go on.
+    pub(super) fn apply_assignment_changes(&mut self) -> anyhow::Result<()> {
+        let context = self.input.consumer().context().clone();
+        if let Some(reason) = context.fatal() {
+            bail!("{reason}");
+        }
+        for change in context.take_changes() {
+            match change {
+                SlotChange::Assigned { slot, generation } => {
+                    self.generations[slot] = generation;
+                    self.late_checks[slot] = LateCheck {
+                        clock: None,
+                        delay: 0,
+                        known: false,
+                    };
+                }
+                SlotChange::Revoked { slot } => {
+                    self.generations[slot] = 0;
+                    if self.registry_waits[slot].take().is_some() {
+                        self.registry_unavailable.dec();
+                    }
+                }
+                SlotChange::Restored {
+                    slot,
+                    generation,
+                    clock,
+                    delay,
+                } => {
+                    if self.generations[slot] == generation {
+                        let check = &mut self.late_checks[slot];
+                        check.clock = check.clock.max(clock);
+                        check.delay = delay;
+                        check.known = true;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Pauses a partition whose record could not be decoded because the registry could not
     /// be asked, to read it again later (see [`RegistryWait`]).
     pub(super) fn wait_for_registry(
@@ -378,7 +465,7 @@ pub(super) fn ready_or_block_on<F: std::future::Future>(
 /// The reading thread's ends of its channels: batches of read records to the processing
 /// thread, and the processed ones back.
 pub(super) type Handover = (
-    std::sync::mpsc::SyncSender<Vec<ReadRecord>>,
+    std::sync::mpsc::SyncSender<Handed>,
     std::sync::mpsc::Receiver<Vec<ReadRecord>>,
 );
 

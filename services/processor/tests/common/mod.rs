@@ -106,7 +106,43 @@ impl Deployment {
             .expect("the processor starts")
     }
 
+    /// The state folder of one instance of the deployment.
+    pub fn instance_dir(&self, instance: &str) -> PathBuf {
+        self.state_dir.join(instance)
+    }
+
+    /// Starts one instance of a deployment of several: its own instance id, state folder
+    /// ([`Self::instance_dir`]) and metrics port.
+    pub fn start_instance(&self, stack: &TestStack, instance: &str, metrics_port: u16) -> Running {
+        let state_dir = self.instance_dir(instance);
+        let mut command = self.command_at(
+            stack,
+            &["--instance-id", instance],
+            &state_dir,
+            metrics_port,
+        );
+        if std::env::var_os("FRESHET_TEST_PROCESSOR_LOGS").is_some() {
+            command.env("RUST_LOG", "info");
+        }
+        Running(
+            command
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("the processor starts"),
+        )
+    }
+
     fn command(&self, stack: &TestStack, flags: &[&str]) -> Command {
+        self.command_at(stack, flags, &self.state_dir, self.metrics_port)
+    }
+
+    fn command_at(
+        &self,
+        stack: &TestStack,
+        flags: &[&str],
+        state_dir: &Path,
+        metrics_port: u16,
+    ) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_freshet-processor"));
         command
             .args(flags)
@@ -120,7 +156,7 @@ impl Deployment {
             .args(["--redis-url", &self.redis_url(stack)])
             .args([
                 "--state-dir",
-                self.state_dir.to_str().unwrap(),
+                state_dir.to_str().unwrap(),
                 "--group-id",
                 &self.group,
             ])
@@ -132,7 +168,7 @@ impl Deployment {
             ])
             .args([
                 "--metrics-listen",
-                &format!("127.0.0.1:{}", self.metrics_port),
+                &format!("127.0.0.1:{metrics_port}"),
                 "--epoch-ms",
                 "50",
             ])
@@ -309,9 +345,14 @@ pub fn read_topic(stack: &TestStack, topic: &str, partitions: i32) -> Vec<Vec<Ra
 
 /// The input as the processor sees it: per partition, in order.
 pub async fn input_events(stack: &TestStack) -> Vec<Vec<UserEvent>> {
+    input_events_of(stack, PARTITIONS).await
+}
+
+/// [`input_events`] of an input topic of `partitions` partitions.
+pub async fn input_events_of(stack: &TestStack, partitions: i32) -> Vec<Vec<UserEvent>> {
     let decoder = WireDecoder::new(&stack.registry_url(), Schema::parse_str(SCHEMA_V2).unwrap());
     let mut out = Vec::new();
-    for partition in read_topic(stack, TOPIC, PARTITIONS) {
+    for partition in read_topic(stack, TOPIC, partitions) {
         let mut events = Vec::new();
         for (_, _, payload) in partition {
             let value = decoder.decode(Some(&payload)).await.unwrap().value;
@@ -574,4 +615,47 @@ pub async fn wait_for_oracle(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Every record on an output topic as ((view, entity, version), values), in each
+/// partition's order.
+pub async fn published(
+    stack: &TestStack,
+    topic: &str,
+    partitions: i32,
+) -> Vec<((String, String, u64), BTreeMap<String, String>)> {
+    let decoder = WireDecoder::new(
+        &stack.registry_url(),
+        Schema::parse_str(freshet_processor::delivery::FEATURE_UPDATE_SCHEMA).unwrap(),
+    );
+    let mut out = Vec::new();
+    for partition in read_topic(stack, topic, partitions) {
+        for (_, _, payload) in partition {
+            let value = decoder.decode(Some(&payload)).await.unwrap().value;
+            let apache_avro::types::Value::Record(fields) = value else {
+                panic!()
+            };
+            let mut view = String::new();
+            let mut entity = String::new();
+            let mut version = 0;
+            let mut values = BTreeMap::new();
+            for (name, v) in fields {
+                match (name.as_str(), v) {
+                    ("view", apache_avro::types::Value::String(s)) => view = s,
+                    ("entity", apache_avro::types::Value::String(s)) => entity = s,
+                    ("version", apache_avro::types::Value::Long(n)) => version = n as u64,
+                    ("values", apache_avro::types::Value::Map(m)) => {
+                        for (k, v) in m {
+                            if let apache_avro::types::Value::String(s) = v {
+                                values.insert(k, s);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.push(((view, entity, version), values));
+        }
+    }
+    out
 }
