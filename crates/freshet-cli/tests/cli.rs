@@ -183,7 +183,15 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let state = dir.path().join("stack");
     let state = state.to_str().unwrap();
     let _cleanup = DownOnDrop(state.to_string());
-    let processor = free_port().to_string();
+    // Two processor instances: metrics on this port and the next.
+    let processor_port = loop {
+        let port = free_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            break port;
+        }
+    };
+    let processor = processor_port.to_string();
+    let processor_2 = (processor_port + 1).to_string();
     let serving = free_port().to_string();
     let prometheus = free_port().to_string();
     let (broker, redis, registry, producer) = (
@@ -213,6 +221,8 @@ fn up_detach_status_and_down_manage_a_real_stack() {
         &prometheus,
         "--demo-rate",
         "100",
+        "--processors",
+        "2",
     ];
     let out = freshet(&up);
     assert!(
@@ -231,6 +241,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
             format!("FRESHET_REDIS_URL=redis://127.0.0.1:{redis}"),
             format!("FRESHET_REGISTRY_URL=http://127.0.0.1:{registry}"),
             format!("FRESHET_PROCESSOR_METRICS_URL=http://127.0.0.1:{processor}/metrics"),
+            format!("FRESHET_PROCESSOR_2_METRICS_URL=http://127.0.0.1:{processor_2}/metrics"),
             format!("FRESHET_SERVING_URL=http://127.0.0.1:{serving}"),
             format!("FRESHET_PROMETHEUS_URL=http://127.0.0.1:{prometheus}"),
             format!("FRESHET_PRODUCER_METRICS_URL=http://127.0.0.1:{producer}/metrics"),
@@ -244,9 +255,39 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let status_text = text(&status.stdout);
     assert!(
         status_text.contains(&format!("127.0.0.1:{broker}"))
-            && status_text.matches(" ready").count() == 7,
+            && status_text.matches(" ready").count() == 8,
         "{status_text}"
     );
+
+    // The two processors share the source's 3 partitions through the consumer group, and
+    // status says which instance has which.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status_text = text(&freshet(&["status", "--state-dir", state]).stdout);
+        let owned: Vec<Vec<String>> = status_text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("partitions: "))
+            .map(|l| {
+                l.split(", ")
+                    .filter(|p| p.starts_with("user_events/"))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect();
+        let mut all: Vec<&String> = owned.iter().flatten().collect();
+        all.sort();
+        if owned.len() == 2
+            && owned.iter().all(|o| !o.is_empty())
+            && all == ["user_events/0", "user_events/1", "user_events/2"]
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the processors did not split the partitions: {status_text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // The demo producer sends events and the processor turns them into updates.
     wait_for_updates(&producer, &processor);
@@ -281,7 +322,7 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     assert!(down.status.success());
     assert_eq!(
         text(&down.stdout),
-        "producer: stopped\nprometheus: stopped\nserving: stopped\nprocessor: stopped\nregistry: stopped\nredis: stopped\nbroker: stopped\n"
+        "producer: stopped\nprometheus: stopped\nserving: stopped\nprocessor-2: stopped\nprocessor: stopped\nregistry: stopped\nredis: stopped\nbroker: stopped\n"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| pid_alive(*p)) {

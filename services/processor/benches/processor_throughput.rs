@@ -251,6 +251,9 @@ fn start_processor_binary(binary: &str, stack: &TestStack, dir: &Path, port: u16
             "--metrics-listen",
             &format!("127.0.0.1:{port}"),
         ])
+        // A group of its own: in a group that already committed offsets, a processor
+        // resumes where the last round ended.
+        .args(["--group-id", &format!("bench-{port}")])
         .args(["--late-events", "drop", "--stack-dir", "/nonexistent"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -76,9 +76,9 @@ pub struct ChangelogTopic {
 impl ChangelogTopic {
     /// Hands each changelog record of one partition's epoch changes to `send`, the offset
     /// and clock last. Nothing for a partition the epoch did not move on.
-    pub fn records<'a>(
+    pub fn records(
         &self,
-        changes: &'a PartitionChanges,
+        changes: &PartitionChanges,
         mut send: impl FnMut(BaseRecord<'_, [u8], [u8]>) -> Result<usize, rdkafka::error::KafkaError>,
     ) -> Result<usize, rdkafka::error::KafkaError> {
         if !changes.progressed {
@@ -288,7 +288,8 @@ struct RestoreContext;
 
 impl rdkafka::client::ClientContext for RestoreContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+        let end = rdkafka::types::RDKafkaErrorCode::PartitionEOF;
+        if error.rdkafka_error_code() != Some(end) {
             tracing::error!(%error, reason, "changelog consumer error");
         }
     }

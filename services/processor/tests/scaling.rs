@@ -27,6 +27,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 type Published = BTreeMap<(String, String, u64), BTreeMap<String, String>>;
+/// The latest published record of each (view, entity): its version and values.
+type Latest = BTreeMap<(String, String), (u64, BTreeMap<String, String>)>;
 
 /// Every (view, entity, version) published on `topic` with its values; fails if one was
 /// published twice with different values.
@@ -53,7 +55,7 @@ async fn published_once_each(stack: &TestStack, topic: &str) -> Published {
 }
 
 /// The record of the largest version of each (view, entity).
-fn latest(published: &Published) -> BTreeMap<(String, String), (u64, BTreeMap<String, String>)> {
+fn latest(published: &Published) -> Latest {
     let mut out = BTreeMap::new();
     for ((view, entity, version), values) in published {
         // Keys are sorted by version within a (view, entity): the last one wins.
@@ -66,8 +68,8 @@ fn assert_same_as_reference(
     what: &str,
     got: &StoredByKey,
     reference: &StoredByKey,
-    got_latest: &BTreeMap<(String, String), (u64, BTreeMap<String, String>)>,
-    reference_latest: &BTreeMap<(String, String), (u64, BTreeMap<String, String>)>,
+    got_latest: &Latest,
+    reference_latest: &Latest,
 ) {
     let mismatched: Vec<String> = got
         .iter()
@@ -111,10 +113,7 @@ async fn reference_run(
     stack: &TestStack,
     dir: &std::path::Path,
     expected: &BTreeMap<(String, String), BTreeMap<String, freshet_core::Value>>,
-) -> (
-    StoredByKey,
-    BTreeMap<(String, String), (u64, BTreeMap<String, String>)>,
-) {
+) -> (StoredByKey, Latest) {
     let defs = definitions();
     let single = Deployment::new(dir, "single", 1);
     let mut running = single.start(stack);
@@ -346,6 +345,88 @@ async fn an_instance_whose_disk_is_lost_restores_from_the_changelog() {
         &lossy_redis,
         &single_redis,
         &lossy_latest,
+        &single_latest,
+    );
+}
+
+/// Sends `signal` to a running instance.
+fn signal(running: &Running, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(running.id() as i32), signal).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_instance_whose_partitions_moved_on_changes_nothing_when_it_wakes() {
+    let stack = TestStack::start();
+    stack.create_topic(TOPIC, PARTITIONS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let zombie = Deployment::new(dir.path(), "zombie", 0);
+    let (port_a, port_b) = (
+        freshet_localstack::free_port(),
+        freshet_localstack::free_port(),
+    );
+    let owned = |port| {
+        metric(
+            &scrape_metrics(port),
+            "freshet_processor_assigned_partitions",
+        )
+    };
+    let wait_until = |what: &str, deadline: Duration, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + deadline;
+        while !check() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // Events keep coming while instance a is paused in the middle of its work (a long GC
+    // pause, a stalled VM), loses its partitions to b, and wakes up.
+    let events = 30_000;
+    let producing = produce(&stack, sim(41, 300), events, events as f64 / 30.0);
+    let pausing = async {
+        let a = zombie.start_instance(&stack, "a", port_a);
+        tokio::task::block_in_place(|| {
+            wait_until("a owns every partition", Duration::from_secs(60), &|| {
+                owned(port_a) == Some(PARTITIONS as f64)
+            })
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        signal(&a, nix::sys::signal::Signal::SIGSTOP);
+        let b = zombie.start_instance(&stack, "b", port_b);
+        tokio::task::block_in_place(|| {
+            wait_until(
+                "b owns every partition once a's session expired",
+                Duration::from_secs(60),
+                &|| owned(port_b) == Some(PARTITIONS as f64),
+            )
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        signal(&a, nix::sys::signal::Signal::SIGCONT);
+        (a, b)
+    };
+    let (produced, (mut a, mut b)) = tokio::join!(producing, pausing);
+    assert_eq!(produced, events);
+
+    let defs = definitions();
+    let input = input_events(&stack).await;
+    let expected = oracle(&defs, &input);
+    let diffs = wait_for_oracle(
+        &zombie.redis_url(&stack),
+        &expected,
+        &defs,
+        Duration::from_secs(180),
+    )
+    .await;
+    assert!(diffs.is_empty(), "after the pause: {diffs:#?}");
+    a.kill();
+    b.terminate();
+    let zombie_redis = redis_values(&zombie.redis_url(&stack), expected.keys().cloned()).await;
+    let zombie_latest = latest(&published_once_each(&stack, &zombie.output_topic).await);
+    let (single_redis, single_latest) = reference_run(&stack, dir.path(), &expected).await;
+    assert_same_as_reference(
+        "a paused instance",
+        &zombie_redis,
+        &single_redis,
+        &zombie_latest,
         &single_latest,
     );
 }
