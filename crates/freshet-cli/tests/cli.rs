@@ -347,13 +347,25 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     // Where it resumed: the last run's offsets are small, so a processor resuming from
     // them would soon process events too, skipping the first ones.
     let log = std::fs::read_to_string(Path::new(state).join("logs/processor.log")).unwrap();
-    let resumed = log
-        .lines()
-        .rfind(|l| l.contains(" processing ") && l.contains("from="))
-        .expect("the processor logs where it resumes");
+    let lines: Vec<&str> = log.lines().collect();
+    let joined = lines
+        .iter()
+        .rposition(|l| l.contains("joining the group"))
+        .expect("the processor logs that it joins the group");
+    let assigned = lines[joined..]
+        .iter()
+        .find(|l| l.contains("assigned by the group"))
+        .expect("the processor logs where its partitions resume");
+    let at: Vec<&str> = assigned
+        .split("partitions=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .split(", ")
+        .collect();
     assert!(
-        resumed.contains(r#"from="user_events/0 at 0, user_events/1 at 0, user_events/2 at 0""#),
-        "the second run starts at the new topic's beginning: {resumed}"
+        !at.is_empty() && at.iter().all(|p| p.ends_with(" at 0")),
+        "the second run starts at the new topic's beginning: {assigned}"
     );
     assert!(freshet(&["down", "--state-dir", state]).status.success());
 }

@@ -123,7 +123,10 @@ fn catch_up(
     }
     let (started, uncounted) = first.unwrap();
     assert!(uncounted < n as f64, "raise FRESHET_BENCH_EVENTS");
-    ((n as f64 - uncounted) / started.elapsed().as_secs_f64(), running)
+    (
+        (n as f64 - uncounted) / started.elapsed().as_secs_f64(),
+        running,
+    )
 }
 
 /// An instance with an empty disk joining `group`, whose state is all in the changelog:

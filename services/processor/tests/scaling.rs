@@ -385,11 +385,21 @@ async fn a_paused_instance_whose_partitions_moved_on_changes_nothing_when_it_wak
     let pausing = async {
         let a = zombie.start_instance(&stack, "a", port_a);
         tokio::task::block_in_place(|| {
-            wait_until("a owns every partition", Duration::from_secs(60), &|| {
-                owned(port_a) == Some(PARTITIONS as f64)
-            })
+            wait_until(
+                "a owns every partition and processes",
+                Duration::from_secs(60),
+                &|| {
+                    let scrape = scrape_metrics(port_a);
+                    let processed = metric(
+                        &scrape,
+                        "freshet_processor_events_total{topic=\"user_events\"}",
+                    );
+                    metric(&scrape, "freshet_processor_assigned_partitions")
+                        == Some(PARTITIONS as f64)
+                        && processed.is_some_and(|n| n >= 2_000.0)
+                },
+            )
         });
-        tokio::time::sleep(Duration::from_secs(3)).await;
         signal(&a, nix::sys::signal::Signal::SIGSTOP);
         let b = zombie.start_instance(&stack, "b", port_b);
         tokio::task::block_in_place(|| {
