@@ -184,7 +184,8 @@ async fn main() {
         let group = format!("on-{round}");
         let (on, running) = catch_up(&stack, &group, dir.path(), 1, &[], n);
         drop(running);
-        let (restore_rate, records) = restore(&stack, &group, &dir.path().join("restore"));
+        let (restore_rate, records) =
+            restore(&stack, &group, &dir.path().join(format!("restore-{round}")));
         let (two, running) = catch_up(&stack, &format!("two-{round}"), dir.path(), 2, &[], n);
         drop(running);
         println!(

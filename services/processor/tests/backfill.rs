@@ -207,6 +207,9 @@ async fn backfill_beside_the_live_processor_never_moves_a_value_back() {
     let _processor = deployment.start(&stack);
     let events: Vec<UserEvent> = Simulator::new(sim(21, 120)).unwrap().take(9_000).collect();
     produce_events(&stack, events[..3_000].iter().cloned(), 3_000, 0.0, None).await;
+    // The live processor is ahead of the backfill from the start (it joins its group
+    // first: a few seconds).
+    wait_for_events(&deployment, 3_000).await;
 
     // Watch every key's version while the rest of the stream arrives and the backfill runs.
     let watching = Arc::new(AtomicBool::new(true));
