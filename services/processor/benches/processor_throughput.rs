@@ -137,10 +137,6 @@ fn scrape(port: u16) -> String {
 }
 
 /// Whether the processor answers on its metrics port (it listens once it has started).
-fn scrape_ok(port: u16) -> bool {
-    !scrape(port).is_empty()
-}
-
 fn metric(scrape: &str, series: &str) -> f64 {
     common::metric(scrape, series).unwrap_or(0.0)
 }
@@ -427,7 +423,9 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let port = freshet_localstack::free_port();
     let mut processor = start_processor(&stack, dir.path(), port);
-    while !scrape_ok(port) {
+    // Ready once it owns its partitions: joining the consumer group takes a few seconds,
+    // which would otherwise count as the first events' staleness.
+    while metric(&scrape(port), "freshet_processor_assigned_partitions") < 3.0 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let producing = Instant::now();
