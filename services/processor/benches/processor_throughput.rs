@@ -23,7 +23,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::produce;
+use common::{env_or, produce};
 use freshet_producer::simulate::SimConfig;
 use freshet_testkit::TestStack;
 use rdkafka::config::ClientConfig;
@@ -36,13 +36,6 @@ use std::time::{Duration, Instant};
 
 const TOPIC: &str = "user_events";
 const WARM_UP_SECONDS: u64 = 3;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -16,7 +16,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::produce;
+use common::{env_or, produce, scrape_metrics as scrape};
 use freshet_producer::simulate::SimConfig;
 use freshet_testkit::TestStack;
 use std::path::Path;
@@ -26,19 +26,9 @@ use std::time::{Duration, Instant};
 const TOPIC: &str = "user_events";
 const PARTITIONS: i32 = 6;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn scrape(port: u16) -> String {
-    freshet_testkit::metrics::scrape(&format!("127.0.0.1:{port}"))
-}
-
+/// A series' value in a scrape, 0 when it is not there yet.
 fn metric(scrape: &str, series: &str) -> f64 {
-    freshet_testkit::metrics::value(scrape, series).unwrap_or(0.0)
+    common::metric(scrape, series).unwrap_or(0.0)
 }
 
 /// One processor instance of group `group`, with its own state folder and metrics port.

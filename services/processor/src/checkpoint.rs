@@ -356,20 +356,7 @@ impl Checkpoint {
         view_index: &HashMap<String, usize>,
     ) -> Result<PartitionCheckpoint, CheckpointError> {
         let p = partition_prefix(topic, partition);
-        let read_i64 = |name: &str| -> Result<Option<i64>, CheckpointError> {
-            let key = format!("{p}{name}");
-            match self.db.get(&key)? {
-                None => Ok(None),
-                Some(bytes) => bytes
-                    .as_slice()
-                    .try_into()
-                    .map(|b| Some(i64::from_be_bytes(b)))
-                    .map_err(|_| CheckpointError::Corrupt {
-                        key,
-                        reason: "not an 8-byte integer".into(),
-                    }),
-            }
-        };
+        let read_i64 = |name: &str| self.read_i64(&format!("{p}{name}"));
         let mut out = PartitionCheckpoint {
             next_offset: read_i64("offset")?,
             clock: read_i64("clock")?,
@@ -454,15 +441,19 @@ impl Checkpoint {
         topic: &str,
         partition: i32,
     ) -> Result<Option<i64>, CheckpointError> {
-        let key = format!("{}offset", partition_prefix(topic, partition));
-        match self.db.get(&key)? {
+        self.read_i64(&format!("{}offset", partition_prefix(topic, partition)))
+    }
+
+    /// An 8-byte big-endian integer (an offset or a clock), if stored.
+    fn read_i64(&self, key: &str) -> Result<Option<i64>, CheckpointError> {
+        match self.db.get(key)? {
             None => Ok(None),
             Some(bytes) => bytes
                 .as_slice()
                 .try_into()
                 .map(|b| Some(i64::from_be_bytes(b)))
                 .map_err(|_| CheckpointError::Corrupt {
-                    key,
+                    key: key.to_string(),
                     reason: "not an 8-byte integer".into(),
                 }),
         }

@@ -30,8 +30,6 @@ pub enum InputQueueError {
     NoPartition { topic: String, partition: i32 },
     #[error("a record of {topic}/{partition} reached the consumer's own queue, which would reorder its partition")]
     RecordOnConsumerQueue { topic: String, partition: i32 },
-    #[error("cannot assign the input partitions: {0}")]
-    Assign(#[from] rdkafka::error::KafkaError),
 }
 
 /// A consumer whose assigned partitions are read in batches.
@@ -61,18 +59,6 @@ impl<C: ConsumerContext + 'static> InputQueue<C> {
             held: Vec::new(),
             consumer,
         }
-    }
-
-    /// Assigns `assignment` to `consumer`, with its partitions' records forwarded to a
-    /// queue of their own first (see the module documentation).
-    pub fn assign(
-        consumer: BaseConsumer<C>,
-        assignment: &TopicPartitionList,
-    ) -> Result<Self, InputQueueError> {
-        let input = Self::new(consumer);
-        input.forwarder().forward(&input.consumer, assignment)?;
-        input.consumer.assign(assignment)?;
-        Ok(input)
     }
 
     /// What forwards newly assigned partitions to this queue. It must not be used after the

@@ -17,13 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 type Versioned = BTreeMap<(String, String, u64), BTreeMap<String, String>>;
 
 /// Every (view, entity, version) a crash-free run can emit, with its values: the engine run

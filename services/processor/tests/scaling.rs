@@ -19,13 +19,6 @@ use std::time::{Duration, Instant};
 
 const SOURCE_PARTITIONS: i32 = 6;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 type Published = BTreeMap<(String, String, u64), BTreeMap<String, String>>;
 /// The latest published record of each (view, entity): its version and values.
 type Latest = BTreeMap<(String, String), (u64, BTreeMap<String, String>)>;

@@ -5,12 +5,16 @@
 mod delivering;
 mod epochs;
 mod reading;
+mod rebalancing;
 mod record_traces;
+mod restoring;
 
 use delivering::*;
 use epochs::*;
 use reading::*;
+use rebalancing::*;
 use record_traces::*;
+use restoring::*;
 
 use crate::changelog::ChangelogTopic;
 use crate::checkpoint::{
@@ -251,23 +255,19 @@ pub async fn run(
     }
 
     let (handover, records_in) = std::sync::mpsc::sync_channel::<Handed>(HANDOVER_DEPTH);
-    let generations = Arc::new(AtomicU64::new(0));
-    let context = InputContext {
-        rebalance: Some(Rebalancing {
-            slot_of: slots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| ((s.topic.clone(), s.partition), i))
-                .collect(),
-            handover: handover.clone(),
-            forwarder: std::sync::OnceLock::new(),
-            generations: generations.clone(),
-            changes: Mutex::new(Vec::new()),
-            fatal: Mutex::new(None),
-            metrics: metrics.clone(),
-        }),
-        ..InputContext::default()
-    };
+    let context = InputContext::with_rebalancing(Rebalancing {
+        slot_of: slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.topic.clone(), s.partition), i))
+            .collect(),
+        handover: handover.clone(),
+        forwarder: std::sync::OnceLock::new(),
+        last_generation: AtomicU64::new(0),
+        changes: Mutex::new(Vec::new()),
+        fatal: Mutex::new(None),
+        metrics: metrics.clone(),
+    });
     let mut consumer_config =
         freshet_kafka::group_consumer_config(&config.brokers, &config.group_id);
     consumer_config
@@ -299,9 +299,7 @@ pub async fn run(
         .context("cannot create the Kafka consumer")?;
     let input = InputQueue::new(consumer);
     let context = input.consumer().context().clone();
-    if let Some(rebalancing) = &context.rebalance {
-        let _ = rebalancing.forwarder.set(input.forwarder());
-    }
+    context.forward_to(input.forwarder());
     let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
     input
         .consumer()
@@ -420,326 +418,6 @@ pub async fn run(
     Ok(())
 }
 
-/// The input consumer's context: keeps each partition's high watermark as librdkafka's
-/// statistics report it, which come from fetch responses (asking the broker with
-/// ListOffsets instead does not work on tansu, which answers 1 for any partition), and
-/// handles the group's rebalances ([`Rebalancing`]).
-#[derive(Default)]
-pub struct InputContext {
-    high_watermarks: Mutex<HashMap<(String, i32), i64>>,
-    /// The consumer's group metadata as of the last rebalance, for the transactions.
-    group: Mutex<Option<Arc<ConsumerGroupMetadata>>>,
-    rebalance: Option<Rebalancing>,
-}
-
-/// What the reading thread hands the processing thread, in order.
-enum Handed {
-    Records(Vec<ReadRecord>),
-    /// The group assigned these partitions (slot, the group's committed offset), under
-    /// `generation`: the reading thread tags their records with it from now on.
-    Assigned {
-        partitions: Vec<(usize, Option<i64>)>,
-        generation: u64,
-    },
-    /// The group takes these partitions away: the epoch in progress ends, and once every
-    /// epoch is delivered their engines go and `done` is told.
-    Revoked {
-        slots: Vec<usize>,
-        done: std::sync::mpsc::Sender<()>,
-    },
-}
-
-/// A change of the assignment for the reading thread to apply.
-enum SlotChange {
-    /// Assigned under a generation.
-    Assigned {
-        slot: usize,
-        generation: u64,
-    },
-    Revoked {
-        slot: usize,
-    },
-    /// The processing thread restored the partition assigned under `generation`: its
-    /// engine's clock and watermark delay, for the reading thread's lateness test.
-    Restored {
-        slot: usize,
-        generation: u64,
-        clock: Option<i64>,
-        delay: i64,
-    },
-}
-
-/// The group's rebalances, handled in librdkafka's rebalance callback (on the reading
-/// thread, inside its poll): an assignment is forwarded to the input queue at the group's
-/// committed offsets and announced to the processing thread, which restores the
-/// partitions' state before it takes their records; a revocation waits until the
-/// processing thread has delivered every epoch that holds the partitions' records, so two
-/// instances never both write a partition's epoch.
-pub struct Rebalancing {
-    slot_of: HashMap<(String, i32), usize>,
-    handover: std::sync::mpsc::SyncSender<Handed>,
-    forwarder: std::sync::OnceLock<crate::input_queue::PartitionForwarder>,
-    generations: Arc<AtomicU64>,
-    /// For the reading thread, applied after each poll.
-    changes: Mutex<Vec<SlotChange>>,
-    /// Why the consumer cannot go on (the group's offsets could not be read).
-    fatal: Mutex<Option<String>>,
-    metrics: ProcessorMetrics,
-}
-
-impl ClientContext for InputContext {
-    fn stats(&self, statistics: Statistics) {
-        let mut marks = self.high_watermarks.lock().expect("watermarks");
-        for (topic, t) in statistics.topics {
-            for (partition, p) in t.partitions {
-                if partition >= 0 && p.hi_offset >= 0 {
-                    marks.insert((topic.clone(), partition), p.hi_offset);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for InputContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: rdkafka::types::RDKafkaRespErr,
-        partitions: &mut TopicPartitionList,
-    ) {
-        use rdkafka::consumer::RebalanceProtocol;
-        use rdkafka::types::RDKafkaRespErr;
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        let Some(rebalancing) = &self.rebalance else {
-            return;
-        };
-        let result = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assigned = rebalancing.assign(consumer, partitions);
-                let done = if cooperative {
-                    consumer.incremental_assign(&assigned)
-                } else {
-                    consumer.assign(&assigned)
-                };
-                done.map_err(|e| format!("cannot take the assigned partitions: {e}"))
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                *self.group.lock().expect("group") = consumer.group_metadata().map(Arc::new);
-                rebalancing.revoke(partitions);
-                let done = if cooperative {
-                    consumer.incremental_unassign(partitions)
-                } else {
-                    consumer.unassign()
-                };
-                done.map_err(|e| format!("cannot give the revoked partitions up: {e}"))
-            }
-            other => {
-                tracing::warn!(error = ?other, "the group's rebalance failed");
-                let _ = if cooperative {
-                    consumer.incremental_unassign(partitions)
-                } else {
-                    consumer.unassign()
-                };
-                Ok(())
-            }
-        };
-        *self.group.lock().expect("group") = consumer.group_metadata().map(Arc::new);
-        if let Err(e) = result {
-            rebalancing.fail(e);
-        }
-    }
-}
-
-impl Rebalancing {
-    /// Announces newly assigned partitions to the processing thread and returns them at the
-    /// group's committed offsets, forwarded to the input queue, ready to assign.
-    fn assign(
-        &self,
-        consumer: &BaseConsumer<InputContext>,
-        partitions: &TopicPartitionList,
-    ) -> TopicPartitionList {
-        let mut committed = None;
-        for attempt in 1..=5 {
-            match consumer.committed_offsets(partitions.clone(), Duration::from_secs(10)) {
-                Ok(list) => {
-                    committed = Some(list);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "cannot read the group's committed offsets; retrying")
-                }
-            }
-        }
-        let Some(committed) = committed else {
-            self.fail(
-                "cannot read the group's committed offsets of the assigned partitions".into(),
-            );
-            return TopicPartitionList::new();
-        };
-        let generation = self.generations.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut assigned = TopicPartitionList::new();
-        let mut announced = Vec::new();
-        let mut changes = Vec::new();
-        for element in committed.elements() {
-            let (topic, partition) = (element.topic(), element.partition());
-            let Some(&slot) = self.slot_of.get(&(topic.to_string(), partition)) else {
-                tracing::warn!(topic, partition, "assigned a partition the processor did not find at start (added since?); it is not read until a restart");
-                continue;
-            };
-            let offset = match element.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            };
-            if assigned
-                .add_partition_offset(topic, partition, Offset::Offset(offset.unwrap_or(0)))
-                .is_err()
-            {
-                continue;
-            }
-            announced.push((slot, offset));
-            changes.push(SlotChange::Assigned { slot, generation });
-            self.metrics
-                .partition_assigned
-                .with_label_values(&[topic, &partition.to_string()])
-                .set(1);
-        }
-        if announced.is_empty() {
-            return assigned;
-        }
-        if let Some(forwarder) = self.forwarder.get() {
-            if let Err(e) = forwarder.forward(consumer, &assigned) {
-                self.fail(e.to_string());
-                return TopicPartitionList::new();
-            }
-        }
-        let described = describe(&assigned);
-        tracing::info!(partitions = described.as_str(), "assigned by the group");
-        self.metrics
-            .rebalances
-            .with_label_values(&["assigned"])
-            .inc();
-        self.metrics.assigned_partitions.add(announced.len() as i64);
-        self.changes.lock().expect("changes").extend(changes);
-        // The processing thread may have stopped; then nothing is read any more either.
-        let _ = self.handover.send(Handed::Assigned {
-            partitions: announced,
-            generation,
-        });
-        assigned
-    }
-
-    /// Waits until the processing thread has delivered everything of the revoked
-    /// partitions (see [`Handed::Revoked`]).
-    fn revoke(&self, partitions: &TopicPartitionList) {
-        let mut slots = Vec::new();
-        for element in partitions.elements() {
-            let (topic, partition) = (element.topic(), element.partition());
-            if let Some(&slot) = self.slot_of.get(&(topic.to_string(), partition)) {
-                slots.push(slot);
-                self.metrics
-                    .partition_assigned
-                    .with_label_values(&[topic, &partition.to_string()])
-                    .set(0);
-            }
-        }
-        if slots.is_empty() {
-            return;
-        }
-        let described = describe(partitions);
-        tracing::info!(
-            partitions = described.as_str(),
-            "revoked by the group; delivering what was processed of them"
-        );
-        let started = Instant::now();
-        let (done, delivered) = std::sync::mpsc::channel();
-        if self
-            .handover
-            .send(Handed::Revoked {
-                slots: slots.clone(),
-                done,
-            })
-            .is_ok()
-        {
-            // An error: the processing thread stopped (and with it, delivery).
-            let _ = delivered.recv();
-        }
-        tracing::info!(
-            partitions = described.as_str(),
-            waited_ms = started.elapsed().as_millis() as u64,
-            "gave the revoked partitions up"
-        );
-        self.metrics
-            .rebalances
-            .with_label_values(&["revoked"])
-            .inc();
-        self.metrics.assigned_partitions.sub(slots.len() as i64);
-        self.changes
-            .lock()
-            .expect("changes")
-            .extend(slots.into_iter().map(|slot| SlotChange::Revoked { slot }));
-    }
-
-    fn fail(&self, reason: String) {
-        tracing::error!(reason = reason.as_str(), "the consumer cannot go on");
-        self.fatal.lock().expect("fatal").get_or_insert(reason);
-    }
-}
-
-fn describe(partitions: &TopicPartitionList) -> String {
-    partitions
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => format!("{}/{} at {o}", e.topic(), e.partition()),
-            _ => format!("{}/{}", e.topic(), e.partition()),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-impl InputContext {
-    fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.high_watermarks
-            .lock()
-            .expect("watermarks")
-            .get(&(topic.to_string(), partition))
-            .copied()
-    }
-
-    /// The group metadata for a transaction's offsets: the generation of the last
-    /// rebalance, so a fenced (zombie) instance's commit fails (KIP-447).
-    pub(super) fn group_metadata(&self) -> Option<Arc<ConsumerGroupMetadata>> {
-        self.group.lock().expect("group").clone()
-    }
-
-    /// The assignment changes since the last call, for the reading thread.
-    fn take_changes(&self) -> Vec<SlotChange> {
-        self.rebalance
-            .as_ref()
-            .map(|r| std::mem::take(&mut *r.changes.lock().expect("changes")))
-            .unwrap_or_default()
-    }
-
-    /// A change for the reading thread from the processing thread.
-    fn push_change(&self, change: SlotChange) {
-        if let Some(r) = &self.rebalance {
-            r.changes.lock().expect("changes").push(change);
-        }
-    }
-
-    /// Why the consumer cannot go on, if it cannot.
-    pub(super) fn fatal(&self) -> Option<String> {
-        self.rebalance
-            .as_ref()
-            .and_then(|r| r.fatal.lock().expect("fatal").clone())
-    }
-}
-
-pub type InputConsumer = BaseConsumer<InputContext>;
-
 /// The error for a checkpoint whose offsets the input does not have (`where_` says which).
 fn input_gone(state_dir: &std::path::Path, where_: &str) -> String {
     format!(
@@ -805,145 +483,6 @@ fn record_lag(input: &InputContext, slots: &[PartitionSlot], metrics: &Processor
                 .with_label_values(&[&slot.topic, &slot.partition.to_string()])
                 .set((high - engine.next_offset()).max(0));
         }
-    }
-}
-
-/// Brings a partition's engine to the group's committed offset when the partition is
-/// assigned: from the local checkpoint when it holds the partition at that offset, else
-/// from the changelog.
-pub(super) struct Restorer {
-    pub(super) checkpoint: Arc<Checkpoint>,
-    pub(super) views: Arc<Vec<CompiledView>>,
-    pub(super) view_index: HashMap<String, usize>,
-    pub(super) changelog: Option<ChangelogTopic>,
-    /// By view name: the short fingerprint its changelog records carry.
-    pub(super) fingerprints: HashMap<String, String>,
-}
-
-/// Logs a restore's progress every few seconds and counts its records.
-struct ProgressLog<'a> {
-    partition: String,
-    started: Instant,
-    last: Instant,
-    read: u64,
-    metrics: &'a ProcessorMetrics,
-}
-
-impl crate::changelog::RestoreProgress for ProgressLog<'_> {
-    fn read(&mut self, records: u64) {
-        self.read += records;
-        self.metrics.restore_records.inc_by(records);
-        if self.last.elapsed() >= Duration::from_secs(2) {
-            self.last = Instant::now();
-            let seconds = self.started.elapsed().as_secs_f64();
-            tracing::info!(
-                partition = self.partition.as_str(),
-                records = self.read,
-                per_second = (self.read as f64 / seconds) as u64,
-                "restoring from the changelog"
-            );
-        }
-    }
-}
-
-impl Restorer {
-    /// The engine of `(topic, partition)` at `committed` (the group's offset; none: the
-    /// partition has never been committed, so it starts empty at 0). Returns where it came
-    /// from too.
-    pub(super) fn restore(
-        &self,
-        config: &ProcessorConfig,
-        metrics: &ProcessorMetrics,
-        (topic, partition): (&str, i32),
-        committed: Option<i64>,
-    ) -> anyhow::Result<(PartitionEngine, &'static str, Option<i64>)> {
-        let at = committed.unwrap_or(0);
-        let local = self.checkpoint.partition_offset(topic, partition)?;
-        let unconfirmed_local = local.filter(|l| committed.is_none() && *l > 0);
-        let from = if local == Some(at) {
-            "local"
-        } else if at == 0 {
-            self.checkpoint.write_restored(
-                (topic, partition),
-                true,
-                std::iter::empty(),
-                0,
-                None,
-            )?;
-            "empty"
-        } else if let Some(changelog) = &self.changelog {
-            // The local state is a prefix of the committed one (this instance owned the
-            // partition before another did): only what came after it is needed.
-            let since = local.filter(|l| *l < at);
-            let started = Instant::now();
-            let mut progress = ProgressLog {
-                partition: format!("{topic}/{partition}"),
-                started,
-                last: started,
-                read: 0,
-                metrics,
-            };
-            let restored = crate::changelog::read_partition(
-                &config.brokers,
-                &changelog.topic,
-                (topic, partition),
-                (since, at),
-                &self.fingerprints,
-                &mut progress,
-            )?;
-            metrics
-                .restore_seconds
-                .inc_by(restored.elapsed.as_secs_f64());
-            if !restored.reaches_committed {
-                bail!(
-                    "the changelog {} does not hold {topic}/{partition} at the group's offset {at} \
-                     (it was written by a processor without a changelog, or the topic was deleted), \
-                     and the local state is at {}: the state cannot be restored. Start the \
-                     deployment over with a new --group-id (and backfill), or run the instance \
-                     that holds the state",
-                    changelog.topic,
-                    local.map_or("nothing".to_string(), |l| l.to_string()),
-                );
-            }
-            tracing::info!(
-                partition = format!("{topic}/{partition}").as_str(),
-                at,
-                since,
-                records_read = restored.read,
-                keys = restored.records.len(),
-                seconds = restored.elapsed.as_secs_f64(),
-                "restored from the changelog"
-            );
-            let clock = restored.clock(topic, partition);
-            self.checkpoint.write_restored(
-                (topic, partition),
-                since.is_none(),
-                restored.pieces(),
-                at,
-                clock,
-            )?;
-            "changelog"
-        } else {
-            bail!(
-                "the local state holds {topic}/{partition} at {}, not at the group's offset {at}, \
-                 and the changelog is off (--changelog off): the state cannot be restored. Turn \
-                 the changelog on, or start over with a new --group-id",
-                local.map_or("nothing".to_string(), |l| l.to_string()),
-            );
-        };
-        self.checkpoint.flush()?;
-        let saved = self
-            .checkpoint
-            .load_partition(topic, partition, &self.view_index)?;
-        let mut engine = PartitionEngine::restore(
-            self.views.clone(),
-            topic,
-            saved.next_offset.unwrap_or(0),
-            saved.clock,
-            saved.entities,
-        )?;
-        engine.report_unwritten_deletions(self.changelog.is_some());
-        Ok((engine, from, unconfirmed_local))
     }
 }
 

@@ -31,6 +31,15 @@ pub type ValuesByKey = BTreeMap<(String, String), BTreeMap<String, Value>>;
 pub type StoredByKey = BTreeMap<(String, String), Option<(u64, BTreeMap<String, Value>)>>;
 pub const PARTITIONS: i32 = 3;
 
+/// An unsigned number from the environment variable `name`, else `default`: the size
+/// knobs of the long tests and benches.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn features_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features")
 }
