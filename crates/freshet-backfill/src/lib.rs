@@ -4,9 +4,10 @@
 //! History comes from the source topics (from the offsets of a start time on every
 //! partition, up to each partition's end when the backfill started) or from a file of
 //! events (JSON Lines or an Avro object container file). Either way every record becomes an
-//! [`Event`] through [`into_event`], the live processor's conversion (the general way of
-//! [`freshet_engine::event_decoder`], which gives the same events as its short way), and goes through a
-//! [`PartitionEngine`] per input partition, exactly as it would live:
+//! [`Event`] by the live processor's conversion (a topic's records through its
+//! [`EventDecoder`], a file's through [`into_event`], the decoder's general way, which
+//! gives the same events as its short way), and goes through a [`PartitionEngine`] per
+//! input partition, exactly as it would live:
 //!
 //! - **Kafka**: records keep their partitions and offsets, so values come with the live
 //!   processor's versions (`offset + 1` of the record that last changed them). A backfill
@@ -31,7 +32,7 @@ use freshet_avro::WireDecoder;
 use freshet_core::definitions::Definitions;
 use freshet_core::store_layout::{FeatureUpdate, Writer};
 use freshet_core::Value;
-use freshet_engine::event_decoder::into_event;
+use freshet_engine::event_decoder::{into_event, EventDecoder};
 use freshet_engine::{CompiledView, Event, Outcome, PartitionEngine};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -211,6 +212,34 @@ pub struct WriteReport {
     pub kept_newer: usize,
 }
 
+/// Watches each input partition's engine while history goes through it: what a training
+/// set needs to read the values a (view, entity) had at a past moment. The engine has
+/// processed every record before the call, and none after.
+pub trait LaneObserver {
+    /// `topic`/`partition`'s clock is about to move from `engine.clock()` to `to` (the
+    /// next record's event time). Returns whether the partition needs no more input (its
+    /// remaining records are then skipped).
+    fn clock_moves(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        engine: &mut PartitionEngine,
+        to: i64,
+    ) -> bool;
+    /// All of `topic`/`partition`'s input has been processed.
+    fn input_ended(&mut self, topic: &str, partition: i32, engine: &mut PartitionEngine);
+}
+
+/// Observes nothing: a plain backfill.
+struct Unobserved;
+
+impl LaneObserver for Unobserved {
+    fn clock_moves(&mut self, _: &str, _: i32, _: &mut PartitionEngine, _: i64) -> bool {
+        false
+    }
+    fn input_ended(&mut self, _: &str, _: i32, _: &mut PartitionEngine) {}
+}
+
 fn select_views(
     defs: &Definitions,
     names: &[String],
@@ -266,7 +295,14 @@ impl Feeder {
     }
 
     /// Processes one record at `offset` of `lane`; `event` is `None` for an unreadable one.
-    fn feed(&mut self, lane: &mut Lane, offset: i64, event: Option<&Event>, delay_ms: i64) {
+    fn feed(
+        &mut self,
+        lane: &mut Lane,
+        offset: i64,
+        event: Option<&Event>,
+        delay_ms: i64,
+        observer: &mut dyn LaneObserver,
+    ) {
         self.stats.read += 1;
         let Some(event) = event else {
             self.stats.unreadable += 1;
@@ -277,6 +313,12 @@ impl Feeder {
         if event.time < self.from_ms || event.time >= self.to_ms {
             self.stats.outside_range += 1;
         } else {
+            if lane.engine.clock().is_none_or(|c| event.time > c)
+                && observer.clock_moves(&lane.topic, lane.partition, &mut lane.engine, event.time)
+            {
+                lane.done = true;
+                return;
+            }
             self.stats.used += 1;
             if lane.engine.process(offset, Some(event)) == Outcome::Late {
                 self.stats.late += 1;
@@ -327,14 +369,53 @@ pub async fn compute(
     stop: &AtomicBool,
 ) -> Result<Computed, BackfillError> {
     let views = select_views(defs, &config.views)?;
+    let (lanes, stats) = read_input(defs, &views, config, &mut Unobserved, progress, stop).await?;
+    // File history ranks below anything from Kafka: version 0.
+    let version = matches!(config.input, Input::File { .. }).then_some(0);
+    Ok(finish(lanes, stats, &views, version))
+}
+
+/// Puts the input through the engines as [`compute`] does, with `observer` watching each
+/// partition's engine, and returns what the input held. Nothing is computed for writing.
+pub async fn replay(
+    defs: &Definitions,
+    config: &BackfillConfig,
+    observer: &mut dyn LaneObserver,
+    progress: &mut dyn FnMut(Progress),
+    stop: &AtomicBool,
+) -> Result<InputStats, BackfillError> {
+    let views = select_views(defs, &config.views)?;
+    let (mut lanes, stats) = read_input(defs, &views, config, observer, progress, stop).await?;
+    for lane in &mut lanes {
+        observer.input_ended(&lane.topic, lane.partition, &mut lane.engine);
+    }
+    Ok(stats)
+}
+
+async fn read_input(
+    defs: &Definitions,
+    views: &Arc<Vec<CompiledView>>,
+    config: &BackfillConfig,
+    observer: &mut dyn LaneObserver,
+    progress: &mut dyn FnMut(Progress),
+    stop: &AtomicBool,
+) -> Result<(Vec<Lane>, InputStats), BackfillError> {
     let feeder = Feeder::new(config)?;
     match &config.input {
         Input::Kafka {
             brokers,
             registry_url,
-        } => compute_kafka(defs, views, feeder, brokers, registry_url, progress, stop).await,
+        } => {
+            let input = KafkaInput {
+                brokers,
+                registry_url,
+            };
+            input
+                .read(defs, views, feeder, observer, progress, stop)
+                .await
+        }
         Input::File { path, partitions } => {
-            compute_file(defs, views, feeder, path, *partitions, progress, stop)
+            read_file(defs, views, feeder, path, *partitions, observer, progress, stop)
         }
     }
 }
@@ -366,15 +447,23 @@ pub async fn write(redis_url: &str, computed: &Computed) -> Result<WriteReport, 
     })
 }
 
-async fn compute_kafka(
-    defs: &Definitions,
-    views: Arc<Vec<CompiledView>>,
-    mut feeder: Feeder,
-    brokers: &str,
-    registry_url: &str,
-    progress: &mut dyn FnMut(Progress),
-    stop: &AtomicBool,
-) -> Result<Computed, BackfillError> {
+/// The views' source topics at a broker.
+struct KafkaInput<'a> {
+    brokers: &'a str,
+    registry_url: &'a str,
+}
+
+impl KafkaInput<'_> {
+    async fn read(
+        &self,
+        defs: &Definitions,
+        views: &Arc<Vec<CompiledView>>,
+        mut feeder: Feeder,
+        observer: &mut dyn LaneObserver,
+        progress: &mut dyn FnMut(Progress),
+        stop: &AtomicBool,
+    ) -> Result<(Vec<Lane>, InputStats), BackfillError> {
+    let (brokers, registry_url) = (self.brokers, self.registry_url);
     let mut topics: Vec<&CompiledView> = views.iter().collect();
     topics.sort_by(|a, b| a.topic.cmp(&b.topic));
     topics.dedup_by(|a, b| a.topic == b.topic);
@@ -386,16 +475,18 @@ async fn compute_kafka(
     };
     for view in topics {
         let source = source_of_topic(defs, &view.topic);
-        let topic = TopicInput {
+        let mut topic = TopicInput {
             brokers,
             topic: &view.topic,
-            decoder: WireDecoder::new(registry_url, source.schema.avro.clone()),
-            entity_field: &view.entity_key_field,
-            time_field: &view.event_time_field,
+            decoder: EventDecoder::new(
+                WireDecoder::new(registry_url, source.schema.avro.clone()),
+                &view.entity_key_field,
+                &view.event_time_field,
+            ),
             delay_ms: view.watermark_delay_ms,
         };
         let topic_lanes = topic
-            .read(&views, &mut feeder, &mut reading, progress, stop)
+            .read(views, &mut feeder, observer, &mut reading, progress, stop)
             .await?;
         lanes.extend(topic_lanes);
     }
@@ -404,7 +495,8 @@ async fn compute_kafka(
         position: reading.position,
         total: reading.total.max(reading.position),
     });
-    Ok(finish(lanes, feeder.stats, &views, None))
+    Ok((lanes, feeder.stats))
+    }
 }
 
 /// Progress over all topics.
@@ -432,9 +524,7 @@ impl ConsumerContext for QuietEof {}
 struct TopicInput<'a> {
     brokers: &'a str,
     topic: &'a str,
-    decoder: WireDecoder,
-    entity_field: &'a str,
-    time_field: &'a str,
+    decoder: EventDecoder,
     delay_ms: i64,
 }
 
@@ -466,9 +556,10 @@ impl TopicInput<'_> {
     /// Reads every partition from its start offset until it reports its end, feeding
     /// each record to its partition's engine.
     async fn read(
-        &self,
+        &mut self,
         views: &Arc<Vec<CompiledView>>,
         feeder: &mut Feeder,
+        observer: &mut dyn LaneObserver,
         reading: &mut Reading,
         progress: &mut dyn FnMut(Progress),
         stop: &AtomicBool,
@@ -557,9 +648,7 @@ impl TopicInput<'_> {
             let mut backoff = REGISTRY_RETRY_FIRST;
             let event = loop {
                 match self.decoder.decode(message.payload()).await {
-                    Ok(decoded) => {
-                        break into_event(decoded.value, self.entity_field, self.time_field).ok()
-                    }
+                    Ok(event) => break Some(event),
                     // The registry could not be asked: the record may be sound, so wait for
                     // it rather than leave its event out.
                     Err(e) if e.is_transient() => {
@@ -581,7 +670,13 @@ impl TopicInput<'_> {
                     Err(_) => break None,
                 }
             };
-            feeder.feed(lane, message.offset(), event.as_ref(), self.delay_ms);
+            feeder.feed(
+                lane,
+                message.offset(),
+                event.as_ref(),
+                self.delay_ms,
+                observer,
+            );
             if lane.done {
                 // Past `--to`: stop fetching what would only be skipped.
                 let mut paused = TopicPartitionList::new();
@@ -759,16 +854,18 @@ fn json_to_record(line: &str, schema: &Schema) -> Result<AvroValue, String> {
         .map_err(|e| format!("does not fit the source's schema: {e}"))
 }
 
-fn compute_file(
+#[allow(clippy::too_many_arguments)]
+fn read_file(
     defs: &Definitions,
-    views: Arc<Vec<CompiledView>>,
+    views: &Arc<Vec<CompiledView>>,
     mut feeder: Feeder,
     path: &Path,
     partitions: i32,
+    observer: &mut dyn LaneObserver,
     progress: &mut dyn FnMut(Progress),
     stop: &AtomicBool,
-) -> Result<Computed, BackfillError> {
-    let topic = one_topic(&views)?;
+) -> Result<(Vec<Lane>, InputStats), BackfillError> {
+    let topic = one_topic(views)?;
     let view = &views[0];
     let schema = &source_of_topic(defs, topic).schema.avro;
     let (entity_field, time_field, delay) = (
@@ -863,7 +960,7 @@ fn compute_file(
         next[partition as usize] += 1;
         let lane = &mut lanes[partition as usize];
         if !lane.done {
-            feeder.feed(lane, offset, Some(&event), delay);
+            feeder.feed(lane, offset, Some(&event), delay, observer);
         }
     }
     if feeder.stats.unreadable > NAMED_BAD_LINES {
@@ -873,8 +970,7 @@ fn compute_file(
         );
     }
     report(&feeder);
-    // File history ranks below anything from Kafka: version 0.
-    Ok(finish(lanes, feeder.stats, &views, Some(0)))
+    Ok((lanes, feeder.stats))
 }
 
 /// The values of one update as `(feature, value)` pairs in definition order, for reports.

@@ -5,6 +5,7 @@
 //! - `compile --target flink-sql`: generate Flink SQL for a view ([`compile_cmd`]).
 //! - `up`, `status`, `down`: run the local stack without containers ([`stack_cmd`]).
 //! - `backfill`: feature values for the past from Kafka history or a file ([`backfill_cmd`]).
+//! - `training-set`: point-in-time training sets from a spine ([`training_cmd`]).
 //! - `copilot generate|recommend|chat`: the LLM copilot ([`copilot_cmd`]).
 //!
 //! Every failure ends as one clear line on stderr (`error: ...`) and a non-zero exit code;
@@ -15,6 +16,7 @@ mod compile_cmd;
 mod copilot_cmd;
 mod features_cmd;
 mod stack_cmd;
+mod training_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -56,6 +58,9 @@ enum Command {
     /// Compute feature values for the past, from Kafka history or a file, and write them
     /// to Redis without overwriting newer values.
     Backfill(backfill_cmd::BackfillArgs),
+    /// Build a point-in-time training set: each spine row's features as served at its time,
+    /// as Parquet or CSV.
+    TrainingSet(training_cmd::TrainingSetArgs),
     /// The LLM copilot: definitions from plain language, feature ideas, chat.
     Copilot(copilot_cmd::CopilotCmd),
 }
@@ -76,6 +81,10 @@ fn main() -> ExitCode {
             // Warnings about skipped input go to stderr through tracing.
             let _logs = freshet_telemetry::init("freshet-backfill", None);
             backfill_cmd::run(args, &cli.features_dir)
+        }
+        Command::TrainingSet(args) => {
+            let _logs = freshet_telemetry::init("freshet-training-set", None);
+            training_cmd::run(args, &cli.features_dir)
         }
         Command::Copilot(cmd) => copilot_cmd::run(cmd, &cli.features_dir),
     };

@@ -12,6 +12,8 @@
 //! - [`window`]: window arithmetic for tumbling, sliding and session windows.
 //! - [`store_layout`]: how feature values are laid out in Redis (keys, fields, the
 //!   versioned-write script), shared by the processor that writes and the API that reads.
+//! - [`update_record`]: the Avro schema of the `feature_updates` topic, shared by the
+//!   processor that publishes it and the training sets that read it.
 //!
 //! Invariant: this crate does no network I/O and starts no threads. Its only I/O is
 //! [`definitions::load_dir`] reading the definitions folder; everything else is pure
@@ -22,6 +24,7 @@ pub mod duration;
 pub mod filter;
 pub mod schema;
 pub mod store_layout;
+pub mod update_record;
 pub mod value;
 pub mod window;
 

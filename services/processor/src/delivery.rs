@@ -16,20 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The Avro schema of records on the feature_updates topic.
-pub const FEATURE_UPDATE_SCHEMA: &str = r#"{
-  "type": "record", "name": "FeatureUpdate", "namespace": "dev.freshet.updates",
-  "doc": "The values of one entity's features in one view, as of a version.",
-  "fields": [
-    {"name": "view", "type": "string"},
-    {"name": "entity", "type": "string"},
-    {"name": "version", "type": "long", "doc": "Offset + 1 of the input record that last changed these values."},
-    {"name": "event_time", "type": "long", "doc": "The partition's largest event time at that record, epoch ms."},
-    {"name": "values", "type": {"type": "map", "values": "string"}, "doc": "Feature name to its value as a JSON scalar."},
-    {"name": "windows", "type": {"type": "array", "items": {"type": "record", "name": "ServedWindow",
-      "fields": [{"name": "group", "type": "string"}, {"name": "start", "type": "long"}, {"name": "end", "type": "long"}]}}}
-  ]
-}"#;
+pub use freshet_core::update_record::FEATURE_UPDATE_SCHEMA;
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -1,0 +1,215 @@
+//! `freshet training-set`: point-in-time training sets (`freshet_training`): the features
+//! as served at each (entity, time) of a spine, from the published updates or recomputed
+//! from events.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use freshet_backfill::Input;
+use freshet_service::{BrokerArgs, RegistryArgs, StackEnv};
+use freshet_training::updates::UpdatesTopic;
+use freshet_training::{History, HistoryStats, Progress, Stage, TrainingSetConfig};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HistorySource {
+    /// The `feature_updates` topic: what the processor published (fast, no recomputation).
+    Updates,
+    /// The events (the source topic, or --source-file) through the processor's engine.
+    Events,
+}
+
+#[derive(Args)]
+pub struct TrainingSetArgs {
+    /// The spine: a CSV (with a header) or Parquet file of (entity, time) rows; every
+    /// other column (labels) passes through unchanged, in the spine's order.
+    #[arg(long, value_name = "FILE")]
+    spine: PathBuf,
+    /// Where to write the training set: a .parquet or .csv file.
+    #[arg(long, short, value_name = "FILE")]
+    out: PathBuf,
+    /// Views whose features to join, comma-separated (default: every view, unless
+    /// --features names some).
+    #[arg(long, value_name = "VIEW,...", value_delimiter = ',')]
+    views: Vec<String>,
+    /// Single features to join, as view:feature, comma-separated.
+    #[arg(long, value_name = "VIEW:FEATURE,...", value_delimiter = ',')]
+    features: Vec<String>,
+    /// The spine's entity id column (default: the source's entity key field, `user_id`).
+    #[arg(long, value_name = "NAME")]
+    entity_column: Option<String>,
+    /// The spine's time column: epoch milliseconds, timestamps or RFC 3339 strings.
+    #[arg(long, value_name = "NAME", default_value = "event_timestamp")]
+    time_column: String,
+    /// Where history comes from.
+    #[arg(long, value_enum, default_value = "updates")]
+    from: HistorySource,
+    /// With --from updates: the processor's output topic.
+    #[arg(long, value_name = "TOPIC", default_value = "feature_updates")]
+    updates_topic: String,
+    /// With --from events: read events from this file (JSON Lines or Avro) instead of the
+    /// source topic.
+    #[arg(long, value_name = "PATH")]
+    source_file: Option<PathBuf>,
+    /// With --source-file: the live topic's partition count (default: asked from the broker).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+    partitions: Option<i32>,
+    #[command(flatten)]
+    brokers: BrokerArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Folder of the local stack whose stack.env supplies default addresses.
+    #[arg(long, env = "FRESHET_STATE_DIR", default_value = freshet_service::DEFAULT_STACK_DIR)]
+    state_dir: PathBuf,
+}
+
+fn bar_for(stage: Stage) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let what = match stage {
+        Stage::ReadingUpdates => "updates read",
+        Stage::ReplayingEvents => "of the events replayed",
+        Stage::Writing => "rows joined and written",
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} {{spinner}} {{human_pos}} {what}, {{per_sec}} {{msg}}"
+        ))
+        .expect("a valid template"),
+    );
+    bar
+}
+
+pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
+    let defs = freshet_core::load_dir(features_dir)?;
+    let stack = StackEnv::load(&args.state_dir);
+    let brokers = args.brokers.resolve(&stack);
+    let registry_url = args.registry.resolve(&stack);
+    let history = match args.from {
+        HistorySource::Updates => {
+            if args.source_file.is_some() || args.partitions.is_some() {
+                bail!("--source-file and --partitions apply to --from events only");
+            }
+            History::Updates(UpdatesTopic {
+                brokers: brokers.clone(),
+                registry_url,
+                topic: args.updates_topic.clone(),
+            })
+        }
+        HistorySource::Events => match &args.source_file {
+            Some(path) => {
+                let partitions = match args.partitions {
+                    Some(n) => n,
+                    None => {
+                        let views = freshet_training::request::resolve(
+                            &defs,
+                            &args.views,
+                            &args.features,
+                        )?;
+                        let names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
+                        let topic = freshet_backfill::source_topic(&defs, &names)?;
+                        freshet_backfill::topic_partitions(&brokers, &topic).with_context(
+                            || {
+                                format!(
+                                    "cannot tell how many partitions `{topic}` has; pass \
+                                     --partitions with the live topic's partition count"
+                                )
+                            },
+                        )?
+                    }
+                };
+                History::Events(Input::File {
+                    path: path.clone(),
+                    partitions,
+                })
+            }
+            None => {
+                if args.partitions.is_some() {
+                    bail!("--partitions applies to --source-file only");
+                }
+                History::Events(Input::Kafka {
+                    brokers: brokers.clone(),
+                    registry_url,
+                })
+            }
+        },
+    };
+    let config = TrainingSetConfig {
+        spine: args.spine.clone(),
+        out: args.out.clone(),
+        entity_column: args.entity_column.clone(),
+        time_column: args.time_column.clone(),
+        views: args.views.clone(),
+        features: args.features.clone(),
+        history,
+    };
+
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let report = runtime.block_on(async {
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                signal_stop.store(true, Ordering::Relaxed);
+            }
+        });
+        let mut current: Option<(Stage, ProgressBar)> = None;
+        let mut on_progress = |p: Progress| {
+            if current.as_ref().is_none_or(|(stage, _)| *stage != p.stage) {
+                if let Some((_, bar)) = current.take() {
+                    bar.finish();
+                }
+                current = Some((p.stage, bar_for(p.stage)));
+            }
+            let (_, bar) = current.as_ref().expect("set above");
+            match p.total {
+                Some(total) if bar.length() != Some(total) => {
+                    bar.set_length(total);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} {per_sec} ETA {eta}",
+                        )
+                        .expect("a valid template")
+                        .progress_chars("=> "),
+                    );
+                }
+                _ => {}
+            }
+            bar.set_position(p.done);
+        };
+        let result = freshet_training::build(&defs, &config, &mut on_progress, &stop).await;
+        if let Some((_, bar)) = current {
+            bar.finish_and_clear();
+        }
+        result
+    })?;
+
+    match &report.history {
+        HistoryStats::Updates(s) => println!(
+            "history: {} updates read from `{}`, {} of the requested views and spine entities, {} unreadable",
+            s.read, args.updates_topic, s.used, s.unreadable
+        ),
+        HistoryStats::Events(s) => println!(
+            "history: {} events read, {} aggregated, {} late, {} unreadable (recomputed by the engine)",
+            s.read, s.used, s.late, s.unreadable
+        ),
+    }
+    for (view, tally) in &report.views {
+        println!(
+            "{view}: {} found, {} missing, {} expired",
+            tally.found, tally.missing, tally.expired
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "wrote {} rows to {} in {seconds:.1} s ({:.0} rows/s)",
+        report.rows,
+        args.out.display(),
+        report.rows as f64 / seconds.max(1e-3)
+    );
+    Ok(ExitCode::SUCCESS)
+}

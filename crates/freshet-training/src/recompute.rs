@@ -1,0 +1,150 @@
+//! History recomputed from events by the processor's engine (through backfill's replay):
+//! each spine row is answered from its partition's engine at the moment the partition's
+//! clock is about to pass the row's time, so no event after it can reach its values.
+
+use crate::asof::{AsOf, Answers};
+use crate::request::RequestedView;
+use crate::spine::Spine;
+use freshet_backfill::LaneObserver;
+use freshet_engine::PartitionEngine;
+use std::collections::HashMap;
+
+/// The spine rows of one input partition and the latest values of its entities.
+#[derive(Default)]
+struct LaneRows {
+    /// (time, spine row), by time.
+    rows: Vec<(i64, u32)>,
+    /// The next row to answer.
+    next: usize,
+    /// Per entity of these rows, per requested view: the latest update drained so far.
+    latest: HashMap<String, Vec<Option<AsOf>>>,
+}
+
+/// Answers spine rows while history goes through the engines ([`LaneObserver`]).
+pub struct Recompute<'a> {
+    views: &'a [RequestedView],
+    spine: &'a Spine,
+    /// Per source topic: the requested views it feeds and its lanes by partition.
+    topics: HashMap<String, (Vec<usize>, Vec<LaneRows>)>,
+    view_index: HashMap<String, usize>,
+    answers: Answers,
+    /// Rows answered so far (for progress).
+    pub answered: u64,
+}
+
+impl<'a> Recompute<'a> {
+    /// `partitions` gives each requested view's topic's partition count: a row goes to
+    /// the partition its entity's events are in (records are keyed by entity).
+    pub fn new(
+        views: &'a [RequestedView],
+        spine: &'a Spine,
+        partitions: impl Fn(&str) -> i32,
+    ) -> Self {
+        let mut topics: HashMap<String, (Vec<usize>, Vec<LaneRows>)> = HashMap::new();
+        for (v, view) in views.iter().enumerate() {
+            let (topic_views, lanes) = topics.entry(view.topic.clone()).or_insert_with(|| {
+                let count = partitions(&view.topic);
+                (Vec::new(), (0..count).map(|_| LaneRows::default()).collect())
+            });
+            topic_views.push(v);
+            if topic_views.len() > 1 {
+                continue;
+            }
+            for (row, (entity, &time)) in spine.entities.iter().zip(&spine.times).enumerate() {
+                let p = freshet_kafka::partition_for_key(entity.as_bytes(), lanes.len() as i32);
+                let lane = &mut lanes[p as usize];
+                lane.rows.push((time, row as u32));
+                lane.latest
+                    .entry(entity.clone())
+                    .or_insert_with(|| vec![None; views.len()]);
+            }
+        }
+        for (_, lanes) in topics.values_mut() {
+            for lane in lanes {
+                lane.rows.sort_unstable();
+            }
+        }
+        Self {
+            views,
+            spine,
+            topics,
+            view_index: views
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.name.clone(), i))
+                .collect(),
+            answers: Answers::unanswered(views.len(), spine.rows()),
+            answered: 0,
+        }
+    }
+
+    pub fn into_answers(self) -> Answers {
+        self.answers
+    }
+
+    /// Takes the engine's changes since the last drain into the lane's latest values,
+    /// then answers the lane's rows with a time before `before`. Returns whether every
+    /// row of the lane is answered.
+    fn answer_until(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        engine: &mut PartitionEngine,
+        before: Option<i64>,
+    ) -> bool {
+        let Some((topic_views, lanes)) = self.topics.get_mut(topic) else {
+            return true;
+        };
+        let Some(lane) = lanes.get_mut(partition as usize) else {
+            return true;
+        };
+        let due = |lane: &LaneRows| {
+            lane.rows
+                .get(lane.next)
+                .is_some_and(|&(time, _)| before.is_none_or(|b| time < b))
+        };
+        if !due(lane) {
+            return lane.next == lane.rows.len();
+        }
+        for update in engine.drain_updates() {
+            let Some(&v) = self.view_index.get(&update.view) else {
+                continue;
+            };
+            let Some(latest) = lane.latest.get_mut(&update.entity) else {
+                continue;
+            };
+            latest[v] = Some(AsOf::from_map(
+                &self.views[v],
+                update.event_time_ms,
+                update.version,
+                update.values,
+            ));
+        }
+        while due(lane) {
+            let row = lane.rows[lane.next].1 as usize;
+            lane.next += 1;
+            let latest = &lane.latest[&self.spine.entities[row]];
+            for &v in topic_views.iter() {
+                self.answers.per_view[v][row] = latest[v].clone();
+            }
+            self.answered += 1;
+        }
+        lane.next == lane.rows.len()
+    }
+}
+
+impl LaneObserver for Recompute<'_> {
+    fn clock_moves(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        engine: &mut PartitionEngine,
+        to: i64,
+    ) -> bool {
+        self.answer_until(topic, partition, engine, Some(to))
+    }
+
+    fn input_ended(&mut self, topic: &str, partition: i32, engine: &mut PartitionEngine) {
+        self.answer_until(topic, partition, engine, None);
+    }
+}

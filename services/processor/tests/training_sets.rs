@@ -1,0 +1,289 @@
+//! Point-in-time training sets against a live pipeline: a seeded stream with late and
+//! out-of-order events runs through the processor; a spine of (user, time) rows spread
+//! over the stream is answered from the published `feature_updates` and, recomputed, from
+//! the events. The first must equal an as-of lookup this test computes itself from the
+//! published records; the second must equal the first wherever the processor published
+//! the change, and differ only where it published a later change of the same epoch.
+
+mod common;
+
+use common::*;
+use freshet_backfill::Input;
+use freshet_core::Value;
+use freshet_producer::event::UserEvent;
+use freshet_producer::simulate::Simulator;
+use freshet_testkit::TestStack;
+use freshet_training::updates::UpdatesTopic;
+use freshet_training::{AsOf, History, HistoryStats, TrainingSetConfig};
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+
+/// A published update as this test reads it, independently of the training-set crate.
+struct Published {
+    version: u64,
+    event_time: i64,
+    values: BTreeMap<String, Value>,
+}
+
+/// Every record of the output topic by (view, entity).
+async fn published_by_key(
+    stack: &TestStack,
+    topic: &str,
+) -> HashMap<(String, String), Vec<Published>> {
+    use apache_avro::types::Value as Avro;
+    let decoder = freshet_avro::WireDecoder::new(
+        &stack.registry_url(),
+        apache_avro::Schema::parse_str(freshet_core::update_record::FEATURE_UPDATE_SCHEMA)
+            .unwrap(),
+    );
+    let mut out: HashMap<(String, String), Vec<Published>> = HashMap::new();
+    for partition in read_topic(stack, topic, PARTITIONS) {
+        for (_, _, payload) in partition {
+            let Avro::Record(fields) = decoder.decode(Some(&payload)).await.unwrap().value else {
+                panic!("a feature update is a record")
+            };
+            let fields: HashMap<String, Avro> = fields.into_iter().collect();
+            let text = |name: &str| match &fields[name] {
+                Avro::String(s) => s.clone(),
+                other => panic!("{name}: {other:?}"),
+            };
+            let long = |name: &str| match &fields[name] {
+                Avro::Long(n) => *n,
+                other => panic!("{name}: {other:?}"),
+            };
+            let Avro::Map(values) = &fields["values"] else {
+                panic!("values is a map")
+            };
+            let values = values
+                .iter()
+                .map(|(k, v)| match v {
+                    Avro::String(s) => (k.clone(), serde_json::from_str(s).unwrap()),
+                    other => panic!("{k}: {other:?}"),
+                })
+                .collect();
+            out.entry((text("view"), text("entity")))
+                .or_default()
+                .push(Published {
+                    version: long("version") as u64,
+                    event_time: long("event_time"),
+                    values,
+                });
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn training_sets_from_updates_and_from_events_give_what_was_served() {
+    let events_count = env_or("FRESHET_TEST_TRAINING_EVENTS", 20_000);
+    let spine_rows = env_or("FRESHET_TEST_TRAINING_ROWS", 10_000) as usize;
+    let stack = TestStack::start();
+    stack.create_topic(TOPIC, PARTITIONS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let defs = definitions();
+
+    // Live: the processor computes the views while the stream arrives at a steady rate,
+    // so its epochs are cut as in production.
+    let deployment = Deployment::new(dir.path(), "live", 0);
+    let mut processor = deployment.start(&stack);
+    let events: Vec<UserEvent> = Simulator::new(sim(23, 300))
+        .unwrap()
+        .take(events_count as usize)
+        .collect();
+    produce_events(&stack, events.iter().cloned(), events_count, 5_000.0, None).await;
+    wait_for_events(&deployment, events_count).await;
+    // A clean stop delivers every epoch.
+    processor.terminate();
+
+    // The spine: users with events and some without, at times from before the first
+    // event to past the click view's TTL after the last.
+    let first = events.iter().map(|e| e.timestamp).min().unwrap();
+    let last = events.iter().map(|e| e.timestamp).max().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let spine_path = dir.path().join("spine.csv");
+    let mut spine_text = String::from("user_id,event_timestamp,label\n");
+    for i in 0..spine_rows {
+        let user = if i % 50 == 0 {
+            1_000_000 + i as i64
+        } else {
+            rng.random_range(1..=300)
+        };
+        // Most rows within the stream, some after it, up to past the click view's TTL.
+        let time = if rng.random_bool(0.85) {
+            rng.random_range(first - 60_000..last)
+        } else {
+            rng.random_range(last..last + 120 * 60_000)
+        };
+        spine_text.push_str(&format!("{user},{time},{}\n", i % 2));
+    }
+    std::fs::write(&spine_path, spine_text).unwrap();
+    let spine = freshet_training::spine::read(&spine_path, "user_id", "event_timestamp").unwrap();
+    assert_eq!(spine.rows(), spine_rows);
+    let views = freshet_training::request::resolve(&defs, &[], &[]).unwrap();
+    let stop = AtomicBool::new(false);
+
+    // From the published updates.
+    let updates = History::Updates(UpdatesTopic {
+        brokers: stack.brokers(),
+        registry_url: stack.registry_url(),
+        topic: deployment.output_topic.clone(),
+    });
+    let (from_updates, stats) =
+        freshet_training::answer(&defs, &views, &spine, &updates, &mut |_| {}, &stop)
+            .await
+            .unwrap();
+    let HistoryStats::Updates(stats) = stats else {
+        panic!()
+    };
+    assert_eq!(stats.unreadable, 0);
+
+    // The as-of lookup, computed here from the records themselves.
+    let published = published_by_key(&stack, &deployment.output_topic).await;
+    let mut mismatches = Vec::new();
+    let mut found = 0;
+    for (v, view) in views.iter().enumerate() {
+        for row in 0..spine.rows() {
+            let (entity, time) = (&spine.entities[row], spine.times[row]);
+            let expected = published
+                .get(&(view.name.clone(), entity.clone()))
+                .and_then(|updates| {
+                    updates
+                        .iter()
+                        .filter(|u| u.event_time <= time)
+                        .max_by_key(|u| (u.event_time, u.version))
+                });
+            let actual = from_updates.per_view[v][row].as_ref();
+            let same = match (expected, actual) {
+                (None, None) => true,
+                (Some(e), Some(a)) => {
+                    found += 1;
+                    e.version == a.version
+                        && e.event_time == a.event_time
+                        && view
+                            .all_features
+                            .iter()
+                            .zip(a.values.iter())
+                            .all(|(name, value)| e.values.get(name) == Some(value))
+                }
+                _ => false,
+            };
+            if !same {
+                mismatches.push(format!(
+                    "{} {entity} at {time}: expected {:?}, got {actual:?}",
+                    view.name,
+                    expected.map(|e| (e.version, e.event_time, &e.values))
+                ));
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} answers differ from the as-of lookup, e.g. {:?}",
+        mismatches.len(),
+        spine.rows() * views.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
+    assert!(
+        found > spine.rows(),
+        "most rows find a value ({found} of {})",
+        spine.rows() * views.len()
+    );
+
+    // Recomputed from the events by the engine.
+    let recomputed = History::Events(Input::Kafka {
+        brokers: stack.brokers(),
+        registry_url: stack.registry_url(),
+    });
+    let (from_events, stats) =
+        freshet_training::answer(&defs, &views, &spine, &recomputed, &mut |_| {}, &stop)
+            .await
+            .unwrap();
+    let HistoryStats::Events(stats) = stats else {
+        panic!()
+    };
+    assert_eq!(stats.read, events_count, "every event replayed");
+    assert!(stats.late > 0, "the stream has late events");
+    let versions: HashMap<&(String, String), HashSet<u64>> = published
+        .iter()
+        .map(|(k, updates)| (k, updates.iter().map(|u| u.version).collect()))
+        .collect();
+    let (mut equal, mut later_epoch, mut unexplained) = (0, 0, Vec::new());
+    for (v, view) in views.iter().enumerate() {
+        for row in 0..spine.rows() {
+            let key = (view.name.clone(), spine.entities[row].clone());
+            let (u, e): (Option<&AsOf>, Option<&AsOf>) = (
+                from_updates.per_view[v][row].as_ref(),
+                from_events.per_view[v][row].as_ref(),
+            );
+            if u == e {
+                equal += 1;
+                continue;
+            }
+            // The only allowed difference: the recomputed change was never published,
+            // because the processor published a later change of the same epoch, so the
+            // topic still shows the change before it.
+            let unpublished = e.is_some_and(|e| {
+                !versions.get(&key).is_some_and(|vs| vs.contains(&e.version))
+                    && u.is_none_or(|u| u.version < e.version && u.event_time <= e.event_time)
+            });
+            if unpublished {
+                later_epoch += 1;
+            } else {
+                unexplained.push(format!(
+                    "{} {} at {}: from updates {u:?}, recomputed {e:?}",
+                    view.name, spine.entities[row], spine.times[row]
+                ));
+            }
+        }
+    }
+    println!(
+        "training set of {} rows x {} views: {equal} answers equal, {later_epoch} differ only \
+         by a change published with a later one of its epoch",
+        spine.rows(),
+        views.len()
+    );
+    assert!(
+        unexplained.is_empty(),
+        "{} answers differ otherwise, e.g. {:?}",
+        unexplained.len(),
+        &unexplained[..unexplained.len().min(5)]
+    );
+    assert!(
+        equal * 10 > spine.rows() * views.len() * 9,
+        "nearly every answer is equal ({equal})"
+    );
+
+    // The whole command's path: a Parquet file with a row per spine row.
+    let out = dir.path().join("set.parquet");
+    let report = freshet_training::build(
+        &defs,
+        &TrainingSetConfig {
+            spine: spine_path,
+            out: out.clone(),
+            entity_column: None,
+            time_column: "event_timestamp".into(),
+            views: Vec::new(),
+            features: Vec::new(),
+            history: updates,
+        },
+        &mut |_| {},
+        &stop,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.rows, spine_rows);
+    for (v, (name, tally)) in report.views.iter().enumerate() {
+        let answered = from_updates.per_view[v].iter().filter(|a| a.is_some()).count() as u64;
+        assert_eq!(tally.found + tally.expired, answered, "{name}");
+        assert_eq!(tally.missing, (spine_rows as u64) - answered, "{name}");
+    }
+    assert!(report.views[0].1.expired > 0, "rows past the TTL expire");
+    let file = std::fs::File::open(&out).unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+    use parquet::file::reader::FileReader;
+    assert_eq!(
+        reader.metadata().file_metadata().num_rows(),
+        spine_rows as i64
+    );
+}
