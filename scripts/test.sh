@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --with-flink
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/freshet/target}"
 export FRESHET_REQUIRE_FLINK=1   # the Flink planner check must run, not skip
+export FRESHET_REQUIRE_TOOLS=1   # so must the checks with third-party clients (Confluent's Python client)
 echo "test: deployment and monitoring configuration"
 docker-compose -f deployment/docker-compose.yml config -q
 promtool check config monitoring/prometheus.yml

@@ -414,9 +414,16 @@ async fn read_input(
                 .read(defs, views, feeder, observer, progress, stop)
                 .await
         }
-        Input::File { path, partitions } => {
-            read_file(defs, views, feeder, path, *partitions, observer, progress, stop)
-        }
+        Input::File { path, partitions } => read_file(
+            defs,
+            views,
+            feeder,
+            path,
+            *partitions,
+            observer,
+            progress,
+            stop,
+        ),
     }
 }
 
@@ -463,39 +470,39 @@ impl KafkaInput<'_> {
         progress: &mut dyn FnMut(Progress),
         stop: &AtomicBool,
     ) -> Result<(Vec<Lane>, InputStats), BackfillError> {
-    let (brokers, registry_url) = (self.brokers, self.registry_url);
-    let mut topics: Vec<&CompiledView> = views.iter().collect();
-    topics.sort_by(|a, b| a.topic.cmp(&b.topic));
-    topics.dedup_by(|a, b| a.topic == b.topic);
-    let mut lanes = Vec::new();
-    let mut reading = Reading {
-        position: 0,
-        total: 0,
-        last_progress: Instant::now(),
-    };
-    for view in topics {
-        let source = source_of_topic(defs, &view.topic);
-        let mut topic = TopicInput {
-            brokers,
-            topic: &view.topic,
-            decoder: EventDecoder::new(
-                WireDecoder::new(registry_url, source.schema.avro.clone()),
-                &view.entity_key_field,
-                &view.event_time_field,
-            ),
-            delay_ms: view.watermark_delay_ms,
+        let (brokers, registry_url) = (self.brokers, self.registry_url);
+        let mut topics: Vec<&CompiledView> = views.iter().collect();
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        topics.dedup_by(|a, b| a.topic == b.topic);
+        let mut lanes = Vec::new();
+        let mut reading = Reading {
+            position: 0,
+            total: 0,
+            last_progress: Instant::now(),
         };
-        let topic_lanes = topic
-            .read(views, &mut feeder, observer, &mut reading, progress, stop)
-            .await?;
-        lanes.extend(topic_lanes);
-    }
-    progress(Progress {
-        events: feeder.stats.used,
-        position: reading.position,
-        total: reading.total.max(reading.position),
-    });
-    Ok((lanes, feeder.stats))
+        for view in topics {
+            let source = source_of_topic(defs, &view.topic);
+            let mut topic = TopicInput {
+                brokers,
+                topic: &view.topic,
+                decoder: EventDecoder::new(
+                    WireDecoder::new(registry_url, source.schema.avro.clone()),
+                    &view.entity_key_field,
+                    &view.event_time_field,
+                ),
+                delay_ms: view.watermark_delay_ms,
+            };
+            let topic_lanes = topic
+                .read(views, &mut feeder, observer, &mut reading, progress, stop)
+                .await?;
+            lanes.extend(topic_lanes);
+        }
+        progress(Progress {
+            events: feeder.stats.used,
+            position: reading.position,
+            total: reading.total.max(reading.position),
+        });
+        Ok((lanes, feeder.stats))
     }
 }
 

@@ -104,21 +104,16 @@ pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
                 let partitions = match args.partitions {
                     Some(n) => n,
                     None => {
-                        let views = freshet_training::request::resolve(
-                            &defs,
-                            &args.views,
-                            &args.features,
-                        )?;
+                        let views =
+                            freshet_training::request::resolve(&defs, &args.views, &args.features)?;
                         let names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
                         let topic = freshet_backfill::source_topic(&defs, &names)?;
-                        freshet_backfill::topic_partitions(&brokers, &topic).with_context(
-                            || {
-                                format!(
-                                    "cannot tell how many partitions `{topic}` has; pass \
+                        freshet_backfill::topic_partitions(&brokers, &topic).with_context(|| {
+                            format!(
+                                "cannot tell how many partitions `{topic}` has; pass \
                                      --partitions with the live topic's partition count"
-                                )
-                            },
-                        )?
+                            )
+                        })?
                     }
                 };
                 History::Events(Input::File {

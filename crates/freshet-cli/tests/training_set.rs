@@ -214,13 +214,23 @@ print(df["user_click_stats__click_count_10m"].tolist())
             .output()
             .unwrap();
         let printed = text(&output.stdout);
-        assert!(output.status.success(), "{printed}\n{}", text(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{printed}\n{}",
+            text(&output.stderr)
+        );
         let lines: Vec<&str> = printed.lines().collect();
         assert_eq!(lines[0], "6", "{printed}");
         assert_eq!(lines[1], "label object");
         assert_eq!(lines[2], "user_click_stats__click_count_10m int64");
-        assert_eq!(lines[3], "user_purchase_stats__purchase_amount_sum_1h float64");
-        assert_eq!(lines[4], "user_purchase_stats__avg_purchase_amount_1h float64");
+        assert_eq!(
+            lines[3],
+            "user_purchase_stats__purchase_amount_sum_1h float64"
+        );
+        assert_eq!(
+            lines[4],
+            "user_purchase_stats__avg_purchase_amount_1h float64"
+        );
         assert_eq!(lines[5], "user_click_stats__status object");
         assert!(
             lines[6].starts_with("user_click_stats__event_time datetime64")
@@ -258,7 +268,14 @@ fn training_set_mistakes_end_in_one_clear_line() {
     let json_spine = write("spine.json", "{}");
     let out = dir.path().join("out.parquet");
     let out = out.to_str().unwrap();
-    let from_file = ["--from", "events", "--source-file", events, "--partitions", "1"];
+    let from_file = [
+        "--from",
+        "events",
+        "--source-file",
+        events,
+        "--partitions",
+        "1",
+    ];
     let cases: Vec<(Vec<&str>, String)> = vec![
         (
             vec!["--spine", &no_time, "--out", out],

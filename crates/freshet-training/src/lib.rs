@@ -90,7 +90,9 @@ pub enum TrainingError {
     },
     #[error("the topic `{topic}` does not exist at {brokers}")]
     NoTopic { topic: String, brokers: String },
-    #[error("no records from `{topic}` for 60 s after {read} records, before every partition's end")]
+    #[error(
+        "no records from `{topic}` for 60 s after {read} records, before every partition's end"
+    )]
     Stalled { topic: String, read: u64 },
     #[error("the schema registry at {url} cannot be asked: {reason}")]
     Registry { url: String, reason: String },
@@ -171,7 +173,10 @@ pub async fn answer(
     match history {
         History::Updates(topic) => {
             let (history, stats) = updates::read(topic, views, spine, progress, stop).await?;
-            Ok((history.answer(spine, views.len()), HistoryStats::Updates(stats)))
+            Ok((
+                history.answer(spine, views.len()),
+                HistoryStats::Updates(stats),
+            ))
         }
         History::Events(input) => {
             let partitions = |topic: &str| match input {

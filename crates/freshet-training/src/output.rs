@@ -210,7 +210,8 @@ pub fn write(
     out: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Tally>, TrainingError> {
-    let format = TableFormat::of(out).ok_or_else(|| TrainingError::OutFormat { path: out.into() })?;
+    let format =
+        TableFormat::of(out).ok_or_else(|| TrainingError::OutFormat { path: out.into() })?;
     let schema = schema(spine, views)?;
     let partial = out.with_extension(format!(
         "{}.partial",

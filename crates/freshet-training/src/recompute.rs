@@ -2,7 +2,7 @@
 //! each spine row is answered from its partition's engine at the moment the partition's
 //! clock is about to pass the row's time, so no event after it can reach its values.
 
-use crate::asof::{AsOf, Answers};
+use crate::asof::{Answers, AsOf};
 use crate::request::RequestedView;
 use crate::spine::Spine;
 use freshet_backfill::LaneObserver;
@@ -44,7 +44,10 @@ impl<'a> Recompute<'a> {
         for (v, view) in views.iter().enumerate() {
             let (topic_views, lanes) = topics.entry(view.topic.clone()).or_insert_with(|| {
                 let count = partitions(&view.topic);
-                (Vec::new(), (0..count).map(|_| LaneRows::default()).collect())
+                (
+                    Vec::new(),
+                    (0..count).map(|_| LaneRows::default()).collect(),
+                )
             });
             topic_views.push(v);
             if topic_views.len() > 1 {

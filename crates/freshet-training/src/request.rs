@@ -189,7 +189,9 @@ mod tests {
         );
         let error = resolve(&defs(), &[], &["click_count_1m".into()]).unwrap_err();
         assert!(
-            error.to_string().contains("`click_count_1m` is not view:feature"),
+            error
+                .to_string()
+                .contains("`click_count_1m` is not view:feature"),
             "{error}"
         );
     }

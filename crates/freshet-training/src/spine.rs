@@ -61,9 +61,8 @@ fn row_name(format: TableFormat, index: usize) -> String {
 
 /// Reads the spine at `path`; `entity_column` and `time_column` name its columns.
 pub fn read(path: &Path, entity_column: &str, time_column: &str) -> Result<Spine, TrainingError> {
-    let format = TableFormat::of(path).ok_or_else(|| TrainingError::SpineFormat {
-        path: path.into(),
-    })?;
+    let format =
+        TableFormat::of(path).ok_or_else(|| TrainingError::SpineFormat { path: path.into() })?;
     let (schema, batches) = match format {
         TableFormat::Csv => read_csv(path, entity_column, time_column)?,
         TableFormat::Parquet => read_parquet(path)?,
@@ -152,9 +151,7 @@ fn read_csv(
         .iter()
         .map(|f| {
             let name = f.name().as_str();
-            if name == entity_column
-                || (name == time_column && f.data_type() != &DataType::Int64)
-            {
+            if name == entity_column || (name == time_column && f.data_type() != &DataType::Int64) {
                 Field::new(name, DataType::Utf8, true)
             } else {
                 f.as_ref().clone()
@@ -195,7 +192,9 @@ fn read_entities(
     bad: impl Fn(usize, String) -> TrainingError,
 ) -> Result<(), TrainingError> {
     let strings = match column.data_type() {
-        t if t.is_integer() || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+        t if t.is_integer()
+            || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) =>
+        {
             arrow_cast::cast(column, &DataType::Utf8).map_err(|e| bad(0, e.to_string()))?
         }
         other => {
@@ -227,7 +226,8 @@ fn read_times(
     }
     match column.data_type() {
         t if t.is_integer() => {
-            let ms = arrow_cast::cast(column, &DataType::Int64).map_err(|e| bad(0, e.to_string()))?;
+            let ms =
+                arrow_cast::cast(column, &DataType::Int64).map_err(|e| bad(0, e.to_string()))?;
             out.extend(ms.as_primitive::<Int64Type>().values().iter().copied());
         }
         DataType::Timestamp(_, tz) => {
@@ -252,7 +252,8 @@ fn read_times(
             );
         }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let strings = arrow_cast::cast(column, &DataType::Utf8).map_err(|e| bad(0, e.to_string()))?;
+            let strings =
+                arrow_cast::cast(column, &DataType::Utf8).map_err(|e| bad(0, e.to_string()))?;
             for (i, text) in strings.as_string::<i32>().iter().enumerate() {
                 let text = text.unwrap_or_default();
                 out.push(parse_time(text).map_err(|reason| bad(i, reason))?);
@@ -283,8 +284,9 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
         .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.fZ"));
     match parsed {
         Ok(time) => Ok(time.timestamp_millis()),
-        Err(_) if chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
-            || chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").is_ok() =>
+        Err(_)
+            if chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+                || chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").is_ok() =>
         {
             Err(format!(
                 "`{text}` has no UTC offset; add one (`Z` for UTC), as RFC 3339 requires"
@@ -305,7 +307,10 @@ mod tests {
     fn times_are_epoch_milliseconds_or_rfc_3339() {
         assert_eq!(parse_time("1795680000000"), Ok(1_795_680_000_000));
         assert_eq!(parse_time("2026-11-26T08:00:00Z"), Ok(1_795_680_000_000));
-        assert_eq!(parse_time("2026-11-26T09:00:00.5+01:00"), Ok(1_795_680_000_500));
+        assert_eq!(
+            parse_time("2026-11-26T09:00:00.5+01:00"),
+            Ok(1_795_680_000_500)
+        );
         assert_eq!(parse_time("2026-11-26 08:00:00Z"), Ok(1_795_680_000_000));
         let error = parse_time("2026-11-26T08:00:00").unwrap_err();
         assert!(error.contains("has no UTC offset"), "{error}");
@@ -315,7 +320,10 @@ mod tests {
 
     #[test]
     fn formats_come_from_extensions() {
-        assert_eq!(TableFormat::of(Path::new("a/b.CSV")), Some(TableFormat::Csv));
+        assert_eq!(
+            TableFormat::of(Path::new("a/b.CSV")),
+            Some(TableFormat::Csv)
+        );
         assert_eq!(
             TableFormat::of(Path::new("b.parquet")),
             Some(TableFormat::Parquet)

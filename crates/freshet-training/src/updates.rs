@@ -1,7 +1,7 @@
 //! History from the `feature_updates` topic: what the processor really published, read
 //! back and looked up as of each spine row's time.
 
-use crate::asof::{AsOf, Answers};
+use crate::asof::{Answers, AsOf};
 use crate::request::RequestedView;
 use crate::spine::Spine;
 use crate::{Progress, Stage, TrainingError};
@@ -241,7 +241,10 @@ pub async fn read(
         };
         last_record = Instant::now();
         stats.read += 1;
-        let record = match decoder.decode_as::<PublishedUpdate>(message.payload()).await {
+        let record = match decoder
+            .decode_as::<PublishedUpdate>(message.payload())
+            .await
+        {
             Ok(decoded) => decoded.value,
             Err(e) if e.is_transient() => {
                 return Err(TrainingError::Registry {

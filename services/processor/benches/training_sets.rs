@@ -159,7 +159,10 @@ async fn main() {
         .await
         .unwrap();
         let join = started.elapsed().as_secs_f64();
-        let copy = copy_spine(&spine_path, &dir.path().join(format!("copy-{round}.parquet")));
+        let copy = copy_spine(
+            &spine_path,
+            &dir.path().join(format!("copy-{round}.parquet")),
+        );
         let found: u64 = report.views.iter().map(|(_, t)| t.found).sum();
         println!(
             "  round {round}: processor {processor_rate:>8.0} events/s, recomputed {recompute_rate:>8.0} events/s ({:.2}); join {join:.2} s = {:.0} rows/s (spine {:.2} s, updates {:.2} s, join and write {:.2} s; {found} view answers found), plain copy {copy:.2} s ({:.2} of the join's time)",

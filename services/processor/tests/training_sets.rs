@@ -34,8 +34,7 @@ async fn published_by_key(
     use apache_avro::types::Value as Avro;
     let decoder = freshet_avro::WireDecoder::new(
         &stack.registry_url(),
-        apache_avro::Schema::parse_str(freshet_core::update_record::FEATURE_UPDATE_SCHEMA)
-            .unwrap(),
+        apache_avro::Schema::parse_str(freshet_core::update_record::FEATURE_UPDATE_SCHEMA).unwrap(),
     );
     let mut out: HashMap<(String, String), Vec<Published>> = HashMap::new();
     for partition in read_topic(stack, topic, PARTITIONS) {
@@ -274,7 +273,10 @@ async fn training_sets_from_updates_and_from_events_give_what_was_served() {
     .unwrap();
     assert_eq!(report.rows, spine_rows);
     for (v, (name, tally)) in report.views.iter().enumerate() {
-        let answered = from_updates.per_view[v].iter().filter(|a| a.is_some()).count() as u64;
+        let answered = from_updates.per_view[v]
+            .iter()
+            .filter(|a| a.is_some())
+            .count() as u64;
         assert_eq!(tally.found + tally.expired, answered, "{name}");
         assert_eq!(tally.missing, (spine_rows as u64) - answered, "{name}");
     }

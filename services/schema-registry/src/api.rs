@@ -6,7 +6,8 @@ use crate::store::{Change, State, Store, Subject};
 use apache_avro::Schema;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State as AxumState};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State as AxumState};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -55,6 +56,7 @@ pub fn router(store: Store, max_body_bytes: usize) -> Router {
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/schemas/ids/{id}/versions", get(versions_of_id))
+        .route("/schemas/ids/{id}/subjects", get(subjects_of_id))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
         .route(
@@ -69,7 +71,24 @@ pub fn router(store: Store, max_body_bytes: usize) -> Router {
             "/subjects/{subject}/versions/{version}/schema",
             get(raw_version),
         )
-        .route("/config", get(get_global_config).put(put_global_config))
+        .route(
+            "/subjects/{subject}/versions/{version}/referencedby",
+            get(referenced_by),
+        )
+        .route("/mode", get(get_mode).put(put_mode))
+        .route(
+            "/mode/{subject}",
+            get(get_subject_mode)
+                .put(put_subject_mode)
+                .delete(get_subject_mode),
+        )
+        .route("/contexts", get(contexts))
+        .route(
+            "/config",
+            get(get_global_config)
+                .put(put_global_config)
+                .delete(delete_global_config),
+        )
         .route(
             "/config/{subject}",
             get(get_subject_config)
@@ -87,7 +106,36 @@ pub fn router(store: Store, max_body_bytes: usize) -> Router {
         .fallback(|| async { ApiError::NoSuchEndpoint })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::map_response(confluent_error_shape))
         .with_state((shared, max_body_bytes))
+}
+
+/// Any rejection not made by [`ApiError`] (axum's own, for a path it cannot decode, a
+/// body over the limit before it is read, a timeout) gets Confluent's error shape and
+/// content type too, with the HTTP status as its `error_code`, so clients report a
+/// meaningful error rather than an unreadable one.
+async fn confluent_error_shape(response: Response) -> Response {
+    let status = response.status();
+    let shaped = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t == CONTENT_TYPE);
+    if !(status.is_client_error() || status.is_server_error()) || shaped {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("Error").to_string()
+    } else {
+        text.trim().to_string()
+    };
+    reply(
+        status,
+        &serde_json::json!({"error_code": status.as_u16(), "message": message}),
+    )
 }
 
 type AppState = AxumState<(Shared, usize)>;
@@ -109,16 +157,78 @@ struct SchemaRequest {
     references: Vec<serde_json::Value>,
 }
 
-#[derive(Deserialize, Default)]
+/// The query parameters Confluent's registry documents, read as it reads them: a
+/// boolean is true when it says `true` in any case (Python clients send `True`) and false
+/// otherwise, as Java's `Boolean.parseBoolean`; `offset` and `limit` must be integers;
+/// parameters it does not know (or that change nothing here: `normalize`, `format`,
+/// `subject`, `force`) are ignored.
+#[derive(Debug, Default)]
 struct Flags {
-    #[serde(default)]
     deleted: bool,
-    #[serde(default)]
+    deleted_only: bool,
     permanent: bool,
-    #[serde(default)]
     verbose: bool,
-    #[serde(default, rename = "defaultToGlobal")]
     default_to_global: bool,
+    fetch_max_id: bool,
+    subject_prefix: Option<String>,
+    offset: usize,
+    /// `None` (or `-1`) for no limit.
+    limit: Option<usize>,
+}
+
+impl Flags {
+    fn parse(query: &str) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|e| ApiError::MalformedQuery(e.to_string()))?;
+        let mut flags = Flags::default();
+        let truth = |v: &str| v.trim().eq_ignore_ascii_case("true");
+        for (name, value) in pairs {
+            match name.as_str() {
+                "deleted" | "lookupDeletedSchema" => flags.deleted |= truth(&value),
+                // Confluent's Python client spells it `deleted_only`.
+                "deletedOnly" | "deleted_only" => flags.deleted_only = truth(&value),
+                "permanent" => flags.permanent = truth(&value),
+                "verbose" => flags.verbose = truth(&value),
+                "defaultToGlobal" => flags.default_to_global = truth(&value),
+                "fetchMaxId" => flags.fetch_max_id = truth(&value),
+                "subjectPrefix" => flags.subject_prefix = Some(value),
+                "offset" => {
+                    flags.offset = value.trim().parse().map_err(|_| {
+                        ApiError::MalformedQuery(format!(
+                            "offset must be a non-negative integer, not '{value}'"
+                        ))
+                    })?
+                }
+                "limit" => {
+                    let limit: i64 = value.trim().parse().map_err(|_| {
+                        ApiError::MalformedQuery(format!(
+                            "limit must be an integer (-1 for no limit), not '{value}'"
+                        ))
+                    })?;
+                    flags.limit = usize::try_from(limit).ok();
+                }
+                _ => {}
+            }
+        }
+        Ok(flags)
+    }
+
+    /// The page `offset`/`limit` select of a list.
+    fn page<T>(&self, items: Vec<T>) -> Vec<T> {
+        items
+            .into_iter()
+            .skip(self.offset)
+            .take(self.limit.unwrap_or(usize::MAX))
+            .collect()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Flags {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Flags::parse(parts.uri.query().unwrap_or(""))
+    }
 }
 
 fn body_json<T: for<'de> Deserialize<'de>>(
@@ -225,8 +335,16 @@ fn schema_text(shared: &Shared, id: &str) -> Result<(u32, String), ApiError> {
     Ok((id, schema.clone()))
 }
 
-async fn schema_by_id(AxumState((shared, _)): AppState, Path(id): Path<String>) -> ApiResult {
+async fn schema_by_id(
+    AxumState((shared, _)): AppState,
+    Path(id): Path<String>,
+    flags: Flags,
+) -> ApiResult {
     let (_, schema) = schema_text(&shared, &id)?;
+    if flags.fetch_max_id {
+        let max_id = lock(&shared).state.schemas.keys().max().copied();
+        return ok(&serde_json::json!({ "schema": schema, "maxId": max_id }));
+    }
     ok(&serde_json::json!({ "schema": schema }))
 }
 
@@ -236,51 +354,154 @@ async fn raw_schema_by_id(AxumState((shared, _)): AppState, Path(id): Path<Strin
     ok(&json)
 }
 
-async fn versions_of_id(AxumState((shared, _)): AppState, Path(id): Path<String>) -> ApiResult {
-    let id = id.parse::<u32>().map_err(|_| ApiError::SchemaNotFound)?;
+async fn versions_of_id(
+    AxumState((shared, _)): AppState,
+    Path(id): Path<String>,
+    flags: Flags,
+) -> ApiResult {
     let store = lock(&shared);
-    if !store.state.schemas.contains_key(&id) {
-        return Err(ApiError::SchemaIdNotFound(id));
-    }
-    let uses: Vec<serde_json::Value> = store
-        .state
-        .subjects
-        .iter()
-        .flat_map(|(name, s)| {
-            s.live_versions()
-                .filter(|v| v.id == id)
-                .map(move |v| serde_json::json!({"subject": name, "version": v.version}))
-        })
+    let id = known_id(&store.state, &id)?;
+    let uses: Vec<serde_json::Value> = uses_of(&store.state, id, flags.deleted)
+        .into_iter()
+        .map(|(subject, version)| serde_json::json!({"subject": subject, "version": version}))
         .collect();
-    ok(&uses)
+    ok(&flags.page(uses))
 }
 
-async fn list_subjects(AxumState((shared, _)): AppState, Query(flags): Query<Flags>) -> ApiResult {
+async fn list_subjects(AxumState((shared, _)): AppState, flags: Flags) -> ApiResult {
     let store = lock(&shared);
+    let prefix = flags.subject_prefix.as_deref().unwrap_or("");
     let names: Vec<&String> = store
         .state
         .subjects
         .iter()
-        .filter(|(_, s)| s.is_live() || (flags.deleted && !s.versions.is_empty()))
+        .filter(|(name, _)| name.starts_with(prefix))
+        .filter(|(_, s)| {
+            let soft_deleted = !s.is_live() && !s.versions.is_empty();
+            if flags.deleted_only {
+                soft_deleted
+            } else {
+                s.is_live() || (flags.deleted && soft_deleted)
+            }
+        })
         .map(|(n, _)| n)
         .collect();
-    ok(&names)
+    ok(&flags.page(names))
 }
 
 async fn list_versions(
     AxumState((shared, _)): AppState,
     Path(name): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> ApiResult {
     let store = lock(&shared);
-    let s = subject(&store.state, &name, flags.deleted)?;
+    let s = subject(&store.state, &name, flags.deleted || flags.deleted_only)?;
     let versions: Vec<u32> = s
         .versions
         .iter()
-        .filter(|v| flags.deleted || !v.deleted)
+        .filter(|v| {
+            if flags.deleted_only {
+                v.deleted
+            } else {
+                flags.deleted || !v.deleted
+            }
+        })
         .map(|v| v.version)
         .collect();
-    ok(&versions)
+    ok(&flags.page(versions))
+}
+
+/// Every (subject, version) using schema `id`, soft-deleted ones too with `deleted`.
+fn uses_of(state: &State, id: u32, deleted: bool) -> Vec<(&str, u32)> {
+    state
+        .subjects
+        .iter()
+        .flat_map(|(name, s)| {
+            s.versions
+                .iter()
+                .filter(move |v| v.id == id && (deleted || !v.deleted))
+                .map(move |v| (name.as_str(), v.version))
+        })
+        .collect()
+}
+
+fn known_id(state: &State, id: &str) -> Result<u32, ApiError> {
+    let id = id.parse::<u32>().map_err(|_| ApiError::SchemaNotFound)?;
+    if !state.schemas.contains_key(&id) {
+        return Err(ApiError::SchemaIdNotFound(id));
+    }
+    Ok(id)
+}
+
+async fn subjects_of_id(
+    AxumState((shared, _)): AppState,
+    Path(id): Path<String>,
+    flags: Flags,
+) -> ApiResult {
+    let store = lock(&shared);
+    let id = known_id(&store.state, &id)?;
+    let mut subjects: Vec<&str> = uses_of(&store.state, id, flags.deleted)
+        .into_iter()
+        .map(|(subject, _)| subject)
+        .collect();
+    subjects.dedup();
+    ok(&flags.page(subjects))
+}
+
+/// No schema can refer to another here (references are refused on registration), so
+/// the list is empty once the version is known.
+async fn referenced_by(
+    AxumState((shared, _)): AppState,
+    Path((name, version)): Path<(String, String)>,
+    flags: Flags,
+) -> ApiResult {
+    let version = parse_version(&version)?;
+    let store = lock(&shared);
+    let s = subject(&store.state, &name, flags.deleted)?;
+    resolve(s, &version, flags.deleted)?;
+    ok(&Vec::<u32>::new())
+}
+
+/// The one context there is: the default one, `.`.
+async fn contexts(flags: Flags) -> ApiResult {
+    ok(&flags.page(vec!["."]))
+}
+
+#[derive(Deserialize)]
+struct ModeRequest {
+    mode: Option<String>,
+}
+
+const READWRITE: &str = "READWRITE";
+
+/// Every subject and the registry as a whole are READWRITE: this registry is never an
+/// import target, and a subject may not be made read-only here.
+async fn get_mode() -> ApiResult {
+    ok(&serde_json::json!({ "mode": READWRITE }))
+}
+
+async fn put_mode(
+    AxumState((_, limit)): AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request: ModeRequest = body_json(body, limit)?;
+    let mode = request.mode.unwrap_or_default();
+    if !mode.eq_ignore_ascii_case(READWRITE) {
+        return Err(ApiError::InvalidMode(mode));
+    }
+    get_mode().await
+}
+
+async fn get_subject_mode(Path(_): Path<String>) -> ApiResult {
+    get_mode().await
+}
+
+async fn put_subject_mode(
+    state: AppState,
+    Path(_): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    put_mode(state, body).await
 }
 
 /// The (version, id) a version reference points at.
@@ -306,7 +527,7 @@ fn resolve(
 async fn get_version(
     AxumState((shared, _)): AppState,
     Path((name, version)): Path<(String, String)>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> ApiResult {
     let version = parse_version(&version)?;
     let store = lock(&shared);
@@ -394,7 +615,7 @@ async fn register(
 async fn lookup(
     AxumState((shared, limit)): AppState,
     Path(name): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let parsed = parse_schema(body_json(body, limit)?)?;
@@ -417,7 +638,7 @@ async fn lookup(
 async fn delete_subject(
     AxumState((shared, _)): AppState,
     Path(name): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> ApiResult {
     let mut store = lock(&shared);
     let s = subject(&store.state, &name, true)?;
@@ -443,7 +664,7 @@ async fn delete_subject(
 async fn delete_version(
     AxumState((shared, _)): AppState,
     Path((name, version)): Path<(String, String)>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> ApiResult {
     let version_ref = parse_version(&version)?;
     let mut store = lock(&shared);
@@ -464,12 +685,18 @@ async fn delete_version(
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ConfigRequest {
     compatibility: Option<String>,
+    /// What `GET /config` answers with; clients that send back what they read use it.
+    compatibility_level: Option<String>,
 }
 
 fn parse_level(body: ConfigRequest) -> Result<CompatibilityLevel, ApiError> {
-    let text = body.compatibility.unwrap_or_default();
+    let text = body
+        .compatibility
+        .or(body.compatibility_level)
+        .unwrap_or_default();
     text.parse()
         .map_err(|_| ApiError::InvalidCompatibilityLevel(text))
 }
@@ -491,10 +718,21 @@ async fn put_global_config(
     ok(&serde_json::json!({ "compatibility": level }))
 }
 
+/// Back to the default level (BACKWARD); answers with the level it replaced.
+async fn delete_global_config(AxumState((shared, _)): AppState) -> ApiResult {
+    let mut store = lock(&shared);
+    let previous = store.state.global_compatibility;
+    store.commit(Change::SetCompatibility {
+        subject: None,
+        level: Some(CompatibilityLevel::default()),
+    })?;
+    ok(&serde_json::json!({ "compatibilityLevel": previous }))
+}
+
 async fn get_subject_config(
     AxumState((shared, _)): AppState,
     Path(name): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> ApiResult {
     let store = lock(&shared);
     match store
@@ -553,7 +791,7 @@ fn compatibility_reply(problems: Vec<String>, verbose: bool) -> ApiResult {
 async fn check_version(
     AxumState((shared, limit)): AppState,
     Path((name, version)): Path<(String, String)>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let version_ref = parse_version(&version)?;
@@ -576,7 +814,7 @@ async fn check_version(
 async fn check_all(
     AxumState((shared, limit)): AppState,
     Path(name): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let parsed = parse_schema(body_json(body, limit)?)?;

@@ -38,6 +38,10 @@ pub enum ApiError {
         subject: String,
         details: Vec<String>,
     },
+    #[error("Invalid mode '{0}': this registry is always READWRITE (it is not an import or migration target)")]
+    InvalidMode(String),
+    #[error("Malformed query string: {0}")]
+    MalformedQuery(String),
     #[error("Malformed request body: {0}")]
     MalformedBody(String),
     #[error("Request body is larger than the limit of {0} bytes")]
@@ -66,7 +70,8 @@ impl ApiError {
             InvalidVersion(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42202),
             InvalidCompatibilityLevel(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42203),
             Incompatible { .. } => (StatusCode::CONFLICT, 409),
-            MalformedBody(_) => (StatusCode::BAD_REQUEST, 400),
+            InvalidMode(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42204),
+            MalformedQuery(_) | MalformedBody(_) => (StatusCode::BAD_REQUEST, 400),
             BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, 413),
             NoSuchEndpoint => (StatusCode::NOT_FOUND, 404),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, 405),

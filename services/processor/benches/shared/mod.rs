@@ -21,7 +21,13 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn start(stack: &TestStack, group: &str, instance: &str, dir: &Path, flags: &[&str]) -> Self {
+    pub fn start(
+        stack: &TestStack,
+        group: &str,
+        instance: &str,
+        dir: &Path,
+        flags: &[&str],
+    ) -> Self {
         let port = freshet_localstack::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_freshet-processor"))
             .args(flags)
@@ -106,4 +112,3 @@ pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[(values.len() - 1) / 2]
 }
-
