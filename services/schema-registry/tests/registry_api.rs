@@ -4,10 +4,13 @@
 use freshet_testkit::Registry;
 use reqwest::StatusCode;
 use schema_registry_converter::async_impl::schema_registry::{
-    get_all_subjects, get_all_versions, get_schema_by_id, is_compatible_schema, post_schema,
-    SrSettings,
+    get_all_subjects, get_all_versions, get_schema_by_guid, get_schema_by_id,
+    get_schema_by_id_and_type, get_schema_by_subject, get_schema_by_subject_and_version,
+    is_compatible_schema, post_schema, SrSettings,
 };
-use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
 use serde_json::{json, Value};
 
 const V1: &str = include_str!("../../../features/schemas/user_event.v1.avsc");
@@ -503,4 +506,67 @@ async fn compatibility_levels_are_configurable_per_subject_and_checked_on_reques
     )
     .await;
     assert_eq!(fallback, json!({"compatibilityLevel": "BACKWARD"}));
+}
+
+/// The rest of schema_registry_converter's calls, as its encoders and decoders make them.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_lookup_call_of_schema_registry_converter_answers_with_content() {
+    let (_dir, registry) = registry();
+    let sr = SrSettings::new(registry.url());
+    let v1 = post_schema(&sr, "user_events-value".into(), supplied(V1))
+        .await
+        .unwrap();
+    let v2 = post_schema(&sr, "user_events-value".into(), supplied(V2))
+        .await
+        .unwrap();
+
+    let typed = get_schema_by_id_and_type(v2.id, &sr, SchemaType::Avro)
+        .await
+        .unwrap();
+    assert_eq!((typed.id, typed.schema_type), (v2.id, SchemaType::Avro));
+    let wrong_type = get_schema_by_id_and_type(v2.id, &sr, SchemaType::Json).await;
+    assert!(
+        wrong_type.is_err(),
+        "a JSON schema is asked for, an AVRO one is there"
+    );
+
+    // What an encoder with TopicNameStrategy asks: the subject's latest.
+    let strategy = SubjectNameStrategy::TopicNameStrategy("user_events".into(), false);
+    let latest = get_schema_by_subject(&sr, &strategy).await.unwrap();
+    assert_eq!(
+        (latest.id, latest.version, latest.subject.as_deref()),
+        (v2.id, Some(2), Some("user_events-value"))
+    );
+    let parsed = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+    assert_eq!(parsed(&latest.schema), parsed(V2));
+    // With a schema, the strategy registers it (or finds it registered).
+    let with_schema =
+        SubjectNameStrategy::TopicNameStrategyWithSchema("user_events".into(), false, supplied(V1));
+    assert_eq!(
+        get_schema_by_subject(&sr, &with_schema).await.unwrap().id,
+        v1.id
+    );
+
+    let first = get_schema_by_subject_and_version(&sr, "user_events-value", Some(1))
+        .await
+        .unwrap();
+    assert_eq!((first.id, first.version), (v1.id, Some(1)));
+    assert_eq!(parsed(&first.schema), parsed(V1));
+    let newest = get_schema_by_subject_and_version(&sr, "user_events-value", None)
+        .await
+        .unwrap();
+    assert_eq!((newest.id, newest.version), (v2.id, Some(2)));
+    let missing = get_schema_by_subject_and_version(&sr, "user_events-value", Some(9)).await;
+    let missing = format!("{:?}", missing.unwrap_err());
+    assert!(
+        missing.contains("Version 9 not found"),
+        "Confluent's message for a missing version: {missing}"
+    );
+
+    // Schema GUIDs are not served: a clear error, not a wrong schema.
+    assert!(
+        get_schema_by_guid("0f2b3c4d-0000-0000-0000-000000000000", &sr)
+            .await
+            .is_err()
+    );
 }
