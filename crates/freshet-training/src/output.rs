@@ -54,7 +54,7 @@ fn arrow_type(t: ValueType) -> DataType {
 }
 
 fn time_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into()))
 }
 
 /// The output's schema: the spine's fields, then each view's.
@@ -169,7 +169,7 @@ fn view_columns(
         .map(|f| (f, Column::new(f.value_type, rows)))
         .collect();
     let mut statuses = StringBuilder::with_capacity(rows, rows * 6);
-    let mut event_times = TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC");
+    let mut event_times = TimestampMillisecondBuilder::with_capacity(rows).with_timezone("+00:00");
     for (i, &time) in times.iter().enumerate() {
         let found = answers.per_view[v][first + i].as_ref();
         let status = status(view, time, found.map(|f| f.event_time));
