@@ -14,7 +14,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -42,24 +41,51 @@ pub struct UpdateStats {
     pub unreadable: u64,
 }
 
-/// A record of the topic (`freshet_core::update_record`).
-#[derive(Deserialize)]
+/// A record of the topic (`freshet_core::update_record`), as read.
 struct PublishedUpdate {
     view: String,
     entity: String,
     version: i64,
     event_time: i64,
-    values: HashMap<String, String>,
-    #[allow(dead_code)]
-    windows: Vec<PublishedWindow>,
+    values: Vec<(String, String)>,
 }
 
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct PublishedWindow {
-    group: String,
-    start: i64,
-    end: i64,
+impl PublishedUpdate {
+    /// The fields of a decoded record, or which one is missing or mistyped.
+    fn from_avro(value: apache_avro::types::Value) -> Result<Self, String> {
+        use apache_avro::types::Value as Avro;
+        let Avro::Record(fields) = value else {
+            return Err("not a record".into());
+        };
+        let mut update = PublishedUpdate {
+            view: String::new(),
+            entity: String::new(),
+            version: -1,
+            event_time: i64::MIN,
+            values: Vec::new(),
+        };
+        for (name, field) in fields {
+            match (name.as_str(), field) {
+                ("view", Avro::String(s)) => update.view = s,
+                ("entity", Avro::String(s)) => update.entity = s,
+                ("version", Avro::Long(n)) => update.version = n,
+                ("event_time", Avro::Long(n)) => update.event_time = n,
+                ("values", Avro::Map(map)) => {
+                    for (feature, value) in map {
+                        match value {
+                            Avro::String(text) => update.values.push((feature, text)),
+                            other => return Err(format!("value of {feature} is {other:?}")),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if update.view.is_empty() || update.version < 0 || update.event_time == i64::MIN {
+            return Err("no view, version or event time".into());
+        }
+        Ok(update)
+    }
 }
 
 /// Every published update of the requested views for the spine's entities: per entity,
@@ -242,17 +268,19 @@ pub async fn read(
         last_record = Instant::now();
         stats.read += 1;
         let record = match decoder
-            .decode_as::<PublishedUpdate>(message.payload())
+            .decode(message.payload())
             .await
+            .map_err(|e| (e.is_transient(), e.to_string()))
+            .and_then(|d| PublishedUpdate::from_avro(d.value).map_err(|e| (false, e)))
         {
-            Ok(decoded) => decoded.value,
-            Err(e) if e.is_transient() => {
+            Ok(record) => record,
+            Err((true, reason)) => {
                 return Err(TrainingError::Registry {
                     url: source.registry_url.clone(),
-                    reason: e.to_string(),
+                    reason,
                 })
             }
-            Err(e) => {
+            Err((false, e)) => {
                 stats.unreadable += 1;
                 if stats.unreadable <= 10 {
                     tracing::warn!(
