@@ -103,7 +103,7 @@ async fn training_sets_from_updates_and_from_events_give_what_was_served() {
     let spine_path = dir.path().join("spine.csv");
     let mut spine_text = String::from("user_id,event_timestamp,label\n");
     for i in 0..spine_rows {
-        let user = if i % 50 == 0 {
+        let user = if i.is_multiple_of(50) {
             1_000_000 + i as i64
         } else {
             rng.random_range(1..=300)

@@ -123,7 +123,7 @@ impl Processing {
                 // While records are at hand the clock is read once per 64 of them (per
                 // record it cost the processing thread 3% of its time); always before
                 // waiting for more.
-                && ((records % 64 != 0 && !pending.is_empty())
+                && ((!records.is_multiple_of(64) && !pending.is_empty())
                     || started.elapsed() < self.config.epoch_duration)
             {
                 if pending.is_empty() {
