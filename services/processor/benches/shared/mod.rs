@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// A series' value in a scrape, 0 when it is not there yet.
 pub fn metric(scrape: &str, series: &str) -> f64 {
-    common::metric(scrape, series).unwrap_or(0.0)
+    crate::common::metric(scrape, series).unwrap_or(0.0)
 }
 
 /// One processor instance of group `group`, with its own state folder and metrics port.
