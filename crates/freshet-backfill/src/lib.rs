@@ -34,11 +34,10 @@ use freshet_core::store_layout::{FeatureUpdate, Writer};
 use freshet_core::Value;
 use freshet_engine::event_decoder::{into_event, EventDecoder};
 use freshet_engine::{CompiledView, Event, Outcome, PartitionEngine};
-use rdkafka::client::ClientContext;
+use freshet_kafka::QuietEof;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -512,20 +511,6 @@ struct Reading {
     total: u64,
     last_progress: Instant,
 }
-
-/// A consumer context that does not report reaching a partition's end as an error:
-/// backfill asks for those events to know when it is done.
-struct QuietEof;
-
-impl ClientContext for QuietEof {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
-            tracing::error!(%error, reason, "Kafka client error");
-        }
-    }
-}
-
-impl ConsumerContext for QuietEof {}
 
 /// One source topic to read.
 struct TopicInput<'a> {

@@ -11,8 +11,10 @@
 //!   record in, so events read from a file can be split the way the topic splits them.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
 use rdkafka::error::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -140,3 +142,18 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     assert!(partitions > 0, "a topic has at least one partition");
     (crc32fast::hash(key) % partitions as u32) as i32
 }
+
+/// A consumer context that does not report reaching a partition's end as an error: readers
+/// of history (backfill, training sets) ask for those events (`enable.partition.eof`) to
+/// know when they are done, since tansu cannot tell a partition's end otherwise.
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}

@@ -28,8 +28,6 @@ pub struct Recompute<'a> {
     topics: HashMap<String, (Vec<usize>, Vec<LaneRows>)>,
     view_index: HashMap<String, usize>,
     answers: Answers,
-    /// Rows answered so far (for progress).
-    pub answered: u64,
 }
 
 impl<'a> Recompute<'a> {
@@ -77,7 +75,6 @@ impl<'a> Recompute<'a> {
                 .map(|(i, v)| (v.name.clone(), i))
                 .collect(),
             answers: Answers::unanswered(views.len(), spine.rows()),
-            answered: 0,
         }
     }
 
@@ -130,7 +127,6 @@ impl<'a> Recompute<'a> {
             for &v in topic_views.iter() {
                 self.answers.per_view[v][row] = latest[v].clone();
             }
-            self.answered += 1;
         }
         lane.next == lane.rows.len()
     }

@@ -8,10 +8,10 @@ use crate::{Progress, Stage, TrainingError};
 use freshet_avro::WireDecoder;
 use freshet_core::update_record::FEATURE_UPDATE_SCHEMA;
 use freshet_core::Value;
-use rdkafka::client::ClientContext;
+use freshet_kafka::QuietEof;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
@@ -144,19 +144,6 @@ impl History {
         answers
     }
 }
-
-/// Reports reaching a partition's end as an event, not an error.
-struct QuietEof;
-
-impl ClientContext for QuietEof {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
-            tracing::error!(%error, reason, "Kafka client error");
-        }
-    }
-}
-
-impl ConsumerContext for QuietEof {}
 
 /// Reads the topic from its beginning to each partition's end (as of the read) and keeps
 /// the updates of `views` for the spine's entities.
