@@ -9,6 +9,10 @@
 //!   fetching each time their read-ahead queue fills.
 //! - [`partition_for_key`]: the partition librdkafka's default partitioner puts a keyed
 //!   record in, so events read from a file can be split the way the topic splits them.
+//! - [`input_queue`]: a consumer's partitions read from librdkafka a batch at a time (the
+//!   processor's input and backfill's).
+
+pub mod input_queue;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};

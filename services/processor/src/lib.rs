@@ -10,13 +10,11 @@
 //!   epoch in one synced batch.
 //! - [`delivery`]: an epoch's outbox to Kafka (one transaction with the input offsets) and
 //!   to Redis (versioned writes).
-//! - [`input_queue`]: the input partitions' records, read from librdkafka in batches.
 //! - [`runtime`]: the group's rebalances, restore and the epoch loop.
 //! - [`metrics`]: the processor's Prometheus metrics.
 
 pub mod changelog;
 pub mod checkpoint;
 pub mod delivery;
-pub mod input_queue;
 pub mod metrics;
 pub mod runtime;

@@ -21,13 +21,13 @@ use crate::checkpoint::{
     Checkpoint, DeadLetter, Outbox, OutboxUpdate, PartitionChanges, ViewFingerprint,
 };
 use crate::delivery::{DeliveryError, KafkaSink, RedisSink};
-use crate::input_queue::{InputHeaders, InputQueue};
 use crate::metrics::ProcessorMetrics;
 use anyhow::{bail, Context as _};
 use freshet_avro::WireDecoder;
 use freshet_core::load_dir;
 use freshet_engine::event_decoder::{DecodeError, EventDecoder};
 use freshet_engine::{CompiledView, Event, Outcome, PartitionEngine};
+use freshet_kafka::input_queue::{InputHeaders, InputQueue};
 use opentelemetry::trace::{Span, SpanContext, SpanKind, TraceContextExt, Tracer};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};

@@ -190,8 +190,10 @@ impl Reader {
                         continue;
                     }
                 }
-                let event =
-                    ready_or_block_on(&self.runtime, input.decoder.decode(record.payload()));
+                let runtime = &self.runtime;
+                let event = input
+                    .decoder
+                    .decode_now(record.payload(), |decode| runtime.block_on(decode));
                 match &event {
                     Err(e) if e.is_transient() => {
                         let (topic, partition, offset) =
@@ -443,23 +445,6 @@ pub(super) fn is_gone(code: RDKafkaErrorCode) -> bool {
         code,
         RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
     )
-}
-
-/// The output of `future`: at once when it is ready on its first poll, as a record whose
-/// writer schema is known is (no I/O); otherwise by blocking on it in `runtime`, as one
-/// that needs the registry. Blocking on each record cost the reading thread a tenth of its
-/// time in entering and leaving the runtime. Called inside the runtime's context, so a
-/// first poll that starts I/O finds its reactor.
-pub(super) fn ready_or_block_on<F: std::future::Future>(
-    runtime: &tokio::runtime::Handle,
-    future: F,
-) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut context) {
-        std::task::Poll::Ready(output) => output,
-        std::task::Poll::Pending => runtime.block_on(future),
-    }
 }
 
 /// The reading thread's ends of its channels: batches of read records to the processing

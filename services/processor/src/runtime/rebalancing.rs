@@ -63,7 +63,7 @@ pub(super) enum SlotChange {
 pub struct Rebalancing {
     pub(super) slot_of: HashMap<(String, i32), usize>,
     pub(super) handover: std::sync::mpsc::SyncSender<Handed>,
-    pub(super) forwarder: std::sync::OnceLock<crate::input_queue::PartitionForwarder>,
+    pub(super) forwarder: std::sync::OnceLock<freshet_kafka::input_queue::PartitionForwarder>,
     /// The generation of the last assignment (records are tagged with theirs).
     pub(super) last_generation: AtomicU64,
     /// For the reading thread, applied after each poll.
@@ -296,7 +296,7 @@ impl InputContext {
     }
 
     /// Sets up how assigned partitions reach the input queue, once it exists.
-    pub(super) fn forward_to(&self, forwarder: crate::input_queue::PartitionForwarder) {
+    pub(super) fn forward_to(&self, forwarder: freshet_kafka::input_queue::PartitionForwarder) {
         if let Some(rebalancing) = &self.rebalance {
             let _ = rebalancing.forwarder.set(forwarder);
         }
