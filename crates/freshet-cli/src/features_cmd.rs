@@ -1,4 +1,4 @@
-//! `freshet features list` and `freshet features validate`.
+//! `freshet features list`, `freshet features validate` and `freshet features export-feast`.
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -20,6 +20,24 @@ pub enum FeaturesCommand {
     Validate {
         /// The folder to check (default: --features-dir).
         path: Option<PathBuf>,
+    },
+    /// Write a Feast feature repository for these definitions (entities, feature views with
+    /// their fields and TTLs, and a feature_store.yaml reading online values from the
+    /// serving API), so `feast apply` works there and Feast's SDK reads Freshet's features.
+    ExportFeast {
+        /// The folder to write (made if missing; other files in it are left alone).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// The serving API Feast's SDK asks for values.
+        #[arg(
+            long,
+            env = "FRESHET_SERVING_URL",
+            default_value = "http://localhost:8000"
+        )]
+        serving_url: String,
+        /// Feast's project name.
+        #[arg(long, default_value = "freshet")]
+        project: String,
     },
 }
 
@@ -56,6 +74,29 @@ pub fn run(cmd: FeaturesCommand, features_dir: &Path) -> Result<ExitCode> {
                 }
                 Err(e) => Err(e.into()),
             }
+        }
+        FeaturesCommand::ExportFeast {
+            out,
+            serving_url,
+            project,
+        } => {
+            let defs = load(features_dir)?;
+            let options = freshet_feast::ExportOptions {
+                project,
+                serving_url,
+            };
+            let written = freshet_feast::write_repository(&defs, &options, &out)?;
+            for path in &written {
+                println!("wrote {}", path.display());
+            }
+            let features: usize = defs.views.iter().map(|v| v.features.len()).sum();
+            println!(
+                "a Feast repository of {} view(s) and {features} feature(s), read from {}; next: cd {} && feast apply",
+                defs.views.len(),
+                options.serving_url,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

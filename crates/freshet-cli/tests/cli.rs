@@ -139,8 +139,39 @@ fn compile_prints_the_golden_sql_and_writes_it_with_output() {
 }
 
 #[test]
+fn export_feast_writes_a_repository_pointing_at_the_serving_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("feast_repo");
+    let out = freshet(&[
+        "features",
+        "export-feast",
+        "-o",
+        out_dir.to_str().unwrap(),
+        "--serving-url",
+        "http://serving.internal:8000",
+        "--project",
+        "ranking",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = std::fs::read_to_string(out_dir.join("feature_store.yaml")).unwrap();
+    assert!(config.contains("project: ranking\n"), "{config}");
+    assert!(
+        config.contains("  type: remote\n  path: \"http://serving.internal:8000\"\n"),
+        "{config}"
+    );
+    let python = std::fs::read_to_string(out_dir.join("freshet_features.py")).unwrap();
+    assert_eq!(python.matches(" = FeatureView(").count(), 2, "{python}");
+    assert!(text(&out.stdout).ends_with(&format!(
+        "a Feast repository of 2 view(s) and 8 feature(s), read from http://serving.internal:8000; next: cd {} && feast apply\n",
+        out_dir.display()
+    )));
+}
+
+#[test]
 fn mistakes_end_in_one_clear_line_and_a_non_zero_exit() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 5] = [
+        (&["features", "export-feast", "-o", "/tmp/x", "--project", "my-project"], "error: `my-project` is not a valid Feast project name: use letters, digits and underscores, starting with a letter\n"),
+        (&["features", "export-feast", "-o", "/proc/freshet-feast", "--serving-url", "http://h:1"], "error: cannot write /proc/freshet-feast: No such file or directory (os error 2)\n"),
         (&["compile", "--target", "flink-sql", "--view", "nope"], "error: unknown view `nope`; defined views are: user_click_stats, user_purchase_stats\n"),
         (&["features", "list", "--features-dir", "/nonexistent"], "error: cannot read definitions at /nonexistent: No such file or directory (os error 2)\n"),
         (&["compile", "--target", "flink-sql", "--view", "user_click_stats", "-o", "/nonexistent/x.sql"], "error: cannot write /nonexistent/x.sql: No such file or directory (os error 2)\n"),

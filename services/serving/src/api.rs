@@ -42,6 +42,7 @@ type SharedState = Arc<AppState>;
     paths(
         get_features,
         batch_features,
+        crate::feast_api::get_online_features,
         health,
         ready,
         crate::copilot_api::llm_health,
@@ -66,6 +67,10 @@ type SharedState = Arc<AppState>;
         ValueSource,
         BatchRequest,
         BatchResponse,
+        crate::feast_api::GetOnlineFeaturesRequest,
+        crate::feast_api::GetOnlineFeaturesResponse,
+        crate::feast_api::FeastMetadata,
+        crate::feast_api::FeastColumn,
         ErrorBody,
         StatusBody
     ))
@@ -79,6 +84,10 @@ pub fn router(state: SharedState, request_timeout: Duration, extra: Router) -> R
     Router::new()
         .route("/features/{entity_id}", get(get_features))
         .route("/features/batch", post(batch_features))
+        .route(
+            "/get-online-features",
+            post(crate::feast_api::get_online_features),
+        )
         .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(state.clone())
@@ -252,7 +261,7 @@ async fn batch_features(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-fn check_entity_id(position: usize, id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_entity_id(position: usize, id: &str) -> Result<(), ApiError> {
     let problem = if id.is_empty() {
         "empty"
     } else if id.len() > MAX_ENTITY_ID_BYTES {
@@ -339,7 +348,7 @@ fn write_json(out: &mut Vec<u8>, value: &impl Serialize) {
     serde_json::to_writer(out, value).expect("our answers serialise to JSON");
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

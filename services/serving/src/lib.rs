@@ -7,6 +7,8 @@
 //!   served values (defaults, TTL, ages). Pure.
 //! - [`store`]: the one shared Redis connection: lazy, with timeouts, remade after a
 //!   failure, so an outage gives fast 503s and the service recovers by itself.
+//! - [`feast_api`]: `POST /get-online-features`, Feast's feature-server protocol over the
+//!   same lookup, so Feast's SDK reads Freshet's features.
 //! - [`copilot_api`]: the LLM copilot's endpoints (`/api/llm/...`), 503 without a key.
 //! - [`error`]: every error response, in one JSON shape.
 //! - [`metrics`]: the service's Prometheus metrics.
@@ -18,6 +20,7 @@
 pub mod api;
 pub mod copilot_api;
 pub mod error;
+pub mod feast_api;
 pub mod lookup;
 pub mod metrics;
 pub mod store;

@@ -32,6 +32,9 @@ pub struct Catalog {
 
 struct CatalogView {
     name: Arc<str>,
+    /// The source's entity key field: the entity's name in requests that name it
+    /// (Feast's join key).
+    join_key: Arc<str>,
     ttl_ms: i64,
     features: Vec<(Arc<str>, Value)>,
     metrics: ViewMetrics,
@@ -45,6 +48,7 @@ impl Catalog {
                 .iter()
                 .map(|v| CatalogView {
                     name: v.name.as_str().into(),
+                    join_key: definitions.source_of(v).entity_key_field.as_str().into(),
                     ttl_ms: v.ttl.0,
                     features: v
                         .features
@@ -73,7 +77,7 @@ impl Catalog {
         views: Option<impl IntoIterator<Item = &'a str>>,
         features: Option<impl IntoIterator<Item = &'a str>>,
     ) -> Result<Selection<'_>, ApiError> {
-        let mut chosen: Vec<&CatalogView> = match views {
+        let chosen: Vec<&CatalogView> = match views {
             None => self.views.iter().collect(),
             Some(names) => {
                 let mut chosen = Vec::new();
@@ -133,28 +137,94 @@ impl Catalog {
             }
             wanted = Some(list);
         }
+        Ok(Selection::of(chosen, |name| {
+            wanted.as_ref().is_none_or(|w| w.contains(&name))
+        }))
+    }
+
+    /// Resolves exact (view, feature) pairs, as Feast's `view:feature` references name
+    /// them: views in the order they are first named, each view's features in the
+    /// order asked. A pair named twice is read once.
+    pub fn select_pairs<'a>(
+        &self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Selection<'_>, UnknownRef> {
+        let mut chosen: Vec<(&CatalogView, Vec<usize>)> = Vec::new();
+        for (view_name, feature) in pairs {
+            let Some(view) = self.views.iter().find(|v| &*v.name == view_name) else {
+                return Err(UnknownRef::View {
+                    name: view_name.to_string(),
+                    known: self.view_names(),
+                });
+            };
+            let Some(index) = view.features.iter().position(|(f, _)| &**f == feature) else {
+                return Err(UnknownRef::Feature {
+                    view: view_name.to_string(),
+                    name: feature.to_string(),
+                    known: view
+                        .features
+                        .iter()
+                        .map(|(f, _)| &**f)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            };
+            match chosen.iter_mut().find(|(v, _)| v.name == view.name) {
+                Some((_, features)) if features.contains(&index) => {}
+                Some((_, features)) => features.push(index),
+                None => chosen.push((view, vec![index])),
+            }
+        }
         let views = chosen
-            .drain(..)
-            .filter_map(|view| {
-                let features: Vec<usize> = (0..view.features.len())
-                    .filter(|&i| {
-                        wanted
-                            .as_ref()
-                            .is_none_or(|w| w.contains(&&*view.features[i].0))
-                    })
-                    .collect();
-                let fields = [FIELD_VERSION, FIELD_EVENT_TIME]
-                    .into_iter()
-                    .chain(features.iter().map(|&i| &*view.features[i].0))
-                    .collect();
-                (!features.is_empty()).then_some(SelectedView {
-                    view,
-                    features,
-                    fields,
-                })
-            })
+            .into_iter()
+            .map(|(view, features)| SelectedView::new(view, features))
             .collect();
         Ok(Selection { views })
+    }
+}
+
+/// A `view:feature` reference [`Catalog::select_pairs`] does not know.
+#[derive(Debug)]
+pub enum UnknownRef {
+    View {
+        name: String,
+        known: String,
+    },
+    Feature {
+        view: String,
+        name: String,
+        known: String,
+    },
+}
+
+impl<'c> SelectedView<'c> {
+    fn new(view: &'c CatalogView, features: Vec<usize>) -> Self {
+        let fields = [FIELD_VERSION, FIELD_EVENT_TIME]
+            .into_iter()
+            .chain(features.iter().map(|&i| &*view.features[i].0))
+            .collect();
+        SelectedView {
+            view,
+            features,
+            fields,
+        }
+    }
+}
+
+impl<'c> Selection<'c> {
+    /// The chosen views with the features `keep` keeps, in the definition's order;
+    /// views left with none are not read at all.
+    fn of(chosen: Vec<&'c CatalogView>, keep: impl Fn(&str) -> bool) -> Self {
+        let views = chosen
+            .into_iter()
+            .filter_map(|view| {
+                let features: Vec<usize> = (0..view.features.len())
+                    .filter(|&i| keep(&view.features[i].0))
+                    .collect();
+                (!features.is_empty()).then(|| SelectedView::new(view, features))
+            })
+            .collect();
+        Selection { views }
     }
 }
 
@@ -174,6 +244,21 @@ struct SelectedView<'c> {
 impl Selection<'_> {
     pub fn view_names(&self) -> Vec<&str> {
         self.views.iter().map(|v| &*v.view.name).collect()
+    }
+
+    /// Each selected view's join key (its source's entity key field), in view order.
+    pub fn join_keys(&self) -> impl Iterator<Item = &str> {
+        self.views.iter().map(|v| &*v.view.join_key)
+    }
+
+    /// Each selected view's name and selected feature names, in answer order.
+    pub fn features(&self) -> impl Iterator<Item = (&str, impl Iterator<Item = &str>)> {
+        self.views.iter().map(|v| {
+            (
+                &*v.view.name,
+                v.features.iter().map(|&i| &*v.view.features[i].0),
+            )
+        })
     }
 
     /// What to read from Redis, entity-major: read `e * views + v` is view `v` of entity
