@@ -58,10 +58,10 @@ pub enum ExportError {
         source_name: String,
         kind: String,
     },
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {reason}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
@@ -113,7 +113,7 @@ pub fn write_repository(
     let files = repository(definitions, options)?;
     let failed = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| ExportError::Write { path, source }
+        move |reason| ExportError::Write { path, reason }
     };
     std::fs::create_dir_all(dir).map_err(failed(dir))?;
     let mut written = Vec::new();
