@@ -17,8 +17,14 @@
 //! own latency figure beside it), against the same reads pipelined straight to Redis, and
 //! Redis's own CPU time per batch.
 //!
+//! Then Feast's protocol (`POST /get-online-features`, what Feast's SDK sends, all eight
+//! features) against Freshet's own endpoints in the same run: single lookups by wrk at
+//! the same concurrency, alternated with `GET /features/{id}`, and 1,000-entity requests
+//! (sequential, as above) alternated with `POST /features/batch` for the same ids.
+//!
 //! Figures are ratios within one run because these machines are noisy. Aims: ratio >= 0.5,
-//! single-lookup p99 < 1 ms at moderate load, batch p99 < 10 ms.
+//! single-lookup p99 < 1 ms at moderate load, batch p99 < 10 ms, Feast's protocol at no
+//! less than 0.9 of Freshet's own endpoints' throughput.
 
 use freshet_core::store_layout::{feature_key, FeatureUpdate, Writer};
 use freshet_core::Value;
@@ -169,7 +175,93 @@ fn main() {
         phases[0] * 1_000.0 / batches_run,
         phases[1] * 1_000.0 / batches_run
     );
-    let _ = std::fs::remove_file(script);
+
+    // Feast's protocol beside Freshet's own endpoints.
+    let feast_script = std::env::temp_dir().join(format!("freshet-bench-{port}-feast.lua"));
+    std::fs::write(
+        &feast_script,
+        format!(
+            "math.randomseed(7)\nlocal features = '{}'\nrequest = function()\n  local body = '{{\"entities\":{{\"user_id\":[' .. math.random(0, {}) .. ']}},\"features\":' .. features .. '}}'\n  return wrk.format(\"POST\", \"/get-online-features\", {{[\"Content-Type\"] = \"application/json\"}}, body)\nend\n",
+            serde_json::to_string(&feast_features()).unwrap(),
+            ENTITIES - 1
+        ),
+    )
+    .expect("wrk script");
+    println!("Feast's protocol (POST /get-online-features, all {} features) against Freshet's own endpoints, alternated:", feast_features().len());
+    let (mut own_total, mut feast_total) = (0.0, 0.0);
+    for round in 1..=2 {
+        let own = wrk(&base, &script, CONCURRENCY, 2);
+        let feast = wrk(&base, &feast_script, CONCURRENCY, 2);
+        println!(
+            "  round {round}: GET /features/{{id}} {:>9.0} req/s (p50 {:.3} ms, p99 {:.3} ms) | POST /get-online-features {:>9.0} req/s (p50 {:.3} ms, p99 {:.3} ms) | ratio {:.2}",
+            own.per_second, own.p50_ms, own.p99_ms, feast.per_second, feast.p50_ms, feast.p99_ms,
+            feast.per_second / own.per_second
+        );
+        own_total += own.per_second;
+        feast_total += feast.per_second;
+    }
+    println!(
+        "single lookups, Feast's protocol / GET /features/{{id}} (both rounds): {:.2}  (aim >= 0.9)",
+        feast_total / own_total
+    );
+    let (mut own_ms, mut feast_ms) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        own_ms.extend(runtime.block_on(batches(&base)).0);
+        feast_ms.extend(runtime.block_on(feast_batches(&base)));
+    }
+    let per_second = |ms: &[f64]| ms.len() as f64 / (ms.iter().sum::<f64>() / 1_000.0);
+    let (own_rate, feast_rate) = (per_second(&own_ms), per_second(&feast_ms));
+    for latencies in [&mut own_ms, &mut feast_ms] {
+        latencies.sort_by(f64::total_cmp);
+    }
+    println!(
+        "  {BATCH}-entity requests ({} each): POST /features/batch {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms) | POST /get-online-features {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms)",
+        own_ms.len(),
+        own_rate, percentile(&own_ms, 0.5), percentile(&own_ms, 0.99),
+        feast_rate, percentile(&feast_ms, 0.5), percentile(&feast_ms, 0.99),
+    );
+    println!(
+        "{BATCH}-entity requests, Feast's protocol / POST /features/batch: {:.2}  (aim >= 0.9)",
+        feast_rate / own_rate
+    );
+    for file in [script, paced, feast_script] {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// Every feature of both views, as Feast references them.
+fn feast_features() -> Vec<String> {
+    VIEWS
+        .iter()
+        .zip(FIELDS)
+        .flat_map(|(view, fields)| fields[2..].iter().map(move |f| format!("{view}:{f}")))
+        .collect()
+}
+
+/// Sequential 1,000-entity requests in Feast's protocol, for the ids of [`batches`];
+/// client-side latencies.
+async fn feast_batches(base: &str) -> Vec<f64> {
+    let http = reqwest::Client::new();
+    let features = feast_features();
+    let mut client_ms = Vec::new();
+    for r in 0..BATCH_REQUESTS {
+        let ids: Vec<i64> = batch_ids(r).iter().map(|id| id.parse().unwrap()).collect();
+        let started = Instant::now();
+        let response = http
+            .post(format!("{base}/get-online-features"))
+            .json(&serde_json::json!({ "entities": { "user_id": ids }, "features": features }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let bytes = response.bytes().await.unwrap();
+        client_ms.push(started.elapsed().as_secs_f64() * 1_000.0);
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let results = body["results"].as_array().unwrap();
+        assert_eq!(results.len(), 1 + features.len());
+        assert_eq!(results[1]["values"].as_array().unwrap().len(), BATCH);
+    }
+    client_ms
 }
 
 fn now_ms() -> i64 {

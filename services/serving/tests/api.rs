@@ -622,6 +622,7 @@ async fn the_openapi_document_and_docs_page_describe_the_api() {
     for path in [
         "/features/{entity_id}",
         "/features/batch",
+        "/get-online-features",
         "/health",
         "/ready",
     ] {
@@ -635,6 +636,19 @@ async fn the_openapi_document_and_docs_page_describe_the_api() {
         .as_object()
         .unwrap()
         .contains_key("entity_ids"));
+    let feast = &doc["components"]["schemas"]["GetOnlineFeaturesRequest"]["properties"];
+    for field in [
+        "entities",
+        "features",
+        "feature_service",
+        "full_feature_names",
+    ] {
+        assert!(feast.get(field).is_some(), "{field} missing from {feast}");
+    }
+    // Feast's values are numbers, strings, booleans or null: any JSON value, not `object`.
+    let values = &doc["components"]["schemas"]["FeastColumn"]["properties"]["values"];
+    assert_eq!(values["type"], "array", "{values}");
+    assert!(values["items"].get("type").is_none(), "{values}");
     let page = serving
         .http
         .get(format!("{}/docs/", serving.base))
