@@ -1049,6 +1049,32 @@ impl PartitionEngine {
         out
     }
 
+    /// The position of the view named `name` among the engine's views.
+    pub fn view_position(&self, name: &str) -> Option<usize> {
+        self.views.iter().position(|v| v.name == name)
+    }
+
+    /// What [`Self::drain_updates`] would emit now for one (view, entity), taking its
+    /// mark, so neither a later call nor a drain emits it again: `None` when the pair has
+    /// not changed since it was last drained or taken (or is unknown). A reader that
+    /// follows a few entities (training sets answering spine rows) asks for those alone
+    /// instead of draining every entity the input changed.
+    pub fn take_update(&mut self, view: usize, entity: &str) -> Option<FeatureUpdate> {
+        let clock = self.clock.unwrap_or(i64::MIN);
+        let slot = self.entities.find(entity)?;
+        let compiled = &self.views[view];
+        let state = self.entities.get_mut(view, slot)?;
+        let (version, event_time_ms) = state.dirty.take()?;
+        let (values, _) = served(compiled, state, clock, self.delay);
+        Some(FeatureUpdate {
+            view: compiled.name.clone(),
+            entity: entity.to_string(),
+            version,
+            event_time_ms,
+            values,
+        })
+    }
+
     /// The pieces of state changed since the last drain, for the checkpoint.
     pub fn drain_touched(&mut self) -> Vec<TouchedPart> {
         let mut out = Vec::new();

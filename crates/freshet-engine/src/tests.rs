@@ -565,6 +565,43 @@ fn where_epochs_are_cut_changes_no_version_and_no_value() {
 }
 
 #[test]
+fn taking_one_entitys_update_is_what_a_drain_would_emit_for_it() {
+    let events = stream();
+    let (mut drained, mut taken) = (Run::new(mixed_view()), Run::new(mixed_view()));
+    let (mut from_drains, mut from_takes) = (Vec::new(), Vec::new());
+    for (i, e) in events.iter().enumerate() {
+        drained.push(e.clone());
+        taken.push(e.clone());
+        if i % 5 != 4 {
+            continue;
+        }
+        // Every fifth record: a drain of everything, against `b` taken alone, then a drain.
+        let updates = drained.engine.drain_updates();
+        from_drains.extend(updates.iter().filter(|u| u.entity == "b").cloned());
+        let took = taken.engine.take_update(0, "b");
+        assert_eq!(
+            took.as_ref(),
+            updates.iter().find(|u| u.entity == "b"),
+            "record {i}"
+        );
+        assert_eq!(taken.engine.take_update(0, "b"), None, "taken once");
+        from_takes.extend(took);
+        let rest = taken.engine.drain_updates();
+        assert!(rest.iter().all(|u| u.entity != "b"), "record {i}");
+        assert_eq!(
+            rest.len(),
+            updates.len() - usize::from(updates.iter().any(|u| u.entity == "b"))
+        );
+    }
+    assert!(from_takes.len() > 40, "{}", from_takes.len());
+    assert_eq!(from_takes, from_drains);
+    assert_eq!(taken.engine.take_update(0, "nobody"), None);
+    let name = mixed_view()[0].name.clone();
+    assert_eq!(taken.engine.view_position(&name), Some(0));
+    assert_eq!(taken.engine.view_position("other"), None);
+}
+
+#[test]
 fn a_restored_checkpoint_continues_exactly_like_an_uninterrupted_run() {
     for cut in [1, 37, 150, 151, 299] {
         restored_run_matches(mixed_view, &stream(), cut);

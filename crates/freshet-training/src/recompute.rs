@@ -1,6 +1,11 @@
 //! History recomputed from events by the processor's engine (through backfill's replay):
 //! each spine row is answered from its partition's engine at the moment the partition's
 //! clock is about to pass the row's time, so no event after it can reach its values.
+//!
+//! Only the spine's entities are asked for ([`PartitionEngine::take_update`]): the update
+//! a drain would emit for the row's entity, if it changed since it was last asked, else
+//! the values it had then. Draining every changed entity before each due row built
+//! updates for all the entities the input touched, most of them in no row.
 
 use crate::asof::{Answers, AsOf};
 use crate::request::RequestedView;
@@ -26,7 +31,9 @@ pub struct Recompute<'a> {
     spine: &'a Spine,
     /// Per source topic: the requested views it feeds and its lanes by partition.
     topics: HashMap<String, (Vec<usize>, Vec<LaneRows>)>,
-    view_index: HashMap<String, usize>,
+    /// Per requested view: its position among the engines' views (all engines share
+    /// one list), found the first time an engine is seen.
+    engine_views: Option<Vec<Option<usize>>>,
     answers: Answers,
 }
 
@@ -69,11 +76,7 @@ impl<'a> Recompute<'a> {
             views,
             spine,
             topics,
-            view_index: views
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (v.name.clone(), i))
-                .collect(),
+            engine_views: None,
             answers: Answers::unanswered(views.len(), spine.rows()),
         }
     }
@@ -82,9 +85,9 @@ impl<'a> Recompute<'a> {
         self.answers
     }
 
-    /// Takes the engine's changes since the last drain into the lane's latest values,
-    /// then answers the lane's rows with a time before `before`. Returns whether every
-    /// row of the lane is answered.
+    /// Answers the lane's rows with a time before `before` from the engine's values now,
+    /// taking each row's entity's changes into the lane's latest values. Returns whether
+    /// every row of the lane is answered.
     fn answer_until(
         &mut self,
         topic: &str,
@@ -106,25 +109,32 @@ impl<'a> Recompute<'a> {
         if !due(lane) {
             return lane.next == lane.rows.len();
         }
-        for update in engine.drain_updates() {
-            let Some(&v) = self.view_index.get(&update.view) else {
-                continue;
-            };
-            let Some(latest) = lane.latest.get_mut(&update.entity) else {
-                continue;
-            };
-            latest[v] = Some(AsOf::from_map(
-                &self.views[v],
-                update.event_time_ms,
-                update.version,
-                update.values,
-            ));
-        }
+        let views = self.views;
+        let engine_views = self.engine_views.get_or_insert_with(|| {
+            views
+                .iter()
+                .map(|v| engine.view_position(&v.name))
+                .collect()
+        });
         while due(lane) {
             let row = lane.rows[lane.next].1 as usize;
             lane.next += 1;
-            let latest = &lane.latest[&self.spine.entities[row]];
+            let entity = &self.spine.entities[row];
+            let latest = lane
+                .latest
+                .get_mut(entity)
+                .expect("every row's entity has a place in its lane");
             for &v in topic_views.iter() {
+                let taken =
+                    engine_views[v].and_then(|position| engine.take_update(position, entity));
+                if let Some(update) = taken {
+                    latest[v] = Some(AsOf::from_map(
+                        &views[v],
+                        update.event_time_ms,
+                        update.version,
+                        update.values,
+                    ));
+                }
                 self.answers.per_view[v][row] = latest[v].clone();
             }
         }
