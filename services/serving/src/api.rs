@@ -4,7 +4,7 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::lookup::{
-    Catalog, EntityFeatures, FeatureValue, Selection, ValueSource, ViewStatus, ViewValues,
+    Catalog, EntityFeatures, FeatureValue, Selection, Tally, ValueSource, ViewStatus, ViewValues,
 };
 use crate::metrics::ServingMetrics;
 use crate::store::FeatureStore;
@@ -15,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use freshet_store::RawFields;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -280,19 +281,47 @@ async fn lookup_one(
     selection: &Selection<'_>,
     entity_id: String,
 ) -> Result<EntityFeatures, ApiError> {
-    let reads = selection.reads(std::slice::from_ref(&entity_id));
-    let mut read = Vec::with_capacity(reads.len());
+    let mut answer = None;
+    let ids = [entity_id];
+    read_entities(state, selection, &ids, |id, read, now, tally| {
+        answer = Some(selection.entity(id.to_string(), read, now, tally));
+    })
+    .await?;
+    Ok(answer.expect("one entity read"))
+}
+
+/// Reads the selected views of every entity in one pipelined round trip and hands each
+/// entity's reads to `each` as soon as they have arrived, in request order, with the
+/// lookup's time and tally (recorded in the per-view metrics at the end). If the read
+/// fails, what `each` was given must be discarded.
+pub(crate) async fn read_entities(
+    state: &AppState,
+    selection: &Selection<'_>,
+    entities: &[String],
+    mut each: impl FnMut(&str, &[RawFields], i64, &mut Tally),
+) -> Result<(), ApiError> {
+    let reads = selection.reads(entities);
+    let per_entity = selection.reads_per_entity();
+    let mut tally = selection.tally();
+    let mut pending = Vec::with_capacity(per_entity);
+    let mut ids = entities.iter();
+    let now = now_ms();
     let started = Instant::now();
     state
         .store
-        .read_each(&reads, |fields| read.push(fields))
+        .read_each(&reads, |fields| {
+            pending.push(fields);
+            if pending.len() < per_entity {
+                return;
+            }
+            let id = ids.next().expect("one entity per `per_entity` reads");
+            each(id, &pending, now, &mut tally);
+            pending.clear();
+        })
         .await
         .inspect_err(|_| state.metrics.store_errors.inc())?;
-    let redis_seconds = started.elapsed().as_secs_f64();
-    let mut tally = selection.tally();
-    let entity = selection.entity(entity_id, &read, now_ms(), &mut tally);
-    selection.record(&tally, redis_seconds);
-    Ok(entity)
+    selection.record(&tally, started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Room reserved in a batch answer per entity and view (a view of the shipped
@@ -309,35 +338,19 @@ async fn batch_body(
     entities: Vec<String>,
     started: Instant,
 ) -> Result<Vec<u8>, ApiError> {
-    let reads = selection.reads(&entities);
     let per_entity = selection.reads_per_entity();
     let mut body = Vec::with_capacity(64 + entities.len() * per_entity * ANSWER_BYTES_PER_VIEW);
     body.extend_from_slice(b"{\"batch_size\":");
     write_json(&mut body, &entities.len());
     body.extend_from_slice(b",\"results\":[");
     let json = selection.answer_json();
-    let mut tally = selection.tally();
-    let mut pending = Vec::with_capacity(per_entity);
-    let mut ids = entities.into_iter();
-    let now = now_ms();
-    let redis_started = Instant::now();
-    state
-        .store
-        .read_each(&reads, |fields| {
-            pending.push(fields);
-            if pending.len() < per_entity {
-                return;
-            }
-            let id = ids.next().expect("one entity per `per_entity` reads");
-            if body.last() != Some(&b'[') {
-                body.push(b',');
-            }
-            selection.write_entity(&json, &id, &pending, now, &mut tally, &mut body);
-            pending.clear();
-        })
-        .await
-        .inspect_err(|_| state.metrics.store_errors.inc())?;
-    selection.record(&tally, redis_started.elapsed().as_secs_f64());
+    read_entities(state, selection, &entities, |id, read, now, tally| {
+        if body.last() != Some(&b'[') {
+            body.push(b',');
+        }
+        selection.write_entity(&json, id, read, now, tally, &mut body);
+    })
+    .await?;
     body.extend_from_slice(b"],\"server_latency_ms\":");
     write_json(&mut body, &(started.elapsed().as_secs_f64() * 1_000.0));
     body.push(b'}');

@@ -20,7 +20,7 @@
 //! The status is a 4xx for every mistake in a request (Feast's own server answers some
 //! of them with a 500).
 
-use crate::api::{check_entity_id, now_ms, AppState};
+use crate::api::{check_entity_id, read_entities, AppState};
 use crate::error::ApiError;
 use crate::lookup::{EntityFeatures, UnknownRef, ValueSource, ViewStatus};
 use axum::body::Bytes;
@@ -220,9 +220,15 @@ fn parse_ref(reference: &str) -> Result<(&str, &str), FeastError> {
     if view.is_empty() || feature.is_empty() || feature.contains(':') {
         return Err(invalid());
     }
-    match view.split_once('@') {
-        None => Ok((view, feature)),
-        Some((view, "latest")) if !view.is_empty() => Ok((view, feature)),
+    let (name, version) = match view.split_once('@') {
+        None => (view, None),
+        Some((name, version)) => (name, Some(version)),
+    };
+    if name.is_empty() {
+        return Err(invalid());
+    }
+    match version {
+        None | Some("latest") => Ok((name, feature)),
         Some(_) => Err(FeastError {
             status: StatusCode::BAD_REQUEST,
             class: "VersionedOnlineReadNotSupported",
@@ -298,29 +304,11 @@ pub async fn get_online_features(
         .features()
         .flat_map(|(view, features)| features.map(move |f| FeatureColumn::new(view, f, entities)))
         .collect();
-    let reads = selection.reads(&ids);
-    let per_entity = selection.reads_per_entity();
-    let mut tally = selection.tally();
-    let mut pending = Vec::with_capacity(per_entity);
-    let mut next_id = ids.iter();
-    let now = now_ms();
-    let redis_started = Instant::now();
-    state
-        .store
-        .read_each(&reads, |fields| {
-            pending.push(fields);
-            if pending.len() < per_entity {
-                return;
-            }
-            let id = next_id.next().expect("one entity per `per_entity` reads");
-            let entity = selection.entity(id.clone(), &pending, now, &mut tally);
-            append(&mut columns, &entity);
-            pending.clear();
-        })
-        .await
-        .inspect_err(|_| state.metrics.store_errors.inc())
-        .map_err(|e| FeastError::from(ApiError::from(e)))?;
-    selection.record(&tally, redis_started.elapsed().as_secs_f64());
+    read_entities(&state, &selection, &ids, |id, read, now, tally| {
+        let entity = selection.entity(id.to_string(), read, now, tally);
+        append(&mut columns, &entity);
+    })
+    .await?;
 
     let body = answer(
         join_key,
