@@ -85,7 +85,7 @@ fn main() {
 
     let port = freshet_localstack::free_port();
     let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
-    let _serving = KillOnDrop(
+    let serving = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_freshet-serving"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis-url", &redis.url()])
@@ -177,32 +177,53 @@ fn main() {
     );
 
     // Feast's protocol beside Freshet's own endpoints.
-    let feast_script = std::env::temp_dir().join(format!("freshet-bench-{port}-feast.lua"));
-    std::fs::write(
-        &feast_script,
-        format!(
-            "math.randomseed(7)\nlocal features = '{}'\nrequest = function()\n  local body = '{{\"entities\":{{\"user_id\":[' .. math.random(0, {}) .. ']}},\"features\":' .. features .. '}}'\n  return wrk.format(\"POST\", \"/get-online-features\", {{[\"Content-Type\"] = \"application/json\"}}, body)\nend\n",
-            serde_json::to_string(&feast_features()).unwrap(),
-            ENTITIES - 1
+    // Both request kinds made once per wrk thread, so the load generator (on the same
+    // cores) spends as little, and the same, on each.
+    let prebuilt = |name: &str, request: &str| {
+        let path = std::env::temp_dir().join(format!("freshet-bench-{port}-{name}.lua"));
+        std::fs::write(
+            &path,
+            format!(
+                "local requests = {{}}\ninit = function(args)\n  math.randomseed(7)\n  for id = 0, {last} do\n    requests[id] = {request}\n  end\nend\nrequest = function()\n  return requests[math.random(0, {last})]\nend\n",
+                last = ENTITIES - 1
+            ),
+        )
+        .expect("wrk script");
+        path
+    };
+    let own_script = prebuilt("own", "wrk.format(\"GET\", \"/features/\" .. id)");
+    let feast_script = prebuilt(
+        "feast",
+        &format!(
+            "wrk.format(\"POST\", \"/get-online-features\", {{[\"Content-Type\"] = \"application/json\"}}, '{{\"entities\":{{\"user_id\":[' .. id .. ']}},\"features\":{}}}')",
+            serde_json::to_string(&feast_features()).unwrap()
         ),
-    )
-    .expect("wrk script");
+    );
     println!("Feast's protocol (POST /get-online-features, all {} features) against Freshet's own endpoints, alternated:", feast_features().len());
     let (mut own_total, mut feast_total) = (0.0, 0.0);
-    for round in 1..=2 {
-        let own = wrk(&base, &script, CONCURRENCY, 2);
+    let (mut own_cpu, mut feast_cpu) = (0.0, 0.0);
+    let pid = serving.0.id();
+    for round in 1..=3 {
+        let cpu = cpu_seconds(pid);
+        let own = wrk(&base, &own_script, CONCURRENCY, 2);
+        let own_us = (cpu_seconds(pid) - cpu) * 1e6 / own.requests;
+        let cpu = cpu_seconds(pid);
         let feast = wrk(&base, &feast_script, CONCURRENCY, 2);
+        let feast_us = (cpu_seconds(pid) - cpu) * 1e6 / feast.requests;
         println!(
-            "  round {round}: GET /features/{{id}} {:>9.0} req/s (p50 {:.3} ms, p99 {:.3} ms) | POST /get-online-features {:>9.0} req/s (p50 {:.3} ms, p99 {:.3} ms) | ratio {:.2}",
+            "  round {round}: GET /features/{{id}} {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms, {own_us:.1} us of service CPU each) | POST /get-online-features {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms, {feast_us:.1} us each) | ratio {:.2}",
             own.per_second, own.p50_ms, own.p99_ms, feast.per_second, feast.p50_ms, feast.p99_ms,
             feast.per_second / own.per_second
         );
         own_total += own.per_second;
         feast_total += feast.per_second;
+        own_cpu += own_us;
+        feast_cpu += feast_us;
     }
     println!(
-        "single lookups, Feast's protocol / GET /features/{{id}} (both rounds): {:.2}  (aim >= 0.9)",
-        feast_total / own_total
+        "single lookups, Feast's protocol / GET /features/{{id}} (all rounds): throughput {:.2}  (aim >= 0.9); service CPU per request {:.2}",
+        feast_total / own_total,
+        feast_cpu / own_cpu
     );
     let (mut own_ms, mut feast_ms) = (Vec::new(), Vec::new());
     for _ in 0..2 {
@@ -224,9 +245,31 @@ fn main() {
         "{BATCH}-entity requests, Feast's protocol / POST /features/batch: {:.2}  (aim >= 0.9)",
         feast_rate / own_rate
     );
-    for file in [script, paced, feast_script] {
+    for file in [script, paced, own_script, feast_script] {
         let _ = std::fs::remove_file(file);
     }
+}
+
+/// CPU time (user and system) process `pid` has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the service's stat");
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    static TICKS_PER_SECOND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let per_second = TICKS_PER_SECOND.get_or_init(|| {
+        let out = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("getconf");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(100.0)
+    });
+    ticks / per_second
 }
 
 /// Every feature of both views, as Feast references them.
@@ -327,6 +370,8 @@ async fn wait_ready(base: &str) {
 
 struct Figures {
     per_second: f64,
+    /// Requests answered in the round.
+    requests: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -371,6 +416,7 @@ async fn raw_redis(url: &str) -> Figures {
     latencies.sort_by(f64::total_cmp);
     Figures {
         per_second: count.load(Ordering::Relaxed) as f64 / elapsed,
+        requests: count.load(Ordering::Relaxed) as f64,
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
     }
@@ -399,8 +445,14 @@ fn wrk(base: &str, script: &std::path::Path, connections: usize, threads: usize)
             .next()
             .unwrap()
     };
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
     Figures {
         per_second: field("Requests/sec:").parse().expect("requests/s"),
+        requests,
         p50_ms: duration_ms(field("50%")),
         p99_ms: duration_ms(field("99%")),
     }

@@ -22,13 +22,13 @@
 
 use crate::api::{check_entity_id, read_entities, AppState};
 use crate::error::ApiError;
-use crate::lookup::{EntityFeatures, UnknownRef, ValueSource, ViewStatus};
+use crate::lookup::{EntityFeatures, RefError, ValueSource, ViewStatus};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, SecondsFormat};
+use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -165,17 +165,22 @@ impl From<ApiError> for FeastError {
     }
 }
 
-impl From<UnknownRef> for FeastError {
-    fn from(e: UnknownRef) -> Self {
+impl FeastError {
+    /// A reference [`crate::lookup::Catalog::select_pairs`] refused.
+    fn of_ref(e: RefError, full_feature_names: bool) -> Self {
         match e {
-            UnknownRef::View { name, known } => FeastError::not_found(
+            RefError::UnknownView { name, known } => FeastError::not_found(
                 "FeatureViewNotFoundException",
                 format!("Feature view {name} does not exist; Freshet serves: {known}"),
             ),
-            UnknownRef::Feature { view, name, known } => FeastError::not_found(
+            RefError::UnknownFeature { view, name, known } => FeastError::not_found(
                 "FeastObjectNotFoundException",
                 format!("Feature {name} not found in feature view {view}; its features: {known}"),
             ),
+            RefError::Repeated { view, feature } if full_feature_names => {
+                collision(&[&format!("{view}__{feature}")], true)
+            }
+            RefError::Repeated { feature, .. } => collision(&[&feature], false),
         }
     }
 }
@@ -285,8 +290,17 @@ pub async fn get_online_features(
         .iter()
         .map(|r| parse_ref(r))
         .collect::<Result<Vec<_>, _>>()?;
-    check_collisions(&refs, request.full_feature_names)?;
-    let selection = state.catalog.select_pairs(refs.iter().copied())?;
+    let full_names = request.full_feature_names;
+    let selection = state
+        .catalog
+        .select_pairs(refs.iter().copied())
+        .map_err(|e| FeastError::of_ref(e, full_names))?;
+    if !full_names {
+        let shared = selection.shared_feature_names();
+        if !shared.is_empty() {
+            return Err(collision(&shared, false));
+        }
+    }
     let (join_key, column) = entity_column(&selection, request.entities, &state)?;
     let ids = column
         .iter()
@@ -304,9 +318,10 @@ pub async fn get_online_features(
         .features()
         .flat_map(|(view, features)| features.map(move |f| FeatureColumn::new(view, f, entities)))
         .collect();
+    let mut time = Vec::with_capacity(32);
     read_entities(&state, &selection, &ids, |id, read, now, tally| {
         let entity = selection.entity(id.to_string(), read, now, tally);
-        append(&mut columns, &entity);
+        append(&mut columns, &entity, &mut time);
     })
     .await?;
 
@@ -326,40 +341,22 @@ pub async fn get_online_features(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// Two references answering under one name: Feast's `FeatureNameCollisionError`.
-fn check_collisions(refs: &[(&str, &str)], full_feature_names: bool) -> Result<(), FeastError> {
-    let name = |(view, feature): &(&str, &str)| {
-        if full_feature_names {
-            format!("{view}__{feature}")
-        } else {
-            feature.to_string()
-        }
-    };
-    let mut seen = std::collections::HashSet::new();
-    let mut collided: Vec<String> = Vec::new();
-    for r in refs {
-        let n = name(r);
-        if !seen.insert(n.clone()) && !collided.contains(&n) {
-            collided.push(n);
-        }
-    }
-    if collided.is_empty() {
-        return Ok(());
-    }
+/// Feast's `FeatureNameCollisionError`: features answering under one name.
+fn collision(names: &[&str], full_feature_names: bool) -> FeastError {
     let fix = if full_feature_names {
         "ensure that the feature views or their features have different names, and name each feature once"
     } else {
         "either use the full feature name by setting 'full_feature_names=True', or ensure that the features in question have different names"
     };
-    Err(FeastError {
+    FeastError {
         status: StatusCode::BAD_REQUEST,
         class: "FeatureNameCollisionError",
         message: format!(
             "Duplicate features named {} found.\nTo resolve this collision, {fix}.",
-            collided.join(", ")
+            names.join(", ")
         ),
         retry_soon: false,
-    })
+    }
 }
 
 /// The request's one entity column: keyed by the selected views' join key, of 1 to the
@@ -458,19 +455,19 @@ fn entity_id(join_key: &str, position: usize, value: &Json) -> Result<String, Fe
 }
 
 /// One feature's column of the answer, as JSON list items written so far.
-struct FeatureColumn {
-    view: Arc<str>,
-    feature: Arc<str>,
+struct FeatureColumn<'s> {
+    view: &'s str,
+    feature: &'s str,
     values: Vec<u8>,
     statuses: Vec<u8>,
     timestamps: Vec<u8>,
 }
 
-impl FeatureColumn {
-    fn new(view: &str, feature: &str, entities: usize) -> Self {
+impl<'s> FeatureColumn<'s> {
+    fn new(view: &'s str, feature: &'s str, entities: usize) -> Self {
         Self {
-            view: view.into(),
-            feature: feature.into(),
+            view,
+            feature,
             values: Vec::with_capacity(entities * 4),
             statuses: Vec::with_capacity(entities * 10),
             timestamps: Vec::with_capacity(entities * 26),
@@ -478,15 +475,16 @@ impl FeatureColumn {
     }
 }
 
-/// Appends one entity's answer to the columns (in the selection's order).
-fn append(columns: &mut [FeatureColumn], entity: &EntityFeatures) {
+/// Appends one entity's answer to the columns (in the selection's order); `time` is room
+/// for a timestamp's JSON.
+fn append(columns: &mut [FeatureColumn], entity: &EntityFeatures, time: &mut Vec<u8>) {
     let mut columns = columns.iter_mut();
     for (_, view) in &entity.views.0 {
-        let time = match (view.status, view.event_time_ms) {
-            (ViewStatus::Found, Some(ms)) => DateTime::from_timestamp_millis(ms)
-                .map(|t| format!("\"{}\"", t.to_rfc3339_opts(SecondsFormat::AutoSi, true))),
-            _ => None,
-        };
+        time.clear();
+        match (view.status, view.event_time_ms) {
+            (ViewStatus::Found, Some(ms)) => write_time(time, ms),
+            _ => time.extend_from_slice(ZERO_TIME),
+        }
         for (_, value) in &view.features.0 {
             let column = columns.next().expect("a column per selected feature");
             if !column.values.is_empty() {
@@ -498,11 +496,25 @@ fn append(columns: &mut [FeatureColumn], entity: &EntityFeatures) {
             column
                 .statuses
                 .extend_from_slice(FieldStatus::of(view.status, value.source).json());
-            column
-                .timestamps
-                .extend_from_slice(time.as_deref().map_or(ZERO_TIME, str::as_bytes));
+            column.timestamps.extend_from_slice(time);
         }
     }
+}
+
+/// Epoch milliseconds as a JSON string in protobuf's RFC 3339 (UTC, `Z`; milliseconds
+/// only when there are some), as Feast's server writes timestamps.
+fn write_time(out: &mut Vec<u8>, ms: i64) {
+    use std::io::Write;
+    let Some(time) = DateTime::from_timestamp_millis(ms) else {
+        out.extend_from_slice(ZERO_TIME);
+        return;
+    };
+    let format = if ms.rem_euclid(1_000) == 0 {
+        "\"%Y-%m-%dT%H:%M:%SZ\""
+    } else {
+        "\"%Y-%m-%dT%H:%M:%S%.3fZ\""
+    };
+    write!(out, "{}", time.format(format)).expect("a time to memory");
 }
 
 /// The answer's JSON: the entity column first, then each feature's.
@@ -525,7 +537,7 @@ fn answer(
         if full_feature_names {
             write_json(&mut out, &format!("{}__{}", column.view, column.feature));
         } else {
-            write_json(&mut out, &*column.feature);
+            write_json(&mut out, column.feature);
         }
     }
     out.push(b']');
@@ -592,13 +604,23 @@ mod tests {
 
     #[test]
     fn colliding_names_are_feasts_collision_error() {
-        assert!(check_collisions(&[("a", "x"), ("b", "y")], false).is_ok());
-        assert!(check_collisions(&[("a", "x"), ("b", "x")], true).is_ok());
-        let e = check_collisions(&[("a", "x"), ("b", "x"), ("c", "x")], false).unwrap_err();
+        let e = FeastError::of_ref(
+            RefError::Repeated {
+                view: "a".into(),
+                feature: "x".into(),
+            },
+            false,
+        );
         assert_eq!(e.class, "FeatureNameCollisionError");
         assert!(e.message.starts_with("Duplicate features named x found."));
         assert!(e.message.contains("full_feature_names=True"));
-        let e = check_collisions(&[("a", "x"), ("a", "x")], true).unwrap_err();
+        let e = FeastError::of_ref(
+            RefError::Repeated {
+                view: "a".into(),
+                feature: "x".into(),
+            },
+            true,
+        );
         assert!(e
             .message
             .starts_with("Duplicate features named a__x found."));
@@ -617,6 +639,21 @@ mod tests {
             detail,
             serde_json::json!({"module": "feast.errors", "class": "FeatureViewNotFoundException", "message": "gone"})
         );
+    }
+
+    #[test]
+    fn times_are_written_as_feasts_server_writes_them() {
+        for (ms, text) in [
+            (1_700_000_000_123, "\"2023-11-14T22:13:20.123Z\""),
+            (1_700_000_000_000, "\"2023-11-14T22:13:20Z\""),
+            (1_700_000_000_007, "\"2023-11-14T22:13:20.007Z\""),
+            (0, "\"1970-01-01T00:00:00Z\""),
+            (-1, "\"1969-12-31T23:59:59.999Z\""),
+        ] {
+            let mut out = Vec::new();
+            write_time(&mut out, ms);
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
     }
 
     #[test]

@@ -37,16 +37,30 @@ struct CatalogView {
     join_key: Arc<str>,
     ttl_ms: i64,
     features: Vec<(Arc<str>, Value)>,
+    /// Per feature: whether another view has a feature of the same name.
+    shared: Vec<bool>,
     metrics: ViewMetrics,
 }
 
 impl Catalog {
     pub fn new(definitions: &Definitions, metrics: &ServingMetrics) -> Self {
+        let shared = |view: &freshet_core::FeatureView| -> Vec<bool> {
+            view.features
+                .iter()
+                .map(|f| {
+                    definitions
+                        .views
+                        .iter()
+                        .any(|other| other.name != view.name && other.feature(&f.name).is_some())
+                })
+                .collect()
+        };
         Self {
             views: definitions
                 .views
                 .iter()
                 .map(|v| CatalogView {
+                    shared: shared(v),
                     name: v.name.as_str().into(),
                     join_key: definitions.source_of(v).entity_key_field.as_str().into(),
                     ttl_ms: v.ttl.0,
@@ -144,21 +158,21 @@ impl Catalog {
 
     /// Resolves exact (view, feature) pairs, as Feast's `view:feature` references name
     /// them: views in the order they are first named, each view's features in the
-    /// order asked. A pair named twice is read once.
+    /// order asked. A pair named twice is refused.
     pub fn select_pairs<'a>(
         &self,
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Selection<'_>, UnknownRef> {
+    ) -> Result<Selection<'_>, RefError> {
         let mut chosen: Vec<(&CatalogView, Vec<usize>)> = Vec::new();
         for (view_name, feature) in pairs {
             let Some(view) = self.views.iter().find(|v| &*v.name == view_name) else {
-                return Err(UnknownRef::View {
+                return Err(RefError::UnknownView {
                     name: view_name.to_string(),
                     known: self.view_names(),
                 });
             };
             let Some(index) = view.features.iter().position(|(f, _)| &**f == feature) else {
-                return Err(UnknownRef::Feature {
+                return Err(RefError::UnknownFeature {
                     view: view_name.to_string(),
                     name: feature.to_string(),
                     known: view
@@ -170,7 +184,12 @@ impl Catalog {
                 });
             };
             match chosen.iter_mut().find(|(v, _)| v.name == view.name) {
-                Some((_, features)) if features.contains(&index) => {}
+                Some((_, features)) if features.contains(&index) => {
+                    return Err(RefError::Repeated {
+                        view: view_name.to_string(),
+                        feature: feature.to_string(),
+                    })
+                }
                 Some((_, features)) => features.push(index),
                 None => chosen.push((view, vec![index])),
             }
@@ -183,17 +202,22 @@ impl Catalog {
     }
 }
 
-/// A `view:feature` reference [`Catalog::select_pairs`] does not know.
+/// Why [`Catalog::select_pairs`] refused a list of `view:feature` references.
 #[derive(Debug)]
-pub enum UnknownRef {
-    View {
+pub enum RefError {
+    UnknownView {
         name: String,
         known: String,
     },
-    Feature {
+    UnknownFeature {
         view: String,
         name: String,
         known: String,
+    },
+    /// The same pair named twice.
+    Repeated {
+        view: String,
+        feature: String,
     },
 }
 
@@ -249,6 +273,29 @@ impl Selection<'_> {
     /// Each selected view's join key (its source's entity key field), in view order.
     pub fn join_keys(&self) -> impl Iterator<Item = &str> {
         self.views.iter().map(|v| &*v.view.join_key)
+    }
+
+    /// Selected feature names that more than one selected view has (once each).
+    pub fn shared_feature_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for (v, selected) in self.views.iter().enumerate() {
+            for &i in &selected.features {
+                let name = &*selected.view.features[i].0;
+                if !selected.view.shared[i] || names.contains(&name) {
+                    continue;
+                }
+                let elsewhere = self.views[v + 1..].iter().any(|other| {
+                    other
+                        .features
+                        .iter()
+                        .any(|&j| &*other.view.features[j].0 == name)
+                });
+                if elsewhere {
+                    names.push(name);
+                }
+            }
+        }
+        names
     }
 
     /// Each selected view's name and selected feature names, in answer order.
@@ -768,6 +815,54 @@ mod tests {
         hash.insert(FIELD_VERSION, encode_version(42));
         hash.insert(FIELD_EVENT_TIME, (NOW - age_ms).to_string());
         hash
+    }
+
+    #[test]
+    fn pairs_select_exactly_what_they_name_and_shared_names_are_found() {
+        let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+        let mut definitions = freshet_core::load_dir(&features).unwrap();
+        definitions.views[1].features[0].name = "click_count_1m".into();
+        let catalog = Catalog::new(&definitions, &ServingMetrics::new());
+        let selection = catalog
+            .select_pairs([
+                ("user_purchase_stats", "events_per_session"),
+                ("user_click_stats", "view_count_1m"),
+                ("user_purchase_stats", "click_count_1m"),
+                ("user_click_stats", "click_count_1m"),
+            ])
+            .unwrap();
+        let chosen: Vec<(&str, Vec<&str>)> = selection
+            .features()
+            .map(|(view, features)| (view, features.collect()))
+            .collect();
+        assert_eq!(
+            chosen,
+            [
+                (
+                    "user_purchase_stats",
+                    vec!["events_per_session", "click_count_1m"]
+                ),
+                ("user_click_stats", vec!["view_count_1m", "click_count_1m"]),
+            ]
+        );
+        assert_eq!(selection.shared_feature_names(), ["click_count_1m"]);
+        let one_view = catalog
+            .select_pairs([("user_click_stats", "click_count_1m")])
+            .unwrap();
+        assert!(one_view.shared_feature_names().is_empty());
+        let repeated = catalog.select_pairs([
+            ("user_click_stats", "click_count_1m"),
+            ("user_click_stats", "click_count_1m"),
+        ]);
+        assert!(matches!(repeated, Err(RefError::Repeated { .. })));
+        assert!(matches!(
+            catalog.select_pairs([("nope", "x")]),
+            Err(RefError::UnknownView { .. })
+        ));
+        assert!(matches!(
+            catalog.select_pairs([("user_click_stats", "x")]),
+            Err(RefError::UnknownFeature { .. })
+        ));
     }
 
     #[test]
