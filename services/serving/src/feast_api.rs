@@ -28,10 +28,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::format::{Item, StrftimeItems};
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use utoipa::ToSchema;
 
@@ -509,12 +510,18 @@ fn write_time(out: &mut Vec<u8>, ms: i64) {
         out.extend_from_slice(ZERO_TIME);
         return;
     };
-    let format = if ms.rem_euclid(1_000) == 0 {
-        "\"%Y-%m-%dT%H:%M:%SZ\""
+    // Parsed once: parsing the format was a fifth of a single lookup's own work.
+    static FORMATS: OnceLock<[Vec<Item<'static>>; 2]> = OnceLock::new();
+    let [whole, millis] = FORMATS.get_or_init(|| {
+        ["\"%Y-%m-%dT%H:%M:%SZ\"", "\"%Y-%m-%dT%H:%M:%S%.3fZ\""]
+            .map(|f| StrftimeItems::new(f).parse().expect("a valid time format"))
+    });
+    let items = if ms.rem_euclid(1_000) == 0 {
+        whole
     } else {
-        "\"%Y-%m-%dT%H:%M:%S%.3fZ\""
+        millis
     };
-    write!(out, "{}", time.format(format)).expect("a time to memory");
+    write!(out, "{}", time.format_with_items(items.iter())).expect("a time to memory");
 }
 
 /// The answer's JSON: the entity column first, then each feature's.
