@@ -22,7 +22,7 @@
 
 use crate::api::{check_entity_id, read_entities, AppState};
 use crate::error::ApiError;
-use crate::lookup::{EntityFeatures, RefError, ValueSource, ViewStatus};
+use crate::lookup::{EntityFeatures, RefError, ValueSource, ViewStatus, ViewValues};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -314,22 +314,30 @@ pub async fn get_online_features(
     span.record("views", selection.view_names().join(",").as_str());
     state.metrics.batch_size.observe(ids.len() as f64);
 
-    let entities = ids.len();
-    let mut columns: Vec<FeatureColumn> = selection
-        .features()
-        .flat_map(|(view, features)| features.map(move |f| FeatureColumn::new(view, f, entities)))
-        .collect();
-    let mut time = Vec::with_capacity(32);
+    // Each entity's answer, and each (entity, view)'s timestamp as JSON in one buffer:
+    // the columns are written from them at the end.
+    let views = selection.reads_per_entity();
+    let mut answers: Vec<EntityFeatures> = Vec::with_capacity(ids.len());
+    let mut times = Times::with_capacity(ids.len() * views);
     read_entities(&state, &selection, &ids, |id, read, now, tally| {
         let entity = selection.entity(id.to_string(), read, now, tally);
-        append(&mut columns, &entity, &mut time);
+        for (_, view) in &entity.views.0 {
+            times.push(view);
+        }
+        answers.push(entity);
     })
     .await?;
 
+    let names: Vec<(&str, Vec<&str>)> = selection
+        .features()
+        .map(|(view, features)| (view, features.collect()))
+        .collect();
     let body = answer(
-        join_key,
+        &join_key,
         &column,
-        &columns,
+        &names,
+        &answers,
+        &times,
         request.full_feature_names,
         request
             .include_feature_view_version_metadata
@@ -455,50 +463,34 @@ fn entity_id(join_key: &str, position: usize, value: &Json) -> Result<String, Fe
     Ok(id)
 }
 
-/// One feature's column of the answer, as JSON list items written so far.
-struct FeatureColumn<'s> {
-    view: &'s str,
-    feature: &'s str,
-    values: Vec<u8>,
-    statuses: Vec<u8>,
-    timestamps: Vec<u8>,
+/// Each (entity, view)'s event timestamp as a JSON string, in answer order.
+struct Times {
+    json: Vec<u8>,
+    /// Where each one ends in `json`.
+    ends: Vec<usize>,
 }
 
-impl<'s> FeatureColumn<'s> {
-    fn new(view: &'s str, feature: &'s str, entities: usize) -> Self {
+impl Times {
+    fn with_capacity(count: usize) -> Self {
         Self {
-            view,
-            feature,
-            values: Vec::with_capacity(entities * 4),
-            statuses: Vec::with_capacity(entities * 10),
-            timestamps: Vec::with_capacity(entities * 26),
+            json: Vec::with_capacity(count * 26),
+            ends: Vec::with_capacity(count),
         }
     }
-}
 
-/// Appends one entity's answer to the columns (in the selection's order); `time` is room
-/// for a timestamp's JSON.
-fn append(columns: &mut [FeatureColumn], entity: &EntityFeatures, time: &mut Vec<u8>) {
-    let mut columns = columns.iter_mut();
-    for (_, view) in &entity.views.0 {
-        time.clear();
+    /// The time of a view's served values: their event time when found, else Feast's
+    /// zero time.
+    fn push(&mut self, view: &ViewValues) {
         match (view.status, view.event_time_ms) {
-            (ViewStatus::Found, Some(ms)) => write_time(time, ms),
-            _ => time.extend_from_slice(ZERO_TIME),
+            (ViewStatus::Found, Some(ms)) => write_time(&mut self.json, ms),
+            _ => self.json.extend_from_slice(ZERO_TIME),
         }
-        for (_, value) in &view.features.0 {
-            let column = columns.next().expect("a column per selected feature");
-            if !column.values.is_empty() {
-                column.values.push(b',');
-                column.statuses.push(b',');
-                column.timestamps.push(b',');
-            }
-            serde_json::to_writer(&mut column.values, &value.value).expect("a value to memory");
-            column
-                .statuses
-                .extend_from_slice(FieldStatus::of(view.status, value.source).json());
-            column.timestamps.extend_from_slice(time);
-        }
+        self.ends.push(self.json.len());
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.json[start..self.ends[i]]
     }
 }
 
@@ -524,27 +516,30 @@ fn write_time(out: &mut Vec<u8>, ms: i64) {
     write!(out, "{}", time.format_with_items(items.iter())).expect("a time to memory");
 }
 
-/// The answer's JSON: the entity column first, then each feature's.
+/// The answer's JSON: the entity column first, then each selected feature's (`names`:
+/// per view, its features), from each entity's answer and timestamps.
+#[allow(clippy::too_many_arguments)]
 fn answer(
-    join_key: String,
+    join_key: &str,
     entity_values: &[Json],
-    columns: &[FeatureColumn],
+    names: &[(&str, Vec<&str>)],
+    answers: &[EntityFeatures],
+    times: &Times,
     full_feature_names: bool,
     view_metadata: Option<Vec<&str>>,
 ) -> Vec<u8> {
-    let size: usize = columns
-        .iter()
-        .map(|c| c.values.len() + c.statuses.len() + c.timestamps.len() + 64)
-        .sum();
-    let mut out = Vec::with_capacity(size + entity_values.len() * 40 + 256);
+    let features: usize = names.iter().map(|(_, f)| f.len()).sum();
+    let mut out = Vec::with_capacity(256 + entity_values.len() * (40 + features * 48));
     out.extend_from_slice(b"{\"metadata\":{\"feature_names\":[");
-    write_json(&mut out, &join_key);
-    for column in columns {
-        out.push(b',');
-        if full_feature_names {
-            write_json(&mut out, &format!("{}__{}", column.view, column.feature));
-        } else {
-            write_json(&mut out, column.feature);
+    write_json(&mut out, join_key);
+    for (view, features) in names {
+        for feature in features {
+            out.push(b',');
+            if full_feature_names {
+                write_json(&mut out, &format!("{view}__{feature}"));
+            } else {
+                write_json(&mut out, feature);
+            }
         }
     }
     out.push(b']');
@@ -563,29 +558,49 @@ fn answer(
     out.extend_from_slice(b"},\"results\":[{\"values\":");
     write_json(&mut out, entity_values);
     out.extend_from_slice(b",\"statuses\":[");
-    let each = |out: &mut Vec<u8>, item: &[u8]| {
-        for i in 0..entity_values.len() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(item);
-        }
-    };
-    each(&mut out, FieldStatus::Present.json());
+    list(&mut out, entity_values.len(), |out, _| {
+        out.extend_from_slice(FieldStatus::Present.json())
+    });
     out.extend_from_slice(b"],\"event_timestamps\":[");
-    each(&mut out, ZERO_TIME);
+    list(&mut out, entity_values.len(), |out, _| {
+        out.extend_from_slice(ZERO_TIME)
+    });
     out.extend_from_slice(b"]}");
-    for column in columns {
-        out.extend_from_slice(b",{\"values\":[");
-        out.extend_from_slice(&column.values);
-        out.extend_from_slice(b"],\"statuses\":[");
-        out.extend_from_slice(&column.statuses);
-        out.extend_from_slice(b"],\"event_timestamps\":[");
-        out.extend_from_slice(&column.timestamps);
-        out.extend_from_slice(b"]}");
+    let views = names.len();
+    for (v, (_, features)) in names.iter().enumerate() {
+        for j in 0..features.len() {
+            let value = |e: usize| {
+                let view = &answers[e].views.0[v].1;
+                (view.status, &view.features.0[j].1)
+            };
+            out.extend_from_slice(b",{\"values\":[");
+            list(&mut out, answers.len(), |out, e| {
+                serde_json::to_writer(out, &value(e).1.value).expect("a value to memory")
+            });
+            out.extend_from_slice(b"],\"statuses\":[");
+            list(&mut out, answers.len(), |out, e| {
+                let (status, feature) = value(e);
+                out.extend_from_slice(FieldStatus::of(status, feature.source).json())
+            });
+            out.extend_from_slice(b"],\"event_timestamps\":[");
+            list(&mut out, answers.len(), |out, e| {
+                out.extend_from_slice(times.get(e * views + v))
+            });
+            out.extend_from_slice(b"]}");
+        }
     }
     out.extend_from_slice(b"]}");
     out
+}
+
+/// `count` items written by `item`, comma-separated.
+fn list(out: &mut Vec<u8>, count: usize, mut item: impl FnMut(&mut Vec<u8>, usize)) {
+    for i in 0..count {
+        if i > 0 {
+            out.push(b',');
+        }
+        item(out, i);
+    }
 }
 
 fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
