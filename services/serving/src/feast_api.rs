@@ -33,7 +33,6 @@ use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 use utoipa::ToSchema;
 
 /// Feast's `GetOnlineFeaturesRequest`. Unknown fields are ignored, as Feast's server
@@ -264,7 +263,6 @@ pub async fn get_online_features(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FeastError> {
-    let started = Instant::now();
     let body = body.map_err(|e| FeastError::request(e.status(), e.body_text()))?;
     let request: GetOnlineFeaturesRequest = serde_json::from_slice(&body).map_err(|e| {
         FeastError::request(
@@ -342,10 +340,6 @@ pub async fn get_online_features(
         request
             .include_feature_view_version_metadata
             .then(|| selection.view_names()),
-    );
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_secs_f64() * 1_000.0,
-        "feast lookup"
     );
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
