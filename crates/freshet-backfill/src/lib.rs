@@ -30,7 +30,7 @@ use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
 use freshet_avro::WireDecoder;
 use freshet_core::definitions::Definitions;
-use freshet_core::store_layout::{FeatureUpdate, Writer};
+use freshet_core::store_layout::{FeatureUpdate, ViewStorage, Writer};
 use freshet_core::Value;
 use freshet_engine::event_decoder::{into_event, EventDecoder};
 use freshet_engine::{CompiledView, Event, Outcome, PartitionEngine};
@@ -156,8 +156,8 @@ pub struct InputStats {
 pub struct Computed {
     pub updates: Vec<FeatureUpdate>,
     pub stats: InputStats,
-    /// TTL in milliseconds per view, for the writes.
-    ttl_ms: HashMap<String, i64>,
+    /// Where each view's values are stored, for the writes.
+    storage: HashMap<String, ViewStorage>,
 }
 
 /// One view's part of a backfill, as `--dry-run` reports it.
@@ -355,7 +355,10 @@ fn finish(
     Computed {
         updates,
         stats,
-        ttl_ms: views.iter().map(|v| (v.name.clone(), v.ttl_ms)).collect(),
+        storage: views
+            .iter()
+            .map(|v| (v.name.clone(), v.storage()))
+            .collect(),
     }
 }
 
@@ -443,7 +446,7 @@ pub async fn write(redis_url: &str, computed: &Computed) -> Result<WriteReport, 
         computed
             .updates
             .iter()
-            .map(|u| (u, computed.ttl_ms.get(&u.view).copied().unwrap_or(0))),
+            .map(|u| (u, &computed.storage[&u.view])),
         Writer::Backfill,
     )
     .await

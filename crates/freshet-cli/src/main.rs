@@ -6,6 +6,7 @@
 //! - `up`, `status`, `down`: run the local stack without containers ([`stack_cmd`]).
 //! - `backfill`: feature values for the past from Kafka history or a file ([`backfill_cmd`]).
 //! - `training-set`: point-in-time training sets from a spine ([`training_cmd`]).
+//! - `store migrate`: moves values from the previous Redis layout ([`store_cmd`]).
 //! - `copilot generate|recommend|chat`: the LLM copilot ([`copilot_cmd`]).
 //!
 //! Every failure ends as one clear line on stderr (`error: ...`) and a non-zero exit code;
@@ -16,6 +17,7 @@ mod compile_cmd;
 mod copilot_cmd;
 mod features_cmd;
 mod stack_cmd;
+mod store_cmd;
 mod training_cmd;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +65,9 @@ enum Command {
     TrainingSet(training_cmd::TrainingSetArgs),
     /// The LLM copilot: definitions from plain language, feature ideas, chat.
     Copilot(copilot_cmd::CopilotCmd),
+    /// Maintain the feature store in Redis.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
             training_cmd::run(args, &cli.features_dir)
         }
         Command::Copilot(cmd) => copilot_cmd::run(cmd, &cli.features_dir),
+        Command::Store(cmd) => store_cmd::run(cmd, &cli.features_dir),
     };
     match result {
         Ok(code) => code,

@@ -142,8 +142,12 @@ fn a_backfill_from_a_file_writes_versioned_values_to_redis() {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_connection().unwrap();
     let stored: Vec<Option<String>> = redis::cmd("HMGET")
-        .arg("fv:user_click_stats:7")
-        .arg(&["click_count_1m", "distinct_items_viewed_10m", "_version"])
+        .arg("fe:user:7")
+        .arg(&[
+            "user_click_stats:click_count_1m",
+            "user_click_stats:distinct_items_viewed_10m",
+            "user_click_stats:_version",
+        ])
         .query(&mut conn)
         .unwrap();
     assert_eq!(
@@ -297,7 +301,7 @@ fn an_interrupted_backfill_writes_nothing_and_a_rerun_gives_the_full_result() {
     );
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("fv:*").query(&mut conn).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("fe:*").query(&mut conn).unwrap();
     assert!(keys.is_empty(), "nothing written: {keys:?}");
 
     let out = freshet(&args[..]);
@@ -307,6 +311,6 @@ fn an_interrupted_backfill_writes_nothing_and_a_rerun_gives_the_full_result() {
         "{}",
         text(&out.stdout)
     );
-    let keys: Vec<String> = redis::cmd("KEYS").arg("fv:*").query(&mut conn).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("fe:*").query(&mut conn).unwrap();
     assert_eq!(keys.len(), 500);
 }

@@ -74,6 +74,8 @@ pub type EntityId = CompactString;
 #[derive(Debug, Clone)]
 pub struct CompiledView {
     pub name: String,
+    /// The view's entity type (its definition's `entity`): where its values are stored.
+    pub entity: String,
     pub topic: String,
     pub entity_key_field: String,
     pub event_time_field: String,
@@ -101,6 +103,14 @@ pub struct CompiledFeature {
 }
 
 impl CompiledView {
+    /// Where the view's values are stored and for how long.
+    pub fn storage(&self) -> freshet_core::store_layout::ViewStorage {
+        freshet_core::store_layout::ViewStorage {
+            entity_type: self.entity.clone(),
+            ttl_ms: self.ttl_ms,
+        }
+    }
+
     pub fn compile_all(defs: &Definitions) -> Vec<CompiledView> {
         defs.views
             .iter()
@@ -118,6 +128,7 @@ impl CompiledView {
                     .collect();
                 CompiledView {
                     name: v.name.clone(),
+                    entity: v.entity.clone(),
                     topic: source.topic.clone(),
                     entity_key_field: source.entity_key_field.clone(),
                     event_time_field: source.event_time_field.clone(),

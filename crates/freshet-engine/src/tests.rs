@@ -22,6 +22,7 @@ fn feature(
 fn view(window: Window, features: Vec<CompiledFeature>, delay: i64) -> Arc<Vec<CompiledView>> {
     Arc::new(vec![CompiledView {
         name: "v".into(),
+        entity: "user".into(),
         topic: "t".into(),
         entity_key_field: "user_id".into(),
         event_time_field: "timestamp".into(),
@@ -825,6 +826,7 @@ fn checkpointed_floats_come_back_bit_for_bit() {
 fn other_timers_firing_beside_an_open_session_leave_its_timers_alone() {
     let views = Arc::new(vec![CompiledView {
         name: "v".into(),
+        entity: "user".into(),
         topic: "t".into(),
         entity_key_field: "user_id".into(),
         event_time_field: "timestamp".into(),

@@ -13,18 +13,23 @@
 //! - [`BatchConnection`]: a plain connection for very large [`read_fields`] pipelines (a
 //!   1,000-entity batch), which decodes the reply without redis-rs' per-value parsing.
 //!
+//! - [`migrate_legacy`]: moves values from the previous layout into entity hashes.
+//!
 //! The functions take any async Redis connection; connection management (reconnects,
 //! timeouts, pools) is the caller's, because a writer that must not lose an update and a
 //! reader that must fail fast want different policies.
 
 use freshet_core::store_layout::{
-    DecodeError, FeatureUpdate, StoredValues, Writer, VERSIONED_WRITE_SCRIPT,
+    DecodeError, FeatureUpdate, StoredValues, ViewStorage, Writer, VERSIONED_WRITE_SCRIPT,
 };
 use redis::aio::ConnectionLike;
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 mod batch_connection;
+mod migrate;
 pub use batch_connection::{BatchConnection, BatchReadError};
+pub use migrate::{migrate_legacy, MigrationReport};
 
 /// Updates per pipeline: bounds the size of one request to Redis.
 const WRITE_CHUNK: usize = 1_000;
@@ -71,12 +76,12 @@ impl redis::FromRedisValue for RawHash {
     }
 }
 
-/// Applies `updates`, each with its view's TTL in milliseconds (0 for none), through the
+/// Applies `updates`, each with its view's storage (entity type and TTL), through the
 /// versioned-write script. Returns after Redis has answered every write, with the number
 /// of updates applied (the others found a version at least as new already stored).
 pub async fn write_updates<'a, C: ConnectionLike>(
     connection: &mut C,
-    updates: impl IntoIterator<Item = (&'a FeatureUpdate, i64)>,
+    updates: impl IntoIterator<Item = (&'a FeatureUpdate, &'a ViewStorage)>,
     writer: Writer,
 ) -> redis::RedisResult<usize> {
     static SCRIPT: LazyLock<redis::Script> =
@@ -88,11 +93,11 @@ pub async fn write_updates<'a, C: ConnectionLike>(
         // text had Redis hash that text again for every update.
         let mut pipe = redis::pipe();
         pipe.load_script(&SCRIPT).ignore();
-        for (update, ttl_ms) in updates.by_ref().take(WRITE_CHUNK) {
+        for (update, storage) in updates.by_ref().take(WRITE_CHUNK) {
             pipe.invoke_script(
                 SCRIPT
-                    .key(update.key())
-                    .arg(update.script_args(ttl_ms, writer)),
+                    .key(update.key(storage))
+                    .arg(update.script_args(storage, writer)),
             );
         }
         let results: Vec<i64> = pipe.query_async(connection).await?;
@@ -120,37 +125,108 @@ pub async fn read_hashes<C: ConnectionLike>(
 /// the reply's own buffers; or the error Redis answered for that key (e.g. `WRONGTYPE`
 /// for a key that is not a hash), so one bad key does not fail the others' reads.
 #[derive(Debug, Clone)]
-pub struct RawFields(Result<Vec<Option<bytes::Bytes>>, String>);
+pub struct RawFields {
+    fields: Result<Vec<Option<bytes::Bytes>>, Unread>,
+    /// Served from a reader's cache of an earlier read rather than read now.
+    cached: bool,
+}
+
+/// Why a key's fields are not there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unread {
+    /// Redis answered with this error.
+    Failed(String),
+    /// The reader gave up waiting (a deadline passed) before Redis answered.
+    TimedOut,
+}
 
 impl RawFields {
     /// The `i`-th field asked for; `None` when the hash does not hold it (or Redis answered
     /// with an error). Bytes that are not UTF-8 read as U+FFFD, so a corrupt value fails
     /// to decode instead of vanishing.
     pub fn get(&self, i: usize) -> Option<&str> {
-        let bytes = self.0.as_ref().ok()?.get(i)?.as_ref()?;
+        let bytes = self.fields.as_ref().ok()?.get(i)?.as_ref()?;
         Some(std::str::from_utf8(bytes).unwrap_or("\u{fffd}"))
     }
 
     /// Whether none of the fields exist (for a hash written by [`write_updates`]: the key
     /// does not exist). False when Redis answered with an error.
     pub fn is_empty(&self) -> bool {
-        self.0
+        self.fields
             .as_ref()
             .is_ok_and(|fields| fields.iter().all(Option::is_none))
     }
 
+    /// Whether none of the fields at `positions` exist (false when Redis answered with an
+    /// error).
+    pub fn none_in(&self, positions: std::ops::Range<usize>) -> bool {
+        self.fields.as_ref().is_ok_and(|fields| {
+            fields
+                .get(positions)
+                .is_none_or(|fields| fields.iter().all(Option::is_none))
+        })
+    }
+
     /// The error Redis answered for this key instead of its fields.
     pub fn error(&self) -> Option<&str> {
-        self.0.as_ref().err().map(String::as_str)
+        match &self.fields {
+            Err(Unread::Failed(error)) => Some(error),
+            _ => None,
+        }
     }
 
     /// Redis's error answer for a key.
     pub fn failed(error: impl Into<String>) -> Self {
-        RawFields(Err(error.into()))
+        RawFields {
+            fields: Err(Unread::Failed(error.into())),
+            cached: false,
+        }
     }
 
     pub(crate) fn fields(fields: Vec<Option<bytes::Bytes>>) -> Self {
-        RawFields(Ok(fields))
+        RawFields {
+            fields: Ok(fields),
+            cached: false,
+        }
+    }
+
+    /// Fields not read because the reader's deadline passed first.
+    pub fn timed_out() -> Self {
+        RawFields {
+            fields: Err(Unread::TimedOut),
+            cached: false,
+        }
+    }
+
+    /// Whether these are [`RawFields::timed_out`]'s.
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self.fields, Err(Unread::TimedOut))
+    }
+
+    /// These fields marked as served from a cache.
+    pub fn into_cached(mut self) -> Self {
+        self.cached = true;
+        self
+    }
+
+    /// Whether these fields came from a cache (see [`RawFields::into_cached`]).
+    pub fn is_cached(&self) -> bool {
+        self.cached
+    }
+
+    /// The fields at `positions`, in that order (sharing the reply's buffers), with this
+    /// read's error, timeout and cache mark.
+    pub fn project(&self, positions: &[usize]) -> RawFields {
+        RawFields {
+            fields: match &self.fields {
+                Ok(fields) => Ok(positions
+                    .iter()
+                    .map(|&i| fields.get(i).cloned().flatten())
+                    .collect()),
+                Err(e) => Err(e.clone()),
+            },
+            cached: self.cached,
+        }
     }
 }
 
@@ -204,7 +280,8 @@ pub async fn read_fields<C: ConnectionLike>(
     pipe.query_async(connection).await
 }
 
-/// Decodes a hash read by [`read_hashes`]; `Ok(None)` when the key did not exist.
-pub fn decode(hash: &RawHash) -> Result<Option<StoredValues>, DecodeError> {
-    StoredValues::decode(hash.fields())
+/// Decodes an entity hash read by [`read_hashes`]: every view it holds, by name (empty
+/// when the key did not exist).
+pub fn decode(hash: &RawHash) -> Result<BTreeMap<String, StoredValues>, DecodeError> {
+    StoredValues::decode_all(hash.fields())
 }

@@ -2,7 +2,7 @@
 //! through Redis, laid out by the core crate.
 
 use freshet_core::store_layout::{
-    feature_key, FeatureUpdate, StoredValues, Writer, VERSIONED_WRITE_SCRIPT,
+    entity_key, FeatureUpdate, StoredValues, ViewStorage, Writer, VERSIONED_WRITE_SCRIPT,
 };
 use freshet_core::Value;
 use freshet_testkit::TestStack;
@@ -80,8 +80,12 @@ async fn feature_hashes_round_trip_through_redis_with_the_core_layout() {
         let mut conn = writer.clone();
         let script = script.clone();
         async move {
-            let mut invocation = script.key(u.key());
-            for arg in u.script_args(3_600_000, who) {
+            let storage = ViewStorage {
+                entity_type: "user".into(),
+                ttl_ms: 3_600_000,
+            };
+            let mut invocation = script.key(u.key(&storage));
+            for arg in u.script_args(&storage, who) {
                 invocation.arg(arg);
             }
             invocation.invoke_async::<i64>(&mut conn).await.unwrap()
@@ -110,13 +114,14 @@ async fn feature_hashes_round_trip_through_redis_with_the_core_layout() {
         "also from a backfill"
     );
 
-    let key = feature_key("user_click_stats", "42");
+    let key = entity_key("user", "42");
     let hash: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(&key)
         .query_async(&mut conn)
         .await
         .unwrap();
-    let stored = StoredValues::decode(hash.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    let fields = hash.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let stored = StoredValues::decode("user_click_stats", fields)
         .unwrap()
         .expect("the hash exists");
     assert_eq!(stored.version, 10);

@@ -5,7 +5,7 @@ use crate::changelog::ChangelogTopic;
 use crate::checkpoint::{DeadLetter, Outbox, OutboxUpdate, PartitionChanges};
 use crate::metrics::ProcessorMetrics;
 use freshet_avro::{ReadyEncoder, WireEncoder};
-use freshet_core::store_layout::{FeatureUpdate, Writer};
+use freshet_core::store_layout::{FeatureUpdate, ViewStorage, Writer};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -32,6 +32,8 @@ pub enum DeliveryError {
     Redis(#[from] redis::RedisError),
     #[error("the epoch was not checkpointed, so its transaction was aborted")]
     NotCheckpointed,
+    #[error("an update of view `{0}`, which this processor does not compute")]
+    UnknownView(String),
 }
 
 #[derive(Serialize)]
@@ -285,24 +287,29 @@ pub fn transaction_committed(
 /// Versioned writes to Redis, pipelined.
 /// A function rather than a closure, so the future holding the iterator is `Send` (a
 /// closure's signature is not general enough over lifetimes for that).
-fn update_and_ttl((update, ttl): &(FeatureUpdate, i64)) -> (&FeatureUpdate, i64) {
-    (update, *ttl)
+fn update_and_storage(
+    (update, storage): &(FeatureUpdate, Arc<ViewStorage>),
+) -> (&FeatureUpdate, &ViewStorage) {
+    (update, storage)
 }
 
 /// Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct RedisSink {
     connection: redis::aio::ConnectionManager,
-    ttl_ms: Arc<HashMap<String, i64>>,
+    storage: Arc<HashMap<String, Arc<ViewStorage>>>,
 }
 
 impl RedisSink {
-    pub async fn connect(url: &str, ttl_ms: HashMap<String, i64>) -> Result<Self, DeliveryError> {
+    pub async fn connect(
+        url: &str,
+        storage: HashMap<String, ViewStorage>,
+    ) -> Result<Self, DeliveryError> {
         let client = redis::Client::open(url)?;
         let connection = redis::aio::ConnectionManager::new(client).await?;
         Ok(Self {
             connection,
-            ttl_ms: Arc::new(ttl_ms),
+            storage: Arc::new(storage.into_iter().map(|(v, s)| (v, Arc::new(s))).collect()),
         })
     }
 
@@ -314,16 +321,17 @@ impl RedisSink {
         metrics: &ProcessorMetrics,
     ) -> Result<(), DeliveryError> {
         let started = Instant::now();
-        let writes: Vec<(FeatureUpdate, i64)> = updates
-            .iter()
-            .map(|u| {
-                let ttl = self.ttl_ms.get(&u.view).copied().unwrap_or(0);
-                (u.feature_update(), ttl)
-            })
-            .collect();
+        let mut writes: Vec<(FeatureUpdate, Arc<ViewStorage>)> = Vec::with_capacity(updates.len());
+        for u in updates {
+            let storage = self
+                .storage
+                .get(&u.view)
+                .ok_or_else(|| DeliveryError::UnknownView(u.view.clone()))?;
+            writes.push((u.feature_update(), storage.clone()));
+        }
         freshet_store::write_updates(
             &mut self.connection,
-            writes.iter().map(update_and_ttl),
+            writes.iter().map(update_and_storage),
             Writer::Processor,
         )
         .await?;

@@ -6,12 +6,12 @@ mod common;
 
 use common::*;
 use freshet_backfill::{self as backfill, BackfillConfig, Input};
-use freshet_core::store_layout::{decode_version, FIELD_VERSION, KEY_PREFIX};
+use freshet_core::store_layout::{decode_version, parse_field, KEY_PREFIX, VERSION};
 use freshet_core::Value;
 use freshet_producer::event::UserEvent;
 use freshet_producer::simulate::Simulator;
 use freshet_testkit::TestStack;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -176,7 +176,7 @@ async fn backfill_from_kafka_and_from_a_file_gives_exactly_the_live_values() {
     assert_eq!(computed.stats.used, EVENTS - before);
 }
 
-/// The versions of every `fv:` key in Redis.
+/// The version of every view of every entity hash in Redis, by `key view`.
 async fn versions(conn: &mut redis::aio::MultiplexedConnection) -> BTreeMap<String, u64> {
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{KEY_PREFIX}:*"))
@@ -188,13 +188,20 @@ async fn versions(conn: &mut redis::aio::MultiplexedConnection) -> BTreeMap<Stri
     }
     let mut pipe = redis::pipe();
     for key in &keys {
-        pipe.cmd("HGET").arg(key).arg(FIELD_VERSION);
+        pipe.cmd("HGETALL").arg(key);
     }
-    let found: Vec<Option<String>> = pipe.query_async(conn).await.unwrap();
-    keys.into_iter()
-        .zip(found)
-        .filter_map(|(k, v)| Some((k, decode_version(&v?)?)))
-        .collect()
+    let found: Vec<HashMap<String, String>> = pipe.query_async(conn).await.unwrap();
+    let mut out = BTreeMap::new();
+    for (key, hash) in keys.into_iter().zip(found) {
+        for (field, text) in hash {
+            if let (Some((view, VERSION)), Some(version)) =
+                (parse_field(&field), decode_version(&text))
+            {
+                out.insert(format!("{key} {view}"), version);
+            }
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,6 +7,7 @@ use crate::lookup::{
     Catalog, EntityFeatures, FeatureValue, Selection, Tally, ValueSource, ViewStatus, ViewValues,
 };
 use crate::metrics::ServingMetrics;
+use crate::near_cache::{NearCache, Ticket};
 use crate::store::FeatureStore;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
@@ -28,6 +29,8 @@ pub const MAX_ENTITY_ID_BYTES: usize = 512;
 pub struct AppState {
     pub catalog: Catalog,
     pub store: FeatureStore,
+    /// The near cache, when on.
+    pub cache: Option<Arc<NearCache>>,
     pub metrics: ServingMetrics,
     pub max_batch_size: usize,
 }
@@ -114,6 +117,51 @@ pub struct SelectionQuery {
     view: Option<String>,
     /// Feature names, comma-separated.
     features: Option<String>,
+    /// Latency budget in milliseconds (1 to 60000): views not read within it come back
+    /// with status `timeout` and their defaults. The `x-freshet-budget-ms` header does
+    /// the same.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 60000)]
+    budget_ms: Option<String>,
+}
+
+/// The latency budget of a batch lookup.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetQuery {
+    /// Latency budget in milliseconds (1 to 60000): entities not read within it come
+    /// back with status `timeout` and their defaults. The `x-freshet-budget-ms` header
+    /// does the same.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 60000)]
+    budget_ms: Option<String>,
+}
+
+/// Longest latency budget a request may ask for, in milliseconds.
+pub const MAX_BUDGET_MS: u64 = 60_000;
+/// The header that carries a latency budget.
+pub const BUDGET_HEADER: &str = "x-freshet-budget-ms";
+
+/// A request's latency budget, from the query (first) or the header.
+pub(crate) fn budget(
+    query: Option<&str>,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<Duration>, ApiError> {
+    let text = match query {
+        Some(text) => text,
+        None => match headers.get(BUDGET_HEADER) {
+            Some(value) => value.to_str().map_err(|_| ApiError::BadBudget {
+                given: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                max: MAX_BUDGET_MS,
+            })?,
+            None => return Ok(None),
+        },
+    };
+    match text.trim().parse::<u64>() {
+        Ok(ms) if (1..=MAX_BUDGET_MS).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(ApiError::BadBudget {
+            given: text.to_string(),
+            max: MAX_BUDGET_MS,
+        }),
+    }
 }
 
 /// Features of one entity.
@@ -130,15 +178,17 @@ pub struct SelectionQuery {
 async fn get_features(
     State(state): State<SharedState>,
     Path(entity_id): Path<String>,
+    headers: axum::http::HeaderMap,
     query: Result<Query<SelectionQuery>, QueryRejection>,
 ) -> Result<Json<EntityFeatures>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest {
         status: StatusCode::BAD_REQUEST,
         message: format!(
-            "{}; the query takes `view` and `features`, each a comma-separated list of names",
+            "{}; the query takes `view` and `features`, each a comma-separated list of names, and `budget_ms`",
             e.body_text()
         ),
     })?;
+    let budget = budget(query.budget_ms.as_deref(), &headers)?;
     check_entity_id(0, &entity_id)?;
     let selection = state.catalog.select(
         query.view.as_deref().map(|v| v.split(',')),
@@ -147,7 +197,9 @@ async fn get_features(
     let span = tracing::Span::current();
     span.record("entity_count", 1);
     span.record("views", selection.view_names().join(",").as_str());
-    Ok(Json(lookup_one(&state, &selection, entity_id).await?))
+    Ok(Json(
+        lookup_one(&state, &selection, entity_id, budget).await?,
+    ))
 }
 
 /// A batch lookup. `user_ids` is accepted as an older spelling of `entity_ids`.
@@ -222,9 +274,16 @@ pub struct BatchResponse {
 )]
 async fn batch_features(
     State(state): State<SharedState>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<BudgetQuery>, QueryRejection>,
     body: Result<Json<BatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let Query(query) = query.map_err(|e| ApiError::BadRequest {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("{}; the query takes only `budget_ms`", e.body_text()),
+    })?;
+    let budget = budget(query.budget_ms.as_deref(), &headers)?;
     let Json(request) = body.map_err(|e| ApiError::BadRequest {
         status: e.status(),
         message: e.body_text(),
@@ -258,7 +317,7 @@ async fn batch_features(
     span.record("entity_count", entities.len());
     span.record("views", selection.view_names().join(",").as_str());
     state.metrics.batch_size.observe(entities.len() as f64);
-    let body = batch_body(&state, &selection, entities, started).await?;
+    let body = batch_body(&state, &selection, entities, budget, started).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -280,47 +339,143 @@ async fn lookup_one(
     state: &AppState,
     selection: &Selection<'_>,
     entity_id: String,
+    budget: Option<Duration>,
 ) -> Result<EntityFeatures, ApiError> {
     let mut answer = None;
     let ids = [entity_id];
-    read_entities(state, selection, &ids, |id, read, now, tally| {
+    read_entities(state, selection, &ids, budget, |id, read, now, tally| {
         answer = Some(selection.entity(id.to_string(), read, now, tally));
     })
     .await?;
     Ok(answer.expect("one entity read"))
 }
 
-/// Reads the selected views of every entity in one pipelined round trip and hands each
-/// entity's reads to `each` as soon as they have arrived, in request order, with the
-/// lookup's time and tally (recorded in the per-view metrics at the end). If the read
+/// Reads the selected views of every entity and hands each entity's reads to `each`, in
+/// request order, with the lookup's time and tally (recorded in the per-view metrics at
+/// the end). Entities the near cache holds (when it is on and confirmed fresh) are not
+/// read; the others are read in one pipelined round trip. Reads that have not arrived
+/// when `budget` runs out are handed over as timed out (status `timeout`). If the read
 /// fails, what `each` was given must be discarded.
 pub(crate) async fn read_entities(
     state: &AppState,
     selection: &Selection<'_>,
     entities: &[String],
+    budget: Option<Duration>,
     mut each: impl FnMut(&str, &[RawFields], i64, &mut Tally),
+) -> Result<(), ApiError> {
+    let mut tally = selection.tally();
+    let now = now_ms();
+    let started = Instant::now();
+    match state.cache.as_deref().filter(|c| c.usable()) {
+        Some(cache) => {
+            read_through_cache(state, cache, selection, entities, budget, |id, read| {
+                each(id, read, now, &mut tally)
+            })
+            .await?
+        }
+        None => {
+            read_from_store(state, selection, entities, budget, |id, read| {
+                each(id, read, now, &mut tally)
+            })
+            .await?
+        }
+    }
+    selection.record(&tally, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Runs `read` within `budget` (if any); `Ok(false)` when the budget ran out first.
+async fn within<F: std::future::Future<Output = Result<(), crate::store::StoreError>>>(
+    state: &AppState,
+    budget: Option<Duration>,
+    read: F,
+) -> Result<bool, ApiError> {
+    let done = match budget {
+        Some(budget) => match tokio::time::timeout(budget, read).await {
+            Ok(done) => done,
+            Err(_) => return Ok(false),
+        },
+        None => read.await,
+    };
+    done.inspect_err(|_| state.metrics.store_errors.inc())?;
+    Ok(true)
+}
+
+/// Every entity read from Redis (the selected fields only), each handed over as soon as
+/// its reads have arrived.
+async fn read_from_store(
+    state: &AppState,
+    selection: &Selection<'_>,
+    entities: &[String],
+    budget: Option<Duration>,
+    mut each: impl FnMut(&str, &[RawFields]),
 ) -> Result<(), ApiError> {
     let reads = selection.reads(entities);
     let per_entity = selection.reads_per_entity();
-    let mut tally = selection.tally();
     let mut pending = Vec::with_capacity(per_entity);
     let mut ids = entities.iter();
-    let now = now_ms();
-    let started = Instant::now();
-    state
-        .store
-        .read_each(&reads, |fields| {
-            pending.push(fields);
-            if pending.len() < per_entity {
-                return;
+    let read = state.store.read_each(&reads, |fields| {
+        pending.push(fields);
+        if pending.len() < per_entity {
+            return;
+        }
+        let id = ids.next().expect("one entity per `per_entity` reads");
+        each(id, &pending);
+        pending.clear();
+    });
+    if !within(state, budget, read).await? {
+        // The budget ran out: the entities not read yet get `timeout`.
+        let timed_out = vec![RawFields::timed_out(); per_entity];
+        for id in ids {
+            each(id, &timed_out);
+        }
+    }
+    Ok(())
+}
+
+/// Entities the near cache holds served from it; the others read from Redis (every field
+/// of their hash, so the cache can answer any later selection) and stored in it.
+async fn read_through_cache(
+    state: &AppState,
+    cache: &NearCache,
+    selection: &Selection<'_>,
+    entities: &[String],
+    budget: Option<Duration>,
+    mut each: impl FnMut(&str, &[RawFields]),
+) -> Result<(), ApiError> {
+    let per_entity = selection.reads_per_entity();
+    let mut reads: Vec<Option<RawFields>> = vec![None; entities.len() * per_entity];
+    let mut misses: Vec<(String, &[&str])> = Vec::new();
+    let mut tickets: Vec<(usize, Ticket)> = Vec::new();
+    for (e, entity) in entities.iter().enumerate() {
+        for g in 0..per_entity {
+            let key = selection.key(g, entity);
+            match cache.get(&key) {
+                Some(hit) => reads[e * per_entity + g] = Some(selection.project(g, &hit)),
+                None => {
+                    tickets.push((e * per_entity + g, cache.ticket(&key)));
+                    misses.push((key, selection.all_fields(g)));
+                }
             }
-            let id = ids.next().expect("one entity per `per_entity` reads");
-            each(id, &pending, now, &mut tally);
-            pending.clear();
-        })
-        .await
-        .inspect_err(|_| state.metrics.store_errors.inc())?;
-    selection.record(&tally, started.elapsed().as_secs_f64());
+        }
+    }
+    if !misses.is_empty() {
+        let mut arrived = 0;
+        let read = state.store.read_each(&misses, |fields| {
+            let (slot, ticket) = tickets[arrived];
+            cache.insert(misses[arrived].0.clone(), &fields, ticket);
+            reads[slot] = Some(selection.project(slot % per_entity, &fields));
+            arrived += 1;
+        });
+        within(state, budget, read).await?;
+    }
+    let reads: Vec<RawFields> = reads
+        .into_iter()
+        .map(|r| r.unwrap_or_else(RawFields::timed_out))
+        .collect();
+    for (id, read) in entities.iter().zip(reads.chunks(per_entity)) {
+        each(id, read);
+    }
     Ok(())
 }
 
@@ -336,6 +491,7 @@ async fn batch_body(
     state: &AppState,
     selection: &Selection<'_>,
     entities: Vec<String>,
+    budget: Option<Duration>,
     started: Instant,
 ) -> Result<Vec<u8>, ApiError> {
     let per_entity = selection.reads_per_entity();
@@ -344,12 +500,18 @@ async fn batch_body(
     write_json(&mut body, &entities.len());
     body.extend_from_slice(b",\"results\":[");
     let json = selection.answer_json();
-    read_entities(state, selection, &entities, |id, read, now, tally| {
-        if body.last() != Some(&b'[') {
-            body.push(b',');
-        }
-        selection.write_entity(&json, id, read, now, tally, &mut body);
-    })
+    read_entities(
+        state,
+        selection,
+        &entities,
+        budget,
+        |id, read, now, tally| {
+            if body.last() != Some(&b'[') {
+                body.push(b',');
+            }
+            selection.write_entity(&json, id, read, now, tally, &mut body);
+        },
+    )
     .await?;
     body.extend_from_slice(b"],\"server_latency_ms\":");
     write_json(&mut body, &(started.elapsed().as_secs_f64() * 1_000.0));

@@ -35,6 +35,8 @@ pub enum ApiError {
         position: usize,
         problem: &'static str,
     },
+    #[error("the latency budget {given:?} is not a whole number of milliseconds from 1 to {max} (`budget_ms` in the query, or the `x-freshet-budget-ms` header)")]
+    BadBudget { given: String, max: u64 },
     /// A body or query string the extractors rejected; `message` says why.
     #[error("{message}")]
     BadRequest { status: StatusCode, message: String },
@@ -66,7 +68,8 @@ impl ApiError {
             | EmptyBatch
             | BothIdLists
             | NoIdList
-            | BadEntityId { .. } => StatusCode::BAD_REQUEST,
+            | BadEntityId { .. }
+            | BadBudget { .. } => StatusCode::BAD_REQUEST,
             BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BadRequest { status, .. } => *status,
             NoRoute { .. } => StatusCode::NOT_FOUND,
@@ -91,6 +94,7 @@ impl ApiError {
             BothIdLists => "both_id_lists",
             NoIdList => "no_entity_ids",
             BadEntityId { .. } => "bad_entity_id",
+            BadBudget { .. } => "bad_budget",
             BadRequest { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => {
                 "body_too_large"
             }

@@ -101,12 +101,13 @@ enum FieldStatus {
 impl FieldStatus {
     fn of(view: ViewStatus, source: ValueSource) -> Self {
         match (view, source) {
-            (ViewStatus::Found, ValueSource::Store) => FieldStatus::Present,
+            (ViewStatus::Found, ValueSource::Store | ValueSource::Cache) => FieldStatus::Present,
             (ViewStatus::Found, ValueSource::Default) | (ViewStatus::Missing, _) => {
                 FieldStatus::NotFound
             }
             (ViewStatus::Expired, _) => FieldStatus::OutsideMaxAge,
-            (ViewStatus::Unreadable, _) => FieldStatus::Invalid,
+            // Feast has no status for a budget that ran out: no valid value was read.
+            (ViewStatus::Unreadable | ViewStatus::Timeout, _) => FieldStatus::Invalid,
         }
     }
 
@@ -261,8 +262,11 @@ fn parse_ref(reference: &str) -> Result<(&str, &str), FeastError> {
 )]
 pub async fn get_online_features(
     State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FeastError> {
+    let budget = crate::api::budget(None, &headers)
+        .map_err(|e| FeastError::request(StatusCode::BAD_REQUEST, e.to_string()))?;
     let body = body.map_err(|e| FeastError::request(e.status(), e.body_text()))?;
     let request: GetOnlineFeaturesRequest = serde_json::from_slice(&body).map_err(|e| {
         FeastError::request(
@@ -314,10 +318,10 @@ pub async fn get_online_features(
 
     // Each entity's answer, and each (entity, view)'s timestamp as JSON in one buffer:
     // the columns are written from them at the end.
-    let views = selection.reads_per_entity();
+    let views = selection.view_count();
     let mut answers: Vec<EntityFeatures> = Vec::with_capacity(ids.len());
     let mut times = Times::with_capacity(ids.len() * views);
-    read_entities(&state, &selection, &ids, |id, read, now, tally| {
+    read_entities(&state, &selection, &ids, budget, |id, read, now, tally| {
         let entity = selection.entity(id.to_string(), read, now, tally);
         for (_, view) in &entity.views.0 {
             times.push(view);
@@ -677,6 +681,8 @@ mod tests {
         use FieldStatus::*;
         let cases = [
             (ViewStatus::Found, ValueSource::Store, Present),
+            (ViewStatus::Found, ValueSource::Cache, Present),
+            (ViewStatus::Timeout, ValueSource::Default, Invalid),
             (ViewStatus::Found, ValueSource::Default, NotFound),
             (ViewStatus::Missing, ValueSource::Default, NotFound),
             (ViewStatus::Expired, ValueSource::Default, OutsideMaxAge),

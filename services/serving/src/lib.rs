@@ -7,6 +7,8 @@
 //!   served values (defaults, TTL, ages). Pure.
 //! - [`store`]: the one shared Redis connection: lazy, with timeouts, remade after a
 //!   failure, so an outage gives fast 503s and the service recovers by itself.
+//! - [`near_cache`]: entity hashes kept in memory, invalidated by Redis itself (RESP3
+//!   client tracking), never staler than a confirmed bound.
 //! - [`feast_api`]: `POST /get-online-features`, Feast's feature-server protocol over the
 //!   same lookup, so Feast's SDK reads Freshet's features.
 //! - [`copilot_api`]: the LLM copilot's endpoints (`/api/llm/...`), 503 without a key.
@@ -23,6 +25,7 @@ pub mod error;
 pub mod feast_api;
 pub mod lookup;
 pub mod metrics;
+pub mod near_cache;
 pub mod store;
 
 use axum::extract::{MatchedPath, Request};
@@ -42,6 +45,10 @@ pub const DEFAULT_MAX_BATCH_SIZE: usize = 1_000;
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default time a request may take before it is answered with 408.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of entities the near cache holds.
+pub const DEFAULT_NEAR_CACHE_ENTRIES: usize = 100_000;
+/// Default staleness bound of the near cache.
+pub const DEFAULT_NEAR_CACHE_STALENESS: Duration = Duration::from_millis(100);
 /// Default time a copilot request may take before it is answered with 408.
 pub const DEFAULT_LLM_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -69,6 +76,10 @@ pub struct ServingConfig {
     pub copilot: freshet_copilot::CopilotConfig,
     /// Time a copilot request may take (model calls, retries and repairs included).
     pub llm_request_timeout: Duration,
+    /// Entities the near cache holds; 0 turns it off.
+    pub near_cache_entries: usize,
+    /// The near cache serves only while Redis's invalidations are confirmed within this.
+    pub near_cache_staleness: Duration,
 }
 
 impl ServingConfig {
@@ -81,6 +92,8 @@ impl ServingConfig {
             trace_requests: false,
             copilot: freshet_copilot::CopilotConfig::default(),
             llm_request_timeout: DEFAULT_LLM_REQUEST_TIMEOUT,
+            near_cache_entries: DEFAULT_NEAR_CACHE_ENTRIES,
+            near_cache_staleness: DEFAULT_NEAR_CACHE_STALENESS,
         }
     }
 }
@@ -105,9 +118,20 @@ pub fn app(
         StatusCode::REQUEST_TIMEOUT,
         config.llm_request_timeout,
     ));
+    let store = store::FeatureStore::new(&config.redis_url, config.redis_timeout)?;
+    let cache = (config.near_cache_entries > 0).then(|| {
+        let cache = Arc::new(near_cache::NearCache::new(
+            config.near_cache_entries,
+            config.near_cache_staleness,
+            metrics.cache.clone(),
+        ));
+        tokio::spawn(near_cache::track(cache.clone(), store.client().clone()));
+        cache
+    });
     let state = Arc::new(api::AppState {
         catalog: lookup::Catalog::new(definitions, &metrics),
-        store: store::FeatureStore::new(&config.redis_url, config.redis_timeout)?,
+        store,
+        cache,
         metrics,
         max_batch_size: config.max_batch_size,
     });

@@ -1,6 +1,8 @@
 //! What a lookup means: which views and features a request selects, and how stored hashes
-//! become served values. Pure: no I/O, the time is a parameter. Only the fields a request
-//! needs are read (`HMGET`: version, event time, the selected features), so Redis sends no
+//! become served values. Pure: no I/O, the time is a parameter. An entity's views live in
+//! one hash (see `freshet_core::store_layout`), so a lookup is one `HMGET` per entity (per
+//! entity type, when the selected views are of different ones), of only the fields it
+//! needs (each selected view's version, event time and selected features): Redis sends no
 //! field names and nothing unasked for.
 //!
 //! Served-value rules, per view and entity:
@@ -13,10 +15,15 @@
 //!   may not have run yet, or a backfill wrote old values); defaults.
 //! - `unreadable`: the hash is corrupt, or the key is not a hash (Redis answers
 //!   `WRONGTYPE`); logged, and defaults, so one bad key never fails a whole batch.
+//! - `timeout`: the request's latency budget ran out before the values arrived; defaults.
+//!
+//! A value's `source` is `store` when it was read from Redis for this request, `cache`
+//! when the near cache answered (see `crate::near_cache` for how fresh that is), and
+//! `default` when the feature's default is served.
 
 use crate::error::ApiError;
 use crate::metrics::{ServingMetrics, ViewMetrics};
-use freshet_core::store_layout::{decode_version, feature_key, FIELD_EVENT_TIME, FIELD_VERSION};
+use freshet_core::store_layout::{self, decode_version, entity_key};
 use freshet_core::{Definitions, Value};
 use freshet_store::RawFields;
 use serde::Serialize;
@@ -28,10 +35,23 @@ use utoipa::ToSchema;
 /// the definitions.
 pub struct Catalog {
     views: Vec<CatalogView>,
+    /// Per entity type, every field of its hash the views define: per view (in
+    /// definition order) version, event time, then features. The near cache reads these.
+    entity_fields: Vec<(Arc<str>, Vec<Arc<str>>)>,
 }
 
 struct CatalogView {
     name: Arc<str>,
+    /// The view's entity type: its values are in the hashes of that type.
+    entity_type: Arc<str>,
+    /// The hash fields of the view's version and event time.
+    version_field: Arc<str>,
+    event_time_field: Arc<str>,
+    /// The hash field of each feature, in the order of `features`.
+    feature_fields: Vec<Arc<str>>,
+    /// Where the view's version field is in its entity type's `entity_fields` (event
+    /// time follows, then the features).
+    full_offset: usize,
     /// The source's entity key field: the entity's name in requests that name it
     /// (Feast's join key).
     join_key: Arc<str>,
@@ -55,23 +75,54 @@ impl Catalog {
                 })
                 .collect()
         };
+        let mut entity_fields: Vec<(Arc<str>, Vec<Arc<str>>)> = Vec::new();
+        let mut full_offset = |v: &freshet_core::FeatureView| -> usize {
+            let at = match entity_fields.iter().position(|(e, _)| **e == *v.entity) {
+                Some(at) => at,
+                None => {
+                    entity_fields.push((v.entity.as_str().into(), Vec::new()));
+                    entity_fields.len() - 1
+                }
+            };
+            let fields = &mut entity_fields[at].1;
+            let offset = fields.len();
+            fields.push(store_layout::field(&v.name, store_layout::VERSION).into());
+            fields.push(store_layout::field(&v.name, store_layout::EVENT_TIME).into());
+            fields.extend(
+                v.features
+                    .iter()
+                    .map(|f| store_layout::field(&v.name, &f.name).into()),
+            );
+            offset
+        };
+        let views = definitions
+            .views
+            .iter()
+            .map(|v| CatalogView {
+                full_offset: full_offset(v),
+                shared: shared(v),
+                name: v.name.as_str().into(),
+                entity_type: v.entity.as_str().into(),
+                version_field: store_layout::field(&v.name, store_layout::VERSION).into(),
+                event_time_field: store_layout::field(&v.name, store_layout::EVENT_TIME).into(),
+                feature_fields: v
+                    .features
+                    .iter()
+                    .map(|f| store_layout::field(&v.name, &f.name).into())
+                    .collect(),
+                join_key: definitions.source_of(v).entity_key_field.as_str().into(),
+                ttl_ms: v.ttl.0,
+                features: v
+                    .features
+                    .iter()
+                    .map(|f| (f.name.as_str().into(), f.default.clone()))
+                    .collect(),
+                metrics: metrics.view(&v.name),
+            })
+            .collect();
         Self {
-            views: definitions
-                .views
-                .iter()
-                .map(|v| CatalogView {
-                    shared: shared(v),
-                    name: v.name.as_str().into(),
-                    join_key: definitions.source_of(v).entity_key_field.as_str().into(),
-                    ttl_ms: v.ttl.0,
-                    features: v
-                        .features
-                        .iter()
-                        .map(|f| (f.name.as_str().into(), f.default.clone()))
-                        .collect(),
-                    metrics: metrics.view(&v.name),
-                })
-                .collect(),
+            views,
+            entity_fields,
         }
     }
 
@@ -151,7 +202,7 @@ impl Catalog {
             }
             wanted = Some(list);
         }
-        Ok(Selection::of(chosen, |name| {
+        Ok(Selection::of(self, chosen, |name| {
             wanted.as_ref().is_none_or(|w| w.contains(&name))
         }))
     }
@@ -194,11 +245,7 @@ impl Catalog {
                 None => chosen.push((view, vec![index])),
             }
         }
-        let views = chosen
-            .into_iter()
-            .map(|(view, features)| SelectedView::new(view, features))
-            .collect();
-        Ok(Selection { views })
+        Ok(Selection::new(self, chosen))
     }
 }
 
@@ -221,48 +268,98 @@ pub enum RefError {
     },
 }
 
-impl<'c> SelectedView<'c> {
-    fn new(view: &'c CatalogView, features: Vec<usize>) -> Self {
-        let fields = [FIELD_VERSION, FIELD_EVENT_TIME]
-            .into_iter()
-            .chain(features.iter().map(|&i| &*view.features[i].0))
-            .collect();
-        SelectedView {
-            view,
-            features,
-            fields,
-        }
-    }
-}
-
 impl<'c> Selection<'c> {
     /// The chosen views with the features `keep` keeps, in the definition's order;
     /// views left with none are not read at all.
-    fn of(chosen: Vec<&'c CatalogView>, keep: impl Fn(&str) -> bool) -> Self {
-        let views = chosen
-            .into_iter()
-            .filter_map(|view| {
-                let features: Vec<usize> = (0..view.features.len())
-                    .filter(|&i| keep(&view.features[i].0))
-                    .collect();
-                (!features.is_empty()).then(|| SelectedView::new(view, features))
-            })
-            .collect();
-        Selection { views }
+    fn of(catalog: &'c Catalog, chosen: Vec<&'c CatalogView>, keep: impl Fn(&str) -> bool) -> Self {
+        Self::new(
+            catalog,
+            chosen
+                .into_iter()
+                .filter_map(|view| {
+                    let features: Vec<usize> = (0..view.features.len())
+                        .filter(|&i| keep(&view.features[i].0))
+                        .collect();
+                    (!features.is_empty()).then_some((view, features))
+                })
+                .collect(),
+        )
+    }
+
+    /// Views (with the indices of their selected features) grouped into one read per
+    /// entity type, in order of first appearance.
+    fn new(catalog: &'c Catalog, chosen: Vec<(&'c CatalogView, Vec<usize>)>) -> Self {
+        let mut groups: Vec<ReadGroup> = Vec::new();
+        let mut views = Vec::with_capacity(chosen.len());
+        for (view, features) in chosen {
+            let group = match groups
+                .iter()
+                .position(|g| g.entity_type == &*view.entity_type)
+            {
+                Some(g) => g,
+                None => {
+                    let all_fields = catalog
+                        .entity_fields
+                        .iter()
+                        .find(|(e, _)| *e == view.entity_type)
+                        .map(|(_, fields)| fields.iter().map(|f| &**f).collect())
+                        .unwrap_or_default();
+                    groups.push(ReadGroup {
+                        entity_type: &view.entity_type,
+                        fields: Vec::new(),
+                        all_fields,
+                        positions: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            let ReadGroup {
+                fields, positions, ..
+            } = &mut groups[group];
+            let offset = fields.len();
+            fields.push(&view.version_field);
+            fields.push(&view.event_time_field);
+            fields.extend(features.iter().map(|&i| &*view.feature_fields[i]));
+            positions.extend([view.full_offset, view.full_offset + 1]);
+            positions.extend(features.iter().map(|&i| view.full_offset + 2 + i));
+            views.push(SelectedView {
+                view,
+                features,
+                group,
+                offset,
+            });
+        }
+        Selection { views, groups }
     }
 }
 
 /// The views and features one request reads.
 pub struct Selection<'c> {
     views: Vec<SelectedView<'c>>,
+    /// One read per entity and group.
+    groups: Vec<ReadGroup<'c>>,
+}
+
+/// The selected views of one entity type: one `HMGET` of the entity's hash.
+struct ReadGroup<'c> {
+    entity_type: &'c str,
+    /// The fields to read: per view, its version, event time, then its selected features.
+    fields: Vec<&'c str>,
+    /// Every field of the entity type's hash (what the near cache reads and keeps).
+    all_fields: Vec<&'c str>,
+    /// Where each of `fields` is in `all_fields`.
+    positions: Vec<usize>,
 }
 
 struct SelectedView<'c> {
     view: &'c CatalogView,
     /// Indices into the view's features.
     features: Vec<usize>,
-    /// The hash fields to read: version, event time, then the selected features.
-    fields: Vec<&'c str>,
+    /// Which read of an entity holds this view ([`Selection::groups`]).
+    group: usize,
+    /// Where the view's fields start in that read: version, event time, then the
+    /// selected features.
+    offset: usize,
 }
 
 impl Selection<'_> {
@@ -308,24 +405,45 @@ impl Selection<'_> {
         })
     }
 
-    /// What to read from Redis, entity-major: read `e * views + v` is view `v` of entity
-    /// `e`, with the view's fields. An entity's reads are adjacent, so its answer can be
-    /// built as soon as they have arrived.
+    /// What to read from Redis, entity-major: read `e * groups + g` is group `g` (the
+    /// views of one entity type) of entity `e`. An entity's reads are adjacent, so its
+    /// answer can be built as soon as they have arrived.
     pub fn reads(&self, entities: &[String]) -> Vec<(String, &[&str])> {
-        let mut reads = Vec::with_capacity(self.views.len() * entities.len());
+        let mut reads = Vec::with_capacity(self.groups.len() * entities.len());
         for entity in entities {
-            for selected in &self.views {
+            for group in &self.groups {
                 reads.push((
-                    feature_key(&selected.view.name, entity),
-                    selected.fields.as_slice(),
+                    entity_key(group.entity_type, entity),
+                    group.fields.as_slice(),
                 ));
             }
         }
         reads
     }
 
-    /// How many reads each entity takes (one per selected view).
+    /// The key of group `g`'s hash for `entity`.
+    pub fn key(&self, g: usize, entity: &str) -> String {
+        entity_key(self.groups[g].entity_type, entity)
+    }
+
+    /// Every field of group `g`'s hash (what the near cache reads).
+    pub fn all_fields(&self, g: usize) -> &[&str] {
+        &self.groups[g].all_fields
+    }
+
+    /// Group `g`'s selected fields out of a read of [`Selection::all_fields`].
+    pub fn project(&self, g: usize, all: &RawFields) -> RawFields {
+        all.project(&self.groups[g].positions)
+    }
+
+    /// How many reads each entity takes: one per entity type among the selected views
+    /// (one for the shipped definitions, whatever the views).
     pub fn reads_per_entity(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// How many views are selected.
+    pub fn view_count(&self) -> usize {
         self.views.len()
     }
 
@@ -336,7 +454,7 @@ impl Selection<'_> {
         }
     }
 
-    /// One entity's served values from its reads (one per selected view, in order, as
+    /// One entity's served values from its reads (one per group, in order, as
     /// [`Selection::reads`] lists them), counted in `tally`.
     pub fn entity(
         &self,
@@ -346,9 +464,9 @@ impl Selection<'_> {
         tally: &mut Tally,
     ) -> EntityFeatures {
         let mut views = Vec::with_capacity(self.views.len());
-        for ((selected, read), counts) in self.views.iter().zip(read).zip(&mut tally.views) {
+        for (selected, counts) in self.views.iter().zip(&mut tally.views) {
             let started = Instant::now();
-            let values = selected.serve(read, now_ms, &entity_id);
+            let values = selected.serve(&read[selected.group], now_ms, &entity_id);
             counts.count(selected, values.status, values.age_ms, started);
             views.push((selected.view.name.clone(), values));
         }
@@ -379,13 +497,14 @@ impl Selection<'_> {
         out.extend_from_slice(b"{\"entity_id\":");
         serde_json::to_writer(&mut *out, entity_id).expect("an id to memory");
         out.extend_from_slice(b",\"views\":{");
-        let views = self.views.iter().zip(&json.views).zip(read);
-        for (v, ((selected, view_json), read)) in views.enumerate() {
+        let views = self.views.iter().zip(&json.views);
+        for (v, (selected, view_json)) in views.enumerate() {
             let started = Instant::now();
             if v > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(&view_json.name);
+            let read = &read[selected.group];
             let (status, age_ms) = selected.write_json(read, now_ms, entity_id, view_json, out);
             tally.views[v].count(selected, status, age_ms, started);
         }
@@ -404,6 +523,8 @@ impl Selection<'_> {
                 .inc_by(counts.statuses[ViewStatus::Expired as usize]);
             m.unreadable
                 .inc_by(counts.statuses[ViewStatus::Unreadable as usize]);
+            m.timeout
+                .inc_by(counts.statuses[ViewStatus::Timeout as usize]);
             m.redis_seconds.observe(redis_seconds);
             m.compute_seconds.observe(counts.compute.as_secs_f64());
         }
@@ -418,7 +539,7 @@ pub struct Tally {
 #[derive(Clone, Default)]
 struct ViewTally {
     /// Entities per [`ViewStatus`].
-    statuses: [u64; 4],
+    statuses: [u64; 5],
     /// Time spent building this view's values.
     compute: Duration,
 }
@@ -448,14 +569,19 @@ impl ViewTally {
 impl SelectedView<'_> {
     /// What the stored version and event time say, before any feature value is read.
     fn classify(&self, read: &RawFields, now_ms: i64) -> Stored {
+        if read.is_timed_out() {
+            return Stored::TimedOut;
+        }
         if let Some(error) = read.error() {
             return Stored::Unreadable(format!("Redis answered {error}"));
         }
-        if read.is_empty() {
+        if read.none_in(self.offset..self.offset + 2 + self.features.len()) {
             return Stored::Missing;
         }
-        let version = read.get(0).and_then(decode_version);
-        let event_time = read.get(1).and_then(|t| t.parse::<i64>().ok());
+        let version = read.get(self.offset).and_then(decode_version);
+        let event_time = read
+            .get(self.offset + 1)
+            .and_then(|t| t.parse::<i64>().ok());
         let (Some(version), Some(event_time_ms)) = (version, event_time) else {
             return Stored::Unreadable("the version or event time is missing or malformed".into());
         };
@@ -475,6 +601,7 @@ impl SelectedView<'_> {
         let (version, event_time_ms, age_ms) = match self.classify(read, now_ms) {
             Stored::Missing => return self.defaults(ViewStatus::Missing),
             Stored::Expired => return self.defaults(ViewStatus::Expired),
+            Stored::TimedOut => return self.defaults(ViewStatus::Timeout),
             Stored::Unreadable(problem) => return self.unreadable(entity, &problem),
             Stored::Fresh {
                 version,
@@ -485,11 +612,15 @@ impl SelectedView<'_> {
         let mut features = Vec::with_capacity(self.features.len());
         for (j, &i) in self.features.iter().enumerate() {
             let (name, default) = &view.features[i];
-            let value = match read.get(2 + j) {
+            let value = match read.get(self.offset + 2 + j) {
                 Some(text) => match Value::from_json_str(text) {
                     Some(value) => FeatureValue {
                         value,
-                        source: ValueSource::Store,
+                        source: if read.is_cached() {
+                            ValueSource::Cache
+                        } else {
+                            ValueSource::Store
+                        },
                         age_ms: Some(age_ms),
                     },
                     None => return self.unreadable(entity, &format!("`{name}` holds {text:?}")),
@@ -520,6 +651,7 @@ impl SelectedView<'_> {
         let (version, event_time_ms, age_ms) = match self.classify(read, now_ms) {
             Stored::Missing => return json.defaults(ViewStatus::Missing, out),
             Stored::Expired => return json.defaults(ViewStatus::Expired, out),
+            Stored::TimedOut => return json.defaults(ViewStatus::Timeout, out),
             Stored::Unreadable(problem) => {
                 self.log_unreadable(entity, &problem);
                 return json.defaults(ViewStatus::Unreadable, out);
@@ -539,18 +671,23 @@ impl SelectedView<'_> {
         out.extend_from_slice(b",\"age_ms\":");
         let mut age_text = itoa::Buffer::new();
         let age = age_text.format(age_ms).as_bytes();
+        let source: &[u8] = if read.is_cached() {
+            b",\"source\":\"cache\",\"age_ms\":"
+        } else {
+            b",\"source\":\"store\",\"age_ms\":"
+        };
         out.extend_from_slice(age);
         out.extend_from_slice(b",\"features\":{");
         for (j, feature) in json.features.iter().enumerate() {
             if j > 0 {
                 out.push(b',');
             }
-            match read.get(2 + j) {
+            match read.get(self.offset + 2 + j) {
                 Some(text) => match Value::from_json_str(text) {
                     Some(value) => {
                         out.extend_from_slice(&feature.key);
                         serde_json::to_writer(&mut *out, &value).expect("a value to memory");
-                        out.extend_from_slice(b",\"source\":\"store\",\"age_ms\":");
+                        out.extend_from_slice(source);
                         out.extend_from_slice(age);
                         out.push(b'}');
                     }
@@ -596,6 +733,7 @@ impl SelectedView<'_> {
                 ViewStatus::Missing,
                 ViewStatus::Expired,
                 ViewStatus::Unreadable,
+                ViewStatus::Timeout,
             ]
             .map(|status| to_json(&self.defaults(status))),
         }
@@ -627,7 +765,8 @@ impl SelectedView<'_> {
 
     fn log_unreadable(&self, entity: &str, problem: &str) {
         tracing::warn!(
-            key = %feature_key(&self.view.name, entity),
+            key = %entity_key(&self.view.entity_type, entity),
+            view = %self.view.name,
             problem,
             "unreadable feature values; serving defaults"
         );
@@ -638,6 +777,7 @@ impl SelectedView<'_> {
 enum Stored {
     Missing,
     Expired,
+    TimedOut,
     /// Why the entry cannot be served (it is logged).
     Unreadable(String),
     Fresh {
@@ -667,7 +807,7 @@ struct ViewJson {
     features: Vec<FeatureJson>,
     /// The view's whole answer when it serves defaults, per [`ViewStatus`] (the entry
     /// for `found` is unused).
-    defaults: [Vec<u8>; 4],
+    defaults: [Vec<u8>; 5],
 }
 
 struct FeatureJson {
@@ -712,9 +852,10 @@ pub struct EntityFeatures {
 /// One view's served features for one entity.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ViewValues {
-    /// Where the values came from: `found` (the store), `missing` (nothing stored),
-    /// `expired` (stored values older than the view's TTL) or `unreadable` (a corrupt
-    /// entry). All but `found` serve every feature's default.
+    /// Where the values came from: `found` (the store or the near cache), `missing`
+    /// (nothing stored), `expired` (stored values older than the view's TTL),
+    /// `unreadable` (a corrupt entry) or `timeout` (the request's latency budget ran out
+    /// before the values arrived). All but `found` serve every feature's default.
     pub status: ViewStatus,
     /// Event time (epoch milliseconds) of the latest event the stored values reflect.
     pub event_time_ms: Option<i64>,
@@ -734,6 +875,7 @@ pub enum ViewStatus {
     Missing = 1,
     Expired = 2,
     Unreadable = 3,
+    Timeout = 4,
 }
 
 /// One served feature value.
@@ -742,8 +884,9 @@ pub struct FeatureValue {
     /// The value: a JSON number, string, boolean, or null.
     #[schema(value_type = Object)]
     pub value: Value,
-    /// `store` when the value was read from the store, `default` when it is the feature's
-    /// declared default.
+    /// `store` when the value was read from Redis for this request, `cache` when the
+    /// service's near cache answered (never staler than its documented bound), `default`
+    /// when it is the feature's declared default.
     pub source: ValueSource,
     /// Age of a stored value in milliseconds (serving time minus its event time); null
     /// for defaults.
@@ -764,13 +907,14 @@ impl FeatureValue {
 #[serde(rename_all = "snake_case")]
 pub enum ValueSource {
     Store,
+    Cache,
     Default,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use freshet_core::store_layout::encode_version;
+    use freshet_core::store_layout::{encode_version, field, EVENT_TIME, VERSION};
     use std::collections::HashMap;
 
     const NOW: i64 = 1_700_000_000_000;
@@ -781,39 +925,51 @@ mod tests {
         Catalog::new(&definitions, &ServingMetrics::new())
     }
 
-    /// Each selected view's read of an entity whose hashes hold `stored` (field -> text).
-    fn reads(selection: &Selection, stored: &HashMap<&str, String>) -> Vec<RawFields> {
+    /// Each group's read of an entity whose hash holds `stored` (field -> text).
+    fn reads(selection: &Selection, stored: &HashMap<String, String>) -> Vec<RawFields> {
         selection
-            .views
+            .groups
             .iter()
-            .map(|v| {
-                v.fields
+            .map(|g| {
+                g.fields
                     .iter()
-                    .map(|f| stored.get(f).map(String::as_str))
+                    .map(|f| stored.get(*f).map(String::as_str))
                     .collect()
             })
             .collect()
     }
 
-    /// Stored hashes: version 42, the given age, every feature of both shipped views
-    /// holding `value` except those in `absent`.
-    fn stored(age_ms: i64, value: &str, absent: &[&str]) -> HashMap<&'static str, String> {
-        let mut hash: HashMap<&str, String> = [
-            "click_count_1m",
-            "view_count_1m",
-            "click_count_10m",
-            "distinct_items_viewed_10m",
-            "purchase_count_5m",
-            "purchase_amount_sum_1h",
-            "avg_purchase_amount_1h",
-            "events_per_session",
-        ]
-        .into_iter()
-        .filter(|f| !absent.contains(f))
-        .map(|f| (f, value.to_string()))
-        .collect();
-        hash.insert(FIELD_VERSION, encode_version(42));
-        hash.insert(FIELD_EVENT_TIME, (NOW - age_ms).to_string());
+    /// A stored entity hash: both shipped views at version 42 and the given age, every
+    /// feature holding `value` except those in `absent`.
+    fn stored(age_ms: i64, value: &str, absent: &[&str]) -> HashMap<String, String> {
+        let views = [
+            (
+                "user_click_stats",
+                &[
+                    "click_count_1m",
+                    "view_count_1m",
+                    "click_count_10m",
+                    "distinct_items_viewed_10m",
+                ][..],
+            ),
+            (
+                "user_purchase_stats",
+                &[
+                    "purchase_count_5m",
+                    "purchase_amount_sum_1h",
+                    "avg_purchase_amount_1h",
+                    "events_per_session",
+                ][..],
+            ),
+        ];
+        let mut hash = HashMap::new();
+        for (view, features) in views {
+            for f in features.iter().filter(|f| !absent.contains(f)) {
+                hash.insert(field(view, f), value.to_string());
+            }
+            hash.insert(field(view, VERSION), encode_version(42));
+            hash.insert(field(view, EVENT_TIME), (NOW - age_ms).to_string());
+        }
         hash
     }
 
@@ -869,8 +1025,9 @@ mod tests {
     fn answers_written_straight_as_json_are_what_serde_writes() {
         let catalog = catalog();
         let mut malformed = stored(5, "1", &[]);
-        malformed.insert(FIELD_VERSION, "v42".into());
-        let cases: Vec<(&str, HashMap<&str, String>, ViewStatus)> = vec![
+        malformed.insert(field("user_click_stats", VERSION), "v42".into());
+        malformed.insert(field("user_purchase_stats", VERSION), "v42".into());
+        let cases: Vec<(&str, HashMap<String, String>, ViewStatus)> = vec![
             ("1", stored(1_500, "3", &[]), ViewStatus::Found),
             (
                 "2",
@@ -896,7 +1053,7 @@ mod tests {
         ];
         let wrong_type = |selection: &Selection| -> Vec<RawFields> {
             selection
-                .views
+                .groups
                 .iter()
                 .map(|_| {
                     RawFields::failed(
@@ -939,7 +1096,7 @@ mod tests {
             assert_eq!(out, to_json(&entity));
             let statuses = |t: &Tally| t.views.iter().map(|v| v.statuses).collect::<Vec<_>>();
             assert_eq!(statuses(&written), statuses(&by_serde));
-            assert_eq!(statuses(&written)[0], [6, 1, 1, 3]);
+            assert_eq!(statuses(&written)[0], [6, 1, 1, 3, 0]);
         }
     }
 }

@@ -37,6 +37,15 @@ struct Args {
         default_value_t = 5_000
     )]
     request_timeout_ms: u64,
+    /// Entities the near cache holds in memory (least recently used evicted first); 0
+    /// turns the cache off, and every lookup reads Redis.
+    #[arg(long, env = "FRESHET_SERVING_NEAR_CACHE_ENTRIES", default_value_t = freshet_serving::DEFAULT_NEAR_CACHE_ENTRIES)]
+    near_cache_entries: usize,
+    /// The near cache's staleness bound in milliseconds: it serves only while Redis's
+    /// invalidations are confirmed within this, so no value is served from it after
+    /// Redis has held a newer one for longer.
+    #[arg(long, env = "FRESHET_SERVING_NEAR_CACHE_STALENESS_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(4..=60_000))]
+    near_cache_staleness_ms: u64,
     #[command(flatten)]
     stack: StackArgs,
     #[command(flatten)]
@@ -72,6 +81,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         trace_requests: args.otlp.otlp_endpoint.is_some(),
         copilot: args.llm.into(),
         llm_request_timeout: freshet_serving::DEFAULT_LLM_REQUEST_TIMEOUT,
+        near_cache_entries: args.near_cache_entries,
+        near_cache_staleness: Duration::from_millis(args.near_cache_staleness_ms),
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -81,6 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         redis = %config.redis_url,
         views = ?definitions.view_names(),
         copilot = config.copilot.is_configured(),
+        near_cache_entries = config.near_cache_entries,
         "serving features"
     );
     freshet_serving::serve(

@@ -3,7 +3,7 @@
 //! counts are added up first and emitted once per view.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
 /// Latency buckets from 50 µs to 5 s: lookups are expected in the sub-millisecond range.
@@ -31,6 +31,23 @@ pub struct ServingMetrics {
     /// `freshet_serving_store_errors_total`: requests that failed because Redis did not
     /// answer or answered with an error.
     pub store_errors: IntCounter,
+    /// The near cache's series.
+    pub cache: CacheMetrics,
+}
+
+/// The near cache's series (see `crate::near_cache`).
+#[derive(Clone)]
+pub struct CacheMetrics {
+    /// `freshet_serving_cache_hits_total`: entity reads answered from the cache.
+    pub hits: IntCounter,
+    /// `freshet_serving_cache_misses_total`: entity reads the cache could not answer
+    /// (not cached, or the cache was not confirmed fresh), read from Redis.
+    pub misses: IntCounter,
+    /// `freshet_serving_cache_invalidations_total`: cached entities removed because Redis
+    /// said they changed.
+    pub invalidations: IntCounter,
+    /// `freshet_serving_cache_entries`: entities in the cache.
+    pub entries: IntGauge,
 }
 
 /// The series of one feature view, resolved once.
@@ -40,6 +57,8 @@ pub struct ViewMetrics {
     pub missing: IntCounter,
     pub expired: IntCounter,
     pub unreadable: IntCounter,
+    /// Lookups whose latency budget ran out before the view's values arrived.
+    pub timeout: IntCounter,
     /// Time the view's values took to arrive from Redis (the request's one round trip).
     pub redis_seconds: Histogram,
     /// Time spent decoding the view's hashes and building its part of the response.
@@ -71,7 +90,7 @@ impl ServingMetrics {
         let lookups = IntCounterVec::new(
             Opts::new(
                 "freshet_serving_view_lookups_total",
-                "Entity lookups per feature view, by outcome: found (served from the store), missing, expired (older than the view's TTL) or unreadable; all but found serve defaults.",
+                "Entity lookups per feature view, by outcome: found (served from the store or the near cache), missing, expired (older than the view's TTL), unreadable, or timeout (the request's latency budget ran out first); all but found serve defaults.",
             ),
             &["view", "outcome"],
         )
@@ -99,8 +118,32 @@ impl ServingMetrics {
             "Requests that failed because the feature store (Redis) was unavailable or failed.",
         )
         .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let cache = CacheMetrics {
+            hits: counter(
+                "freshet_serving_cache_hits_total",
+                "Entity reads answered from the near cache.",
+            ),
+            misses: counter(
+                "freshet_serving_cache_misses_total",
+                "Entity reads the near cache could not answer (not cached, or not confirmed fresh), read from Redis.",
+            ),
+            invalidations: counter(
+                "freshet_serving_cache_invalidations_total",
+                "Cached entities removed because Redis reported a write to them.",
+            ),
+            entries: IntGauge::new(
+                "freshet_serving_cache_entries",
+                "Entities held in the near cache.",
+            )
+            .expect("valid metric"),
+        };
         for m in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache.hits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache.misses.clone()),
+            Box::new(cache.invalidations.clone()),
+            Box::new(cache.entries.clone()),
+            Box::new(requests.clone()),
             Box::new(batch_size.clone()),
             Box::new(lookups.clone()),
             Box::new(fetch.clone()),
@@ -117,6 +160,7 @@ impl ServingMetrics {
             fetch,
             age,
             store_errors,
+            cache,
         }
     }
 
@@ -128,6 +172,7 @@ impl ServingMetrics {
             missing: lookups("missing"),
             expired: lookups("expired"),
             unreadable: lookups("unreadable"),
+            timeout: lookups("timeout"),
             redis_seconds: self.fetch.with_label_values(&[view, "redis"]),
             compute_seconds: self.fetch.with_label_values(&[view, "compute"]),
             age_seconds: self.age.with_label_values(&[view]),

@@ -73,6 +73,11 @@ impl FeatureStore {
         })
     }
 
+    /// The client the store connects with (its URL's address, credentials, database).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     fn current(&self) -> Option<MultiplexedConnection> {
         self.connection.lock().expect("connection slot").clone()
     }

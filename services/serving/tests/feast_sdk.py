@@ -67,7 +67,7 @@ def expected_status(view, feature_value):
     """Feast's status for a feature of a view as Freshet's own endpoint serves it."""
     status = view["status"]
     if status == "found":
-        return "PRESENT" if feature_value["source"] == "store" else "NOT_FOUND"
+        return "PRESENT" if feature_value["source"] in ("store", "cache") else "NOT_FOUND"
     return {"missing": "NOT_FOUND", "expired": "OUTSIDE_MAX_AGE", "unreadable": "INVALID"}[status]
 
 

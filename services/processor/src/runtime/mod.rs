@@ -25,6 +25,7 @@ use crate::metrics::ProcessorMetrics;
 use anyhow::{bail, Context as _};
 use freshet_avro::WireDecoder;
 use freshet_core::load_dir;
+use freshet_core::store_layout::ViewStorage;
 use freshet_engine::event_decoder::{DecodeError, EventDecoder};
 use freshet_engine::{CompiledView, Event, Outcome, PartitionEngine};
 use freshet_kafka::input_queue::{InputHeaders, InputQueue};
@@ -233,8 +234,11 @@ pub async fn run(
     };
     drop(metadata_consumer);
 
-    let ttl_ms: HashMap<String, i64> = views.iter().map(|v| (v.name.clone(), v.ttl_ms)).collect();
-    let mut redis = connect_redis(&config.redis_url, ttl_ms, &stop).await?;
+    let storage: HashMap<String, ViewStorage> = views
+        .iter()
+        .map(|v| (v.name.clone(), v.storage()))
+        .collect();
+    let mut redis = connect_redis(&config.redis_url, storage, &stop).await?;
 
     // Epochs checkpointed by the last run but maybe not in Redis: their values are the
     // values of their versions whatever became of their transaction (the engine is
@@ -488,12 +492,12 @@ fn record_lag(input: &InputContext, slots: &[PartitionSlot], metrics: &Processor
 
 async fn connect_redis(
     url: &str,
-    ttl_ms: HashMap<String, i64>,
+    storage: HashMap<String, ViewStorage>,
     stop: &AtomicBool,
 ) -> anyhow::Result<RedisSink> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match RedisSink::connect(url, ttl_ms.clone()).await {
+        match RedisSink::connect(url, storage.clone()).await {
             Ok(sink) => return Ok(sink),
             Err(e) if !stop.load(Ordering::Relaxed) => {
                 tracing::warn!(error = %e, url, "Redis is not reachable; retrying");

@@ -547,13 +547,14 @@ pub async fn redis_values(
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut out = BTreeMap::new();
     for (view, entity) in keys {
-        let key = freshet_core::store_layout::feature_key(&view, &entity);
+        let key = freshet_core::store_layout::entity_key("user", &entity);
         let hash: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(&key)
             .query_async(&mut conn)
             .await
             .unwrap();
         let stored = freshet_core::store_layout::StoredValues::decode(
+            &view,
             hash.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         )
         .unwrap()

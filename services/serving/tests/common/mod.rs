@@ -2,7 +2,7 @@
 //! and values written with the processor's versioned writes.
 #![allow(dead_code)] // each test file uses its own part
 
-use freshet_core::store_layout::{FeatureUpdate, Writer};
+use freshet_core::store_layout::{FeatureUpdate, ViewStorage, Writer};
 use freshet_core::{Definitions, Value};
 use freshet_serving::metrics::ServingMetrics;
 use freshet_serving::ServingConfig;
@@ -99,9 +99,16 @@ impl Serving {
 pub async fn write(redis_url: &str, updates: &[(FeatureUpdate, i64)]) {
     let client = redis::Client::open(redis_url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let storage: Vec<ViewStorage> = updates
+        .iter()
+        .map(|(_, ttl_ms)| ViewStorage {
+            entity_type: "user".into(),
+            ttl_ms: *ttl_ms,
+        })
+        .collect();
     freshet_store::write_updates(
         &mut conn,
-        updates.iter().map(|(u, ttl)| (u, *ttl)),
+        updates.iter().zip(&storage).map(|((u, _), s)| (u, s)),
         Writer::Processor,
     )
     .await
