@@ -35,10 +35,15 @@ pub struct Serving {
 
 impl Serving {
     pub async fn start(redis_url: &str, max_batch_size: usize) -> Self {
+        Self::start_with(redis_url, |config| config.max_batch_size = max_batch_size).await
+    }
+
+    /// The service with the default configuration changed by `configure`.
+    pub async fn start_with(redis_url: &str, configure: impl FnOnce(&mut ServingConfig)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let mut config = ServingConfig::new(redis_url);
-        config.max_batch_size = max_batch_size;
+        configure(&mut config);
         let definitions = definitions();
         tokio::spawn(async move {
             freshet_serving::serve(
