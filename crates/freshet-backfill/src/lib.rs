@@ -436,21 +436,24 @@ pub async fn write(redis_url: &str, computed: &Computed) -> Result<WriteReport, 
         url: redis_url.to_string(),
         source,
     };
-    let client = redis::Client::open(redis_url).map_err(redis_error)?;
-    let mut connection = client
-        .get_multiplexed_async_connection()
+    let target = freshet_store::StoreTarget::parse(redis_url, None).map_err(|e| {
+        redis_error(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "invalid URL",
+            e.reason,
+        )))
+    })?;
+    let mut connection = target.connect().await.map_err(redis_error)?;
+    let written = connection
+        .write_updates(
+            computed
+                .updates
+                .iter()
+                .map(|u| (u, &computed.storage[&u.view])),
+            Writer::Backfill,
+        )
         .await
         .map_err(redis_error)?;
-    let written = freshet_store::write_updates(
-        &mut connection,
-        computed
-            .updates
-            .iter()
-            .map(|u| (u, &computed.storage[&u.view])),
-        Writer::Backfill,
-    )
-    .await
-    .map_err(redis_error)?;
     Ok(WriteReport {
         written,
         kept_newer: computed.updates.len() - written,

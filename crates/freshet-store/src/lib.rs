@@ -13,6 +13,8 @@
 //! - [`BatchConnection`]: a plain connection for very large [`read_fields`] pipelines (a
 //!   1,000-entity batch), which decodes the reply without redis-rs' per-value parsing.
 //!
+//! - [`StoreTarget`] and [`StoreConnection`]: one Redis server or a Redis Cluster
+//!   (`redis+cluster://host1:port1,host2:port2`), with the same writes and reads.
 //! - [`migrate_legacy`]: moves values from the previous layout into entity hashes.
 //!
 //! The functions take any async Redis connection; connection management (reconnects,
@@ -28,11 +30,13 @@ use std::sync::LazyLock;
 
 mod batch_connection;
 mod migrate;
+mod target;
 pub use batch_connection::{BatchConnection, BatchReadError};
 pub use migrate::{migrate_legacy, MigrationReport};
+pub use target::{BadStoreUrl, StoreConnection, StoreTarget, CLUSTER_SCHEME};
 
 /// Updates per pipeline: bounds the size of one request to Redis.
-const WRITE_CHUNK: usize = 1_000;
+pub(crate) const WRITE_CHUNK: usize = 1_000;
 
 /// One hash as Redis sent it (empty when the key does not exist), kept in the reply's own
 /// buffers: reading a batch costs no copy per field.

@@ -509,3 +509,83 @@ async fn a_migration_moves_every_legacy_hash_and_keeps_newer_values() {
         .unwrap();
     assert_eq!((again.scanned, again.moved, again.already_newer), (2, 0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_cluster_takes_the_same_writes_and_reads_across_its_nodes() {
+    use freshet_store::StoreTarget;
+    let cluster = freshet_testkit::TestRedisCluster::start();
+    let target = StoreTarget::parse(&cluster.url(), None).unwrap();
+    assert!(target.is_cluster());
+    let mut conn = target.connect().await.unwrap();
+    let hour = storage(3_600_000);
+    let updates: Vec<FeatureUpdate> = (0..2_500).map(|i| update(&i.to_string(), 5, i)).collect();
+    let applied = conn
+        .write_updates(updates.iter().map(|u| (u, &hour)), Writer::Processor)
+        .await
+        .unwrap();
+    assert_eq!(applied, 2_500);
+    // Older versions are refused on every node, as on one server.
+    let older: Vec<FeatureUpdate> = (0..2_500).map(|i| update(&i.to_string(), 4, -1)).collect();
+    let applied = conn
+        .write_updates(older.iter().map(|u| (u, &hour)), Writer::Backfill)
+        .await
+        .unwrap();
+    assert_eq!(applied, 0);
+    let fields: &[&str] = &["clicks:count", "clicks:_version"];
+    let requests: Vec<(String, &[&str])> = (0..2_600)
+        .map(|i| (entity_key("user", &i.to_string()), fields))
+        .collect();
+    let read = conn.read_fields(&requests).await.unwrap();
+    for (i, r) in read.iter().enumerate() {
+        if i < 2_500 {
+            assert_eq!(r.get(0), Some(i.to_string().as_str()), "entity {i}");
+            assert_eq!(r.get(1), Some("00000000000000000005"));
+        } else {
+            assert!(r.is_empty(), "entity {i} was never written");
+        }
+    }
+    let hashes = conn
+        .read_hashes(
+            &requests[..3]
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        freshet_store::decode(&hashes[2]).unwrap()["clicks"].values,
+        updates[2].values
+    );
+    // Every node holds some of the entities.
+    for node in cluster.node_urls() {
+        let mut c = redis::Client::open(node.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let size: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+        assert!(
+            (600..=1_100).contains(&size),
+            "{node}: {size} of 2,500 entities"
+        );
+    }
+    // A key of the wrong type fails its own read only.
+    let mut node = redis::cluster::ClusterClient::new(cluster.node_urls())
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(entity_key("user", "7"))
+        .arg("not a hash")
+        .query_async(&mut node)
+        .await
+        .unwrap();
+    let read = conn.read_fields(&requests[6..9]).await.unwrap();
+    assert!(read[1].error().unwrap().contains("WRONGTYPE"), "{read:?}");
+    assert_eq!(read[0].get(0), Some("6"));
+    assert_eq!(read[2].get(0), Some("8"));
+    // A cluster URL must list nodes.
+    assert!(StoreTarget::parse("redis+cluster://", None).is_err());
+}

@@ -289,6 +289,125 @@ impl Drop for TestRedis {
     }
 }
 
+/// A Redis Cluster of three masters without replicas, from `redis-server` processes on
+/// free ports, the 16,384 slots split evenly between them.
+pub struct TestRedisCluster {
+    pub nodes: Vec<Server>,
+    logs: tempfile::TempDir,
+}
+
+impl TestRedisCluster {
+    pub fn start() -> Self {
+        const MASTERS: usize = 3;
+        let tools = Tools::locate().unwrap_or_else(|e| panic!("{e}"));
+        let logs = tempfile::Builder::new()
+            .prefix("freshet-test-cluster-")
+            .tempdir()
+            .expect("a temporary folder for server logs");
+        let nodes: Vec<Server> = (0..MASTERS)
+            .map(|i| {
+                let data = logs.path().join(format!("node-{i}"));
+                std::fs::create_dir_all(&data).expect("node data folder");
+                start_server(&logs, |port| {
+                    let mut spec = components::redis(&tools, "127.0.0.1", port, &data);
+                    spec.name = format!("redis-node-{i}");
+                    spec.args.extend(
+                        ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]
+                            .map(String::from),
+                    );
+                    spec
+                })
+            })
+            .collect();
+        let connect = |node: &Server| {
+            redis::Client::open(format!("redis://{}", node.address()))
+                .and_then(|c| c.get_connection())
+                .expect("a cluster node answers")
+        };
+        let per_node = 16_384 / MASTERS;
+        for (i, node) in nodes.iter().enumerate() {
+            let mut conn = connect(node);
+            let first = i * per_node;
+            let last = if i + 1 == MASTERS {
+                16_383
+            } else {
+                first + per_node - 1
+            };
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SET-CONFIG-EPOCH")
+                .arg(i + 1)
+                .query(&mut conn)
+                .expect("CLUSTER SET-CONFIG-EPOCH");
+            let _: () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(first)
+                .arg(last)
+                .query(&mut conn)
+                .expect("CLUSTER ADDSLOTSRANGE");
+        }
+        let mut first = connect(&nodes[0]);
+        for node in &nodes[1..] {
+            let spec = &node.spec;
+            let _: () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg(&spec.host)
+                .arg(spec.port)
+                .query(&mut first)
+                .expect("CLUSTER MEET");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for node in &nodes {
+            let mut conn = connect(node);
+            loop {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+                if info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{MASTERS}"))
+                {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the test cluster did not form within 30 s:\n{info}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Self { nodes, logs }
+    }
+
+    /// `redis+cluster://host1:port1,host2:port2,host3:port3`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(Server::address).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Each node's own `redis://` URL.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://{}", n.address()))
+            .collect()
+    }
+}
+
+impl Drop for TestRedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.stop();
+        }
+        if std::thread::panicking() {
+            for i in 0..self.nodes.len() {
+                let log = self.logs.path().join(format!("redis-node-{i}.log"));
+                eprintln!(
+                    "--- last lines of {} ---\n{}",
+                    log.display(),
+                    log_tail(&log, 20)
+                );
+            }
+        }
+    }
+}
+
 fn start_server(logs: &tempfile::TempDir, spec_for: impl Fn(u16) -> ComponentSpec) -> Server {
     let mut last_error = None;
     for _ in 0..START_ATTEMPTS {

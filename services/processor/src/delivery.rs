@@ -34,6 +34,8 @@ pub enum DeliveryError {
     NotCheckpointed,
     #[error("an update of view `{0}`, which this processor does not compute")]
     UnknownView(String),
+    #[error(transparent)]
+    BadRedisUrl(#[from] freshet_store::BadStoreUrl),
 }
 
 #[derive(Serialize)]
@@ -296,7 +298,7 @@ fn update_and_storage(
 /// Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct RedisSink {
-    connection: redis::aio::ConnectionManager,
+    connection: freshet_store::StoreConnection,
     storage: Arc<HashMap<String, Arc<ViewStorage>>>,
 }
 
@@ -305,8 +307,9 @@ impl RedisSink {
         url: &str,
         storage: HashMap<String, ViewStorage>,
     ) -> Result<Self, DeliveryError> {
-        let client = redis::Client::open(url)?;
-        let connection = redis::aio::ConnectionManager::new(client).await?;
+        let connection = freshet_store::StoreTarget::parse(url, None)?
+            .connect()
+            .await?;
         Ok(Self {
             connection,
             storage: Arc::new(storage.into_iter().map(|(v, s)| (v, Arc::new(s))).collect()),
@@ -329,12 +332,9 @@ impl RedisSink {
                 .ok_or_else(|| DeliveryError::UnknownView(u.view.clone()))?;
             writes.push((u.feature_update(), storage.clone()));
         }
-        freshet_store::write_updates(
-            &mut self.connection,
-            writes.iter().map(update_and_storage),
-            Writer::Processor,
-        )
-        .await?;
+        self.connection
+            .write_updates(writes.iter().map(update_and_storage), Writer::Processor)
+            .await?;
         metrics.redis_write.observe(started.elapsed().as_secs_f64());
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -8,14 +8,20 @@
 //! connection that failed is dropped and the next request makes a new one. The
 //! transitions (lost, back) are logged once each, not per request.
 //!
+//! A Redis Cluster (`redis+cluster://host1:port1,host2:port2`) is read through one cluster
+//! connection, made and remade by the same policy: each entity's `HMGET` goes to its
+//! slot's node, the nodes in parallel.
+//!
 //! Large reads (a batch lookup) go over a small pool of [`BatchConnection`]s instead: the
 //! multiplexed connection's reply parser costs more CPU than Redis spends answering a
 //! 1,000-entity batch (see `freshet_store::BatchConnection`). They follow the same policy:
 //! no attempt while the multiplexed connection is known to be down, the same timeout, and
 //! a lost connection drops every pooled one.
 
-use freshet_store::{BatchConnection, BatchReadError, RawFields};
+use freshet_store::{BatchConnection, BatchReadError, RawFields, StoreConnection, StoreTarget};
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::AsyncConnectionConfig;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -44,7 +50,10 @@ pub enum StoreError {
 }
 
 pub struct FeatureStore {
+    /// The server (the first node's, for a cluster: see `cluster`).
     client: redis::Client,
+    /// Set for a Redis Cluster, whose reads all go through its cluster connection.
+    cluster: Option<ClusterStore>,
     config: AsyncConnectionConfig,
     connection: Mutex<Option<MultiplexedConnection>>,
     /// Held while a connection attempt is in flight, with the time of the last failure.
@@ -53,18 +62,44 @@ pub struct FeatureStore {
     timeout: Duration,
 }
 
+struct ClusterStore {
+    client: ClusterClient,
+    connection: Mutex<Option<ClusterConnection>>,
+    /// Held while a connection attempt is in flight, with the time of the last failure.
+    connecting: tokio::sync::Mutex<Option<Instant>>,
+}
+
 impl FeatureStore {
     /// Checks the URL; connects only when first used.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::BadUrl {
+        let bad = |reason: String| StoreError::BadUrl {
             url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let (client, cluster) =
+            match StoreTarget::parse(url, Some(timeout)).map_err(|e| bad(e.reason))? {
+                StoreTarget::Single(client) => (client, None),
+                StoreTarget::Cluster(cluster) => {
+                    let first = url
+                        .split_once("://")
+                        .and_then(|(_, rest)| rest.split([',', '/']).next())
+                        .unwrap_or_default();
+                    let client = redis::Client::open(format!("redis://{first}"))
+                        .map_err(|e| bad(e.to_string()))?;
+                    let cluster = ClusterStore {
+                        client: cluster,
+                        connection: Mutex::new(None),
+                        connecting: tokio::sync::Mutex::new(None),
+                    };
+                    (client, Some(cluster))
+                }
+            };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
         Ok(Self {
             client,
+            cluster,
             config,
             connection: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(None),
@@ -73,9 +108,89 @@ impl FeatureStore {
         })
     }
 
-    /// The client the store connects with (its URL's address, credentials, database).
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// The client the store connects with (its URL's address, credentials, database);
+    /// `None` for a cluster.
+    pub fn client(&self) -> Option<&redis::Client> {
+        self.cluster.is_none().then_some(&self.client)
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The cluster connection, made when first needed (by the same policy as
+    /// [`FeatureStore::connection`]).
+    async fn cluster_connection(
+        &self,
+        cluster: &ClusterStore,
+    ) -> Result<ClusterConnection, StoreError> {
+        let current = || cluster.connection.lock().expect("cluster slot").clone();
+        if let Some(c) = current() {
+            return Ok(c);
+        }
+        let mut last_failure = cluster.connecting.lock().await;
+        if let Some(c) = current() {
+            return Ok(c);
+        }
+        if last_failure.is_some_and(|at| at.elapsed() < RECONNECT_PAUSE) {
+            return Err(StoreError::Unavailable(
+                "not connected (reconnecting)".into(),
+            ));
+        }
+        match tokio::time::timeout(self.timeout * 4, cluster.client.get_async_connection()).await {
+            Ok(Ok(c)) => {
+                if last_failure.take().is_some() {
+                    tracing::info!("connected to the Redis Cluster again");
+                }
+                *cluster.connection.lock().expect("cluster slot") = Some(c.clone());
+                Ok(c)
+            }
+            failed => {
+                let e = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {:?}", self.timeout * 4),
+                };
+                if last_failure.is_none() {
+                    tracing::warn!(error = %e, "cannot connect to the Redis Cluster; requests get 503 until it is back");
+                }
+                *last_failure = Some(Instant::now());
+                Err(StoreError::Unavailable(e))
+            }
+        }
+    }
+
+    /// A read of a cluster: concurrent `HMGET`s, each to its slot's node.
+    async fn read_cluster(
+        &self,
+        cluster: &ClusterStore,
+        reads: &[(String, &[&str])],
+        each: impl FnMut(RawFields),
+    ) -> Result<(), StoreError> {
+        let connection = self.cluster_connection(cluster).await?;
+        let mut connection = StoreConnection::Cluster(connection);
+        let read = tokio::time::timeout(self.timeout, connection.read_fields(reads))
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no answer in time",
+                )))
+            });
+        match read {
+            Ok(read) => {
+                read.into_iter().for_each(each);
+                Ok(())
+            }
+            // Redis answered with an error of its own (nodes that cannot be reached, or
+            // a cluster that lost slots, give errors without a server code).
+            Err(e) if e.code().is_some() && !e.is_cluster_error() => {
+                Err(StoreError::Failed(e.to_string()))
+            }
+            Err(e) => {
+                cluster.connection.lock().expect("cluster slot").take();
+                Err(StoreError::Unavailable(e.to_string()))
+            }
+        }
     }
 
     fn current(&self) -> Option<MultiplexedConnection> {
@@ -158,6 +273,9 @@ impl FeatureStore {
         reads: &[(String, &[&str])],
         each: impl FnMut(RawFields),
     ) -> Result<(), StoreError> {
+        if let Some(cluster) = &self.cluster {
+            return self.read_cluster(cluster, reads, each).await;
+        }
         let mut connection = self.connection().await?;
         if reads.len() >= LARGE_READ {
             return self.read_large(reads, each).await;
@@ -237,8 +355,16 @@ impl FeatureStore {
             })
     }
 
-    /// Whether Redis answers `PING`.
+    /// Whether Redis answers `PING` (some node of a cluster).
     pub async fn ping(&self) -> Result<(), StoreError> {
+        if let Some(cluster) = &self.cluster {
+            let mut connection = StoreConnection::Cluster(self.cluster_connection(cluster).await?);
+            return match tokio::time::timeout(self.timeout, connection.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+                Err(_) => Err(StoreError::Unavailable("no answer in time".into())),
+            };
+        }
         let mut connection = self.connection().await?;
         redis::cmd("PING")
             .query_async::<String>(&mut connection)

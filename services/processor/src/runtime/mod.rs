@@ -499,6 +499,7 @@ async fn connect_redis(
     loop {
         match RedisSink::connect(url, storage.clone()).await {
             Ok(sink) => return Ok(sink),
+            Err(e @ DeliveryError::BadRedisUrl(_)) => bail!("{e}"),
             Err(e) if !stop.load(Ordering::Relaxed) => {
                 tracing::warn!(error = %e, url, "Redis is not reachable; retrying");
                 tokio::time::sleep(backoff).await;

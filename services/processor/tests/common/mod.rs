@@ -55,6 +55,8 @@ pub struct Deployment {
     pub output_topic: String,
     pub redis_db: u8,
     pub metrics_port: u16,
+    /// Another store than the stack's Redis (e.g. a Redis Cluster's URL).
+    pub redis_url: Option<String>,
 }
 
 impl Deployment {
@@ -65,11 +67,15 @@ impl Deployment {
             output_topic: format!("feature_updates_{name}"),
             redis_db,
             metrics_port: freshet_localstack::free_port(),
+            redis_url: None,
         }
     }
 
     pub fn redis_url(&self, stack: &TestStack) -> String {
-        format!("{}/{}", stack.redis_url(), self.redis_db)
+        match &self.redis_url {
+            Some(url) => url.clone(),
+            None => format!("{}/{}", stack.redis_url(), self.redis_db),
+        }
     }
 
     pub fn start(&self, stack: &TestStack) -> Running {
@@ -543,22 +549,22 @@ pub async fn redis_values(
     url: &str,
     keys: impl Iterator<Item = (String, String)>,
 ) -> BTreeMap<(String, String), Option<(u64, BTreeMap<String, Value>)>> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut out = BTreeMap::new();
-    for (view, entity) in keys {
-        let key = freshet_core::store_layout::entity_key("user", &entity);
-        let hash: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let stored = freshet_core::store_layout::StoredValues::decode(
-            &view,
-            hash.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        )
+    let mut conn = freshet_store::StoreTarget::parse(url, None)
         .unwrap()
-        .map(|s| (s.version, s.values));
+        .connect()
+        .await
+        .unwrap();
+    let keys: Vec<(String, String)> = keys.collect();
+    let hash_keys: Vec<String> = keys
+        .iter()
+        .map(|(_, entity)| freshet_core::store_layout::entity_key("user", entity))
+        .collect();
+    let hashes = conn.read_hashes(&hash_keys).await.unwrap();
+    let mut out = BTreeMap::new();
+    for ((view, entity), hash) in keys.into_iter().zip(&hashes) {
+        let stored = freshet_core::store_layout::StoredValues::decode(&view, hash.fields())
+            .unwrap()
+            .map(|s| (s.version, s.values));
         out.insert((view, entity), stored);
     }
     out
