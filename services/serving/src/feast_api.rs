@@ -443,6 +443,9 @@ fn entity_id(join_key: &str, position: usize, value: &Json) -> Result<String, Fe
     let id = match value {
         Json::String(s) => s.clone(),
         Json::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        Json::Number(n) if n.as_f64().and_then(crate::api::integral_id).is_some() => {
+            n.as_f64().and_then(crate::api::integral_id).unwrap_or_default()
+        }
         other => {
             return Err(FeastError::request(
                 StatusCode::BAD_REQUEST,

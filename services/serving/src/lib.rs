@@ -26,6 +26,7 @@ pub mod feast_api;
 pub mod lookup;
 pub mod metrics;
 pub mod near_cache;
+pub mod openapi;
 pub mod store;
 
 use axum::extract::{MatchedPath, Request};
@@ -144,9 +145,11 @@ pub fn app(
         metrics,
         max_batch_size: config.max_batch_size,
     });
-    // Room for the largest batch of the longest ids, with JSON punctuation.
-    let body_limit = 64 * 1024 + config.max_batch_size * (api::MAX_ENTITY_ID_BYTES + 4);
-    let router = api::router(state, config.request_timeout, llm)
+    // Room for the largest batch of the longest ids, with JSON punctuation, each character
+    // written as a JSON escape (`\uXXXX`, twice for characters beyond the BMP).
+    let body_limit = 64 * 1024 + config.max_batch_size * (12 * api::MAX_ENTITY_ID_CHARS + 4);
+    let document = openapi::document(definitions, config.max_batch_size);
+    let router = api::router(state, config.request_timeout, llm, document)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit));
     Ok(if config.trace_requests {
         router.layer(TraceLayer::new_for_http().make_span_with(request_span))

@@ -394,13 +394,13 @@ async fn bad_requests_get_a_json_error_naming_the_problem() {
         serving
             .post(batch, &json!({"entity_ids": ["1"], "views": ["nope"]}))
             .await,
-        400,
+        404,
         "unknown_view",
         "`nope`; known views: user_click_stats, user_purchase_stats",
     );
     check(
         serving.get("/features/1?view=nope").await,
-        400,
+        404,
         "unknown_view",
         "nope",
     );
@@ -408,7 +408,7 @@ async fn bad_requests_get_a_json_error_naming_the_problem() {
         serving
             .get("/features/1?view=user_click_stats&features=purchase_count_5m")
             .await,
-        400,
+        404,
         "unknown_feature",
         "`purchase_count_5m` in view(s) user_click_stats",
     );
@@ -550,7 +550,7 @@ async fn metrics_after_traffic_show_latency_batches_hits_costs_and_ages() {
     }
     let ids = json!({"entity_ids": ["a", "b", "old", "none"], "views": [CLICKS]});
     assert_eq!(serving.post("/features/batch", &ids).await.0, 200);
-    assert_eq!(serving.get("/features/a?view=nope").await.0, 400);
+    assert_eq!(serving.get("/features/a?view=nope").await.0, 404);
 
     let text = metrics::scrape(&serving.address);
     let value = |series: &str| {
@@ -565,7 +565,7 @@ async fn metrics_after_traffic_show_latency_batches_hits_costs_and_ages() {
     );
     assert_eq!(
         value(&format!(
-            "freshet_serving_request_duration_seconds_count{{{single},status=\"400\"}}"
+            "freshet_serving_request_duration_seconds_count{{{single},status=\"404\"}}"
         )),
         1.0
     );
@@ -632,10 +632,16 @@ async fn the_openapi_document_and_docs_page_describe_the_api() {
             paths.keys()
         );
     }
-    assert!(doc["components"]["schemas"]["BatchRequest"]["properties"]
-        .as_object()
-        .unwrap()
-        .contains_key("entity_ids"));
+    // Either id list, not both; at most the server's largest batch.
+    let batch = &doc["components"]["schemas"]["BatchRequest"]["oneOf"];
+    assert_eq!(batch[0]["required"], json!(["entity_ids"]), "{batch}");
+    assert_eq!(batch[0]["properties"]["entity_ids"]["maxItems"], 1_000);
+    assert_eq!(batch[1]["required"], json!(["user_ids"]), "{batch}");
+    // A served value is a scalar.
+    assert_eq!(
+        doc["components"]["schemas"]["FeatureValue"]["properties"]["value"]["type"],
+        json!(["number", "string", "boolean", "null"])
+    );
     let feast = &doc["components"]["schemas"]["GetOnlineFeaturesRequest"]["properties"];
     for field in [
         "entities",

@@ -1,0 +1,104 @@
+//! The OpenAPI contract, checked from outside: schemathesis (from PyPI, in
+//! `$FRESHET_TOOLS_DIR/schemathesis-venv`) generates requests from the service's own
+//! `/openapi.json`, valid and invalid, and runs all its checks on every answer: no server
+//! errors, every status and body as documented, valid requests accepted and invalid ones
+//! refused. Some entities hold values, so found, missing and defaults are all answered.
+//!
+//! The copilot's endpoints answer 503 `llm_not_configured` here (no LLM key: the
+//! documented answer), so they get every check but `not_a_server_error`.
+//!
+//! Without that venv the test says so and passes, unless `FRESHET_REQUIRE_TOOLS=1` (set
+//! by the project's test command).
+
+mod common;
+
+use common::*;
+use freshet_testkit::TestRedis;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `schemathesis-venv/bin/st` under `$FRESHET_TOOLS_DIR` (default
+/// `~/.cache/freshet/tools`).
+fn schemathesis() -> Option<PathBuf> {
+    let tools = std::env::var_os("FRESHET_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/freshet/tools"))
+        })?;
+    let st = tools.join("schemathesis-venv/bin/st");
+    let works = Command::new(&st)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    works.then_some(st)
+}
+
+/// Runs `st run` with `args`; panics with its report unless it found nothing.
+async fn run(st: &PathBuf, base: &str, args: &[&str]) -> String {
+    let mut command = tokio::process::Command::new(st);
+    command
+        .arg("run")
+        .arg(format!("{base}/openapi.json"))
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            "60",
+            "--seed",
+            "20261206",
+        ])
+        .args(["--no-color", "--workers", "2"])
+        .args(args)
+        .env("SCHEMATHESIS_TELEMETRY", "false");
+    let output = command.output().await.expect("schemathesis runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "schemathesis found failures (st run {args:?}):\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_every_answer_as_the_openapi_document_says() {
+    let Some(st) = schemathesis() else {
+        let reason =
+            "no schemathesis-venv with schemathesis found (run scripts/bootstrap.sh --with-flink)";
+        if std::env::var("FRESHET_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{reason}");
+        }
+        eprintln!("SKIPPED contract check: {reason}");
+        return;
+    };
+    let redis = TestRedis::start();
+    let now = now_ms();
+    let updates: Vec<_> = (0..20)
+        .map(|i| (click_update(&i.to_string(), 2, now - 500, i), HOUR_MS))
+        .collect();
+    write(&redis.url(), &updates).await;
+    let serving = Serving::start(&redis.url(), 100).await;
+
+    let lookups = run(&st, &serving.base, &["--exclude-path-regex", "^/api/llm"]).await;
+    // It ran every lookup operation and generated many requests.
+    assert!(lookups.contains("Tested: 5"), "{lookups}");
+    let generated: u64 = lookups
+        .lines()
+        .find_map(|l| l.trim().split_once(" generated"))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of generated cases in:\n{lookups}"));
+    assert!(generated >= 200, "{generated} cases:\n{lookups}");
+
+    let copilot = run(
+        &st,
+        &serving.base,
+        &[
+            "--include-path-regex",
+            "^/api/llm",
+            "--exclude-checks",
+            "not_a_server_error",
+        ],
+    )
+    .await;
+    assert!(copilot.contains("Tested: 4"), "{copilot}");
+}
