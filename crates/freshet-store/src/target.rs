@@ -36,7 +36,7 @@ pub struct BadStoreUrl {
 #[derive(Clone)]
 pub enum StoreTarget {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 impl StoreTarget {
@@ -82,7 +82,7 @@ impl StoreTarget {
         }
         builder
             .build()
-            .map(StoreTarget::Cluster)
+            .map(|client| StoreTarget::Cluster(Box::new(client)))
             .map_err(|e| bad(e.to_string()))
     }
 

@@ -87,7 +87,7 @@ impl FeatureStore {
                     let client = redis::Client::open(format!("redis://{first}"))
                         .map_err(|e| bad(e.to_string()))?;
                     let cluster = ClusterStore {
-                        client: cluster,
+                        client: *cluster,
                         connection: Mutex::new(None),
                         connecting: tokio::sync::Mutex::new(None),
                     };
