@@ -1,47 +1,41 @@
 //! Serving benchmark: `cargo bench -p freshet-serving`.
 //!
-//! In one run, against one real Redis holding 10,000 entities in both shipped views:
+//! In one run, against one real Redis holding 10,000 entities in both shipped views (one
+//! hash per entity), two `freshet-serving` processes: one with the near cache (the
+//! default) and one without (`--near-cache-entries 0`). Figures are ratios within the run
+//! because these machines are noisy.
 //!
-//! 1. baseline: raw Redis from a Rust client (the redis crate's multiplexed connection,
-//!    the one the service uses), at the same concurrency as the load generator, each
-//!    operation the same pipelined HMGETs a lookup makes (one per view: version, event
-//!    time and every feature);
-//! 2. `GET /features/{id}` through the real `freshet-serving` binary, driven by wrk (an
-//!    HTTP load generator in its own process) at the same concurrency;
-//!
-//! alternated twice, printing throughput and the ratio (2) / (1); then single-lookup
-//! latency at moderate load (wrk, 4 connections, each pausing 1 ms between requests: a
-//! few thousand requests/s, about a tenth of what the service sustains here) and, for
-//! comparison, with the same 4 connections unpaced (which saturates these 2 cores); then
-//! 1,000-entity batch latency (sequential requests from an HTTP client, with the server's
-//! own latency figure beside it), against the same reads pipelined straight to Redis, and
-//! Redis's own CPU time per batch.
-//!
-//! Then Feast's protocol (`POST /get-online-features`, what Feast's SDK sends, all eight
-//! features) against Freshet's own endpoints in the same run: single lookups by wrk at
-//! the same concurrency, alternated with `GET /features/{id}`, and 1,000-entity requests
-//! (sequential, as above) alternated with `POST /features/batch` for the same ids.
-//!
-//! Figures are ratios within one run because these machines are noisy. Aims: ratio >= 0.5,
-//! single-lookup p99 < 1 ms at moderate load, batch p99 < 10 ms, Feast's protocol at no
-//! less than 0.9 of Freshet's own endpoints' throughput.
+//! 1. Single lookups of an entity with both views, alternated twice: the baseline is raw
+//!    Redis, `redis-benchmark` sending `HGETALL` of one entity hash (random entities) from
+//!    the same number of connections; then `GET /features/{id}` driven by wrk at that
+//!    concurrency, without and with the cache (and the cache's hit ratio). Aims: cache
+//!    off at least 0.8 of raw Redis, cache on at least 1.0.
+//! 2. Latency at a steady 10,000 requests/s, open loop: requests are scheduled at a fixed
+//!    rate whatever the answers do, and a request held back because its connection was
+//!    still busy is timed from when it was due (no coordinated omission). Aim p99 < 0.5 ms.
+//! 3. Batches of 1,000 entities, both views (sequential requests), without and with the
+//!    cache, beside the same reads pipelined straight to Redis. Aim p99 < 3 ms.
+//! 4. Feast's protocol (`POST /get-online-features`) against Freshet's own endpoints,
+//!    single lookups by wrk alternated with `GET /features/{id}`, and 1,000-entity
+//!    requests alternated with `POST /features/batch` (cache on).
 
 use freshet_core::store_layout::{entity_key, FeatureUpdate, ViewStorage, Writer};
 use freshet_core::Value;
 use freshet_testkit::TestRedis;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const ENTITIES: usize = 10_000;
 const CONCURRENCY: usize = 32;
 const ROUND: Duration = Duration::from_secs(8);
 const BATCH: usize = 1_000;
-/// Batches per round (two rounds, each the raw baseline then the service): enough that
-/// p99 is not just the slowest one or two.
-const BATCH_REQUESTS: usize = 500;
+/// Batches per round (two rounds per service): enough that p99 is not just the slowest
+/// one or two.
+const BATCH_REQUESTS: usize = 400;
+/// The open-loop rate and how long it is held.
+const OPEN_LOOP_RATE: f64 = 10_000.0;
+const OPEN_LOOP_TIME: Duration = Duration::from_secs(10);
 const VIEWS: [&str; 2] = ["user_click_stats", "user_purchase_stats"];
 /// The features of each view.
 const FEATURES: [&[&str]; 2] = [
@@ -75,6 +69,12 @@ const FIELDS: [&str; 12] = [
     "user_purchase_stats:events_per_session",
 ];
 
+/// Entity `i`'s id: zero-padded to 12 digits, as `redis-benchmark -r` writes its random
+/// key numbers, so the baseline reads the very hashes the service reads.
+fn entity_id(i: usize) -> String {
+    format!("{i:012}")
+}
+
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -84,111 +84,113 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A `freshet-serving` process on a free port with `flags`; its base URL.
+fn start_serving(redis_url: &str, flags: &[&str]) -> (KillOnDrop, String) {
+    let port = freshet_localstack::free_port();
+    let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+    let child = Command::new(env!("CARGO_BIN_EXE_freshet-serving"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--redis-url", redis_url])
+        .arg("--features-dir")
+        .arg(&features)
+        .args(flags)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start freshet-serving");
+    (KillOnDrop(child), format!("http://127.0.0.1:{port}"))
+}
+
 fn main() {
-    if Command::new("wrk").arg("--version").output().is_err() {
-        eprintln!(
-            "the serving benchmark needs wrk: run scripts/bootstrap.sh (or apt-get install wrk)"
-        );
-        std::process::exit(1);
+    for tool in ["wrk", "redis-benchmark"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("the serving benchmark needs {tool}: run scripts/bootstrap.sh");
+            std::process::exit(1);
+        }
     }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let redis = TestRedis::start();
     runtime.block_on(fill(&redis.url()));
-
-    let port = freshet_localstack::free_port();
-    let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
-    let serving = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_freshet-serving"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--redis-url", &redis.url()])
-            .arg("--features-dir")
-            .arg(&features)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start freshet-serving"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    runtime.block_on(wait_ready(&base));
+    let (cached_service, cached) = start_serving(&redis.url(), &[]);
+    let (_uncached_service, uncached) = start_serving(&redis.url(), &["--near-cache-entries", "0"]);
+    runtime.block_on(wait_ready(&cached));
+    runtime.block_on(wait_ready(&uncached));
+    let port = cached.rsplit(':').next().unwrap().to_string();
     let script = std::env::temp_dir().join(format!("freshet-bench-{port}.lua"));
     let requests = format!(
-        "math.randomseed(7)\nrequest = function()\n  return wrk.format(\"GET\", \"/features/\" .. math.random(0, {}))\nend\n",
+        "math.randomseed(7)\nrequest = function()\n  return wrk.format(\"GET\", string.format(\"/features/%012d\", math.random(0, {})))\nend\n",
         ENTITIES - 1
     );
     std::fs::write(&script, &requests).expect("wrk script");
-    // wrk waits `delay()` ms before each request of a connection (not counted in latency).
-    let paced = std::env::temp_dir().join(format!("freshet-bench-{port}-paced.lua"));
-    std::fs::write(
-        &paced,
-        format!("{requests}delay = function()\n  return 1\nend\n"),
-    )
-    .expect("wrk script");
 
-    println!("serving benchmark: {ENTITIES} entities x {} views, concurrency {CONCURRENCY}, rounds of {}s", VIEWS.len(), ROUND.as_secs());
-    let (mut redis_total, mut serving_total) = (0.0, 0.0);
+    println!(
+        "serving benchmark: {ENTITIES} entities x {} views (one hash each), concurrency {CONCURRENCY}, rounds of {}s",
+        VIEWS.len(),
+        ROUND.as_secs()
+    );
+    let (mut raw_total, mut off_total, mut on_total) = (0.0, 0.0, 0.0);
+    let hits_before = runtime.block_on(cache_counts(&cached));
     for round in 1..=2 {
-        let raw = runtime.block_on(raw_redis(&redis.url()));
-        let http = wrk(&base, &script, CONCURRENCY, 2);
+        let raw = redis_benchmark_hgetall(&redis.url());
+        let off = wrk(&uncached, &script, CONCURRENCY, 2);
+        let on = wrk(&cached, &script, CONCURRENCY, 2);
         println!(
-            "  round {round}: raw Redis {:>9.0} lookups/s (p50 {:.3} ms, p99 {:.3} ms) | GET /features/{{id}} {:>9.0} req/s (p50 {:.3} ms, p99 {:.3} ms) | ratio {:.2}",
-            raw.per_second, raw.p50_ms, raw.p99_ms, http.per_second, http.p50_ms, http.p99_ms,
-            http.per_second / raw.per_second
+            "  round {round}: raw Redis HGETALL {:>7.0}/s | GET /features/{{id}} cache off {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms) | cache on {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms) | ratios {:.2} / {:.2}",
+            raw, off.per_second, off.p50_ms, off.p99_ms, on.per_second, on.p50_ms, on.p99_ms,
+            off.per_second / raw, on.per_second / raw
         );
-        redis_total += raw.per_second;
-        serving_total += http.per_second;
+        raw_total += raw;
+        off_total += off.per_second;
+        on_total += on.per_second;
     }
+    let hits_after = runtime.block_on(cache_counts(&cached));
+    let (hits, misses) = (hits_after.0 - hits_before.0, hits_after.1 - hits_before.1);
     println!(
-        "throughput ratio (serving / raw Redis, both rounds): {:.2}  (aim >= 0.5)",
-        serving_total / redis_total
+        "single lookups / raw Redis HGETALL of one hash (both rounds): cache off {:.2} (aim >= 0.8), cache on {:.2} (aim >= 1.0; hit ratio {:.3} of {:.0} entity reads)",
+        off_total / raw_total,
+        on_total / raw_total,
+        hits / (hits + misses).max(1.0),
+        hits + misses
     );
-    let moderate = wrk(&base, &paced, 4, 1);
-    println!(
-        "single lookup at moderate load (4 connections, 1 ms pause between a connection's requests): {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms  (aim p99 < 1 ms)",
-        moderate.per_second, moderate.p50_ms, moderate.p99_ms
-    );
-    let saturating = wrk(&base, &script, 4, 1);
-    println!(
-        "  the same 4 connections unpaced (saturating the 2 cores): {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
-        saturating.per_second, saturating.p50_ms, saturating.p99_ms
-    );
-    let (mut raw_ms, mut client_ms, mut server_ms) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut redis_cpu, mut phases) = (0.0, [0.0; 2]);
+
+    for (name, base) in [("cache on", &cached), ("cache off", &uncached)] {
+        let open = runtime.block_on(open_loop(base, OPEN_LOOP_RATE, OPEN_LOOP_TIME));
+        println!(
+            "open loop at {OPEN_LOOP_RATE:.0} requests/s for {}s, {name}: achieved {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms  (aim p99 < 0.5 ms)",
+            OPEN_LOOP_TIME.as_secs(),
+            open.achieved,
+            open.p50_ms,
+            open.p99_ms,
+            open.p999_ms,
+            open.max_ms
+        );
+    }
+
+    let mut raw_ms = Vec::new();
+    let (mut off_ms, mut on_ms, mut on_server_ms) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..2 {
         raw_ms.extend(runtime.block_on(raw_batches(&redis.url())));
-        let cpu_before = runtime.block_on(redis_cpu_seconds(&redis.url()));
-        let before = runtime.block_on(phase_seconds(&base));
-        let (client, server) = runtime.block_on(batches(&base));
-        let after = runtime.block_on(phase_seconds(&base));
-        redis_cpu += runtime.block_on(redis_cpu_seconds(&redis.url())) - cpu_before;
-        client_ms.extend(client);
-        server_ms.extend(server);
-        phases = [0, 1].map(|i| phases[i] + after[i] - before[i]);
+        off_ms.extend(runtime.block_on(batches(&uncached)).0);
+        let (client, server) = runtime.block_on(batches(&cached));
+        on_ms.extend(client);
+        on_server_ms.extend(server);
     }
-    for latencies in [&mut raw_ms, &mut client_ms, &mut server_ms] {
+    for latencies in [&mut raw_ms, &mut off_ms, &mut on_ms, &mut on_server_ms] {
         latencies.sort_by(f64::total_cmp);
     }
-    let batches_run = client_ms.len() as f64;
     println!(
-        "batch of {BATCH} (both views, {} requests): p50 {:.2} ms, p99 {:.2} ms at the client; server p50 {:.2} ms, p99 {:.2} ms  (aim p99 < 10 ms)",
-        client_ms.len(),
-        percentile(&client_ms, 0.5), percentile(&client_ms, 0.99),
-        percentile(&server_ms, 0.5), percentile(&server_ms, 0.99)
+        "batch of {BATCH} (both views, {} requests each, sequential): cache off p50 {:.2} ms, p99 {:.2} ms | cache on p50 {:.2} ms, p99 {:.2} ms (server p99 {:.2} ms)  (aim p99 < 3 ms)",
+        off_ms.len(),
+        percentile(&off_ms, 0.5), percentile(&off_ms, 0.99),
+        percentile(&on_ms, 0.5), percentile(&on_ms, 0.99), percentile(&on_server_ms, 0.99)
     );
     println!(
-        "  baseline, the same {} HMGETs pipelined straight to Redis (freshet_store::BatchConnection, no HTTP, no JSON): p50 {:.2} ms, p99 {:.2} ms; service / baseline: p50 {:.2}, p99 {:.2}",
-        BATCH,
+        "  baseline, the same {BATCH} HMGETs pipelined straight to Redis (no HTTP, no JSON): p50 {:.2} ms, p99 {:.2} ms; cache off / baseline p99 {:.2}",
         percentile(&raw_ms, 0.5), percentile(&raw_ms, 0.99),
-        percentile(&client_ms, 0.5) / percentile(&raw_ms, 0.5),
-        percentile(&client_ms, 0.99) / percentile(&raw_ms, 0.99)
-    );
-    println!(
-        "  Redis's own CPU per service batch (INFO cpu): {:.2} ms; in the service (mean per batch): Redis round trip {:.2} ms, during which the answer is built as replies arrive (building the values and writing their JSON: {:.2} ms over both views)",
-        redis_cpu * 1_000.0 / batches_run,
-        phases[0] * 1_000.0 / batches_run,
-        phases[1] * 1_000.0 / batches_run
+        percentile(&off_ms, 0.99) / percentile(&raw_ms, 0.99)
     );
 
-    // Feast's protocol beside Freshet's own endpoints.
+    // Feast's protocol beside Freshet's own endpoints (cache on).
     // Both request kinds made once per wrk thread, so the load generator (on the same
     // cores) spends as little, and the same, on each.
     let prebuilt = |name: &str, request: &str| {
@@ -196,7 +198,7 @@ fn main() {
         std::fs::write(
             &path,
             format!(
-                "local requests = {{}}\ninit = function(args)\n  math.randomseed(7)\n  for id = 0, {last} do\n    requests[id] = {request}\n  end\nend\nrequest = function()\n  return requests[math.random(0, {last})]\nend\n",
+                "local requests = {{}}\ninit = function(args)\n  math.randomseed(7)\n  for n = 0, {last} do\n    local id = string.format(\"%012d\", n)\n    requests[n] = {request}\n  end\nend\nrequest = function()\n  return requests[math.random(0, {last})]\nend\n",
                 last = ENTITIES - 1
             ),
         )
@@ -207,20 +209,20 @@ fn main() {
     let feast_script = prebuilt(
         "feast",
         &format!(
-            "wrk.format(\"POST\", \"/get-online-features\", {{[\"Content-Type\"] = \"application/json\"}}, '{{\"entities\":{{\"user_id\":[' .. id .. ']}},\"features\":{}}}')",
+            "wrk.format(\"POST\", \"/get-online-features\", {{[\"Content-Type\"] = \"application/json\"}}, '{{\"entities\":{{\"user_id\":[\"' .. id .. '\"]}},\"features\":{}}}')",
             serde_json::to_string(&feast_features()).unwrap()
         ),
     );
-    println!("Feast's protocol (POST /get-online-features, all {} features) against Freshet's own endpoints, alternated:", feast_features().len());
+    println!("Feast's protocol (POST /get-online-features, all {} features) against Freshet's own endpoints, alternated (cache on):", feast_features().len());
     let (mut own_total, mut feast_total) = (0.0, 0.0);
     let (mut own_cpu, mut feast_cpu) = (0.0, 0.0);
-    let pid = serving.0.id();
-    for round in 1..=3 {
+    let pid = cached_service.0.id();
+    for round in 1..=2 {
         let cpu = cpu_seconds(pid);
-        let own = wrk(&base, &own_script, CONCURRENCY, 2);
+        let own = wrk(&cached, &own_script, CONCURRENCY, 2);
         let own_us = (cpu_seconds(pid) - cpu) * 1e6 / own.requests;
         let cpu = cpu_seconds(pid);
-        let feast = wrk(&base, &feast_script, CONCURRENCY, 2);
+        let feast = wrk(&cached, &feast_script, CONCURRENCY, 2);
         let feast_us = (cpu_seconds(pid) - cpu) * 1e6 / feast.requests;
         println!(
             "  round {round}: GET /features/{{id}} {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms, {own_us:.1} us of service CPU each) | POST /get-online-features {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms, {feast_us:.1} us each) | ratio {:.2}",
@@ -239,8 +241,8 @@ fn main() {
     );
     let (mut own_ms, mut feast_ms) = (Vec::new(), Vec::new());
     for _ in 0..2 {
-        own_ms.extend(runtime.block_on(batches(&base)).0);
-        feast_ms.extend(runtime.block_on(feast_batches(&base)));
+        own_ms.extend(runtime.block_on(batches(&cached)).0);
+        feast_ms.extend(runtime.block_on(feast_batches(&cached)));
     }
     let per_second = |ms: &[f64]| ms.len() as f64 / (ms.iter().sum::<f64>() / 1_000.0);
     let (own_rate, feast_rate) = (per_second(&own_ms), per_second(&feast_ms));
@@ -257,8 +259,116 @@ fn main() {
         "{BATCH}-entity requests, Feast's protocol / POST /features/batch: {:.2}  (aim >= 0.9)",
         feast_rate / own_rate
     );
-    for file in [script, paced, own_script, feast_script] {
+    for file in [script, own_script, feast_script] {
         let _ = std::fs::remove_file(file);
+    }
+}
+
+/// `redis-benchmark` sending `HGETALL` of random entity hashes from [`CONCURRENCY`]
+/// connections for about a round; its requests per second.
+fn redis_benchmark_hgetall(url: &str) -> f64 {
+    let address = url.trim_start_matches("redis://");
+    let (host, port) = address.split_once(':').expect("host:port");
+    let requests = (90_000.0 * ROUND.as_secs_f64()) as u64;
+    let out = Command::new("redis-benchmark")
+        .args(["-h", host, "-p", port, "-c", &CONCURRENCY.to_string()])
+        .args([
+            "-n",
+            &requests.to_string(),
+            "-r",
+            &ENTITIES.to_string(),
+            "--csv",
+        ])
+        .args(["HGETALL", "fe:user:__rand_int__"])
+        .output()
+        .expect("run redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // CSV: a header line, then "HGETALL ...","<requests per second>",...
+    text.lines()
+        .filter(|l| l.starts_with("\"HGETALL"))
+        .find_map(|l| l.split(',').nth(1))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+        .unwrap_or_else(|| panic!("no figure in redis-benchmark's output:\n{text}"))
+}
+
+/// The cache-on service's cache hits and misses so far.
+async fn cache_counts(base: &str) -> (f64, f64) {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| freshet_testkit::metrics::value(&text, name).unwrap_or(0.0);
+    (
+        value("freshet_serving_cache_hits_total"),
+        value("freshet_serving_cache_misses_total"),
+    )
+}
+
+struct OpenLoop {
+    achieved: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+}
+
+/// `GET /features/{random id}` at `rate` requests/s for `time`, open loop: request `i` is
+/// due at `start + i / rate` whatever the answers do. Workers (one keep-alive connection
+/// each) take requests in turn; a request whose worker was still busy when it fell due is
+/// timed from when it was due, so a slow answer counts against every request it held
+/// back. A worker that was idle waits for the due time on tokio's timer (millisecond
+/// grain), and its request is timed from when it was sent.
+async fn open_loop(base: &str, rate: f64, time: Duration) -> OpenLoop {
+    const WORKERS: usize = 64;
+    let total = (rate * time.as_secs_f64()) as usize;
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for w in 0..WORKERS {
+        let base = base.to_string();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
+            let mut latencies = Vec::with_capacity(total / WORKERS + 1);
+            let mut entity = w * 7919;
+            let mut busy_until = start;
+            for i in (w..total).step_by(WORKERS) {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                entity = (entity * 31 + 17) % ENTITIES;
+                let from = if busy_until > due {
+                    due
+                } else {
+                    tokio::time::sleep_until(due).await;
+                    tokio::time::Instant::now()
+                };
+                let response = http
+                    .get(format!("{base}/features/{}", entity_id(entity)))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                response.bytes().await.unwrap();
+                busy_until = tokio::time::Instant::now();
+                latencies.push((busy_until - from).as_secs_f64() * 1_000.0);
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = (tokio::time::Instant::now() - start).as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    OpenLoop {
+        achieved: latencies.len() as f64 / elapsed,
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        p999_ms: percentile(&latencies, 0.999),
+        max_ms: *latencies.last().unwrap(),
     }
 }
 
@@ -300,7 +410,7 @@ async fn feast_batches(base: &str) -> Vec<f64> {
     let features = feast_features();
     let mut client_ms = Vec::new();
     for r in 0..BATCH_REQUESTS {
-        let ids: Vec<i64> = batch_ids(r).iter().map(|id| id.parse().unwrap()).collect();
+        let ids = batch_ids(r);
         let started = Instant::now();
         let response = http
             .post(format!("{base}/get-online-features"))
@@ -335,7 +445,7 @@ async fn fill(url: &str) {
         .flat_map(|i| {
             let clicks = FeatureUpdate {
                 view: VIEWS[0].into(),
-                entity: i.to_string(),
+                entity: entity_id(i),
                 version: 1,
                 event_time_ms: now,
                 values: BTreeMap::from([
@@ -347,7 +457,7 @@ async fn fill(url: &str) {
             };
             let purchases = FeatureUpdate {
                 view: VIEWS[1].into(),
-                entity: i.to_string(),
+                entity: entity_id(i),
                 version: 1,
                 event_time_ms: now,
                 values: BTreeMap::from([
@@ -394,49 +504,6 @@ struct Figures {
     requests: f64,
     p50_ms: f64,
     p99_ms: f64,
-}
-
-/// CONCURRENCY tasks, each looping over lookups of random entities: one pipelined round
-/// trip with an HMGET per view, as the service does for a lookup.
-async fn raw_redis(url: &str) -> Figures {
-    let client = redis::Client::open(url).unwrap();
-    let conn = client.get_multiplexed_async_connection().await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for t in 0..CONCURRENCY {
-        let (mut conn, stop, count) = (conn.clone(), stop.clone(), count.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut entity = t * 7919;
-            while !stop.load(Ordering::Relaxed) {
-                entity = (entity * 31 + 17) % ENTITIES;
-                let reads: Vec<(String, &[&str])> =
-                    vec![(entity_key("user", &entity.to_string()), &FIELDS)];
-                let started = Instant::now();
-                let hashes = freshet_store::read_fields(&mut conn, &reads).await.unwrap();
-                latencies.push(started.elapsed().as_secs_f64() * 1_000.0);
-                assert_eq!(hashes.len(), 1);
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            latencies
-        }));
-    }
-    let started = Instant::now();
-    tokio::time::sleep(ROUND).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
-    Figures {
-        per_second: count.load(Ordering::Relaxed) as f64 / elapsed,
-        requests: count.load(Ordering::Relaxed) as f64,
-        p50_ms: percentile(&latencies, 0.5),
-        p99_ms: percentile(&latencies, 0.99),
-    }
 }
 
 /// Runs wrk against `GET /features/{random id}` and reads its figures.
@@ -488,7 +555,7 @@ fn duration_ms(text: &str) -> f64 {
 /// The entity ids of the `r`-th batch.
 fn batch_ids(r: usize) -> Vec<String> {
     (0..BATCH)
-        .map(|i| ((r * 7919 + i * 13) % ENTITIES).to_string())
+        .map(|i| entity_id((r * 7919 + i * 13) % ENTITIES))
         .collect()
 }
 
@@ -539,49 +606,6 @@ async fn raw_batches(url: &str) -> Vec<f64> {
         );
     }
     latencies
-}
-
-/// Redis's CPU time so far (`INFO cpu`: user plus system), in seconds.
-async fn redis_cpu_seconds(url: &str) -> f64 {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            matches!(name, "used_cpu_user" | "used_cpu_sys")
-                .then(|| value.trim().parse::<f64>().unwrap())
-        })
-        .sum()
-}
-
-/// Seconds spent so far in the Redis and compute phases of all views (from /metrics; the
-/// Redis round trip is counted once per view, so it is divided by the view count).
-async fn phase_seconds(base: &str) -> [f64; 2] {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sum = |phase: &str| -> f64 {
-        VIEWS
-            .iter()
-            .filter_map(|v| {
-                freshet_testkit::metrics::value(
-                    &text,
-                    &format!(
-                        "freshet_serving_view_fetch_seconds_sum{{phase=\"{phase}\",view=\"{v}\"}}"
-                    ),
-                )
-            })
-            .sum()
-    };
-    [sum("redis") / VIEWS.len() as f64, sum("compute")]
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
