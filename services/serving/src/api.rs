@@ -185,7 +185,7 @@ async fn get_features(
     Path(entity_id): Path<String>,
     headers: axum::http::HeaderMap,
     query: Result<Query<SelectionQuery>, QueryRejection>,
-) -> Result<Json<EntityFeatures>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest {
         status: StatusCode::BAD_REQUEST,
         message: format!(
@@ -200,11 +200,26 @@ async fn get_features(
         query.features.as_deref().map(|f| f.split(',')),
     )?;
     let span = tracing::Span::current();
-    span.record("entity_count", 1);
-    span.record("views", selection.view_names().join(",").as_str());
-    Ok(Json(
-        lookup_one(&state, &selection, entity_id, budget).await?,
-    ))
+    if !span.is_disabled() {
+        span.record("entity_count", 1);
+        span.record("views", selection.view_names().join(",").as_str());
+    }
+    // The answer's fixed JSON fragments: made once for the whole selection (the usual
+    // lookup), per request for a narrower one.
+    let narrower;
+    let json = if query.view.is_none() && query.features.is_none() {
+        state.catalog.full_answer_json()
+    } else {
+        narrower = selection.answer_json();
+        &narrower
+    };
+    let mut body = Vec::with_capacity(ANSWER_BYTES_PER_VIEW * selection.view_count());
+    let ids = [entity_id];
+    read_entities(&state, &selection, &ids, budget, |id, read, now, tally| {
+        selection.write_entity(json, id, read, now, tally, &mut body);
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// A batch lookup. `user_ids` is accepted as an older spelling of `entity_ids`.
@@ -358,22 +373,6 @@ pub(crate) fn check_entity_id(position: usize, id: &str) -> Result<(), ApiError>
     Err(ApiError::BadEntityId { position, problem })
 }
 
-/// One entity's features.
-async fn lookup_one(
-    state: &AppState,
-    selection: &Selection<'_>,
-    entity_id: String,
-    budget: Option<Duration>,
-) -> Result<EntityFeatures, ApiError> {
-    let mut answer = None;
-    let ids = [entity_id];
-    read_entities(state, selection, &ids, budget, |id, read, now, tally| {
-        answer = Some(selection.entity(id.to_string(), read, now, tally));
-    })
-    .await?;
-    Ok(answer.expect("one entity read"))
-}
-
 /// Reads the selected views of every entity and hands each entity's reads to `each`, in
 /// request order, with the lookup's time and tally (recorded in the per-view metrics at
 /// the end). Entities the near cache holds (when it is on and confirmed fresh) are not
@@ -518,8 +517,8 @@ async fn batch_body(
     budget: Option<Duration>,
     started: Instant,
 ) -> Result<Vec<u8>, ApiError> {
-    let per_entity = selection.reads_per_entity();
-    let mut body = Vec::with_capacity(64 + entities.len() * per_entity * ANSWER_BYTES_PER_VIEW);
+    let mut body =
+        Vec::with_capacity(64 + entities.len() * selection.view_count() * ANSWER_BYTES_PER_VIEW);
     body.extend_from_slice(b"{\"batch_size\":");
     write_json(&mut body, &entities.len());
     body.extend_from_slice(b",\"results\":[");
