@@ -142,7 +142,7 @@ async fn feature_hashes_round_trip_through_redis_with_the_core_layout() {
     assert_eq!(write(update(11, 4)).await, 1, "a newer version applies");
     let clicks: String = redis::cmd("HGET")
         .arg(&key)
-        .arg("click_count_1m")
+        .arg("user_click_stats:click_count_1m")
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -157,7 +157,7 @@ fn main() {
     );
 
     for (name, base) in [("cache on", &cached), ("cache off", &uncached)] {
-        let open = runtime.block_on(open_loop(base, OPEN_LOOP_RATE, OPEN_LOOP_TIME));
+        let open = open_loop(base, OPEN_LOOP_RATE, OPEN_LOOP_TIME);
         println!(
             "open loop at {OPEN_LOOP_RATE:.0} requests/s for {}s, {name}: achieved {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms  (aim p99 < 0.5 ms)",
             OPEN_LOOP_TIME.as_secs(),
@@ -395,52 +395,87 @@ struct OpenLoop {
 
 /// `GET /features/{random id}` at `rate` requests/s for `time`, open loop: request `i` is
 /// due at `start + i / rate` whatever the answers do. Workers (one keep-alive connection
-/// each) take requests in turn; a request whose worker was still busy when it fell due is
-/// timed from when it was due, so a slow answer counts against every request it held
-/// back. A worker that was idle waits for the due time on tokio's timer (millisecond
-/// grain), and its request is timed from when it was sent.
-async fn open_loop(base: &str, rate: f64, time: Duration) -> OpenLoop {
-    const WORKERS: usize = 64;
+/// each, plain HTTP/1.1 written and read by hand so the generator adds little of its own)
+/// take requests in turn on a runtime of their own thread; a request whose worker was
+/// still busy when it fell due is timed from when it was due, so a slow answer counts
+/// against every request it held back. A worker that was idle waits for the due time on
+/// tokio's timer (millisecond grain), and its request is timed from when it was sent.
+fn open_loop(address: &str, rate: f64, time: Duration) -> OpenLoop {
+    const WORKERS: usize = 32;
+    let address = address.trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the load generator");
     let total = (rate * time.as_secs_f64()) as usize;
-    let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let mut tasks = Vec::new();
-    for w in 0..WORKERS {
-        let base = base.to_string();
-        tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap();
-            let mut latencies = Vec::with_capacity(total / WORKERS + 1);
-            let mut entity = w * 7919;
-            let mut busy_until = start;
-            for i in (w..total).step_by(WORKERS) {
-                let due = start + Duration::from_secs_f64(i as f64 / rate);
-                entity = (entity * 31 + 17) % ENTITIES;
-                let from = if busy_until > due {
-                    due
-                } else {
-                    tokio::time::sleep_until(due).await;
-                    tokio::time::Instant::now()
-                };
-                let response = http
-                    .get(format!("{base}/features/{}", entity_id(entity)))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success(), "{}", response.status());
-                response.bytes().await.unwrap();
-                busy_until = tokio::time::Instant::now();
-                latencies.push((busy_until - from).as_secs_f64() * 1_000.0);
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::with_capacity(total);
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    let elapsed = (tokio::time::Instant::now() - start).as_secs_f64();
+    let (mut latencies, elapsed) = runtime.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let start = tokio::time::Instant::now() + Duration::from_millis(50);
+        let mut tasks = Vec::new();
+        for w in 0..WORKERS {
+            let address = address.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut buffer = vec![0u8; 64 * 1024];
+                let mut latencies = Vec::with_capacity(total / WORKERS + 1);
+                let mut entity = w * 7919;
+                let mut busy_until = start;
+                for i in (w..total).step_by(WORKERS) {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    entity = (entity * 31 + 17) % ENTITIES;
+                    let request = format!(
+                        "GET /features/{} HTTP/1.1\r\nHost: {address}\r\n\r\n",
+                        entity_id(entity)
+                    );
+                    let from = if busy_until > due {
+                        due
+                    } else {
+                        tokio::time::sleep_until(due).await;
+                        tokio::time::Instant::now()
+                    };
+                    stream.write_all(request.as_bytes()).await.unwrap();
+                    // Read the head, then the body by its Content-Length.
+                    let mut filled = 0;
+                    let (head_end, length) = loop {
+                        let n = stream.read(&mut buffer[filled..]).await.unwrap();
+                        assert!(n > 0, "the service closed the connection");
+                        filled += n;
+                        let text = &buffer[..filled];
+                        if let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = std::str::from_utf8(&text[..end]).unwrap();
+                            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                            let length: usize = head
+                                .lines()
+                                .find_map(|l| {
+                                    let (name, value) = l.split_once(':')?;
+                                    name.eq_ignore_ascii_case("content-length")
+                                        .then(|| value.trim().parse().ok())?
+                                })
+                                .expect("a Content-Length");
+                            break (end + 4, length);
+                        }
+                    };
+                    while filled < head_end + length {
+                        let n = stream.read(&mut buffer[filled..]).await.unwrap();
+                        assert!(n > 0, "the service closed the connection");
+                        filled += n;
+                    }
+                    busy_until = tokio::time::Instant::now();
+                    latencies.push((busy_until - from).as_secs_f64() * 1_000.0);
+                }
+                latencies
+            }));
+        }
+        let mut latencies = Vec::with_capacity(total);
+        for t in tasks {
+            latencies.extend(t.await.unwrap());
+        }
+        (
+            latencies,
+            (tokio::time::Instant::now() - start).as_secs_f64(),
+        )
+    });
     latencies.sort_by(f64::total_cmp);
     OpenLoop {
         achieved: latencies.len() as f64 / elapsed,
