@@ -26,6 +26,7 @@ use freshet_core::store_layout::{
 };
 use redis::aio::ConnectionLike;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::LazyLock;
 
 mod batch_connection;
@@ -130,9 +131,19 @@ pub async fn read_hashes<C: ConnectionLike>(
 /// for a key that is not a hash), so one bad key does not fail the others' reads.
 #[derive(Debug, Clone)]
 pub struct RawFields {
-    fields: Result<Vec<Option<bytes::Bytes>>, Unread>,
+    fields: Fields,
     /// Served from a reader's cache of an earlier read rather than read now.
     cached: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Fields {
+    /// As Redis sent them.
+    Read(Vec<Option<bytes::Bytes>>),
+    /// Some of another read's fields, by position (see [`RawFields::project`]).
+    Projected(Arc<RawFields>, Arc<[usize]>),
+    /// Why the key's fields are not there.
+    Unread(Unread),
 }
 
 /// Why a key's fields are not there.
@@ -149,32 +160,53 @@ impl RawFields {
     /// with an error). Bytes that are not UTF-8 read as U+FFFD, so a corrupt value fails
     /// to decode instead of vanishing.
     pub fn get(&self, i: usize) -> Option<&str> {
-        let bytes = self.fields.as_ref().ok()?.get(i)?.as_ref()?;
+        let bytes = match &self.fields {
+            Fields::Read(fields) => fields.get(i)?.as_ref()?,
+            Fields::Projected(all, positions) => return all.get(*positions.get(i)?),
+            Fields::Unread(_) => return None,
+        };
         Some(std::str::from_utf8(bytes).unwrap_or("\u{fffd}"))
     }
 
     /// Whether none of the fields exist (for a hash written by [`write_updates`]: the key
     /// does not exist). False when Redis answered with an error.
     pub fn is_empty(&self) -> bool {
-        self.fields
-            .as_ref()
-            .is_ok_and(|fields| fields.iter().all(Option::is_none))
+        match &self.fields {
+            Fields::Read(fields) => fields.iter().all(Option::is_none),
+            Fields::Projected(all, positions) => {
+                all.readable() && positions.iter().all(|&i| all.get(i).is_none())
+            }
+            Fields::Unread(_) => false,
+        }
     }
 
     /// Whether none of the fields at `positions` exist (false when Redis answered with an
     /// error).
     pub fn none_in(&self, positions: std::ops::Range<usize>) -> bool {
-        self.fields.as_ref().is_ok_and(|fields| {
-            fields
+        match &self.fields {
+            Fields::Read(fields) => fields
                 .get(positions)
-                .is_none_or(|fields| fields.iter().all(Option::is_none))
-        })
+                .is_none_or(|fields| fields.iter().all(Option::is_none)),
+            Fields::Projected(all, map) => {
+                all.readable()
+                    && map
+                        .get(positions)
+                        .is_none_or(|map| map.iter().all(|&i| all.get(i).is_none()))
+            }
+            Fields::Unread(_) => false,
+        }
+    }
+
+    /// Whether Redis answered with fields (not an error, not too late).
+    fn readable(&self) -> bool {
+        self.error().is_none() && !self.is_timed_out()
     }
 
     /// The error Redis answered for this key instead of its fields.
     pub fn error(&self) -> Option<&str> {
         match &self.fields {
-            Err(Unread::Failed(error)) => Some(error),
+            Fields::Unread(Unread::Failed(error)) => Some(error),
+            Fields::Projected(all, _) => all.error(),
             _ => None,
         }
     }
@@ -182,14 +214,14 @@ impl RawFields {
     /// Redis's error answer for a key.
     pub fn failed(error: impl Into<String>) -> Self {
         RawFields {
-            fields: Err(Unread::Failed(error.into())),
+            fields: Fields::Unread(Unread::Failed(error.into())),
             cached: false,
         }
     }
 
     pub(crate) fn fields(fields: Vec<Option<bytes::Bytes>>) -> Self {
         RawFields {
-            fields: Ok(fields),
+            fields: Fields::Read(fields),
             cached: false,
         }
     }
@@ -197,39 +229,31 @@ impl RawFields {
     /// Fields not read because the reader's deadline passed first.
     pub fn timed_out() -> Self {
         RawFields {
-            fields: Err(Unread::TimedOut),
+            fields: Fields::Unread(Unread::TimedOut),
             cached: false,
         }
     }
 
     /// Whether these are [`RawFields::timed_out`]'s.
     pub fn is_timed_out(&self) -> bool {
-        matches!(self.fields, Err(Unread::TimedOut))
+        match &self.fields {
+            Fields::Unread(Unread::TimedOut) => true,
+            Fields::Projected(all, _) => all.is_timed_out(),
+            _ => false,
+        }
     }
 
-    /// These fields marked as served from a cache.
-    pub fn into_cached(mut self) -> Self {
-        self.cached = true;
-        self
-    }
-
-    /// Whether these fields came from a cache (see [`RawFields::into_cached`]).
+    /// Whether these fields came from a cache (see [`RawFields::project`]).
     pub fn is_cached(&self) -> bool {
         self.cached
     }
 
-    /// The fields at `positions`, in that order (sharing the reply's buffers), with this
-    /// read's error, timeout and cache mark.
-    pub fn project(&self, positions: &[usize]) -> RawFields {
+    /// The fields of `all` at `positions`, in that order, marked as served from a cache
+    /// or not: a view of `all` that copies nothing.
+    pub fn project(all: Arc<RawFields>, positions: Arc<[usize]>, cached: bool) -> RawFields {
         RawFields {
-            fields: match &self.fields {
-                Ok(fields) => Ok(positions
-                    .iter()
-                    .map(|&i| fields.get(i).cloned().flatten())
-                    .collect()),
-                Err(e) => Err(e.clone()),
-            },
-            cached: self.cached,
+            fields: Fields::Projected(all, positions),
+            cached,
         }
     }
 }

@@ -474,7 +474,7 @@ async fn read_through_cache(
         for g in 0..per_entity {
             let key = selection.key(g, entity);
             match cache.get(&key) {
-                Some(hit) => reads[e * per_entity + g] = Some(selection.project(g, &hit)),
+                Some(hit) => reads[e * per_entity + g] = Some(selection.project(g, &hit, true)),
                 None => {
                     tickets.push((e * per_entity + g, cache.ticket(&key)));
                     misses.push((key, selection.all_fields(g)));
@@ -486,8 +486,9 @@ async fn read_through_cache(
         let mut arrived = 0;
         let read = state.store.read_each(&misses, |fields| {
             let (slot, ticket) = tickets[arrived];
+            let fields = Arc::new(fields);
             cache.insert(misses[arrived].0.clone(), &fields, ticket);
-            reads[slot] = Some(selection.project(slot % per_entity, &fields));
+            reads[slot] = Some(selection.project(slot % per_entity, &fields, false));
             arrived += 1;
         });
         within(state, budget, read).await?;

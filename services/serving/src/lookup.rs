@@ -306,6 +306,7 @@ impl<'c> Selection<'c> {
     /// entity type, in order of first appearance.
     fn new(catalog: &'c Catalog, chosen: Vec<(&'c CatalogView, Vec<usize>)>) -> Self {
         let mut groups: Vec<ReadGroup> = Vec::new();
+        let mut positions: Vec<Vec<usize>> = Vec::new();
         let mut views = Vec::with_capacity(chosen.len());
         for (view, features) in chosen {
             let group = match groups
@@ -324,26 +325,29 @@ impl<'c> Selection<'c> {
                         entity_type: &view.entity_type,
                         fields: Vec::new(),
                         all_fields,
-                        positions: Vec::new(),
+                        positions: Arc::new([]),
                     });
+                    positions.push(Vec::new());
                     groups.len() - 1
                 }
             };
-            let ReadGroup {
-                fields, positions, ..
-            } = &mut groups[group];
+            let fields = &mut groups[group].fields;
             let offset = fields.len();
             fields.push(&view.version_field);
             fields.push(&view.event_time_field);
             fields.extend(features.iter().map(|&i| &*view.feature_fields[i]));
-            positions.extend([view.full_offset, view.full_offset + 1]);
-            positions.extend(features.iter().map(|&i| view.full_offset + 2 + i));
+            let at = &mut positions[group];
+            at.extend([view.full_offset, view.full_offset + 1]);
+            at.extend(features.iter().map(|&i| view.full_offset + 2 + i));
             views.push(SelectedView {
                 view,
                 features,
                 group,
                 offset,
             });
+        }
+        for (group, positions) in groups.iter_mut().zip(positions) {
+            group.positions = positions.into();
         }
         Selection { views, groups }
     }
@@ -364,7 +368,7 @@ struct ReadGroup<'c> {
     /// Every field of the entity type's hash (what the near cache reads and keeps).
     all_fields: Vec<&'c str>,
     /// Where each of `fields` is in `all_fields`.
-    positions: Vec<usize>,
+    positions: Arc<[usize]>,
 }
 
 struct SelectedView<'c> {
@@ -447,9 +451,10 @@ impl Selection<'_> {
         &self.groups[g].all_fields
     }
 
-    /// Group `g`'s selected fields out of a read of [`Selection::all_fields`].
-    pub fn project(&self, g: usize, all: &RawFields) -> RawFields {
-        all.project(&self.groups[g].positions)
+    /// Group `g`'s selected fields out of a read of [`Selection::all_fields`] (a view of
+    /// it: nothing is copied), marked as answered by the cache or not.
+    pub fn project(&self, g: usize, all: &Arc<RawFields>, cached: bool) -> RawFields {
+        RawFields::project(all.clone(), self.groups[g].positions.clone(), cached)
     }
 
     /// How many reads each entity takes: one per entity type among the selected views
@@ -479,13 +484,14 @@ impl Selection<'_> {
         now_ms: i64,
         tally: &mut Tally,
     ) -> EntityFeatures {
+        let started = Instant::now();
         let mut views = Vec::with_capacity(self.views.len());
         for (selected, counts) in self.views.iter().zip(&mut tally.views) {
-            let started = Instant::now();
             let values = selected.serve(&read[selected.group], now_ms, &entity_id);
-            counts.count(selected, values.status, values.age_ms, started);
+            counts.count(selected, values.status, values.age_ms);
             views.push((selected.view.name.clone(), values));
         }
+        tally.spent(started);
         EntityFeatures {
             entity_id,
             views: NamedMap(views),
@@ -510,21 +516,22 @@ impl Selection<'_> {
         tally: &mut Tally,
         out: &mut Vec<u8>,
     ) {
+        let started = Instant::now();
         out.extend_from_slice(b"{\"entity_id\":");
         serde_json::to_writer(&mut *out, entity_id).expect("an id to memory");
         out.extend_from_slice(b",\"views\":{");
         let views = self.views.iter().zip(&json.views);
         for (v, (selected, view_json)) in views.enumerate() {
-            let started = Instant::now();
             if v > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(&view_json.name);
             let read = &read[selected.group];
             let (status, age_ms) = selected.write_json(read, now_ms, entity_id, view_json, out);
-            tally.views[v].count(selected, status, age_ms, started);
+            tally.views[v].count(selected, status, age_ms);
         }
         out.extend_from_slice(b"}}");
+        tally.spent(started);
     }
 
     /// Records a finished lookup's tally in the per-view metrics, with how long the Redis
@@ -560,16 +567,20 @@ struct ViewTally {
     compute: Duration,
 }
 
+impl Tally {
+    /// Adds the time since `started`, spent building one entity's answer, to its views'
+    /// compute time in equal shares (one clock read per entity, not per view).
+    fn spent(&mut self, started: Instant) {
+        let share = started.elapsed() / self.views.len().max(1) as u32;
+        for view in &mut self.views {
+            view.compute += share;
+        }
+    }
+}
+
 impl ViewTally {
-    /// Counts one entity's view, built since `started`; a served age goes straight to
-    /// the age histogram.
-    fn count(
-        &mut self,
-        selected: &SelectedView,
-        status: ViewStatus,
-        age_ms: Option<i64>,
-        started: Instant,
-    ) {
+    /// Counts one entity's view; a served age goes straight to the age histogram.
+    fn count(&mut self, selected: &SelectedView, status: ViewStatus, age_ms: Option<i64>) {
         self.statuses[status as usize] += 1;
         if let Some(age_ms) = age_ms {
             selected
@@ -578,7 +589,6 @@ impl ViewTally {
                 .age_seconds
                 .observe(age_ms as f64 / 1_000.0);
         }
-        self.compute += started.elapsed();
     }
 }
 

@@ -98,7 +98,7 @@ impl ServingMetrics {
         let fetch = HistogramVec::new(
             HistogramOpts::new(
                 "freshet_serving_view_fetch_seconds",
-                "Cost of fetching one feature view for one request, by phase: redis (the round trip its values came in) or compute (decoding and building the response).",
+                "Cost of fetching one feature view for one request, by phase: redis (the round trip its values came in) or compute (decoding and building the response; an entity's time is shared equally between its views).",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["view", "phase"],

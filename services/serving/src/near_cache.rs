@@ -92,7 +92,7 @@ impl NearCache {
         confirmed > 0 && self.now_us().saturating_sub(confirmed) <= self.bound.as_micros() as u64
     }
 
-    /// The cached fields of `key`, marked as cached; counted as a hit or a miss.
+    /// The cached fields of `key`; counted as a hit or a miss.
     pub fn get(&self, key: &str) -> Option<Arc<RawFields>> {
         let found = self.entries.get(key);
         match found {
@@ -119,12 +119,11 @@ impl NearCache {
     /// Stores what a read of `key` returned, unless the key was invalidated (or the cache
     /// emptied) since `ticket` was taken. A read Redis answered with an error is not
     /// stored.
-    pub fn insert(&self, key: String, fields: &RawFields, ticket: Ticket) {
+    pub fn insert(&self, key: String, fields: &Arc<RawFields>, ticket: Ticket) {
         if fields.error().is_some() || fields.is_timed_out() || !self.unchanged(ticket) {
             return;
         }
-        self.entries
-            .insert(key.clone(), Arc::new(fields.clone().into_cached()));
+        self.entries.insert(key.clone(), fields.clone());
         // Checked again after the insert: an invalidation that raced with it either
         // bumped the counter first (seen here, and the entry is removed) or removes the
         // entry itself.
