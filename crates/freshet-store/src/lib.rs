@@ -174,7 +174,7 @@ impl RawFields {
         match &self.fields {
             Fields::Read(fields) => fields.iter().all(Option::is_none),
             Fields::Projected(all, positions) => {
-                all.readable() && positions.iter().all(|&i| all.get(i).is_none())
+                all.readable() && positions.iter().all(|&i| !all.holds(i))
             }
             Fields::Unread(_) => false,
         }
@@ -191,8 +191,17 @@ impl RawFields {
                 all.readable()
                     && map
                         .get(positions)
-                        .is_none_or(|map| map.iter().all(|&i| all.get(i).is_none()))
+                        .is_none_or(|map| map.iter().all(|&i| !all.holds(i)))
             }
+            Fields::Unread(_) => false,
+        }
+    }
+
+    /// Whether the `i`-th field exists (without decoding it).
+    fn holds(&self, i: usize) -> bool {
+        match &self.fields {
+            Fields::Read(fields) => fields.get(i).is_some_and(Option::is_some),
+            Fields::Projected(all, positions) => positions.get(i).is_some_and(|&p| all.holds(p)),
             Fields::Unread(_) => false,
         }
     }
