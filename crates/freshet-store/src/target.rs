@@ -136,10 +136,17 @@ impl StoreConnection {
         }
     }
 
-    /// [`crate::read_hashes`] on either kind of store.
+    /// [`crate::read_hashes`] on either kind of store, any number of keys (in pipelines of
+    /// [`WRITE_CHUNK`], so that each is answered within the connection's response timeout).
     pub async fn read_hashes(&mut self, keys: &[String]) -> redis::RedisResult<Vec<RawHash>> {
         match self {
-            StoreConnection::Single(connection) => crate::read_hashes(connection, keys).await,
+            StoreConnection::Single(connection) => {
+                let mut hashes = Vec::with_capacity(keys.len());
+                for chunk in keys.chunks(WRITE_CHUNK) {
+                    hashes.extend(crate::read_hashes(connection, chunk).await?);
+                }
+                Ok(hashes)
+            }
             StoreConnection::Cluster(connection) => {
                 let reads = keys.iter().map(|key| {
                     let mut connection = connection.clone();
