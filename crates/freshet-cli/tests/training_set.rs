@@ -145,11 +145,7 @@ fn pandas_python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FRESHET_FLINK_PYTHON") {
         return Some(PathBuf::from(p));
     }
-    let tools = std::env::var_os("FRESHET_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/freshet/tools"))
-        })?;
+    let tools = freshet_testkit::tools_dir();
     let python = tools.join("flink-venv/bin/python");
     python.exists().then_some(python)
 }

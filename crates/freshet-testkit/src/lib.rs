@@ -19,6 +19,10 @@ pub mod llm;
 pub mod metrics;
 pub mod otlp;
 
+/// Where `scripts/bootstrap.sh` installs third-party tools (`$FRESHET_TOOLS_DIR`, default
+/// `~/.cache/freshet/tools`): the venvs of the clients tests check Freshet against.
+pub use freshet_localstack::tools::tools_dir;
+
 use freshet_localstack::components::{self, ComponentSpec};
 use freshet_localstack::process::log_tail;
 use freshet_localstack::{free_port, ManagedProcess, Tools};

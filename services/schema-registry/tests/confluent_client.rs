@@ -12,11 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn client_python() -> Option<PathBuf> {
-    let tools = std::env::var_os("FRESHET_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/freshet/tools"))
-        })?;
+    let tools = freshet_testkit::tools_dir();
     let python = tools.join("venv/bin/python");
     let has_client = Command::new(&python)
         .args(["-c", "import confluent_kafka, fastavro"])

@@ -20,11 +20,7 @@ use std::process::Command;
 /// `schemathesis-venv/bin/st` under `$FRESHET_TOOLS_DIR` (default
 /// `~/.cache/freshet/tools`).
 fn schemathesis() -> Option<PathBuf> {
-    let tools = std::env::var_os("FRESHET_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/freshet/tools"))
-        })?;
+    let tools = freshet_testkit::tools_dir();
     let st = tools.join("schemathesis-venv/bin/st");
     let works = Command::new(&st)
         .arg("--version")

@@ -344,11 +344,7 @@ async fn bad_feast_requests_get_feasts_error_shape_and_never_a_5xx() {
 
 /// `$FRESHET_TOOLS_DIR/feast-venv` (default `~/.cache/freshet/tools`), with Feast.
 fn feast_venv() -> Option<PathBuf> {
-    let tools = std::env::var_os("FRESHET_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/freshet/tools"))
-        })?;
+    let tools = freshet_testkit::tools_dir();
     let venv = tools.join("feast-venv");
     let has_feast = Command::new(venv.join("bin/python"))
         .args(["-c", "import feast"])
