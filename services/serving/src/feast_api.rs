@@ -20,9 +20,10 @@
 //! The status is a 4xx for every mistake in a request (Feast's own server answers some
 //! of them with a 500).
 
-use crate::api::{check_entity_id, read_entities, AppState};
+use crate::api::{check_entity_id, AppState};
 use crate::error::ApiError;
 use crate::lookup::{EntityFeatures, RefError, ValueSource, ViewStatus, ViewValues};
+use crate::read::read_entities;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;

@@ -9,6 +9,8 @@
 //!   failure, so an outage gives fast 503s and the service recovers by itself.
 //! - [`near_cache`]: entity hashes kept in memory, invalidated by Redis itself (RESP3
 //!   client tracking), never staler than a confirmed bound.
+//! - [`read`]: a lookup's entities from the near cache or Redis, within its budget.
+//! - [`openapi`]: the OpenAPI document, completed with this deployment's names and limits.
 //! - [`feast_api`]: `POST /get-online-features`, Feast's feature-server protocol over the
 //!   same lookup, so Feast's SDK reads Freshet's features.
 //! - [`copilot_api`]: the LLM copilot's endpoints (`/api/llm/...`), 503 without a key.
@@ -27,6 +29,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod near_cache;
 pub mod openapi;
+pub mod read;
 pub mod store;
 
 use axum::extract::{MatchedPath, Request};
