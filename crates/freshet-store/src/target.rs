@@ -32,6 +32,30 @@ pub struct BadStoreUrl {
     pub reason: String,
 }
 
+/// The `redis://` URL of each node a cluster URL lists (credentials and options kept);
+/// `None` for a URL that is not a cluster's.
+pub fn cluster_node_urls(url: &str) -> Option<Vec<String>> {
+    let rest = url
+        .strip_prefix(CLUSTER_SCHEME)
+        .and_then(|r| r.strip_prefix("://"))?;
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
+    };
+    Some(
+        hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|host| format!("redis://{userinfo}{host}{tail}"))
+            .collect(),
+    )
+}
+
 /// One Redis server or a cluster.
 #[derive(Clone)]
 pub enum StoreTarget {
@@ -47,28 +71,11 @@ impl StoreTarget {
             url: url.to_string(),
             reason,
         };
-        let Some(rest) = url
-            .strip_prefix(CLUSTER_SCHEME)
-            .and_then(|r| r.strip_prefix("://"))
-        else {
+        let Some(nodes) = cluster_node_urls(url) else {
             return redis::Client::open(url)
                 .map(StoreTarget::Single)
                 .map_err(|e| bad(e.to_string()));
         };
-        let (authority, tail) = match rest.find(['/', '?']) {
-            Some(at) => rest.split_at(at),
-            None => (rest, ""),
-        };
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
-            None => (String::new(), authority),
-        };
-        let nodes: Vec<String> = hosts
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(|host| format!("redis://{userinfo}{host}{tail}"))
-            .collect();
         if nodes.is_empty() {
             return Err(bad(format!(
                 "a cluster URL lists its nodes: {CLUSTER_SCHEME}://host1:port1,host2:port2"

@@ -123,24 +123,15 @@ pub fn app(
         config.llm_request_timeout,
     ));
     let store = store::FeatureStore::new(&config.redis_url, config.redis_timeout)?;
-    let cache = match store.client() {
-        Some(client) if config.near_cache_entries > 0 => {
-            let cache = Arc::new(near_cache::NearCache::new(
-                config.near_cache_entries,
-                config.near_cache_staleness,
-                metrics.cache.clone(),
-            ));
-            tokio::spawn(near_cache::track(cache.clone(), client.clone()));
-            Some(cache)
-        }
-        Some(_) => None,
-        None => {
-            if config.near_cache_entries > 0 {
-                tracing::info!("the near cache is off with a Redis Cluster (it tracks one server's invalidations); every lookup reads the cluster");
-            }
-            None
-        }
-    };
+    let cache = (config.near_cache_entries > 0).then(|| {
+        let cache = Arc::new(near_cache::NearCache::new(
+            config.near_cache_entries,
+            config.near_cache_staleness,
+            metrics.cache.clone(),
+        ));
+        tokio::spawn(near_cache::track(cache.clone(), store.tracked()));
+        cache
+    });
     let state = Arc::new(api::AppState {
         catalog: lookup::Catalog::new(definitions, &metrics),
         store,

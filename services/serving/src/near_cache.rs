@@ -30,6 +30,7 @@ use crate::metrics::CacheMetrics;
 use freshet_core::store_layout::KEY_PREFIX;
 use freshet_store::RawFields;
 use redis::{PushKind, Value};
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -156,14 +157,25 @@ impl NearCache {
     }
 }
 
+/// What the tracker follows: one server, or every master of a Redis Cluster.
+#[derive(Clone)]
+pub enum Tracked {
+    Server(redis::Client),
+    /// Some nodes of the cluster (with the cluster URL's credentials); its masters are
+    /// found from them, and each gets a tracker connection.
+    Cluster(Vec<redis::Client>),
+}
+
 /// Keeps `cache` fresh for as long as the service runs: connects the tracker (RESP3,
-/// `CLIENT TRACKING ON BCAST PREFIX fe:`), applies invalidations, confirms them with
-/// `PING`s, and reconnects after a failure (the cache is emptied and serves nothing until
-/// the new connection is confirmed).
-pub async fn track(cache: Arc<NearCache>, client: redis::Client) {
+/// `CLIENT TRACKING ON BCAST PREFIX fe:`, one connection per server: every master of a
+/// cluster), applies invalidations, confirms them with `PING`s, and reconnects after a
+/// failure (the cache is emptied and serves nothing until the new connections are
+/// confirmed). On a cluster each confirmation also checks that the set of masters is the
+/// one tracked; when it changes (a failover, a new node), the trackers start again.
+pub async fn track(cache: Arc<NearCache>, tracked: Tracked) {
     let mut logged_down = false;
     loop {
-        match track_once(&cache, &client).await {
+        match track_once(&cache, &tracked).await {
             Ok(()) => {}
             Err(e) => {
                 if !logged_down {
@@ -180,23 +192,25 @@ pub async fn track(cache: Arc<NearCache>, client: redis::Client) {
     }
 }
 
-/// One tracker connection, until it fails.
-async fn track_once(cache: &NearCache, client: &redis::Client) -> redis::RedisResult<()> {
-    let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+/// A RESP3 connection that sends its push messages to `pushes`, with tracking on.
+async fn tracker_connection(
+    cache: &NearCache,
+    server: &redis::Client,
+    pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let timeout = cache.bound.max(Duration::from_millis(20));
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout * 10))
         .set_response_timeout(Some(timeout))
-        .set_push_sender(sender);
-    let info = client.get_connection_info().clone().set_redis_settings(
-        client
+        .set_push_sender(pushes);
+    let info = server.get_connection_info().clone().set_redis_settings(
+        server
             .get_connection_info()
             .redis_settings()
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3),
     );
-    let client = redis::Client::open(info)?;
-    let mut connection = client
+    let mut connection = redis::Client::open(info)?
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     redis::cmd("CLIENT")
@@ -204,10 +218,112 @@ async fn track_once(cache: &NearCache, client: &redis::Client) -> redis::RedisRe
         .arg(format!("{KEY_PREFIX}:"))
         .query_async::<()>(&mut connection)
         .await?;
+    Ok(connection)
+}
+
+/// The masters of a cluster (`CLUSTER SLOTS`), as (host, port), from `connection`
+/// (`seed` gives the host of a node that reports none).
+async fn cluster_masters(
+    connection: &mut redis::aio::MultiplexedConnection,
+    seed: &redis::Client,
+) -> redis::RedisResult<BTreeSet<(String, u16)>> {
+    let slots: Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(connection)
+        .await?;
+    let seed_host = match seed.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, _) => host.clone(),
+        _ => String::new(),
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        _ => String::new(),
+    };
+    let mut masters = BTreeSet::new();
+    if let Value::Array(ranges) = slots {
+        for range in ranges {
+            let Value::Array(range) = range else { continue };
+            let Some(Value::Array(master)) = range.get(2) else {
+                continue;
+            };
+            let host = master.first().map(text).unwrap_or_default();
+            let Some(Value::Int(port)) = master.get(1) else {
+                continue;
+            };
+            let host = if host.is_empty() || host == "?" {
+                seed_host.clone()
+            } else {
+                host
+            };
+            masters.insert((host, *port as u16));
+        }
+    }
+    if masters.is_empty() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "CLUSTER SLOTS named no master",
+        )));
+    }
+    Ok(masters)
+}
+
+/// One set of tracker connections, until one fails (or the cluster's masters change).
+async fn track_once(cache: &NearCache, tracked: &Tracked) -> redis::RedisResult<()> {
+    let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+    let (servers, masters, seed) = match tracked {
+        Tracked::Server(client) => (vec![client.clone()], None, client.clone()),
+        Tracked::Cluster(seeds) => {
+            let mut found = None;
+            let mut last = None;
+            for seed in seeds {
+                // A plain connection: only to ask for the masters.
+                let timeout = cache.bound.max(Duration::from_millis(20)) * 10;
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout));
+                match seed
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                {
+                    Ok(mut connection) => match cluster_masters(&mut connection, seed).await {
+                        Ok(masters) => {
+                            found = Some((masters, seed.clone()));
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    },
+                    Err(e) => last = Some(e),
+                }
+            }
+            let Some((masters, seed)) = found else {
+                return Err(last.unwrap_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "no cluster node listed"))
+                }));
+            };
+            let servers = masters
+                .iter()
+                .map(|(host, port)| {
+                    redis::Client::open(
+                        seed.get_connection_info()
+                            .clone()
+                            .set_addr(redis::ConnectionAddr::Tcp(host.clone(), *port)),
+                    )
+                })
+                .collect::<redis::RedisResult<Vec<_>>>()?;
+            (servers, Some(masters), seed)
+        }
+    };
+    let mut connections = Vec::with_capacity(servers.len());
+    for server in &servers {
+        connections.push(tracker_connection(cache, server, sender.clone()).await?);
+    }
+    drop(sender);
     // Entries stored before tracking began may have missed invalidations.
     cache.clear();
     tracing::info!(
         bound_ms = cache.bound.as_millis() as u64,
+        servers = connections.len(),
         "near cache: tracking invalidations"
     );
     let mut ticks = tokio::time::interval(cache.bound / 4);
@@ -216,11 +332,24 @@ async fn track_once(cache: &NearCache, client: &redis::Client) -> redis::RedisRe
         tokio::select! {
             push = pushes.recv() => match push {
                 Some(push) => apply(cache, push)?,
-                None => return Err(redis::RedisError::from((redis::ErrorKind::Io, "the tracker connection closed"))),
+                None => return Err(redis::RedisError::from((redis::ErrorKind::Io, "the tracker connections closed"))),
             },
             _ = ticks.tick() => {
                 let sent = cache.now_us();
-                redis::cmd("PING").query_async::<()>(&mut connection).await?;
+                let pings = connections.iter().map(|c| {
+                    let mut c = c.clone();
+                    async move { redis::cmd("PING").query_async::<()>(&mut c).await }
+                });
+                futures::future::try_join_all(pings).await?;
+                if let Some(masters) = &masters {
+                    let now = cluster_masters(&mut connections[0], &seed).await?;
+                    if &now != masters {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "the cluster's masters changed",
+                        )));
+                    }
+                }
                 // Every invalidation Redis queued before answering is in the channel now.
                 while let Ok(push) = pushes.try_recv() {
                     apply(cache, push)?;

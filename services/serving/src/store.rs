@@ -64,6 +64,8 @@ pub struct FeatureStore {
 
 struct ClusterStore {
     client: ClusterClient,
+    /// The nodes the URL names, for the near cache's tracker.
+    seeds: Vec<redis::Client>,
     connection: Mutex<Option<ClusterConnection>>,
     /// Held while a connection attempt is in flight, with the time of the last failure.
     connecting: tokio::sync::Mutex<Option<Instant>>,
@@ -80,14 +82,19 @@ impl FeatureStore {
             match StoreTarget::parse(url, Some(timeout)).map_err(|e| bad(e.reason))? {
                 StoreTarget::Single(client) => (client, None),
                 StoreTarget::Cluster(cluster) => {
-                    let first = url
-                        .split_once("://")
-                        .and_then(|(_, rest)| rest.split([',', '/']).next())
-                        .unwrap_or_default();
-                    let client = redis::Client::open(format!("redis://{first}"))
+                    let seeds = freshet_store::cluster_node_urls(url)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|node| redis::Client::open(node.as_str()))
+                        .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| bad(e.to_string()))?;
+                    let client = seeds
+                        .first()
+                        .cloned()
+                        .ok_or_else(|| bad("a cluster URL lists its nodes".to_string()))?;
                     let cluster = ClusterStore {
                         client: *cluster,
+                        seeds,
                         connection: Mutex::new(None),
                         connecting: tokio::sync::Mutex::new(None),
                     };
@@ -108,10 +115,13 @@ impl FeatureStore {
         })
     }
 
-    /// The client the store connects with (its URL's address, credentials, database);
-    /// `None` for a cluster.
-    pub fn client(&self) -> Option<&redis::Client> {
-        self.cluster.is_none().then_some(&self.client)
+    /// What the near cache's tracker follows: this server, or the cluster's nodes named
+    /// in the URL.
+    pub fn tracked(&self) -> crate::near_cache::Tracked {
+        match &self.cluster {
+            None => crate::near_cache::Tracked::Server(self.client.clone()),
+            Some(cluster) => crate::near_cache::Tracked::Cluster(cluster.seeds.clone()),
+        }
     }
 
     pub fn is_cluster(&self) -> bool {

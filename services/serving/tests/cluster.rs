@@ -58,6 +58,63 @@ async fn lookups_read_every_entity_from_a_redis_cluster() {
             "{result}"
         );
     }
+    // The near cache follows every master: entities cached from all three nodes, then
+    // written anew, are served new within the staleness bound (100 ms).
+    let source = |body: &serde_json::Value| {
+        body["views"][CLICKS]["features"]["click_count_1m"]["source"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while source(&serving.get("/features/0").await.1) != "cache" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the near cache never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for id in 0..30 {
+        serving.get(&format!("/features/{id}")).await;
+        let (_, body) = serving.get(&format!("/features/{id}")).await;
+        assert_eq!(source(&body), "cache", "{body}");
+    }
+    let newer: Vec<_> = (0..30)
+        .map(|i| click_update(&i.to_string(), 4, now, 1_000 + i))
+        .collect();
+    conn.write_updates(newer.iter().map(|u| (u, &storage)), Writer::Processor)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for id in 0..30 {
+        let (_, body) = serving.get(&format!("/features/{id}")).await;
+        let view = &body["views"][CLICKS];
+        assert_eq!(view["version"], 4, "entity {id}: {body}");
+        assert_eq!(view["features"]["click_count_1m"]["value"], 1_000 + id);
+    }
+    let nodes_holding: usize = {
+        let mut nodes = 0;
+        for node in cluster.node_urls() {
+            let mut c = redis::Client::open(node.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            // A node answers for the keys of its own slots (others are MOVED).
+            let mut owned = 0;
+            for id in 0..30 {
+                let exists: redis::RedisResult<i64> = redis::cmd("EXISTS")
+                    .arg(format!("fe:user:{id}"))
+                    .query_async(&mut c)
+                    .await;
+                owned += usize::from(exists == Ok(1));
+            }
+            nodes += usize::from(owned > 0);
+        }
+        nodes
+    };
+    assert_eq!(nodes_holding, 3, "the rewritten entities span every master");
+
     // The cluster gone: a clean 503 that says so, not a 500.
     drop(cluster);
     let (status, body) = serving.get("/features/5").await;
