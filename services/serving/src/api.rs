@@ -340,8 +340,10 @@ async fn batch_features(
             .map(|f| f.iter().map(String::as_str)),
     )?;
     let span = tracing::Span::current();
-    span.record("entity_count", entities.len());
-    span.record("views", selection.view_names().join(",").as_str());
+    if !span.is_disabled() {
+        span.record("entity_count", entities.len());
+        span.record("views", selection.view_names().join(",").as_str());
+    }
     state.metrics.batch_size.observe(entities.len() as f64);
     let body = batch_body(&state, &selection, entities, budget, started).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())

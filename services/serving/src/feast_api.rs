@@ -313,8 +313,10 @@ pub async fn get_online_features(
         .collect::<Result<Vec<_>, _>>()?;
 
     let span = tracing::Span::current();
-    span.record("entity_count", ids.len());
-    span.record("views", selection.view_names().join(",").as_str());
+    if !span.is_disabled() {
+        span.record("entity_count", ids.len());
+        span.record("views", selection.view_names().join(",").as_str());
+    }
     state.metrics.batch_size.observe(ids.len() as f64);
 
     // Each entity's answer, and each (entity, view)'s timestamp as JSON in one buffer:
