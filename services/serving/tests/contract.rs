@@ -31,8 +31,12 @@ fn schemathesis() -> Option<PathBuf> {
 
 /// Runs `st run` with `args`; panics with its report unless it found nothing.
 async fn run(st: &PathBuf, base: &str, args: &[&str]) -> String {
+    // Schemathesis keeps a cache of what it found in its working folder: not the crate's.
+    let scratch = std::env::temp_dir().join("freshet-schemathesis");
+    std::fs::create_dir_all(&scratch).expect("a scratch folder");
     let mut command = tokio::process::Command::new(st);
     command
+        .current_dir(&scratch)
         .arg("run")
         .arg(format!("{base}/openapi.json"))
         .args([
