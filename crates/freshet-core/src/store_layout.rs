@@ -178,19 +178,18 @@ impl FeatureUpdate {
 
     /// The script's ARGV for this update (see [`VERSIONED_WRITE_SCRIPT`]).
     pub fn script_args(&self, storage: &ViewStorage, writer: Writer) -> Vec<String> {
-        let prefix = format!("{}:", self.view);
         let mut args = Vec::with_capacity(5 + 2 * self.values.len());
         args.extend([
             encode_version(self.version),
             self.event_time_ms.to_string(),
             storage.ttl_ms.max(0).to_string(),
             writer.as_arg().to_string(),
+            format!("{}:", self.view),
         ]);
         for (name, value) in &self.values {
-            args.push(format!("{prefix}{name}"));
+            args.push(field(&self.view, name));
             args.push(value.to_json_string());
         }
-        args.insert(4, prefix);
         args
     }
 }

@@ -558,12 +558,7 @@ async fn a_redis_cluster_takes_the_same_writes_and_reads_across_its_nodes() {
         updates[2].values
     );
     // Every node holds some of the entities.
-    for node in cluster.node_urls() {
-        let mut c = redis::Client::open(node.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+    for (node, mut c) in cluster.node_connections().await {
         let size: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
         assert!(
             (600..=1_100).contains(&size),

@@ -392,6 +392,20 @@ impl TestRedisCluster {
             .map(|n| format!("redis://{}", n.address()))
             .collect()
     }
+
+    /// A plain connection to each node (it answers for its own slots), with its URL.
+    pub async fn node_connections(&self) -> Vec<(String, redis::aio::MultiplexedConnection)> {
+        let mut connections = Vec::new();
+        for url in self.node_urls() {
+            let connection = redis::Client::open(url.as_str())
+                .expect("a node URL")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("a cluster node answers");
+            connections.push((url, connection));
+        }
+        connections
+    }
 }
 
 impl Drop for TestRedisCluster {

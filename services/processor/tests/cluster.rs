@@ -38,12 +38,7 @@ async fn the_processor_and_a_backfill_write_every_value_to_a_redis_cluster() {
     let live = redis_values(&cluster.url(), expected.keys().cloned()).await;
 
     // The entities are spread over all three nodes.
-    for node in cluster.node_urls() {
-        let mut conn = redis::Client::open(node.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+    for (node, mut conn) in cluster.node_connections().await {
         let keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
         assert!(keys > 10, "{node} holds {keys} entities");
         redis::cmd("FLUSHALL")

@@ -443,13 +443,15 @@ fn entity_column(
 
 /// An entity value as Freshet's entity id: a string, or an integer as its decimal text.
 fn entity_id(join_key: &str, position: usize, value: &Json) -> Result<String, FeastError> {
-    let id = match value {
-        Json::String(s) => s.clone(),
-        Json::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-        Json::Number(n) if n.as_f64().and_then(crate::api::integral_id).is_some() => {
-            n.as_f64().and_then(crate::api::integral_id).unwrap_or_default()
-        }
-        other => {
+    let integral = match value {
+        Json::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        Json::Number(n) => n.as_f64().and_then(crate::api::integral_id),
+        _ => None,
+    };
+    let id = match (value, integral) {
+        (Json::String(s), _) => s.clone(),
+        (_, Some(id)) => id,
+        (other, None) => {
             return Err(FeastError::request(
                 StatusCode::BAD_REQUEST,
                 format!(

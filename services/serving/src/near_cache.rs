@@ -79,10 +79,6 @@ impl NearCache {
         }
     }
 
-    pub fn bound(&self) -> Duration {
-        self.bound
-    }
-
     fn now_us(&self) -> u64 {
         self.origin.elapsed().as_micros() as u64
     }
@@ -101,6 +97,11 @@ impl NearCache {
             None => self.metrics.misses.inc(),
         }
         found
+    }
+
+    /// Counts `reads` the cache could not answer because it was not confirmed fresh.
+    pub fn missed(&self, reads: u64) {
+        self.metrics.misses.inc_by(reads);
     }
 
     fn slot(&self, key: &[u8]) -> usize {
@@ -173,22 +174,18 @@ pub enum Tracked {
 /// confirmed). On a cluster each confirmation also checks that the set of masters is the
 /// one tracked; when it changes (a failover, a new node), the trackers start again.
 pub async fn track(cache: Arc<NearCache>, tracked: Tracked) {
-    let mut logged_down = false;
+    // Whether the outage was logged: once per outage, not per failed reconnect.
+    let mut down = false;
     loop {
-        match track_once(&cache, &tracked).await {
-            Ok(()) => {}
-            Err(e) => {
-                if !logged_down {
-                    tracing::warn!(error = %e, "near cache: lost invalidations from Redis; serving from Redis until they are back");
-                    logged_down = true;
-                }
-            }
-        }
+        let error = track_once(&cache, &tracked, &mut down).await;
+        // Serve nothing more from the cache until new connections are confirmed.
+        cache.confirmed_us.store(0, Ordering::Release);
         cache.clear();
-        tokio::time::sleep(crate::store::RECONNECT_PAUSE).await;
-        if logged_down && cache.usable() {
-            logged_down = false;
+        if !down {
+            tracing::warn!(%error, "near cache: lost invalidations from Redis; serving from Redis until they are back");
+            down = true;
         }
+        tokio::time::sleep(crate::store::RECONNECT_PAUSE).await;
     }
 }
 
@@ -268,8 +265,20 @@ async fn cluster_masters(
     Ok(masters)
 }
 
-/// One set of tracker connections, until one fails (or the cluster's masters change).
-async fn track_once(cache: &NearCache, tracked: &Tracked) -> redis::RedisResult<()> {
+/// One set of tracker connections, until one fails (or the cluster's masters change);
+/// why it ended. Clears `down` once tracking runs.
+async fn track_once(cache: &NearCache, tracked: &Tracked, down: &mut bool) -> redis::RedisError {
+    match track_until_error(cache, tracked, down).await {
+        Err(error) => error,
+        Ok(never) => match never {},
+    }
+}
+
+async fn track_until_error(
+    cache: &NearCache,
+    tracked: &Tracked,
+    down: &mut bool,
+) -> redis::RedisResult<std::convert::Infallible> {
     let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel();
     let (servers, masters, seed) = match tracked {
         Tracked::Server(client) => (vec![client.clone()], None, client.clone()),
@@ -326,6 +335,7 @@ async fn track_once(cache: &NearCache, tracked: &Tracked) -> redis::RedisResult<
         servers = connections.len(),
         "near cache: tracking invalidations"
     );
+    *down = false;
     let mut ticks = tokio::time::interval(cache.bound / 4);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

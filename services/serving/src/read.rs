@@ -34,6 +34,10 @@ pub async fn read_entities(
             .await?
         }
         None => {
+            if let Some(cache) = &state.cache {
+                // On, but not confirmed fresh: every read is a miss.
+                cache.missed((entities.len() * selection.reads_per_entity()) as u64);
+            }
             read_from_store(state, selection, entities, budget, |id, read| {
                 each(id, read, now, &mut tally)
             })

@@ -124,10 +124,6 @@ impl FeatureStore {
         }
     }
 
-    pub fn is_cluster(&self) -> bool {
-        self.cluster.is_some()
-    }
-
     /// The cluster connection, made when first needed (by the same policy as
     /// [`FeatureStore::connection`]).
     async fn cluster_connection(

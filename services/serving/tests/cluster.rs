@@ -94,12 +94,7 @@ async fn lookups_read_every_entity_from_a_redis_cluster() {
     }
     let nodes_holding: usize = {
         let mut nodes = 0;
-        for node in cluster.node_urls() {
-            let mut c = redis::Client::open(node.as_str())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap();
+        for (_, mut c) in cluster.node_connections().await {
             // A node answers for the keys of its own slots (others are MOVED).
             let mut owned = 0;
             for id in 0..30 {
