@@ -626,6 +626,22 @@ pub struct ViewUpdate {
     pub windows: Vec<ServedWindow>,
 }
 
+/// One window whose aggregates are final: no later input changes them. What
+/// [`PartitionEngine::windows_closing`] reports, for comparing the engine with another
+/// one window by window (`docs/flink-sql.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClosedWindow {
+    pub view: String,
+    pub entity: String,
+    /// The window's slug, e.g. `tumble_1m`.
+    pub group: String,
+    pub start: i64,
+    pub end: i64,
+    /// The features of the group over the window, null results replaced by the feature's
+    /// default, as they are served.
+    pub values: BTreeMap<String, Value>,
+}
+
 /// What happened to a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -1130,6 +1146,90 @@ impl PartitionEngine {
                 }
             }
         }
+        out
+    }
+
+    /// The windows whose aggregates become final when the clock moves from where it is
+    /// to `to` (before the event at `to` is processed), in (view, entity, group, start)
+    /// order. Final means no later event can change them:
+    ///
+    /// - **tumbling**: windows whose end the watermark reaches (`end <= to - delay`);
+    /// - **sliding**: the windows served until now, which the clock leaves: those ending
+    ///   from the one served at the current clock up to (not including) the one served at
+    ///   `to`, each the union of its panes (a window without a pane of the entity is none);
+    /// - **session**: open sessions whose end the watermark passes (`end < to - delay`).
+    ///
+    /// A read of the state, changing nothing; its cost grows with the entities held, so it
+    /// is for comparisons and diagnostics, not for the live path.
+    pub fn windows_closing(&self, to: i64) -> Vec<ClosedWindow> {
+        let Some(clock) = self.clock.filter(|c| to > *c) else {
+            return Vec::new();
+        };
+        let (from_watermark, to_watermark) = (clock - self.delay, to - self.delay);
+        let mut out = Vec::new();
+        for &vi in &self.view_ids {
+            let view = &self.views[vi];
+            for (_, entity, state) in self.entities.iter(vi) {
+                for (group, gs) in view.groups.iter().zip(&state.groups) {
+                    let mut close = |start: i64, end: i64, result: &dyn Fn(usize) -> Value| {
+                        let mut values = BTreeMap::new();
+                        put_results(view, group, result, &mut values);
+                        out.push(ClosedWindow {
+                            view: view.name.clone(),
+                            entity: entity.to_string(),
+                            group: group.window.slug(),
+                            start,
+                            end,
+                            values,
+                        });
+                    };
+                    match (&group.window, gs) {
+                        (Window::Tumbling { size }, GroupState::Tumbling { windows }) => {
+                            let size = size.as_millis();
+                            for (&start, accs) in windows {
+                                let end = start + size;
+                                if end > from_watermark && end <= to_watermark {
+                                    close(start, end, &|slot| accs[slot].result());
+                                }
+                            }
+                        }
+                        (Window::Sliding { size, step }, GroupState::Sliding { panes, .. }) => {
+                            let (size, step) = (size.as_millis(), step.as_millis());
+                            let last_end = sliding::served_end(to, step);
+                            let mut end = sliding::served_end(clock, step);
+                            while end < last_end {
+                                let window: Vec<&Vec<Acc>> =
+                                    panes.range(end - size..end).map(|(_, a)| a).collect();
+                                if window.is_empty() {
+                                    // No pane until the next one's window: skip ahead.
+                                    match panes.range(end..).next() {
+                                        Some((&pane, _)) => {
+                                            end = end.max(sliding::served_end(pane, step));
+                                            continue;
+                                        }
+                                        None => break,
+                                    }
+                                }
+                                close(end - size, end, &|slot| {
+                                    acc::merged_result(window.iter().map(|a| &a[slot]))
+                                });
+                                end += step;
+                            }
+                        }
+                        (Window::Session { .. }, GroupState::Session { open, .. }) => {
+                            for (bounds, accs) in open.iter().filter(|(b, _)| b.end < to_watermark)
+                            {
+                                close(bounds.start, bounds.end, &|slot| accs[slot].result());
+                            }
+                        }
+                        _ => unreachable!("group state matches its window"),
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.view, &a.entity, &a.group, a.start).cmp(&(&b.view, &b.entity, &b.group, b.start))
+        });
         out
     }
 

@@ -873,3 +873,101 @@ fn holds(engine: &PartitionEngine, entity: &str) -> bool {
         .and_then(|slot| engine.entities.get(0, slot))
         .is_some()
 }
+
+/// Runs `events` and collects every window the engine reports closing before each clock
+/// move, as (group, start, end, count).
+fn closing(views: Arc<Vec<CompiledView>>, events: Vec<Event>) -> Vec<(String, i64, i64, Value)> {
+    let mut run = Run::new(views);
+    let mut out = Vec::new();
+    for e in events {
+        for w in run.engine.windows_closing(e.time) {
+            out.push((w.group, w.start, w.end, w.values["n"].clone()));
+        }
+        run.push(e);
+    }
+    out
+}
+
+#[test]
+fn closing_tumbling_windows_are_reported_once_when_the_watermark_reaches_their_end() {
+    let n = || vec![feature("n", Aggregation::Count, None, None)];
+    let views = view(Window::Tumbling { size: d(60_000) }, n(), 5_000);
+    let closed = closing(
+        views,
+        vec![
+            ev("u", 10_000, "click"),
+            ev("u", 50_000, "click"),
+            // Moves the watermark to 60,000: the first window ends there and closes.
+            ev("u", 65_000, "click"),
+            // Late (behind 60,000): no window changes.
+            ev("u", 1_000, "click"),
+            // Jumps over two window ends at once: both close, the empty one is no window.
+            ev("u", 300_000, "click"),
+        ],
+    );
+    assert_eq!(
+        closed,
+        vec![
+            ("tumble_1m".into(), 0, 60_000, Value::Long(2)),
+            ("tumble_1m".into(), 60_000, 120_000, Value::Long(1)),
+        ]
+    );
+}
+
+#[test]
+fn closing_sliding_windows_are_each_window_the_clock_leaves_with_the_union_of_its_panes() {
+    let n = || vec![feature("n", Aggregation::Count, None, None)];
+    let views = view(
+        Window::Sliding {
+            size: d(30_000),
+            step: d(10_000),
+        },
+        n(),
+        0,
+    );
+    let closed = closing(
+        views,
+        vec![
+            ev("u", 1_000, "click"),
+            // The clock leaves the window ending at 10,000.
+            ev("u", 12_000, "click"),
+            // The clock leaves the windows ending at 20,000 and 30,000.
+            ev("u", 35_000, "click"),
+            // Leaves those ending at 40,000 .. 100,000; after 60,000 the only pane left
+            // (30,000) is out of them, and nothing is reported.
+            ev("u", 100_000, "click"),
+        ],
+    );
+    assert_eq!(
+        closed,
+        vec![
+            ("hop_30s_10s".into(), -20_000, 10_000, Value::Long(1)),
+            ("hop_30s_10s".into(), -10_000, 20_000, Value::Long(2)),
+            ("hop_30s_10s".into(), 0, 30_000, Value::Long(2)),
+            ("hop_30s_10s".into(), 10_000, 40_000, Value::Long(2)),
+            ("hop_30s_10s".into(), 20_000, 50_000, Value::Long(1)),
+            ("hop_30s_10s".into(), 30_000, 60_000, Value::Long(1)),
+        ]
+    );
+}
+
+#[test]
+fn closing_sessions_are_reported_when_the_watermark_passes_their_end() {
+    let n = || vec![feature("n", Aggregation::Count, None, None)];
+    let views = view(Window::Session { gap: d(10_000) }, n(), 1_000);
+    let closed = closing(
+        views,
+        vec![
+            ev("u", 0, "click"),
+            ev("u", 5_000, "click"),
+            // Watermark 14,000: the session [0, 15,000) is still open.
+            ev("u", 14_000, "view"),
+            // Watermark 40,000: the session (now [0, 24,000)) closes.
+            ev("u", 41_000, "click"),
+        ],
+    );
+    assert_eq!(
+        closed,
+        vec![("session_10s".into(), 0, 24_000, Value::Long(3))]
+    );
+}
