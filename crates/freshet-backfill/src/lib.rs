@@ -33,7 +33,7 @@ use freshet_core::definitions::Definitions;
 use freshet_core::store_layout::{FeatureUpdate, ViewStorage, Writer};
 use freshet_core::Value;
 use freshet_engine::event_decoder::{into_event, EventDecoder};
-use freshet_engine::{CompiledView, Event, Outcome, PartitionEngine};
+use freshet_engine::{ClosedWindow, CompiledView, Event, Outcome, PartitionEngine};
 use freshet_kafka::input_queue::InputQueue;
 use freshet_kafka::QuietEof;
 use rdkafka::config::ClientConfig;
@@ -393,6 +393,52 @@ pub async fn replay(
         observer.input_ended(&lane.topic, lane.partition, &mut lane.engine);
     }
     Ok(stats)
+}
+
+/// What the engine closed while the input went through it: see [`closed_windows`].
+#[derive(Debug, Clone)]
+pub struct WindowLog {
+    /// Every window closed, in the order the engines closed them (per partition, in
+    /// (view, entity, group, start) order at each clock move).
+    pub windows: Vec<ClosedWindow>,
+    /// Per input partition, its watermark when its input ended (`None`: no event).
+    /// Windows ending after it were still open.
+    pub final_watermarks: Vec<(String, i32, Option<i64>)>,
+    pub stats: InputStats,
+}
+
+/// Puts the input through the engines as [`compute`] does and returns every window whose
+/// aggregates became final on the way ([`PartitionEngine::windows_closing`]): the
+/// engine's answer window by window, to compare with another engine run on the same input
+/// (Flink, `docs/flink-sql.md`).
+pub async fn closed_windows(
+    defs: &Definitions,
+    config: &BackfillConfig,
+    progress: &mut dyn FnMut(Progress),
+    stop: &AtomicBool,
+) -> Result<WindowLog, BackfillError> {
+    #[derive(Default)]
+    struct Collector {
+        windows: Vec<ClosedWindow>,
+        final_watermarks: Vec<(String, i32, Option<i64>)>,
+    }
+    impl LaneObserver for Collector {
+        fn clock_moves(&mut self, _: &str, _: i32, engine: &mut PartitionEngine, to: i64) -> bool {
+            self.windows.extend(engine.windows_closing(to));
+            false
+        }
+        fn input_ended(&mut self, topic: &str, partition: i32, engine: &mut PartitionEngine) {
+            self.final_watermarks
+                .push((topic.to_string(), partition, engine.watermark()));
+        }
+    }
+    let mut collector = Collector::default();
+    let stats = replay(defs, config, &mut collector, progress, stop).await?;
+    Ok(WindowLog {
+        windows: collector.windows,
+        final_watermarks: collector.final_watermarks,
+        stats,
+    })
 }
 
 async fn read_input(

@@ -1,4 +1,4 @@
-//! `freshet compile --target flink-sql --view NAME [-o FILE]`.
+//! `freshet compile --target flink-sql --view NAME [-o FILE] [--connectors kafka|planner-check|files]`.
 
 use crate::features_cmd::load;
 use anyhow::{Context, Result};
@@ -20,6 +20,10 @@ pub enum ConnectorChoice {
     /// datagen source and blackhole sinks with the same columns, for checking the plan
     /// where the Kafka connector is not installed.
     PlannerCheck,
+    /// A JSON Lines file of events (`--events-path`) and JSON Lines output files (under
+    /// `--output-path`), for running the job on Flink's local mini-cluster, or any
+    /// cluster, without Kafka.
+    Files,
 }
 
 #[derive(Args)]
@@ -49,6 +53,14 @@ pub struct CompileArgs {
     /// Which connectors the tables use.
     #[arg(long, value_enum, default_value = "kafka")]
     connectors: ConnectorChoice,
+    /// With `--connectors files`: the JSON Lines file of events the source table reads
+    /// (fields named as in the source's Avro schema). A path as Flink sees it.
+    #[arg(long, required_if_eq("connectors", "files"))]
+    events_path: Option<String>,
+    /// With `--connectors files`: the folder the sinks write into, one subfolder per
+    /// window (`<view>__<window>`). A path as Flink sees it.
+    #[arg(long, required_if_eq("connectors", "files"))]
+    output_path: Option<String>,
 }
 
 pub fn run(args: CompileArgs, features_dir: &Path) -> Result<ExitCode> {
@@ -60,6 +72,14 @@ pub fn run(args: CompileArgs, features_dir: &Path) -> Result<ExitCode> {
         connectors: match args.connectors {
             ConnectorChoice::Kafka => Connectors::Kafka,
             ConnectorChoice::PlannerCheck => Connectors::PlannerCheck,
+            ConnectorChoice::Files => Connectors::Files {
+                events: args
+                    .events_path
+                    .context("--connectors files needs --events-path")?,
+                output_dir: args
+                    .output_path
+                    .context("--connectors files needs --output-path")?,
+            },
         },
     };
     let sql = match args.target {

@@ -125,6 +125,24 @@ impl Value {
     }
 }
 
+impl Value {
+    /// A JSON scalar read as a value of type `ty` (what another system, such as a Flink
+    /// job's JSON rows, wrote for a feature of that type): numbers become `Long` for
+    /// integral types (only when whole) and `Double` for float types. `None` when the JSON
+    /// does not fit the type.
+    pub fn from_json_as(json: &serde_json::Value, ty: ValueType) -> Option<Value> {
+        use serde_json::Value as J;
+        Some(match (json, ty) {
+            (J::Null, _) => Value::Null,
+            (J::Bool(b), ValueType::Boolean) => Value::Bool(*b),
+            (J::Number(n), ValueType::Int | ValueType::Long) => Value::Long(n.as_i64()?),
+            (J::Number(n), ValueType::Float | ValueType::Double) => Value::Double(n.as_f64()?),
+            (J::String(s), ValueType::String) => Value::String(s.clone()),
+            _ => return None,
+        })
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_json_string())

@@ -14,7 +14,10 @@
 //! The mapping and its limits are documented in `docs/flink-sql.md`. Everything here is
 //! pure string building over validated definitions; [`Connectors::PlannerCheck`] swaps
 //! the Kafka connectors for `datagen` and `blackhole` with the very same columns, so the
-//! output can be planned by Flink where the Kafka connector jars are not available.
+//! output can be planned by Flink where the Kafka connector jars are not available, and
+//! [`Connectors::Files`] for a JSON Lines file of events and JSON Lines output files, so
+//! Flink's local mini-cluster can run it on the same events as Freshet's engine (the
+//! parity test, `tests/flink_parity.rs`).
 
 use freshet_core::definitions::{Aggregation, Definitions, Feature, FeatureView, Source};
 use freshet_core::duration::DurationMs;
@@ -44,13 +47,20 @@ impl Default for FlinkOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Connectors {
     /// Kafka source with `avro-confluent`, `upsert-kafka` sinks: for running the job.
     Kafka,
     /// `datagen` source and `blackhole` sinks with identical columns: for checking the
     /// plan with Flink's planner where the Kafka connector is not installed.
     PlannerCheck,
+    /// The `filesystem` connector with the `json` format (both in every Flink
+    /// distribution): events read from the JSON Lines file `events` (fields named as in
+    /// the source's Avro schema, as `freshet backfill --file` reads them), and each sink
+    /// written as JSON Lines files under `output_dir/<sink table>/`. Same columns,
+    /// watermark and windows as the Kafka profile; the sinks have no primary key, as the
+    /// file sink is append-only (window aggregations only append).
+    Files { events: String, output_dir: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,7 +88,7 @@ pub fn compile_view(
     let source = defs.source_of(view);
     let windows = view.windows();
     let mut sql = String::new();
-    header(&mut sql, view, &windows);
+    header(&mut sql, view, &windows, options);
     source_table(&mut sql, source, options);
     for window in &windows {
         sink_table(&mut sql, view, window, options);
@@ -91,7 +101,7 @@ pub fn compile_view(
     Ok(sql)
 }
 
-fn header(sql: &mut String, view: &FeatureView, windows: &[Window]) {
+fn header(sql: &mut String, view: &FeatureView, windows: &[Window], options: &FlinkOptions) {
     let needs_session = windows.iter().any(|w| matches!(w, Window::Session { .. }));
     let _ = writeln!(
         sql,
@@ -100,9 +110,14 @@ fn header(sql: &mut String, view: &FeatureView, windows: &[Window]) {
         view.file.display()
     );
     sql.push_str("-- Do not edit: change the definition and compile again.\n");
+    let connectors = match options.connectors {
+        Connectors::Kafka => "the kafka, upsert-kafka and avro-confluent connectors",
+        Connectors::PlannerCheck => "datagen and blackhole tables (for planning only)",
+        Connectors::Files { .. } => "the filesystem connector and json format",
+    };
     let _ = writeln!(
         sql,
-        "-- Needs Flink {} with the kafka, upsert-kafka and avro-confluent connectors.",
+        "-- Needs Flink {} with {connectors}.",
         if needs_session {
             "1.19+ (SESSION window TVF)"
         } else {
@@ -111,7 +126,10 @@ fn header(sql: &mut String, view: &FeatureView, windows: &[Window]) {
     );
     sql.push_str(
         "-- One windowed aggregation per distinct window; each row holds the features of one\n\
-         -- entity for one closed window. Defaults are applied when serving, not here.\n\n",
+         -- entity for one closed window. Null results (min, max, mean, last over no value)\n\
+         -- take the feature's default when served, as Freshet's own do.\n\n\
+         -- Window starts and ends are written as UTC timestamps.\n\
+         SET 'table.local-time-zone' = 'UTC';\n\n",
     );
 }
 
@@ -200,7 +218,7 @@ fn source_table(sql: &mut String, source: &Source, options: &FlinkOptions) {
         "  WATERMARK FOR {rt} AS {rt}{delay}\n) WITH (",
         rt = quote(ROWTIME)
     );
-    let with: Vec<(&str, String)> = match options.connectors {
+    let with: Vec<(&str, String)> = match &options.connectors {
         Connectors::Kafka => vec![
             ("connector", "kafka".into()),
             ("topic", source.topic.clone()),
@@ -221,6 +239,11 @@ fn source_table(sql: &mut String, source: &Source, options: &FlinkOptions) {
             ("value.avro-confluent.subject", source.subject.clone()),
         ],
         Connectors::PlannerCheck => vec![("connector", "datagen".into())],
+        Connectors::Files { events, .. } => vec![
+            ("connector", "filesystem".into()),
+            ("path", events.clone()),
+            ("format", "json".into()),
+        ],
     };
     with_clause(sql, &with);
 }
@@ -257,10 +280,16 @@ fn sink_table(sql: &mut String, view: &FeatureView, window: &Window, options: &F
     for f in features_of(view, window) {
         let _ = writeln!(sql, "  {} {},", quote(&f.name), flink_type(f.value_type));
     }
-    sql.push_str(
-        "  PRIMARY KEY (`view_name`, `entity_id`, `window_group`) NOT ENFORCED\n) WITH (\n",
-    );
-    let with: Vec<(&str, String)> = match options.connectors {
+    if matches!(options.connectors, Connectors::Files { .. }) {
+        // The file sink appends; no key to upsert by.
+        sql.truncate(sql.trim_end_matches([',', '\n']).len());
+        sql.push_str("\n) WITH (\n");
+    } else {
+        sql.push_str(
+            "  PRIMARY KEY (`view_name`, `entity_id`, `window_group`) NOT ENFORCED\n) WITH (\n",
+        );
+    }
+    let with: Vec<(&str, String)> = match &options.connectors {
         Connectors::Kafka => vec![
             ("connector", "upsert-kafka".into()),
             ("topic", options.output_topic.clone()),
@@ -272,6 +301,18 @@ fn sink_table(sql: &mut String, view: &FeatureView, window: &Window, options: &F
             ("value.format", "json".into()),
         ],
         Connectors::PlannerCheck => vec![("connector", "blackhole".into())],
+        Connectors::Files { output_dir, .. } => vec![
+            ("connector", "filesystem".into()),
+            (
+                "path",
+                format!(
+                    "{}/{}",
+                    output_dir.trim_end_matches('/'),
+                    sink_name(view, window)
+                ),
+            ),
+            ("format", "json".into()),
+        ],
     };
     with_clause(sql, &with);
 }
@@ -347,10 +388,21 @@ fn aggregate_sql(feature: &Feature, source: &Source) -> String {
         }
         _ => f.to_string(),
     };
+    let filtered = |expr: String| match &feature.filter {
+        Some(filter) => format!("{expr} FILTER (WHERE {})", filter_sql(filter)),
+        None => expr,
+    };
     let expr = match (feature.aggregation, field.as_deref()) {
         (Aggregation::Count, None) => "COUNT(*)".to_string(),
         (Aggregation::Count, Some(f)) => format!("COUNT({f})"),
-        (Aggregation::Sum, Some(f)) => format!("SUM({})", cast(f)),
+        // A sum over no value is 0 in Freshet (as a count is), NULL in SQL.
+        (Aggregation::Sum, Some(f)) => {
+            return format!(
+                "COALESCE({}, CAST(0 AS {}))",
+                filtered(format!("SUM({})", cast(f))),
+                flink_type(feature.value_type)
+            )
+        }
         (Aggregation::Min, Some(f)) => format!("MIN({})", cast(f)),
         (Aggregation::Max, Some(f)) => format!("MAX({})", cast(f)),
         (Aggregation::Mean, Some(f)) => format!("AVG(CAST({f} AS DOUBLE))"),
@@ -358,10 +410,7 @@ fn aggregate_sql(feature: &Feature, source: &Source) -> String {
         (Aggregation::ApproxCountDistinct, Some(f)) => format!("COUNT(DISTINCT {f})"),
         (agg, None) => unreachable!("validated definitions: `{agg}` always has a field"),
     };
-    match &feature.filter {
-        Some(filter) => format!("{expr} FILTER (WHERE {})", filter_sql(filter)),
-        None => expr,
-    }
+    filtered(expr)
 }
 
 fn insert(sql: &mut String, view: &FeatureView, source: &Source, window: &Window) {

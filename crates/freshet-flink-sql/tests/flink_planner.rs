@@ -35,7 +35,7 @@ fn flink_planner_accepts_the_sql_of_every_shipped_view() {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let defs = load_dir(&root.join("features")).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flink_explain.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flink_sql.py");
     let out_dir = tempfile::tempdir().unwrap();
     let options = FlinkOptions {
         connectors: Connectors::PlannerCheck,
@@ -47,6 +47,7 @@ fn flink_planner_accepts_the_sql_of_every_shipped_view() {
         std::fs::write(&path, &sql).unwrap();
         let output = Command::new(&python)
             .arg(&script)
+            .arg("explain")
             .arg(&path)
             .output()
             .unwrap();
