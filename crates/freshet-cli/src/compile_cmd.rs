@@ -47,8 +47,10 @@ pub struct CompileArgs {
         default_value = "http://localhost:8081"
     )]
     schema_registry_url: String,
-    /// Topic the feature values are written to.
-    #[arg(long, default_value = "feature_updates")]
+    /// Topic the window rows are written to (upsert-kafka, JSON): what
+    /// `freshet-flink-sink` reads into Redis. Not `feature_updates`, the processor's Avro
+    /// topic.
+    #[arg(long, default_value = "flink_feature_windows")]
     output_topic: String,
     /// Which connectors the tables use.
     #[arg(long, value_enum, default_value = "kafka")]

@@ -7,7 +7,8 @@
 //!    `avro-confluent` value format (schemas from the registry), a computed event-time
 //!    column and a watermark with the source's delay;
 //! 2. one `upsert-kafka` sink table per distinct window of the view, all writing to the
-//!    `feature_updates` topic, keyed by view, entity and window group;
+//!    `flink_feature_windows` topic (JSON rows, which `freshet-flink-sink` applies to
+//!    Redis), keyed by view, entity and window group;
 //! 3. one windowed aggregation per distinct window (`TUMBLE`, `HOP` or `SESSION` window
 //!    table-valued functions), all run as one job in an `EXECUTE STATEMENT SET`.
 //!
@@ -41,7 +42,7 @@ impl Default for FlinkOptions {
         Self {
             bootstrap_servers: "localhost:9092".into(),
             schema_registry_url: "http://localhost:8081".into(),
-            output_topic: "feature_updates".into(),
+            output_topic: "flink_feature_windows".into(),
             connectors: Connectors::Kafka,
         }
     }

@@ -3,7 +3,7 @@
 //! A seeded file of events (many users, sessions, out-of-order and late events) goes
 //! through Freshet's engine (`freshet_backfill::closed_windows`, one partition) and through
 //! the SQL that `freshet compile --connectors files` makes of every shipped view, run by
-//! Flink's local mini-cluster (PyPI `apache-flink`, `tests/flink_sql.py run`). Every window
+//! Flink's local mini-cluster (PyPI `apache-flink`, `scripts/flink-sql.py run`). Every window
 //! either engine closed by the end of the input is compared. The two engines differ only
 //! where `docs/flink-sql.md` says they do, and the test tells each differing window's cause
 //! from the input alone:
@@ -15,37 +15,23 @@
 //! - **session**: a session near an event only one of the engines took.
 //!
 //! Every other window must be equal in both, values and all (doubles to 1e-9, relative).
-//! Needs the Flink venv as `flink_planner.rs` does (`FRESHET_REQUIRE_FLINK=1` makes its
-//! absence a failure).
+//! Needs a Python with `apache-flink`: see `freshet_testkit::flink`.
 
 use freshet_backfill::{BackfillConfig, Input};
 use freshet_core::{load_dir, Definitions, Value, Window};
 use freshet_engine::ClosedWindow;
 use freshet_flink_sql::{compile_view, Connectors, FlinkOptions};
+use freshet_testkit::flink;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 const USERS: u64 = 100;
 const SEED: u64 = 20_261_206;
 /// The shipped source's watermark delay.
 const DELAY: i64 = 5_000;
-
-fn flink_python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FRESHET_FLINK_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let tools = std::env::var_os("FRESHET_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/freshet/tools"))
-        })?;
-    let python = tools.join("flink-venv/bin/python");
-    python.exists().then_some(python)
-}
 
 #[derive(Debug, Clone)]
 struct Ev {
@@ -173,15 +159,14 @@ fn epoch_ms(timestamp: &str) -> i64 {
         .timestamp_millis()
 }
 
-/// Runs every shipped view's compiled SQL on Flink and reads back every window row, with
-/// nulls replaced by the feature's default as serving does.
+/// Runs every shipped view's compiled SQL on Flink (one job) and reads back every window
+/// row, with nulls replaced by the feature's default as serving does.
 fn flink_windows(
     defs: &Definitions,
     python: &Path,
     events: &Path,
     dir: &Path,
 ) -> BTreeMap<Key, BTreeMap<String, Value>> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flink_sql.py");
     let out = dir.join("flink-out");
     let options = FlinkOptions {
         connectors: Connectors::Files {
@@ -190,66 +175,46 @@ fn flink_windows(
         },
         ..FlinkOptions::default()
     };
-    for view in &defs.views {
-        let sql = compile_view(defs, &view.name, &options).unwrap();
-        let path = dir.join(format!("{}.sql", view.name));
-        std::fs::write(&path, &sql).unwrap();
-        let output = Command::new(python)
-            .arg(&script)
-            .arg("run")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "Flink failed to run the SQL of `{}`:\n{}\n--- SQL ---\n{sql}",
-            view.name,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    let scripts: Vec<PathBuf> = defs
+        .views
+        .iter()
+        .map(|view| {
+            let path = dir.join(format!("{}.sql", view.name));
+            std::fs::write(&path, compile_view(defs, &view.name, &options).unwrap()).unwrap();
+            path
+        })
+        .collect();
+    flink::flink_sql(python, "run", &scripts);
     let mut rows = BTreeMap::new();
     for view in &defs.views {
         for window in view.windows() {
             let folder = out.join(format!("{}__{}", view.name, window.slug()));
-            let files = std::fs::read_dir(&folder)
-                .unwrap_or_else(|e| panic!("Flink wrote no {}: {e}", folder.display()));
-            for file in files {
-                let path = file.unwrap().path();
-                let name = path.file_name().unwrap().to_string_lossy().to_string();
-                assert!(
-                    name.starts_with("part-"),
-                    "{}: Flink left an unfinished file {name}",
-                    folder.display()
+            for row in flink::rows(&folder) {
+                let text = |f: &str| row[f].as_str().unwrap().to_string();
+                let key = (
+                    text("view_name"),
+                    text("entity_id"),
+                    text("window_group"),
+                    epoch_ms(&text("window_start")),
+                    epoch_ms(&text("window_end")),
                 );
-                for line in std::fs::read_to_string(&path).unwrap().lines() {
-                    let row: serde_json::Value = serde_json::from_str(line).unwrap();
-                    let text = |f: &str| row[f].as_str().unwrap().to_string();
-                    let key = (
-                        text("view_name"),
-                        text("entity_id"),
-                        text("window_group"),
-                        epoch_ms(&text("window_start")),
-                        epoch_ms(&text("window_end")),
-                    );
-                    let values = view
-                        .features
-                        .iter()
-                        .filter(|f| f.window == window)
-                        .map(|f| {
-                            let value = match &row[&f.name] {
-                                serde_json::Value::Null => f.default.clone(),
-                                v => Value::from_json_as(v, f.value_type).unwrap_or_else(|| {
-                                    panic!("{}: unexpected {v} from Flink", f.name)
-                                }),
-                            };
-                            (f.name.clone(), value)
-                        })
-                        .collect();
-                    assert!(
-                        rows.insert(key.clone(), values).is_none(),
-                        "Flink wrote {key:?} twice"
-                    );
-                }
+                let values = view
+                    .features
+                    .iter()
+                    .filter(|f| f.window == window)
+                    .map(|f| {
+                        let value = match &row[&f.name] {
+                            serde_json::Value::Null => f.default.clone(),
+                            v => Value::from_json_as(v, f.value_type)
+                                .unwrap_or_else(|| panic!("{}: unexpected {v} from Flink", f.name)),
+                        };
+                        (f.name.clone(), value)
+                    })
+                    .collect();
+                assert!(
+                    rows.insert(key.clone(), values).is_none(),
+                    "Flink wrote {key:?} twice"
+                );
             }
         }
     }
@@ -349,12 +314,7 @@ fn values_equal(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> boo
 
 #[test]
 fn flink_and_freshet_close_the_same_windows_with_the_same_values() {
-    let Some(python) = flink_python() else {
-        let reason = "no Python with apache-flink found (run scripts/bootstrap.sh --with-flink or set FRESHET_FLINK_PYTHON)";
-        if std::env::var("FRESHET_REQUIRE_FLINK").as_deref() == Ok("1") {
-            panic!("{reason}");
-        }
-        eprintln!("SKIPPED flink parity: {reason}");
+    let Some(python) = flink::python_or_skip("flink parity") else {
         return;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -15,6 +15,7 @@
 //! Binaries come from `scripts/bootstrap.sh` (see `freshet_localstack::Tools`).
 
 mod background;
+pub mod flink;
 pub mod llm;
 pub mod metrics;
 pub mod otlp;

@@ -2,7 +2,11 @@
 -- Do not edit: change the definition and compile again.
 -- Needs Flink 1.18+ with the kafka, upsert-kafka and avro-confluent connectors.
 -- One windowed aggregation per distinct window; each row holds the features of one
--- entity for one closed window. Defaults are applied when serving, not here.
+-- entity for one closed window. Null results (min, max, mean, last over no value)
+-- take the feature's default when served, as Freshet's own do.
+
+-- Window starts and ends are written as UTC timestamps.
+SET 'table.local-time-zone' = 'UTC';
 
 -- Source `user_events`: topic `user_events`, Avro values resolved to dev.freshet.events.UserEvent (schemas/user_event.v2.avsc).
 CREATE TABLE `user_events` (
@@ -37,7 +41,7 @@ CREATE TABLE `user_click_stats__tumble_1m` (
   PRIMARY KEY (`view_name`, `entity_id`, `window_group`) NOT ENFORCED
 ) WITH (
   'connector' = 'upsert-kafka',
-  'topic' = 'feature_updates',
+  'topic' = 'flink_feature_windows',
   'properties.bootstrap.servers' = 'localhost:9092',
   'key.format' = 'json',
   'value.format' = 'json'
@@ -55,7 +59,7 @@ CREATE TABLE `user_click_stats__hop_10m_10s` (
   PRIMARY KEY (`view_name`, `entity_id`, `window_group`) NOT ENFORCED
 ) WITH (
   'connector' = 'upsert-kafka',
-  'topic' = 'feature_updates',
+  'topic' = 'flink_feature_windows',
   'properties.bootstrap.servers' = 'localhost:9092',
   'key.format' = 'json',
   'value.format' = 'json'

@@ -2,7 +2,11 @@
 -- Do not edit: change the definition and compile again.
 -- Needs Flink 1.19+ (SESSION window TVF) with the kafka, upsert-kafka and avro-confluent connectors.
 -- One windowed aggregation per distinct window; each row holds the features of one
--- entity for one closed window. Defaults are applied when serving, not here.
+-- entity for one closed window. Null results (min, max, mean, last over no value)
+-- take the feature's default when served, as Freshet's own do.
+
+-- Window starts and ends are written as UTC timestamps.
+SET 'table.local-time-zone' = 'UTC';
 
 -- Source `user_events`: topic `user_events`, Avro values resolved to dev.freshet.events.UserEvent (schemas/user_event.v2.avsc).
 CREATE TABLE `user_events` (
@@ -36,7 +40,7 @@ CREATE TABLE `user_purchase_stats__tumble_5m` (
   PRIMARY KEY (`view_name`, `entity_id`, `window_group`) NOT ENFORCED
 ) WITH (
   'connector' = 'upsert-kafka',
-  'topic' = 'feature_updates',
+  'topic' = 'flink_feature_windows',
   'properties.bootstrap.servers' = 'localhost:9092',
   'key.format' = 'json',
   'value.format' = 'json'
@@ -54,7 +58,7 @@ CREATE TABLE `user_purchase_stats__tumble_1h` (
   PRIMARY KEY (`view_name`, `entity_id`, `window_group`) NOT ENFORCED
 ) WITH (
   'connector' = 'upsert-kafka',
-  'topic' = 'feature_updates',
+  'topic' = 'flink_feature_windows',
   'properties.bootstrap.servers' = 'localhost:9092',
   'key.format' = 'json',
   'value.format' = 'json'
@@ -71,7 +75,7 @@ CREATE TABLE `user_purchase_stats__session_30m` (
   PRIMARY KEY (`view_name`, `entity_id`, `window_group`) NOT ENFORCED
 ) WITH (
   'connector' = 'upsert-kafka',
-  'topic' = 'feature_updates',
+  'topic' = 'flink_feature_windows',
   'properties.bootstrap.servers' = 'localhost:9092',
   'key.format' = 'json',
   'value.format' = 'json'
@@ -100,7 +104,7 @@ SELECT
   'tumble_1h' AS `window_group`,
   `window_start`,
   `window_end`,
-  SUM(`amount`) FILTER (WHERE `action_type` = 'purchase') AS `purchase_amount_sum_1h`,
+  COALESCE(SUM(`amount`) FILTER (WHERE `action_type` = 'purchase'), CAST(0 AS DOUBLE)) AS `purchase_amount_sum_1h`,
   AVG(CAST(`amount` AS DOUBLE)) FILTER (WHERE `action_type` = 'purchase') AS `avg_purchase_amount_1h`
 FROM TABLE(
   TUMBLE(TABLE `user_events`, DESCRIPTOR(`freshet_rowtime`), INTERVAL '1' HOUR)

@@ -1,11 +1,17 @@
 """Plans or runs a Freshet-generated Flink SQL script with Flink itself (PyPI apache-flink).
 
-Usage:
-  python flink_sql.py explain SCRIPT.sql   plan it with Flink's planner; prints
-                                           `planned N inserts into N sinks; ...`
-  python flink_sql.py run SCRIPT.sql       run it on Flink's local mini-cluster until its
-                                           input ends (bounded sources only, such as the
-                                           `files` connector profile); prints `ran N inserts`
+Usage (with a Python that has apache-flink: `scripts/bootstrap.sh --with-flink` puts one
+at ~/.cache/freshet/tools/flink-venv/bin/python):
+
+  flink-sql.py explain SCRIPT.sql...   plan the scripts with Flink's planner; prints
+                                       `planned N inserts into N sinks; ...`
+  flink-sql.py run SCRIPT.sql...       run them as one job on Flink's local mini-cluster
+                                       until the input ends (bounded sources only, such as
+                                       `freshet compile --connectors files`); prints
+                                       `ran N inserts`
+
+Scripts of several views of one source can go together: a CREATE TABLE repeated with the
+same text (the source table) is run once.
 
 Applies every statement before the EXECUTE STATEMENT SET (SET as configuration, CREATE
 TABLE with `TableEnvironment.execute_sql`), then the inserts of the statement set as one job. Any
@@ -44,10 +50,14 @@ def environment(mode: str):
 
 
 def main() -> int:
-    mode, path = sys.argv[1], sys.argv[2]
-    if mode not in ("explain", "run"):
-        raise SystemExit(f"unknown mode {mode!r}: explain or run")
-    ddl, inserts = statements(open(path, encoding="utf-8").read())
+    if len(sys.argv) < 3 or sys.argv[1] not in ("explain", "run"):
+        raise SystemExit("usage: flink-sql.py explain|run SCRIPT.sql...")
+    mode = sys.argv[1]
+    ddl, inserts = [], []
+    for path in sys.argv[2:]:
+        script_ddl, script_inserts = statements(open(path, encoding="utf-8").read())
+        ddl += [s for s in script_ddl if s not in ddl]
+        inserts += script_inserts
     env = environment(mode)
     for statement in ddl:
         # SET is the SQL client's; a TableEnvironment takes it as configuration.
