@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod table;
 
 use freshet_core::definitions::Definitions;
-use freshet_core::store_layout::Writer;
+use freshet_core::store_layout::{FeatureUpdate, ViewStorage, Writer};
 use freshet_store::{StoreConnection, StoreTarget};
 use metrics::SinkMetrics;
 use rdkafka::config::ClientConfig;
@@ -76,15 +76,7 @@ pub async fn run(
     metrics: &SinkMetrics,
     stop: &AtomicBool,
 ) -> Result<(), SinkError> {
-    let kafka = |context: &str| {
-        let brokers = config.brokers.clone();
-        let context = context.to_string();
-        move |source| SinkError::Kafka {
-            brokers,
-            context,
-            source,
-        }
-    };
+    let kafka = |context: &'static str| kafka_error(&config.brokers, context);
     freshet_kafka::ensure_compacted_topic(&config.brokers, &config.topic, config.partitions)
         .await
         .map_err(|source| SinkError::Topic {
@@ -203,6 +195,15 @@ pub async fn run(
     }
 }
 
+fn kafka_error(brokers: &str, context: &'static str) -> impl FnOnce(KafkaError) -> SinkError {
+    let brokers = brokers.to_string();
+    move |source| SinkError::Kafka {
+        brokers,
+        context: context.to_string(),
+        source,
+    }
+}
+
 /// A connection to Redis, waiting for it as long as it takes (`None`: stopped first).
 async fn connect(store: &StoreTarget, stop: &AtomicBool) -> Option<StoreConnection> {
     loop {
@@ -236,10 +237,14 @@ async fn write(
         .iter()
         .filter_map(|(view, entity)| table.update(view, entity))
         .collect();
+    // Pairs made before the loop: a closure over them held across the write's await
+    // would not be `Send` for every lifetime.
+    let pairs: Vec<(&FeatureUpdate, &ViewStorage)> = updates.iter().map(|(u, s)| (u, *s)).collect();
     loop {
-        let attempt =
-            connection.write_updates(updates.iter().map(|(u, s)| (u, *s)), Writer::Processor);
-        match attempt.await {
+        match connection
+            .write_updates(pairs.clone(), Writer::Processor)
+            .await
+        {
             Ok(applied) => {
                 metrics
                     .writes
