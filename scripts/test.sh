@@ -10,6 +10,7 @@ export FRESHET_REQUIRE_FLINK=1   # the Flink planner check must run, not skip
 export FRESHET_REQUIRE_TOOLS=1   # so must the checks with third-party clients (Confluent's Python client)
 echo "test: deployment and monitoring configuration"
 docker-compose -f deployment/docker-compose.yml config -q
+docker-compose -f deployment/docker-compose.yml --profile flink config -q
 promtool check config monitoring/prometheus.yml
 promtool check rules monitoring/rules.yml
 for dashboard in monitoring/grafana/dashboards/*.json; do

@@ -1,4 +1,5 @@
-//! `freshet compile --target flink-sql --view NAME [-o FILE] [--connectors kafka|planner-check|files]`.
+//! `freshet compile --target flink-sql (--view NAME [-o FILE] | --all --output-dir DIR)
+//! [--connectors kafka|planner-check|files]`.
 
 use crate::features_cmd::load;
 use anyhow::{Context, Result};
@@ -32,11 +33,17 @@ pub struct CompileArgs {
     #[arg(long, value_enum)]
     target: Target,
     /// The feature view to compile.
-    #[arg(long)]
-    view: String,
+    #[arg(long, required_unless_present = "all")]
+    view: Option<String>,
+    /// Compile every view, each to `<view>.sql` in --output-dir.
+    #[arg(long, conflicts_with_all = ["view", "output"], requires = "output_dir")]
+    all: bool,
     /// Write the SQL to this file instead of standard output.
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// With --all: the folder the scripts are written to (made if missing).
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
     /// Kafka bootstrap servers the Flink job connects to.
     #[arg(long, env = "FRESHET_BROKERS", default_value = "localhost:9092")]
     bootstrap_servers: String,
@@ -84,18 +91,26 @@ pub fn run(args: CompileArgs, features_dir: &Path) -> Result<ExitCode> {
             },
         },
     };
-    let sql = match args.target {
-        Target::FlinkSql => compile_view(&defs, &args.view, &options)?,
+    let compile = |view: &str| match args.target {
+        Target::FlinkSql => compile_view(&defs, view, &options),
     };
+    if let (true, Some(dir)) = (args.all, &args.output_dir) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for view in defs.view_names() {
+            let path = dir.join(format!("{view}.sql"));
+            std::fs::write(&path, compile(view)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote Flink SQL for view `{view}` to {}", path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let view = args.view.as_deref().context("--view or --all is needed")?;
+    let sql = compile(view)?;
     match args.output {
         Some(path) => {
             std::fs::write(&path, &sql)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!(
-                "wrote Flink SQL for view `{}` to {}",
-                args.view,
-                path.display()
-            );
+            eprintln!("wrote Flink SQL for view `{view}` to {}", path.display());
         }
         None => print!("{sql}"),
     }

@@ -139,6 +139,73 @@ fn compile_prints_the_golden_sql_and_writes_it_with_output() {
 }
 
 #[test]
+fn compile_all_writes_every_view_and_the_files_profile_names_its_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    let out = freshet(&[
+        "compile",
+        "--target",
+        "flink-sql",
+        "--all",
+        "--output-dir",
+        jobs.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for view in ["user_click_stats", "user_purchase_stats"] {
+        let golden = std::fs::read_to_string(
+            repo().join(format!("crates/freshet-flink-sql/tests/golden/{view}.sql")),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(jobs.join(format!("{view}.sql"))).unwrap(),
+            golden
+        );
+    }
+
+    let out = freshet(&[
+        "compile",
+        "--target",
+        "flink-sql",
+        "--view",
+        "user_click_stats",
+        "--connectors",
+        "files",
+        "--events-path",
+        "/data/events.jsonl",
+        "--output-path",
+        "/data/out",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sql = text(&out.stdout);
+    assert!(
+        sql.contains("  'path' = '/data/events.jsonl',\n  'format' = 'json'"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("  'path' = '/data/out/user_click_stats__tumble_1m',"),
+        "{sql}"
+    );
+    assert!(!sql.contains("PRIMARY KEY"), "file sinks append: {sql}");
+
+    // Without its paths the files profile is a usage error naming them.
+    let out = freshet(&[
+        "compile",
+        "--target",
+        "flink-sql",
+        "--view",
+        "user_click_stats",
+        "--connectors",
+        "files",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--events-path"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn export_feast_writes_a_repository_pointing_at_the_serving_api() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("feast_repo");
