@@ -36,6 +36,13 @@ pub struct BackfillArgs {
     /// Compute and report what would be written; write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Write every window the engine closes (view, entity, window group, start, end and
+    /// its features' values) to this JSON Lines file instead of writing values to Redis:
+    /// the engine's answer window by window, to compare with another engine (Flink:
+    /// docs/flink-sql.md). Windows ending after a partition's final watermark are still
+    /// open and not written.
+    #[arg(long, value_name = "PATH", conflicts_with = "dry_run")]
+    windows_out: Option<PathBuf>,
     #[command(flatten)]
     brokers: BrokerArgs,
     #[command(flatten)]
@@ -210,10 +217,23 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
             let rate = p.events as f64 / started.elapsed().as_secs_f64().max(1e-3);
             bar.set_message(format!("{} events, {rate:.0} events/s", p.events));
         };
+        if args.windows_out.is_some() {
+            let log = backfill::closed_windows(&defs, &config, &mut on_progress, &stop).await;
+            bar.finish_and_clear();
+            return Ok(Err(log?));
+        }
         let result = backfill::compute(&defs, &config, &mut on_progress, &stop).await;
         bar.finish_and_clear();
-        result
+        result.map(Ok)
     })?;
+    let computed = match computed {
+        Ok(computed) => computed,
+        Err(log) => {
+            let path = args.windows_out.as_ref().expect("set for a window log");
+            write_windows(path, &log)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
 
     let stats = &computed.stats;
     println!(
@@ -232,6 +252,31 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
         written.written, written.kept_newer
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The closed windows as JSON Lines, and a summary.
+fn write_windows(path: &Path, log: &backfill::WindowLog) -> Result<()> {
+    use std::io::Write;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for window in &log.windows {
+        serde_json::to_writer(&mut out, window)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let stats = &log.stats;
+    println!(
+        "read {}: {} aggregated, {} outside the range, {} late, {} unreadable",
+        stats.read, stats.used, stats.outside_range, stats.late, stats.unreadable
+    );
+    println!(
+        "wrote {} closed windows to {}",
+        log.windows.len(),
+        path.display()
+    );
+    Ok(())
 }
 
 fn report_views(defs: &Definitions, views: &[String], computed: &backfill::Computed) {

@@ -314,3 +314,73 @@ fn an_interrupted_backfill_writes_nothing_and_a_rerun_gives_the_full_result() {
     let keys: Vec<String> = redis::cmd("KEYS").arg("fe:*").query(&mut conn).unwrap();
     assert_eq!(keys.len(), 500);
 }
+
+#[test]
+fn windows_out_writes_every_window_the_engine_closed_and_nothing_to_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = events_file(dir.path());
+    let out_file = dir.path().join("windows.jsonl");
+    let out = backfill(&[
+        "--view",
+        "user_click_stats",
+        "--source-file",
+        file.to_str().unwrap(),
+        "--partitions",
+        "1",
+        "--windows-out",
+        out_file.to_str().unwrap(),
+        // Never reached: nothing is written to Redis.
+        "--redis-url",
+        "redis://127.0.0.1:1",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("wrote 8 closed windows to {}", out_file.display())),
+        "{stdout}"
+    );
+    let windows: Vec<serde_json::Value> = std::fs::read_to_string(&out_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The event at 70 s moves the watermark to 65 s: the first minute closes, with the
+    // three clicks and the view at 10 s.
+    let minute = windows
+        .iter()
+        .find(|w| w["group"] == "tumble_1m")
+        .expect("the first minute closed");
+    assert_eq!(
+        *minute,
+        serde_json::json!({
+            "view": "user_click_stats", "entity": "7", "group": "tumble_1m",
+            "start": 0, "end": 60_000,
+            "values": {"click_count_1m": 3, "view_count_1m": 1},
+        })
+    );
+    // The sliding windows the clock left: the one ending at 10 s (the clicks), then
+    // those ending at 20 s .. 70 s (the clicks and the view of item 5).
+    let sliding: Vec<(i64, i64, i64)> = windows
+        .iter()
+        .filter(|w| w["group"] == "hop_10m_10s")
+        .map(|w| {
+            (
+                w["end"].as_i64().unwrap(),
+                w["values"]["click_count_10m"].as_i64().unwrap(),
+                w["values"]["distinct_items_viewed_10m"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sliding,
+        vec![
+            (10_000, 3, 0),
+            (20_000, 3, 1),
+            (30_000, 3, 1),
+            (40_000, 3, 1),
+            (50_000, 3, 1),
+            (60_000, 3, 1),
+            (70_000, 3, 1),
+        ]
+    );
+}
