@@ -559,7 +559,20 @@ pub async fn redis_values(
         .iter()
         .map(|(_, entity)| freshet_core::store_layout::entity_key("user", entity))
         .collect();
-    let hashes = conn.read_hashes(&hash_keys).await.unwrap();
+    // A machine busy with several processors and brokers can answer a large read later
+    // than the connection's response timeout: read again rather than fail the test.
+    let mut attempts = 0;
+    let hashes = loop {
+        match conn.read_hashes(&hash_keys).await {
+            Ok(hashes) => break hashes,
+            Err(e) if attempts < 10 => {
+                attempts += 1;
+                eprintln!("reading {} hashes failed ({e}); reading again", hash_keys.len());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("cannot read the values from Redis: {e}"),
+        }
+    };
     let mut out = BTreeMap::new();
     for ((view, entity), hash) in keys.into_iter().zip(&hashes) {
         let stored = freshet_core::store_layout::StoredValues::decode(&view, hash.fields())
