@@ -36,7 +36,6 @@ use freshet_engine::event_decoder::{into_event, EventDecoder};
 use freshet_engine::{ClosedWindow, CompiledView, Event, Outcome, PartitionEngine};
 use freshet_kafka::input_queue::InputQueue;
 use freshet_kafka::QuietEof;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
@@ -584,7 +583,7 @@ impl TopicInput<'_> {
     }
 
     fn consumer(&self, isolation: &str) -> Result<BaseConsumer<QuietEof>, BackfillError> {
-        let mut config = ClientConfig::new();
+        let mut config = freshet_kafka::client_config();
         config
             .set("bootstrap.servers", self.brokers)
             .set("group.id", "freshet-backfill")
@@ -932,7 +931,7 @@ fn partition_count(
 /// How many partitions `topic` has at `brokers` (a file backfill splits events the same
 /// way).
 pub fn topic_partitions(brokers: &str, topic: &str) -> Result<i32, BackfillError> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = freshet_kafka::client_config()
         .set("bootstrap.servers", brokers)
         .set("socket.timeout.ms", "10000")
         .create()

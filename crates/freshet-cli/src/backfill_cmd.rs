@@ -120,6 +120,7 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
     let defs = freshet_core::load_dir(features_dir)?;
     let stack = StackEnv::load(&args.state_dir);
     let brokers = args.brokers.resolve(&stack);
+    freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
     let from_ms = match args.from {
         Some(Bound::At(ms)) => Some(ms),
         Some(Bound::Earliest) => None,

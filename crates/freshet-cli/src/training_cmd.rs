@@ -87,6 +87,7 @@ pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
     let defs = freshet_core::load_dir(features_dir)?;
     let stack = StackEnv::load(&args.state_dir);
     let brokers = args.brokers.resolve(&stack);
+    freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
     let registry_url = args.registry.resolve(&stack);
     let history = match args.from {
         HistorySource::Updates => {

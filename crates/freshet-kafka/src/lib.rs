@@ -61,13 +61,65 @@ pub async fn ensure_compacted_topic(
     }
 }
 
+/// librdkafka properties every Kafka client of this process starts from: what the
+/// operator gave (`--kafka-option KEY=VALUE`, `FRESHET_KAFKA_*`), for SASL, TLS and any
+/// other setting a managed Kafka needs. Set once at start by [`set_client_options`].
+static CLIENT_OPTIONS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Why the operator's Kafka settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientOptionsError {
+    /// librdkafka's own message, which names the property.
+    #[error("Kafka setting refused by librdkafka: {0}")]
+    Refused(String),
+    #[error("the Kafka settings were already set in this process")]
+    AlreadySet,
+}
+
+/// Makes `options` (librdkafka property names and values) the start of every client's
+/// configuration ([`client_config`]); properties the code sets itself for a client
+/// (such as its group or isolation level) are set after them. Checked here by librdkafka,
+/// so a misspelt property or a bad value fails at start with its message.
+pub fn set_client_options(options: Vec<(String, String)>) -> Result<(), ClientOptionsError> {
+    let mut probe = ClientConfig::new();
+    for (key, value) in &options {
+        probe.set(key, value);
+    }
+    probe
+        .create::<rdkafka::consumer::BaseConsumer>()
+        .map_err(|e| ClientOptionsError::Refused(refusal(&e)))?;
+    CLIENT_OPTIONS
+        .set(options)
+        .map_err(|_| ClientOptionsError::AlreadySet)
+}
+
+/// librdkafka's reason, without the refused value (it may be a password).
+fn refusal(error: &rdkafka::error::KafkaError) -> String {
+    match error {
+        rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
+            format!("{description} (property `{key}`)")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A client configuration holding the operator's settings ([`set_client_options`]);
+/// every Kafka client of Freshet starts from it.
+pub fn client_config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in CLIENT_OPTIONS.get().map(Vec::as_slice).unwrap_or_default() {
+        config.set(key, value);
+    }
+    config
+}
+
 async fn create_topic(
     brokers: &str,
     topic: &str,
     partitions: i32,
     config: &[(&str, &str)],
 ) -> Result<bool, TopicError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    let admin: AdminClient<DefaultClientContext> = client_config()
         .set("bootstrap.servers", brokers)
         .create()
         .map_err(|e| TopicError::Unreachable {
@@ -111,7 +163,7 @@ async fn create_topic(
 /// Settings for a consumer in group `group`: short session and heartbeat timeouts so a
 /// group forms in about 3 s, manual offset commits.
 pub fn group_consumer_config(brokers: &str, group: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = client_config();
     config
         .set("bootstrap.servers", brokers)
         .set("group.id", group)

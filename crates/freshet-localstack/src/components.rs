@@ -211,11 +211,18 @@ pub fn serving(
             redis_url.into(),
             "--features-dir".into(),
             features_dir.display().to_string(),
+            // The local stack is for one developer's machine: no API keys (the service
+            // logs that it serves without them), and the copilot on (it still needs an
+            // LLM key to answer). docs/security.md says how to lock it.
+            "--no-auth".into(),
+            "--enable-copilot".into(),
         ],
         env_remove: vec![
             "FRESHET_SERVING_LISTEN",
             "FRESHET_REDIS_URL",
             "FRESHET_FEATURES_DIR",
+            "FRESHET_API_KEYS",
+            "FRESHET_API_KEYS_FILE",
         ],
         host: host.into(),
         port,

@@ -1,6 +1,7 @@
 //! What every Freshet binary does the same way at its edge, written once:
 //!
-//! - the connection flags (`--brokers`, `--registry-url`, `--redis-url`) with their
+//! - the connection flags (`--brokers`, `--kafka-option`, `--registry-url`,
+//!   `--redis-url`) with their
 //!   environment variables, defaulting to the addresses a running local stack published in
 //!   its `stack.env` ([`StackEnv`]), else to the local defaults;
 //! - the OTLP endpoint flag ([`OtlpArgs`]) and the Prometheus listener ([`serve_metrics`]);
@@ -67,17 +68,79 @@ impl StackArgs {
     }
 }
 
-/// `--brokers`.
-#[derive(Debug, Clone, clap::Args)]
+/// `--brokers` and `--kafka-option`.
+#[derive(Clone, clap::Args)]
 pub struct BrokerArgs {
     /// Kafka bootstrap servers (default: the local stack's, else 127.0.0.1:9092).
     #[arg(long, env = "FRESHET_BROKERS")]
     pub brokers: Option<String>,
+    /// A librdkafka property for every Kafka client, repeatable:
+    /// `--kafka-option security.protocol=SASL_SSL --kafka-option sasl.mechanisms=PLAIN`.
+    /// Also from the environment: FRESHET_KAFKA_SASL_USERNAME=... is sasl.username (the
+    /// name after FRESHET_KAFKA_, lower case, `_` as `.`). A flag wins over a variable.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    pub kafka_options: Vec<String>,
 }
+
+/// Values left out: a Kafka setting may be a password.
+impl std::fmt::Debug for BrokerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self
+            .kafka_options
+            .iter()
+            .map(|o| o.split_once('=').map_or(o.as_str(), |(k, _)| k))
+            .collect();
+        f.debug_struct("BrokerArgs")
+            .field("brokers", &self.brokers)
+            .field("kafka_options", &keys)
+            .finish()
+    }
+}
+
+/// The prefix of environment variables that are librdkafka properties.
+pub const KAFKA_ENV_PREFIX: &str = "FRESHET_KAFKA_";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("--kafka-option {0:?} is not KEY=VALUE (a librdkafka property, e.g. security.protocol=SASL_SSL)")]
+pub struct BadKafkaOption(pub String);
 
 impl BrokerArgs {
     pub fn resolve(&self, stack: &StackEnv) -> String {
         stack.resolve(self.brokers.clone(), "FRESHET_BROKERS", DEFAULT_BROKERS)
+    }
+
+    /// The librdkafka properties given: `FRESHET_KAFKA_*` variables of `env`, then the
+    /// `--kafka-option` flags (which win). For `freshet_kafka::set_client_options`.
+    pub fn kafka_options(
+        &self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Vec<(String, String)>, BadKafkaOption> {
+        let mut options: Vec<(String, String)> = Vec::new();
+        let mut put = |key: String, value: String| {
+            options.retain(|(k, _)| *k != key);
+            options.push((key, value));
+        };
+        let mut from_env: Vec<(String, String)> = env
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let property = name.strip_prefix(KAFKA_ENV_PREFIX)?;
+                Some((property.to_ascii_lowercase().replace('_', "."), value))
+            })
+            .collect();
+        from_env.sort();
+        for (key, value) in from_env {
+            put(key, value);
+        }
+        for option in &self.kafka_options {
+            let (key, value) = option
+                .split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .ok_or_else(|| {
+                    BadKafkaOption(option.split('=').next().unwrap_or_default().to_string())
+                })?;
+            put(key.trim().to_string(), value.to_string());
+        }
+        Ok(options)
     }
 }
 
@@ -208,6 +271,44 @@ mod tests {
         registry: RegistryArgs,
         #[command(flatten)]
         redis: RedisArgs,
+    }
+
+    #[test]
+    fn kafka_options_come_from_flags_and_the_environment_and_flags_win() {
+        let cli = Cli::parse_from([
+            "x",
+            "--kafka-option",
+            "security.protocol=SASL_SSL",
+            "--kafka-option",
+            "sasl.password=a=b",
+        ]);
+        let env = [
+            ("FRESHET_KAFKA_SASL_USERNAME".to_string(), "svc".to_string()),
+            (
+                "FRESHET_KAFKA_SECURITY_PROTOCOL".to_string(),
+                "SSL".to_string(),
+            ),
+            ("FRESHET_BROKERS".to_string(), "b:9092".to_string()),
+        ];
+        let options = cli.brokers.kafka_options(env).unwrap();
+        assert_eq!(
+            options,
+            vec![
+                ("sasl.username".to_string(), "svc".to_string()),
+                ("security.protocol".to_string(), "SASL_SSL".to_string()),
+                ("sasl.password".to_string(), "a=b".to_string()),
+            ]
+        );
+        let shown = format!("{:?}", cli.brokers);
+        assert!(
+            shown.contains("sasl.password") && !shown.contains("a=b"),
+            "{shown}"
+        );
+        let bad = Cli::parse_from(["x", "--kafka-option", "no-equals-sign"]);
+        assert_eq!(
+            bad.brokers.kafka_options([]).unwrap_err().to_string(),
+            "--kafka-option \"no-equals-sign\" is not KEY=VALUE (a librdkafka property, e.g. security.protocol=SASL_SSL)"
+        );
     }
 
     #[test]

@@ -9,7 +9,6 @@ use freshet_avro::WireDecoder;
 use freshet_core::update_record::FEATURE_UPDATE_SCHEMA;
 use freshet_core::Value;
 use freshet_kafka::QuietEof;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -162,7 +161,7 @@ pub async fn read(
             reason: e.to_string(),
         }
     };
-    let mut config = ClientConfig::new();
+    let mut config = freshet_kafka::client_config();
     config
         .set("bootstrap.servers", &source.brokers)
         .set("group.id", "freshet-training-set")

@@ -17,7 +17,6 @@ use freshet_core::definitions::Definitions;
 use freshet_core::store_layout::{FeatureUpdate, ViewStorage, Writer};
 use freshet_store::{StoreConnection, StoreTarget};
 use metrics::SinkMetrics;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -83,7 +82,7 @@ pub async fn run(
             topic: config.topic.clone(),
             source,
         })?;
-    let mut client = ClientConfig::new();
+    let mut client = freshet_kafka::client_config();
     client
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", "freshet-flink-sink")

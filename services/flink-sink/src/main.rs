@@ -73,6 +73,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
     })?;
     let redis_url = args.redis.resolve(&stack);
+    freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
     let store = freshet_store::StoreTarget::parse(&redis_url, None)?;
     let metrics = SinkMetrics::new();
     freshet_service::serve_metrics(&args.metrics_listen, metrics.registry.clone()).await?;

@@ -189,7 +189,7 @@ pub fn read_partition(
         topic: changelog.to_string(),
         cause,
     };
-    let consumer: BaseConsumer<RestoreContext> = rdkafka::ClientConfig::new()
+    let consumer: BaseConsumer<RestoreContext> = freshet_kafka::client_config()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{changelog}-restore"))
         .set("enable.auto.commit", "false")

@@ -78,7 +78,7 @@ impl KafkaSink {
         dead_letter_topic: &str,
         changelog: Option<(ChangelogTopic, prometheus::IntCounter)>,
     ) -> Result<Self, DeliveryError> {
-        let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        let producer: ThreadedProducer<DefaultProducerContext> = freshet_kafka::client_config()
             .set("bootstrap.servers", brokers)
             .set("transactional.id", transactional_id)
             .set("enable.idempotence", "true")

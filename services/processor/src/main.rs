@@ -130,6 +130,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let _telemetry = args.otlp.init("freshet-processor")?;
     let stack = args.stack.env();
+    freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
     let config = ProcessorConfig {
         features_dir: args.features_dir,
         brokers: args.brokers.resolve(&stack),

@@ -102,6 +102,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let telemetry = args.otlp.init("freshet-producer")?;
     let stack = args.stack.env();
     let brokers = args.brokers.resolve(&stack);
+    freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
     let registry_url = args.registry.resolve(&stack);
     if args.rate < 0.0 || !args.rate.is_finite() {
         bail!("--rate must be 0 (unlimited) or a positive number of events per second");

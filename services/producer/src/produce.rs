@@ -13,7 +13,6 @@ use freshet_avro::WireEncoder;
 use futures::stream::{FuturesUnordered, StreamExt};
 use opentelemetry::trace::{Span, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -63,7 +62,7 @@ impl EventProducer {
         metrics: ProducerMetrics,
         tracer: opentelemetry_sdk::trace::SdkTracer,
     ) -> Result<Self, ProduceError> {
-        let producer: FutureProducer = ClientConfig::new()
+        let producer: FutureProducer = freshet_kafka::client_config()
             .set("bootstrap.servers", &config.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")

@@ -370,3 +370,47 @@ async fn without_auto_registration_an_unregistered_subject_is_a_clear_error() {
         "names the subject: {stderr}"
     );
 }
+
+/// `--kafka-option` and `FRESHET_KAFKA_*` reach librdkafka, which checks them at start: a
+/// misspelt property or a bad value stops the producer with librdkafka's message naming
+/// the property, and never echoes a value (it may be a password).
+#[test]
+fn kafka_options_reach_librdkafka_and_bad_ones_fail_at_start_naming_them() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshet-producer"));
+        cmd.args([
+            "--brokers",
+            "127.0.0.1:1",
+            "--metrics-listen",
+            "off",
+            "--count",
+            "1",
+        ])
+        .args(args)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--kafka-option", "no.such.property=1"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("No such configuration property") && stderr.contains("no.such.property"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(
+        &["--kafka-option", "sasl.password=hunter2-secret"],
+        &[("FRESHET_KAFKA_SECURITY_PROTOCOL", "carrier-pigeon")],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("security.protocol"), "{stderr}");
+    assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+    let (code, stderr) = run(&["--kafka-option", "security.protocol"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is not KEY=VALUE"), "{stderr}");
+}

@@ -96,6 +96,7 @@ fn start_serving(redis_url: &str, flags: &[&str]) -> (KillOnDrop, String) {
         .arg("--features-dir")
         .arg(&features)
         .args(["--worker-threads", "1"])
+        .arg("--no-auth")
         .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -89,6 +89,7 @@ pub fn router(
     request_timeout: Duration,
     extra: Router,
     document: utoipa::openapi::OpenApi,
+    access: Arc<crate::auth::Access>,
 ) -> Router {
     Router::new()
         .route("/features/{entity_id}", get(get_features))
@@ -111,6 +112,10 @@ pub fn router(
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", document))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::auth::require_access,
+        ))
         .layer(axum::middleware::from_fn_with_state(state, record_request))
 }
 

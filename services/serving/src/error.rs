@@ -56,6 +56,16 @@ pub enum ApiError {
     InvalidDefinition(String),
     #[error("{0}")]
     LlmFailed(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("too many copilot requests for this API key (at most {per_minute} a minute); retry in {retry_after_s} s")]
+    RateLimited { per_minute: u32, retry_after_s: u64 },
+    #[error(
+        "the copilot is disabled on this server (start freshet-serving with --enable-copilot)"
+    )]
+    CopilotDisabled,
 }
 
 impl ApiError {
@@ -79,6 +89,10 @@ impl ApiError {
             LlmNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
             InvalidDefinition(_) => StatusCode::UNPROCESSABLE_ENTITY,
             LlmFailed(_) => StatusCode::BAD_GATEWAY,
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Forbidden(_) => StatusCode::FORBIDDEN,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            CopilotDisabled => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -109,6 +123,10 @@ impl ApiError {
             LlmNotConfigured => "llm_not_configured",
             InvalidDefinition(_) => "invalid_definition",
             LlmFailed(_) => "llm_failed",
+            Unauthorized(_) => "unauthorized",
+            Forbidden(_) => "forbidden",
+            RateLimited { .. } => "rate_limited",
+            CopilotDisabled => "copilot_disabled",
         }
     }
 }
@@ -144,7 +162,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         // Redis comes back by itself; a missing key does not.
-        let retry_soon = matches!(self, ApiError::StoreUnavailable);
+        let retry_after = match &self {
+            ApiError::StoreUnavailable => Some(1),
+            ApiError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
+        let challenge = matches!(self, ApiError::Unauthorized(_));
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_string(),
@@ -152,10 +175,16 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if retry_soon {
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        if challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }

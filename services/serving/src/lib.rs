@@ -22,6 +22,7 @@
 //! writes with.
 
 pub mod api;
+pub mod auth;
 pub mod copilot_api;
 pub mod error;
 pub mod feast_api;
@@ -65,6 +66,8 @@ pub enum StartError {
     Copilot(#[from] freshet_copilot::CopilotError),
     #[error("cannot register the copilot's metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("API keys: {0}")]
+    Keys(#[from] auth::KeyError),
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +87,8 @@ pub struct ServingConfig {
     pub near_cache_entries: usize,
     /// The near cache serves only while Redis's invalidations are confirmed within this.
     pub near_cache_staleness: Duration,
+    /// Who may call what: API keys, `/metrics`, the copilot and its rate limit.
+    pub access: auth::AccessConfig,
 }
 
 impl ServingConfig {
@@ -98,6 +103,7 @@ impl ServingConfig {
             llm_request_timeout: DEFAULT_LLM_REQUEST_TIMEOUT,
             near_cache_entries: DEFAULT_NEAR_CACHE_ENTRIES,
             near_cache_staleness: DEFAULT_NEAR_CACHE_STALENESS,
+            access: auth::AccessConfig::open(),
         }
     }
 }
@@ -142,8 +148,9 @@ pub fn app(
     // Room for the largest batch of the longest ids, with JSON punctuation, each character
     // written as a JSON escape (`\uXXXX`, twice for characters beyond the BMP).
     let body_limit = 64 * 1024 + config.max_batch_size * (12 * api::MAX_ENTITY_ID_CHARS + 4);
-    let document = openapi::document(definitions, config.max_batch_size);
-    let router = api::router(state, config.request_timeout, llm, document)
+    let document = openapi::document(definitions, config.max_batch_size, &config.access);
+    let access = Arc::new(auth::Access::new(config.access.clone())?);
+    let router = api::router(state, config.request_timeout, llm, document, access)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit));
     Ok(if config.trace_requests {
         router.layer(TraceLayer::new_for_http().make_span_with(request_span))

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use freshet_service::{OtlpArgs, RedisArgs, StackArgs};
+use freshet_serving::auth::{AccessConfig, ApiKey, AuthConfig};
 use freshet_serving::metrics::ServingMetrics;
 use freshet_serving::ServingConfig;
 use std::path::PathBuf;
@@ -51,12 +52,69 @@ struct Args {
     /// one another.
     #[arg(long, env = "FRESHET_SERVING_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
+    /// API keys: a file of `NAME SHA256-HEX [copilot]` lines (the hash of each key:
+    /// `printf %s "$KEY" | sha256sum`). Every route but /health, /ready and /metrics then
+    /// needs `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+    #[arg(long, env = "FRESHET_API_KEYS_FILE")]
+    api_keys_file: Option<PathBuf>,
+    /// API keys from the environment: `NAME:KEY[:copilot]`, separated by commas (hashed
+    /// at start; only the hashes are kept). Adds to --api-keys-file.
+    #[arg(long, env = "FRESHET_API_KEYS", hide_env_values = true)]
+    api_keys: Option<String>,
+    /// Serve without API keys: anyone who reaches the port reads every feature. For
+    /// local use only; without keys and without this flag the service does not start.
+    #[arg(long, env = "FRESHET_SERVING_NO_AUTH", conflicts_with_all = ["api_keys_file", "api_keys"])]
+    no_auth: bool,
+    /// Ask for a key on /metrics too (open by default, for Prometheus).
+    #[arg(long, env = "FRESHET_SERVING_METRICS_NEED_KEY")]
+    metrics_need_key: bool,
+    /// Serve the copilot (/api/llm/...), which spends the LLM budget: off by default.
+    /// With keys, only keys with the `copilot` permission may use it.
+    #[arg(long, env = "FRESHET_SERVING_ENABLE_COPILOT")]
+    enable_copilot: bool,
+    /// Copilot requests a minute per key (or in all without keys).
+    #[arg(long, env = "FRESHET_SERVING_COPILOT_PER_MINUTE", default_value_t = freshet_serving::auth::DEFAULT_COPILOT_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    copilot_per_minute: u32,
     #[command(flatten)]
     stack: StackArgs,
     #[command(flatten)]
     otlp: OtlpArgs,
     #[command(flatten)]
     llm: freshet_copilot::config::CopilotArgs,
+}
+
+/// The access configuration from the flags: keys from the file and the environment, or
+/// none with an explicit --no-auth.
+fn access(args: &Args) -> anyhow::Result<AccessConfig> {
+    let auth = if args.no_auth {
+        AuthConfig::Off
+    } else {
+        let mut keys = Vec::new();
+        if let Some(path) = &args.api_keys_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the API keys file {}", path.display()))?;
+            keys.extend(
+                ApiKey::parse_file(&text)
+                    .with_context(|| format!("in the API keys file {}", path.display()))?,
+            );
+        }
+        if let Some(text) = &args.api_keys {
+            keys.extend(ApiKey::parse_env(text)?);
+        }
+        if keys.is_empty() {
+            anyhow::bail!(
+                "no API keys: give --api-keys-file (or FRESHET_API_KEYS_FILE) or FRESHET_API_KEYS, \
+                 or --no-auth to serve every feature to anyone who reaches the port (local use only)"
+            );
+        }
+        AuthConfig::Keys(keys)
+    };
+    Ok(AccessConfig {
+        auth,
+        metrics_need_key: args.metrics_need_key,
+        copilot_enabled: args.enable_copilot,
+        copilot_per_minute: args.copilot_per_minute,
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +147,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let definitions = freshet_core::load_dir(&args.features_dir)?;
     let stack = args.stack.env();
+    let access = access(&args)?;
+    if !access.requires_keys() {
+        tracing::warn!(
+            "serving without API keys (--no-auth): anyone who reaches the port reads every feature"
+        );
+    }
     let config = ServingConfig {
         redis_url: args.redis.resolve(&stack),
         max_batch_size: args.max_batch_size,
@@ -99,13 +163,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         llm_request_timeout: freshet_serving::DEFAULT_LLM_REQUEST_TIMEOUT,
         near_cache_entries: args.near_cache_entries,
         near_cache_staleness: Duration::from_millis(args.near_cache_staleness_ms),
+        access,
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (use --listen)", args.listen))?;
     tracing::info!(
         address = %args.listen,
-        redis = %config.redis_url,
+        api_keys = config.access.requires_keys(),
+        copilot_enabled = config.access.copilot_enabled,
         views = ?definitions.view_names(),
         copilot = config.copilot.is_configured(),
         near_cache_entries = config.near_cache_entries,

@@ -81,7 +81,11 @@ fn feast_error_response(description: &str) -> Value {
 const TIMEOUT_408: &str = "The request took longer than the server's request timeout (no body)";
 
 /// The service's OpenAPI document for these definitions and this largest batch.
-pub fn document(definitions: &Definitions, max_batch_size: usize) -> utoipa::openapi::OpenApi {
+pub fn document(
+    definitions: &Definitions,
+    max_batch_size: usize,
+    access: &crate::auth::AccessConfig,
+) -> utoipa::openapi::OpenApi {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document to JSON");
     let views: Vec<&str> = definitions.views.iter().map(|v| v.name.as_str()).collect();
     let mut features: Vec<&str> = definitions
@@ -240,7 +244,50 @@ pub fn document(definitions: &Definitions, max_batch_size: usize) -> utoipa::ope
     responses["408"] = json!({ "description": TIMEOUT_408 });
     responses["500"] = feast_error_response("Redis answered the lookup with an error");
 
+    if access.requires_keys() {
+        require_keys(&mut doc, access);
+    }
     serde_json::from_value(doc).expect("the patched document is an OpenAPI document")
+}
+
+/// API keys on every operation but the open ones: the schemes, and the 401 (and, on the
+/// copilot's routes, 403 and 429) every such operation can answer.
+fn require_keys(doc: &mut Value, access: &crate::auth::AccessConfig) {
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "An API key as a bearer token (`Authorization: Bearer <key>`); the service takes it as `X-API-Key: <key>` too."
+        }
+    });
+    doc["security"] = json!([{ "bearer": [] }]);
+    let open = |path: &str| {
+        path == "/health" || path == "/ready" || (path == "/metrics" && !access.metrics_need_key)
+    };
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, operations) in paths.iter_mut() {
+        let Some(operations) = operations.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut() {
+            if open(path) {
+                operation["security"] = json!([]);
+                continue;
+            }
+            let responses = &mut operation["responses"];
+            responses["401"] = error_response("No API key, or one that is not valid");
+            if path.starts_with("/api/llm") {
+                responses["403"] = error_response("The API key may not use the copilot");
+                responses["429"] = error_response(
+                    "Too many copilot requests for this API key (see `Retry-After`)",
+                );
+                responses["503"] = error_response(
+                    "The copilot is disabled on this server, or has no LLM configured",
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -251,7 +298,9 @@ mod tests {
     fn the_document_names_this_deployments_views_features_and_limits() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
         let definitions = freshet_core::load_dir(&dir).unwrap();
-        let doc = serde_json::to_value(document(&definitions, 250)).unwrap();
+        let open = crate::auth::AccessConfig::open();
+        let doc = serde_json::to_value(document(&definitions, 250, &open)).unwrap();
+        assert!(doc.get("security").is_none(), "no keys, no security");
         let batch = &doc["components"]["schemas"]["BatchRequest"]["oneOf"][0];
         assert_eq!(batch["properties"]["entity_ids"]["maxItems"], 250);
         assert_eq!(
@@ -280,5 +329,31 @@ mod tests {
             doc["components"]["schemas"]["FeatureValue"]["properties"]["value"]["type"],
             json!(["number", "string", "boolean", "null"])
         );
+    }
+
+    #[test]
+    fn with_keys_every_operation_but_the_probes_documents_401() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+        let definitions = freshet_core::load_dir(&dir).unwrap();
+        let access = crate::auth::AccessConfig {
+            auth: crate::auth::AuthConfig::Keys(Vec::new()),
+            ..crate::auth::AccessConfig::open()
+        };
+        let doc = serde_json::to_value(document(&definitions, 250, &access)).unwrap();
+        assert_eq!(doc["security"], json!([{ "bearer": [] }]));
+        let get = &doc["paths"]["/features/{entity_id}"]["get"];
+        assert_eq!(
+            get["responses"]["401"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+        assert!(get["responses"].get("429").is_none());
+        let generate = &doc["paths"]["/api/llm/generate"]["post"]["responses"];
+        for status in ["401", "403", "429", "503"] {
+            assert!(generate.get(status).is_some(), "{status}");
+        }
+        assert_eq!(doc["paths"]["/health"]["get"]["security"], json!([]));
+        assert!(doc["paths"]["/health"]["get"]["responses"]
+            .get("401")
+            .is_none());
     }
 }

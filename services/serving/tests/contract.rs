@@ -4,6 +4,8 @@
 //! errors, every status and body as documented, valid requests accepted and invalid ones
 //! refused. Some entities hold values, so found, missing and defaults are all answered.
 //!
+//! The service requires API keys here, as in production: schemathesis sends one, and its
+//! `ignored_auth` check finds every protected operation refusing requests without it.
 //! The copilot's endpoints answer 503 `llm_not_configured` here (no LLM key: the
 //! documented answer), so they get every check but `not_a_server_error`.
 //!
@@ -29,16 +31,34 @@ fn schemathesis() -> Option<PathBuf> {
     works.then_some(st)
 }
 
-/// Runs `st run` with `args`; panics with its report unless it found nothing.
+/// The API key schemathesis sends (a key with the copilot permission).
+const KEY: &str = "contract-test-key";
+
+/// Runs `st run` with `args`, sending [`KEY`]; panics with its report unless it found
+/// nothing.
 async fn run(st: &PathBuf, base: &str, args: &[&str]) -> String {
     // Schemathesis keeps a cache of what it found in its working folder: not the crate's.
     let scratch = std::env::temp_dir().join("freshet-schemathesis");
     std::fs::create_dir_all(&scratch).expect("a scratch folder");
+    // The document itself needs the key: fetched here, given to schemathesis as a file.
+    let document = reqwest::Client::new()
+        .get(format!("{base}/openapi.json"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let document_path = scratch.join(format!("openapi-{}.json", std::process::id()));
+    std::fs::write(&document_path, document).unwrap();
     let mut command = tokio::process::Command::new(st);
     command
         .current_dir(&scratch)
         .arg("run")
-        .arg(format!("{base}/openapi.json"))
+        .arg(&document_path)
+        .args(["--url", base])
+        .args(["--header", &format!("Authorization: Bearer {KEY}")])
         .args([
             "--checks",
             "all",
@@ -77,7 +97,20 @@ async fn schemathesis_finds_every_answer_as_the_openapi_document_says() {
         .map(|i| (click_update(&i.to_string(), 2, now - 500, i), HOUR_MS))
         .collect();
     write(&redis.url(), &updates).await;
-    let serving = Serving::start(&redis.url(), 100).await;
+    let serving = Serving::start_with(&redis.url(), |config| {
+        config.max_batch_size = 100;
+        config.access = freshet_serving::auth::AccessConfig {
+            auth: freshet_serving::auth::AuthConfig::Keys(vec![freshet_serving::auth::ApiKey {
+                name: "contract".into(),
+                sha256: freshet_serving::auth::ApiKey::hash(KEY),
+                copilot: true,
+            }]),
+            metrics_need_key: false,
+            copilot_enabled: true,
+            copilot_per_minute: 100_000,
+        };
+    })
+    .await;
 
     let lookups = run(&st, &serving.base, &["--exclude-path-regex", "^/api/llm"]).await;
     // It ran every lookup operation and generated many requests.

@@ -23,6 +23,7 @@ async fn requests_are_spans_in_the_callers_trace_exported_over_otlp() {
         .arg("--features-dir")
         .arg(&features)
         .args(["--otlp-endpoint", &receiver.endpoint()])
+        .arg("--no-auth")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -172,7 +172,7 @@ pub async fn run(
     let mut slots: Vec<PartitionSlot> = Vec::new();
     let mut topics: Vec<String> = sources.keys().cloned().collect();
     topics.sort();
-    let metadata_consumer: BaseConsumer = rdkafka::ClientConfig::new()
+    let metadata_consumer: BaseConsumer = freshet_kafka::client_config()
         .set("bootstrap.servers", &config.brokers)
         .create()
         .context("cannot create a Kafka client")?;
