@@ -567,7 +567,10 @@ pub async fn redis_values(
             Ok(hashes) => break hashes,
             Err(e) if attempts < 10 => {
                 attempts += 1;
-                eprintln!("reading {} hashes failed ({e}); reading again", hash_keys.len());
+                eprintln!(
+                    "reading {} hashes failed ({e}); reading again",
+                    hash_keys.len()
+                );
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => panic!("cannot read the values from Redis: {e}"),
