@@ -478,7 +478,7 @@ async fn read_input(
 /// Writes computed values to Redis with versioned writes.
 pub async fn write(redis_url: &str, computed: &Computed) -> Result<WriteReport, BackfillError> {
     let redis_error = |source| BackfillError::Redis {
-        url: redis_url.to_string(),
+        url: freshet_store::redacted_url(redis_url),
         source,
     };
     let target = freshet_store::StoreTarget::parse(redis_url, None).map_err(|e| {

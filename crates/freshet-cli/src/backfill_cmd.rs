@@ -249,8 +249,10 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
     }
     let written = runtime.block_on(backfill::write(&redis_url, &computed))?;
     println!(
-        "wrote {} values to {redis_url}; kept {} that Redis holds under a newer version",
-        written.written, written.kept_newer
+        "wrote {} values to {}; kept {} that Redis holds under a newer version",
+        written.written,
+        freshet_store::redacted_url(&redis_url),
+        written.kept_newer
     );
     Ok(ExitCode::SUCCESS)
 }

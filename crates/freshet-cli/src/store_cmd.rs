@@ -39,16 +39,18 @@ pub fn run(command: StoreCommand, features_dir: &Path) -> Result<ExitCode> {
         .map(|v| (v.name.clone(), ViewStorage::of(v)))
         .collect();
     let url = args.redis.resolve(&StackEnv::load(&args.state_dir));
+    // What messages show: without a password.
+    let shown = freshet_store::redacted_url(&url);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let report = runtime.block_on(async {
         let client = redis::Client::open(url.as_str())
-            .with_context(|| format!("invalid Redis URL {url}"))?;
+            .with_context(|| format!("invalid Redis URL {shown}"))?;
         let mut connection = client
             .get_multiplexed_async_connection()
             .await
-            .with_context(|| format!("cannot connect to Redis at {url}"))?;
+            .with_context(|| format!("cannot connect to Redis at {shown}"))?;
         let started = Instant::now();
         freshet_store::migrate_legacy(
             &mut connection,
@@ -63,10 +65,10 @@ pub fn run(command: StoreCommand, features_dir: &Path) -> Result<ExitCode> {
             |key, why| eprintln!("warning: left {key} in place: {why}"),
         )
         .await
-        .with_context(|| format!("migrating the feature values in {url}"))
+        .with_context(|| format!("migrating the feature values in {shown}"))
     })?;
     println!(
-        "migrated {url}: {} legacy hashes moved into entity hashes, {} already held there at a newer version (deleted), {} left in place ({} of views not in the definitions, {} unreadable, {} rewritten meanwhile)",
+        "migrated {shown}: {} legacy hashes moved into entity hashes, {} already held there at a newer version (deleted), {} left in place ({} of views not in the definitions, {} unreadable, {} rewritten meanwhile)",
         report.moved,
         report.already_newer,
         report.unknown_view + report.unreadable + report.changed_meanwhile,

@@ -34,7 +34,9 @@ mod migrate;
 mod target;
 pub use batch_connection::{BatchConnection, BatchReadError};
 pub use migrate::{migrate_legacy, MigrationReport};
-pub use target::{cluster_node_urls, BadStoreUrl, StoreConnection, StoreTarget, CLUSTER_SCHEME};
+pub use target::{
+    cluster_node_urls, redacted_url, BadStoreUrl, StoreConnection, StoreTarget, CLUSTER_SCHEME,
+};
 
 /// Updates per pipeline: bounds the size of one request to Redis.
 pub(crate) const WRITE_CHUNK: usize = 1_000;

@@ -32,6 +32,25 @@ pub struct BadStoreUrl {
     pub reason: String,
 }
 
+/// `url` fit for logs and error messages: a password in it (`redis://user:pass@host`,
+/// `rediss://:pass@host`, a cluster URL's) replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    if user.len() == userinfo.len() {
+        // No password: `redis://user@host`.
+        return url.to_string();
+    }
+    format!("{scheme}://{user}:***{}", &rest[at..])
+}
+
 /// The `redis://` URL of each node a cluster URL lists (credentials and options kept);
 /// `None` for a URL that is not a cluster's.
 pub fn cluster_node_urls(url: &str) -> Option<Vec<String>> {
@@ -68,8 +87,9 @@ impl StoreTarget {
     /// of a cluster's nodes.
     pub fn parse(url: &str, timeout: Option<Duration>) -> Result<Self, BadStoreUrl> {
         let bad = |reason: String| BadStoreUrl {
-            url: url.to_string(),
-            reason,
+            url: redacted_url(url),
+            // Parsers quote what they could not read, which may be the password.
+            reason: reason.replace(url, &redacted_url(url)),
         };
         let Some(nodes) = cluster_node_urls(url) else {
             return redis::Client::open(url)
@@ -220,4 +240,33 @@ async fn read_each<C: ConnectionLike + Clone + Send>(
         }
     });
     futures::future::try_join_all(reads).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_left_out_of_urls_shown() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            (
+                "redis://app:s3cret@redis:6379/0",
+                "redis://app:***@redis:6379/0",
+            ),
+            ("rediss://:s3cret@redis:6380", "rediss://:***@redis:6380"),
+            ("redis://app@redis", "redis://app@redis"),
+            (
+                "redis+cluster://u:p@w@a:1,b:2",
+                "redis+cluster://u:***@a:1,b:2",
+            ),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+        let err = StoreTarget::parse("redis://app:s3cret@[bad", None)
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
 }

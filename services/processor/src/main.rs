@@ -152,6 +152,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = ProcessorMetrics::new();
     freshet_service::serve_metrics(&args.metrics_listen, metrics.registry.clone()).await?;
     let stop = freshet_service::stop_flag();
-    tracing::info!(brokers = %config.brokers, redis = %config.redis_url, group = %config.group_id, instance = %config.instance_id, "starting");
+    tracing::info!(brokers = %config.brokers, redis = %freshet_store::redacted_url(&config.redis_url), group = %config.group_id, instance = %config.instance_id, "starting");
     runtime::run(config, metrics, stop).await
 }

@@ -501,11 +501,15 @@ async fn connect_redis(
             Ok(sink) => return Ok(sink),
             Err(e @ DeliveryError::BadRedisUrl(_)) => bail!("{e}"),
             Err(e) if !stop.load(Ordering::Relaxed) => {
-                tracing::warn!(error = %e, url, "Redis is not reachable; retrying");
+                let url = freshet_store::redacted_url(url);
+                tracing::warn!(error = %e, %url, "Redis is not reachable; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
             }
-            Err(e) => bail!("Redis at {url} is not reachable: {e}"),
+            Err(e) => bail!(
+                "Redis at {} is not reachable: {e}",
+                freshet_store::redacted_url(url)
+            ),
         }
     }
 }
