@@ -11,7 +11,14 @@
 //!   resolves it to one reader schema, so consumers see every compatible version of an
 //!   event (v1 and v2) in one shape.
 //!
+//! - [`Registry`]: where the registry is and the credentials (basic auth or a bearer
+//!   token) every request carries.
+//!
 //! Transport (Kafka) is not in here: these types turn values into bytes and back.
+
+mod registry;
+
+pub use registry::{Registry, RegistryAuth, RegistryError};
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
@@ -45,7 +52,7 @@ const MAGIC_BYTE: u8 = 0;
 impl WireEncoder {
     /// `schema`: the writer schema, registered under `{topic}-value` on first use; `None`
     /// to use the subject's latest registered schema and register nothing.
-    pub fn new(registry_url: &str, topic: &str, schema: Option<&str>) -> Self {
+    pub fn new(registry: &Registry, topic: &str, schema: Option<&str>) -> Self {
         let strategy = match schema {
             Some(text) => SubjectNameStrategy::TopicNameStrategyWithSchema(
                 topic.to_string(),
@@ -55,7 +62,7 @@ impl WireEncoder {
             None => SubjectNameStrategy::TopicNameStrategy(topic.to_string(), false),
         };
         Self {
-            settings: SrSettings::new(registry_url.to_string()),
+            settings: registry.settings(ENCODER_REGISTRY_TIMEOUT),
             strategy,
             subject: format!("{topic}-value"),
             writer: tokio::sync::OnceCell::new(),
@@ -126,10 +133,15 @@ impl ReadyEncoder<'_> {
     }
 }
 
+/// The error's text, with what to do about it when the registry refused the credentials.
 fn describe(e: &schema_registry_converter::error::SRCError) -> String {
-    match &e.cause {
+    let text = match &e.cause {
         Some(cause) => format!("{}: {cause}", e.error),
         None => e.error.clone(),
+    };
+    match answered_status(e).and_then(registry::refusal_hint) {
+        Some(hint) => format!("{text}: {hint}"),
+        None => text,
     }
 }
 
@@ -169,6 +181,8 @@ impl DecodeError {
 /// How long one registry request may take (connect and answer); schema_registry_converter's
 /// default is 30 s, for which a reader would stand still.
 const REGISTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// An encoder asks once, before its first record: schema_registry_converter's default.
+const ENCODER_REGISTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The HTTP status the registry answered with, when the error says.
 fn answered_status(e: &schema_registry_converter::error::SRCError) -> Option<u16> {
@@ -232,13 +246,9 @@ pub struct Decoded {
 impl WireDecoder {
     /// The reader schema and the resolving readers are kept for the life of the process
     /// (decoders live as long as their consumer; writer schemas are few).
-    pub fn new(registry_url: &str, reader: Schema) -> Self {
-        let settings = SrSettings::new_builder(registry_url.to_string())
-            .set_timeout(REGISTRY_TIMEOUT)
-            .build()
-            .unwrap_or_else(|_| SrSettings::new(registry_url.to_string()));
+    pub fn new(registry: &Registry, reader: Schema) -> Self {
         Self {
-            decoder: AvroDecoder::new(settings),
+            decoder: AvroDecoder::new(registry.settings(REGISTRY_TIMEOUT)),
             reader: Box::leak(Box::new(reader)),
             readers: Default::default(),
         }

@@ -22,7 +22,7 @@ struct E1 {
 async fn encoded_records_decode_with_the_converter_and_resolve_to_a_newer_reader() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start_at(dir.path().join("journal.jsonl"));
-    let encoder = WireEncoder::new(&registry.url(), "t", Some(V1));
+    let encoder = WireEncoder::new(&registry.url().into(), "t", Some(V1));
     let bytes = encoder
         .encode(&E1 {
             id: 7,
@@ -42,7 +42,7 @@ async fn encoded_records_decode_with_the_converter_and_resolve_to_a_newer_reader
         ])
     );
 
-    let decoder = WireDecoder::new(&registry.url(), Schema::parse_str(V2).unwrap());
+    let decoder = WireDecoder::new(&registry.url().into(), Schema::parse_str(V2).unwrap());
     let resolved = decoder.decode(Some(&bytes)).await.unwrap();
     assert_eq!(
         resolved.value,
@@ -74,7 +74,7 @@ async fn encoded_records_decode_with_the_converter_and_resolve_to_a_newer_reader
 async fn without_auto_registration_an_unknown_subject_names_itself() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start_at(dir.path().join("journal.jsonl"));
-    let encoder = WireEncoder::new(&registry.url(), "missing", None);
+    let encoder = WireEncoder::new(&registry.url().into(), "missing", None);
     let err = encoder
         .encode(&E1 { id: 1, kind: "x" })
         .await

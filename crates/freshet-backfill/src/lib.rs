@@ -108,7 +108,7 @@ pub enum Input {
     /// each partition's end when the backfill starts.
     Kafka {
         brokers: String,
-        registry_url: String,
+        registry: freshet_avro::Registry,
     },
     /// A file of events of the views' source: JSON Lines (one object per line, fields as
     /// in the source's Avro schema) or an Avro object container file (detected by its
@@ -450,14 +450,8 @@ async fn read_input(
 ) -> Result<(Vec<Lane>, InputStats), BackfillError> {
     let feeder = Feeder::new(config)?;
     match &config.input {
-        Input::Kafka {
-            brokers,
-            registry_url,
-        } => {
-            let input = KafkaInput {
-                brokers,
-                registry_url,
-            };
+        Input::Kafka { brokers, registry } => {
+            let input = KafkaInput { brokers, registry };
             input
                 .read(defs, views, feeder, observer, progress, stop)
                 .await
@@ -508,7 +502,7 @@ pub async fn write(redis_url: &str, computed: &Computed) -> Result<WriteReport, 
 /// The views' source topics at a broker.
 struct KafkaInput<'a> {
     brokers: &'a str,
-    registry_url: &'a str,
+    registry: &'a freshet_avro::Registry,
 }
 
 impl KafkaInput<'_> {
@@ -521,7 +515,7 @@ impl KafkaInput<'_> {
         progress: &mut dyn FnMut(Progress),
         stop: &AtomicBool,
     ) -> Result<(Vec<Lane>, InputStats), BackfillError> {
-        let (brokers, registry_url) = (self.brokers, self.registry_url);
+        let (brokers, registry) = (self.brokers, self.registry);
         let mut topics: Vec<&CompiledView> = views.iter().collect();
         topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         topics.dedup_by(|a, b| a.topic == b.topic);
@@ -537,7 +531,7 @@ impl KafkaInput<'_> {
                 brokers,
                 topic: &view.topic,
                 decoder: EventDecoder::new(
-                    WireDecoder::new(registry_url, source.schema.avro.clone()),
+                    WireDecoder::new(registry, source.schema.avro.clone()),
                     &view.entity_key_field,
                     &view.event_time_field,
                 ),

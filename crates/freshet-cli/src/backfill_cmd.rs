@@ -159,7 +159,7 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
             }
             Input::Kafka {
                 brokers: brokers.clone(),
-                registry_url: args.registry.resolve(&stack),
+                registry: args.registry.resolve(&stack)?,
             }
         }
     };

@@ -29,7 +29,8 @@ enum CopilotCommand {
         #[arg(long)]
         source: Option<String>,
         /// Take the source's fields from this schema registry (its latest schema) instead
-        /// of the definitions' schema file.
+        /// of the definitions' schema file. Credentials in the URL (https://KEY:SECRET@host)
+        /// are sent as basic auth.
         #[arg(long, value_name = "URL")]
         registry_url: Option<String>,
         /// Save the definition as `{view}.toml` in the definitions folder.
@@ -70,7 +71,9 @@ pub fn run(cmd: CopilotCmd, features_dir: &Path) -> Result<ExitCode> {
             registry_url,
             write,
         } => {
-            let origin = registry_url.map_or(SchemaOrigin::Definitions, SchemaOrigin::Registry);
+            let origin = registry_url.map_or(SchemaOrigin::Definitions, |url| {
+                SchemaOrigin::Registry(freshet_avro::Registry::new(url))
+            });
             eprintln!(
                 "copilot: asking {} at {} ...",
                 copilot.config().model,

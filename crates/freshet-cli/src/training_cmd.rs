@@ -88,7 +88,7 @@ pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
     let stack = StackEnv::load(&args.state_dir);
     let brokers = args.brokers.resolve(&stack);
     freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
-    let registry_url = args.registry.resolve(&stack);
+    let registry = args.registry.resolve(&stack)?;
     let history = match args.from {
         HistorySource::Updates => {
             if args.source_file.is_some() || args.partitions.is_some() {
@@ -96,7 +96,7 @@ pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
             }
             History::Updates(UpdatesTopic {
                 brokers: brokers.clone(),
-                registry_url,
+                registry,
                 topic: args.updates_topic.clone(),
             })
         }
@@ -128,7 +128,7 @@ pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
                 }
                 History::Events(Input::Kafka {
                     brokers: brokers.clone(),
-                    registry_url,
+                    registry,
                 })
             }
         },

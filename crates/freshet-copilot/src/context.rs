@@ -82,8 +82,8 @@ impl SourceContext {
 pub enum SchemaOrigin {
     /// The schema file the definitions name (the one validation checks against).
     Definitions,
-    /// The latest version of the source's subject in the schema registry at this URL.
-    Registry(String),
+    /// The latest version of the source's subject in this schema registry.
+    Registry(freshet_avro::Registry),
 }
 
 /// The source named `name` (or the only source when `None`), its schema from `origin`.
@@ -125,35 +125,20 @@ pub async fn source_context(
     ))
 }
 
-async fn registry_schema(url: &str, subject: &str) -> Result<EventSchema, CopilotError> {
+async fn registry_schema(
+    registry: &freshet_avro::Registry,
+    subject: &str,
+) -> Result<EventSchema, CopilotError> {
     let error = |reason: String| CopilotError::Registry {
-        url: url.into(),
+        url: registry.to_string(),
         subject: subject.into(),
         reason,
     };
-    let address = format!(
-        "{}/subjects/{subject}/versions/latest",
-        url.trim_end_matches('/')
-    );
-    let response = reqwest::Client::new()
-        .get(&address)
-        .timeout(std::time::Duration::from_secs(10))
-        .send()
+    let text = registry
+        .latest_schema(subject)
         .await
         .map_err(|e| error(e.to_string()))?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.map_err(|e| error(e.to_string()))?;
-    if !status.is_success() {
-        return Err(error(format!(
-            "HTTP {}: {}",
-            status.as_u16(),
-            body["message"].as_str().unwrap_or("no message")
-        )));
-    }
-    let text = body["schema"]
-        .as_str()
-        .ok_or_else(|| error("the answer holds no schema".into()))?;
-    EventSchema::parse(text).map_err(|e| error(e.to_string()))
+    EventSchema::parse(&text).map_err(|e| error(e.to_string()))
 }
 
 /// The views that exist, so the model neither repeats nor collides with them.

@@ -443,7 +443,7 @@ async fn the_sources_fields_can_come_from_the_schema_registry() {
             &definitions(),
             "clicks",
             Some("user_events"),
-            &SchemaOrigin::Registry(registry.url()),
+            &SchemaOrigin::Registry(registry.url().into()),
         )
         .await
         .unwrap();

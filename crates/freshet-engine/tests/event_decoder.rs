@@ -93,11 +93,11 @@ fn field(event: &Event, name: &str) -> Option<Value> {
 async fn records_of_three_writer_schemas_interleave_into_the_right_events() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start_at(dir.path().join("journal.jsonl"));
-    let scalar = WireEncoder::new(&registry.url(), "events", Some(SCALAR_WRITER));
-    let nested = WireEncoder::new(&registry.url(), "events", Some(NESTED_WRITER));
-    let with_enum = WireEncoder::new(&registry.url(), "events", Some(ENUM_WRITER));
+    let scalar = WireEncoder::new(&registry.url().into(), "events", Some(SCALAR_WRITER));
+    let nested = WireEncoder::new(&registry.url().into(), "events", Some(NESTED_WRITER));
+    let with_enum = WireEncoder::new(&registry.url().into(), "events", Some(ENUM_WRITER));
     let mut decoder = EventDecoder::new(
-        WireDecoder::new(&registry.url(), Schema::parse_str(READER).unwrap()),
+        WireDecoder::new(&registry.url().into(), Schema::parse_str(READER).unwrap()),
         "user",
         "ts",
     );
@@ -213,7 +213,7 @@ async fn records_of_three_writer_schemas_interleave_into_the_right_events() {
 async fn an_unreachable_registry_is_transient_and_an_unknown_schema_id_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::start_at(dir.path().join("journal.jsonl"));
-    let scalar = WireEncoder::new(&registry.url(), "events", Some(SCALAR_WRITER));
+    let scalar = WireEncoder::new(&registry.url().into(), "events", Some(SCALAR_WRITER));
     let record = |user| Scalar {
         user,
         ts: 5,
@@ -221,7 +221,7 @@ async fn an_unreachable_registry_is_transient_and_an_unknown_schema_id_is_not() 
     };
     let bytes = scalar.encode(&record(3)).await.unwrap();
     let mut decoder = EventDecoder::new(
-        WireDecoder::new(&registry.url(), Schema::parse_str(READER).unwrap()),
+        WireDecoder::new(&registry.url().into(), Schema::parse_str(READER).unwrap()),
         "user",
         "ts",
     );

@@ -83,7 +83,11 @@ pub fn schema_registry(program: &Path, host: &str, port: u16, journal: &Path) ->
             "--journal".into(),
             journal.display().to_string(),
         ],
-        env_remove: vec!["FRESHET_REGISTRY_LISTEN", "FRESHET_REGISTRY_JOURNAL"],
+        env_remove: vec![
+            "FRESHET_REGISTRY_LISTEN",
+            "FRESHET_REGISTRY_JOURNAL",
+            "FRESHET_REGISTRY_USERS_FILE",
+        ],
         host: host.into(),
         port,
         readiness: Readiness::Http {

@@ -10,6 +10,7 @@
 //! Reading `stack.env` needs no link to the local-stack crate, which writes it: the file is
 //! plain `KEY=value` lines, and [`STACK_ENV_FILE`] names it for both.
 
+pub use freshet_avro::{Registry, RegistryAuth};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -144,21 +145,90 @@ impl BrokerArgs {
     }
 }
 
-/// `--registry-url`.
-#[derive(Debug, Clone, clap::Args)]
+/// `--registry-url` and the registry's credentials.
+#[derive(Clone, clap::Args)]
 pub struct RegistryArgs {
     /// Schema registry URL (default: the local stack's, else http://127.0.0.1:8081).
+    /// Credentials in it (https://KEY:SECRET@host) are used as basic auth.
     #[arg(long, env = "FRESHET_REGISTRY_URL")]
     pub registry_url: Option<String>,
+    /// Basic auth for the schema registry, USER:PASSWORD (a managed registry's API key
+    /// and secret).
+    #[arg(
+        long,
+        env = "FRESHET_REGISTRY_BASIC_AUTH",
+        hide_env_values = true,
+        value_name = "USER:PASSWORD",
+        conflicts_with = "registry_bearer_token"
+    )]
+    pub registry_basic_auth: Option<String>,
+    /// A bearer token for the schema registry.
+    #[arg(
+        long,
+        env = "FRESHET_REGISTRY_BEARER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub registry_bearer_token: Option<String>,
 }
 
+/// Credentials left out.
+impl std::fmt::Debug for RegistryArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("RegistryArgs")
+            .field(
+                "registry_url",
+                &self.registry_url.as_deref().map(Registry::new),
+            )
+            .field("registry_basic_auth", &given(&self.registry_basic_auth))
+            .field("registry_bearer_token", &given(&self.registry_bearer_token))
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("--registry-basic-auth (FRESHET_REGISTRY_BASIC_AUTH) is not USER:PASSWORD: it has no ':'")]
+pub struct BadRegistryAuth;
+
 impl RegistryArgs {
-    pub fn resolve(&self, stack: &StackEnv) -> String {
-        stack.resolve(
+    /// The registry: the URL given, else the stack's, else the default; with the
+    /// credentials given (which win over any in the URL).
+    pub fn resolve(&self, stack: &StackEnv) -> Result<Registry, BadRegistryAuth> {
+        let registry = Registry::new(stack.resolve(
             self.registry_url.clone(),
             "FRESHET_REGISTRY_URL",
             DEFAULT_REGISTRY_URL,
+        ));
+        Ok(
+            match (&self.registry_basic_auth, &self.registry_bearer_token) {
+                (Some(pair), _) => {
+                    let (username, password) = pair.split_once(':').ok_or(BadRegistryAuth)?;
+                    registry.with_auth(RegistryAuth::Basic {
+                        username: username.into(),
+                        password: password.into(),
+                    })
+                }
+                (None, Some(token)) => registry.with_auth(RegistryAuth::Bearer {
+                    token: token.clone(),
+                }),
+                (None, None) => registry,
+            },
         )
+    }
+}
+
+/// Stops a service at start when the registry refuses its credentials (401, 403): that
+/// will not change by waiting. A registry that cannot be reached, or answers with an error
+/// of its own, is only logged: it may still be starting, and readers wait for it.
+pub async fn check_registry(registry: &Registry) -> Result<(), freshet_avro::RegistryError> {
+    match registry.check().await {
+        Ok(()) => Ok(()),
+        Err(e @ freshet_avro::RegistryError::Refused { .. }) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "schema registry not ready yet; continuing");
+            Ok(())
+        }
     }
 }
 
@@ -330,12 +400,66 @@ mod tests {
         let stack = cli.stack.env();
         assert_eq!(cli.brokers.resolve(&stack), "127.0.0.1:19092");
         assert_eq!(cli.redis.resolve(&stack), "redis://127.0.0.1:16379");
-        assert_eq!(cli.registry.resolve(&stack), "http://registry:1");
+        assert_eq!(
+            cli.registry.resolve(&stack).unwrap().url(),
+            "http://registry:1"
+        );
 
         let cli = Cli::parse_from(["x", "--stack-dir", "/nonexistent", "--brokers", "b:1"]);
         let stack = cli.stack.env();
         assert_eq!(cli.brokers.resolve(&stack), "b:1");
         assert_eq!(cli.redis.resolve(&stack), DEFAULT_REDIS_URL);
-        assert_eq!(cli.registry.resolve(&stack), DEFAULT_REGISTRY_URL);
+        assert_eq!(
+            cli.registry.resolve(&stack).unwrap().url(),
+            DEFAULT_REGISTRY_URL
+        );
+    }
+
+    #[test]
+    fn registry_credentials_come_from_a_flag_and_are_never_shown() {
+        let stack = StackEnv::default();
+        let cli = Cli::parse_from([
+            "x",
+            "--registry-url",
+            "https://u:from-url@r.example",
+            "--registry-basic-auth",
+            "key:se:cret",
+        ]);
+        let registry = cli.registry.resolve(&stack).unwrap();
+        assert_eq!(registry.url(), "https://r.example");
+        assert_eq!(
+            registry.auth(),
+            &RegistryAuth::Basic {
+                username: "key".into(),
+                password: "se:cret".into()
+            }
+        );
+        let shown = format!("{:?} {registry:?} {registry}", cli.registry);
+        assert!(
+            !shown.contains("se:cret") && !shown.contains("from-url"),
+            "{shown}"
+        );
+
+        let cli = Cli::parse_from(["x", "--registry-bearer-token", "tok"]);
+        assert_eq!(
+            cli.registry.resolve(&stack).unwrap().auth(),
+            &RegistryAuth::Bearer {
+                token: "tok".into()
+            }
+        );
+        let cli = Cli::parse_from(["x", "--registry-basic-auth", "no-colon-secret"]);
+        let error = cli.registry.resolve(&stack).unwrap_err().to_string();
+        assert!(!error.contains("no-colon-secret"), "{error}");
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "--registry-basic-auth",
+                "a:b",
+                "--registry-bearer-token",
+                "t"
+            ])
+            .is_err(),
+            "basic auth and a token conflict"
+        );
     }
 }

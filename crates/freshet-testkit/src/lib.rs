@@ -105,10 +105,43 @@ fn registry_binary() -> std::path::PathBuf {
 impl Registry {
     /// A registry on a free port with its journal at `journal`.
     pub fn start_at(journal: std::path::PathBuf) -> Self {
+        Self::start_with(journal, &[])
+    }
+
+    /// A registry that needs basic auth, with the users of `users_file` (lines
+    /// `NAME:ROLE:HASH`; [`Registry::users_file_line`] makes one).
+    pub fn start_with_users(journal: std::path::PathBuf, users_file: &std::path::Path) -> Self {
+        Self::start_with(
+            journal,
+            &["--users-file".into(), users_file.display().to_string()],
+        )
+    }
+
+    /// A users file line for `name` with `role` (`read` or `write`) and `password`, hashed
+    /// by the registry binary itself (`hash-password`).
+    pub fn users_file_line(name: &str, role: &str, password: &str) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new(registry_binary())
+            .arg("hash-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the registry binary runs");
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "hash-password failed");
+        let hash = String::from_utf8(output.stdout).unwrap();
+        format!("{name}:{role}:{}", hash.trim())
+    }
+
+    /// A registry on a free port with its journal at `journal` and more flags.
+    pub fn start_with(journal: std::path::PathBuf, flags: &[String]) -> Self {
         let program = registry_binary();
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            let spec = components::schema_registry(&program, "127.0.0.1", free_port(), &journal);
+            let mut spec =
+                components::schema_registry(&program, "127.0.0.1", free_port(), &journal);
+            spec.args.extend(flags.iter().cloned());
             let mut registry = Self {
                 port: spec.port,
                 journal: journal.clone(),
@@ -175,6 +208,8 @@ pub struct TestStack {
     pub broker: Server,
     pub redis: Server,
     pub registry: Registry,
+    /// The credentials the test's own clients send to the registry.
+    registry_auth: freshet_avro::RegistryAuth,
     logs: tempfile::TempDir,
 }
 
@@ -182,6 +217,31 @@ impl TestStack {
     /// Starts a broker and a Redis on free ports. Panics with the reason (and the server's
     /// log) when a binary is missing or a server does not come up.
     pub fn start() -> Self {
+        Self::start_with_registry(Registry::start_at)
+    }
+
+    /// A stack whose registry needs basic auth: `users` are (name, role, password), and
+    /// [`TestStack::registry`] sends the first one's credentials.
+    pub fn start_with_registry_users(users: &[(&str, &str, &str)]) -> Self {
+        let lines: Vec<String> = users
+            .iter()
+            .map(|(name, role, password)| Registry::users_file_line(name, role, password))
+            .collect();
+        let mut stack = Self::start_with_registry(|journal| {
+            let users_file = journal.with_file_name("users.txt");
+            std::fs::create_dir_all(users_file.parent().unwrap()).unwrap();
+            std::fs::write(&users_file, lines.join("\n")).unwrap();
+            Registry::start_with_users(journal, &users_file)
+        });
+        let (username, _, password) = users.first().expect("at least one user");
+        stack.registry_auth = freshet_avro::RegistryAuth::Basic {
+            username: username.to_string(),
+            password: password.to_string(),
+        };
+        stack
+    }
+
+    fn start_with_registry(registry: impl FnOnce(std::path::PathBuf) -> Registry) -> Self {
         let tools = Tools::locate().unwrap_or_else(|e| panic!("{e}"));
         let logs = tempfile::Builder::new()
             .prefix("freshet-test-")
@@ -193,13 +253,19 @@ impl TestStack {
         let redis = start_server(&logs, |port| {
             components::redis(&tools, "127.0.0.1", port, &redis_dir)
         });
-        let registry = Registry::start_at(logs.path().join("registry/journal.jsonl"));
+        let registry = registry(logs.path().join("registry/journal.jsonl"));
         Self {
             broker,
             redis,
             registry,
+            registry_auth: freshet_avro::RegistryAuth::None,
             logs,
         }
+    }
+
+    /// The schema registry with the credentials this stack's clients send.
+    pub fn registry(&self) -> freshet_avro::Registry {
+        freshet_avro::Registry::new(self.registry.url()).with_auth(self.registry_auth.clone())
     }
 
     /// `http://host:port` of the schema registry.

@@ -25,7 +25,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub struct UpdatesTopic {
     pub brokers: String,
-    pub registry_url: String,
+    pub registry: freshet_avro::Registry,
     pub topic: String,
 }
 
@@ -204,7 +204,7 @@ pub async fn read(
 
     let schema = apache_avro::Schema::parse_str(FEATURE_UPDATE_SCHEMA)
         .expect("the feature update schema parses");
-    let decoder = WireDecoder::new(&source.registry_url, schema);
+    let decoder = WireDecoder::new(&source.registry, schema);
     let view_index: HashMap<&str, usize> = views
         .iter()
         .enumerate()
@@ -262,7 +262,7 @@ pub async fn read(
             Ok(record) => record,
             Err((true, reason)) => {
                 return Err(TrainingError::Registry {
-                    url: source.registry_url.clone(),
+                    url: source.registry.to_string(),
                     reason,
                 })
             }

@@ -127,7 +127,7 @@ async fn main() {
         let spine = freshet_training::spine::read(&small, "user_id", "event_timestamp").unwrap();
         let events = History::Events(Input::Kafka {
             brokers: stack.brokers(),
-            registry_url: stack.registry_url(),
+            registry: stack.registry(),
         });
         // Timed as the processor's catch-up is: from the first progress report with
         // events through the engine (those events not counted) to the answers, so that
@@ -167,7 +167,7 @@ async fn main() {
                 features: Vec::new(),
                 history: History::Updates(UpdatesTopic {
                     brokers: stack.brokers(),
-                    registry_url: stack.registry_url(),
+                    registry: stack.registry(),
                     topic: format!("updates_{group}"),
                 }),
             },

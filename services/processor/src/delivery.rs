@@ -72,7 +72,7 @@ impl KafkaSink {
     /// same transactional id and aborts its open transaction.
     pub fn new(
         brokers: &str,
-        registry_url: &str,
+        registry: &freshet_avro::Registry,
         transactional_id: &str,
         output_topic: &str,
         dead_letter_topic: &str,
@@ -92,7 +92,7 @@ impl KafkaSink {
         producer.init_transactions(KAFKA_TIMEOUT)?;
         Ok(Self {
             producer,
-            encoder: WireEncoder::new(registry_url, output_topic, Some(FEATURE_UPDATE_SCHEMA)),
+            encoder: WireEncoder::new(registry, output_topic, Some(FEATURE_UPDATE_SCHEMA)),
             output_topic: output_topic.to_string(),
             dead_letter_topic: dead_letter_topic.to_string(),
             changelog,

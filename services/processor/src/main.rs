@@ -131,10 +131,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _telemetry = args.otlp.init("freshet-processor")?;
     let stack = args.stack.env();
     freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
+    let registry = args.registry.resolve(&stack)?;
+    freshet_service::check_registry(&registry).await?;
     let config = ProcessorConfig {
         features_dir: args.features_dir,
         brokers: args.brokers.resolve(&stack),
-        registry_url: args.registry.resolve(&stack),
+        registry,
         redis_url: args.redis.resolve(&stack),
         state_dir: args.state_dir,
         group_id: args.group_id,

@@ -101,7 +101,7 @@ async fn backfill_from_kafka_and_from_a_file_gives_exactly_the_live_values() {
     flush(&redis_url).await;
     let kafka = Input::Kafka {
         brokers: stack.brokers(),
-        registry_url: stack.registry_url(),
+        registry: stack.registry(),
     };
     let (computed, written) = run_backfill(kafka, None, Some(&redis_url)).await;
     assert_eq!(computed.stats.read, EVENTS);
@@ -116,7 +116,7 @@ async fn backfill_from_kafka_and_from_a_file_gives_exactly_the_live_values() {
     // Again over what it wrote: nothing to change.
     let kafka = Input::Kafka {
         brokers: stack.brokers(),
-        registry_url: stack.registry_url(),
+        registry: stack.registry(),
     };
     let (_, again) = run_backfill(kafka, None, Some(&redis_url)).await;
     assert_eq!(
@@ -150,7 +150,7 @@ async fn backfill_from_kafka_and_from_a_file_gives_exactly_the_live_values() {
     // A file value never replaces one from Kafka history.
     let kafka = Input::Kafka {
         brokers: stack.brokers(),
-        registry_url: stack.registry_url(),
+        registry: stack.registry(),
     };
     run_backfill(kafka, None, Some(&redis_url)).await;
     let from_file = Input::File {
@@ -168,7 +168,7 @@ async fn backfill_from_kafka_and_from_a_file_gives_exactly_the_live_values() {
     let middle = events[events.len() / 2].timestamp;
     let kafka = Input::Kafka {
         brokers: stack.brokers(),
-        registry_url: stack.registry_url(),
+        registry: stack.registry(),
     };
     let (computed, _) = run_backfill(kafka, Some(middle), None).await;
     let before = events.iter().filter(|e| e.timestamp < middle).count() as u64;
@@ -258,7 +258,7 @@ async fn backfill_beside_the_live_processor_never_moves_a_value_back() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let kafka = Input::Kafka {
             brokers: stack.brokers(),
-            registry_url: stack.registry_url(),
+            registry: stack.registry(),
         };
         run_backfill(kafka, Some(middle), Some(&redis_url)).await
     };

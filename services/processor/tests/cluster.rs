@@ -52,7 +52,7 @@ async fn the_processor_and_a_backfill_write_every_value_to_a_redis_cluster() {
         views: defs.views.iter().map(|v| v.name.clone()).collect(),
         input: Input::Kafka {
             brokers: stack.brokers(),
-            registry_url: stack.registry_url(),
+            registry: stack.registry(),
         },
         from_ms: None,
         to_ms: None,

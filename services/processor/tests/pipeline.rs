@@ -109,7 +109,7 @@ async fn redis_equals_an_independent_oracle_after_a_seeded_stream() {
 
     // Every feature_updates record decodes, and the last per (view, entity) is Redis's value.
     let decoder = WireDecoder::new(
-        &stack.registry_url(),
+        &stack.registry(),
         Schema::parse_str(FEATURE_UPDATE_SCHEMA).unwrap(),
     );
     let mut latest: std::collections::BTreeMap<(String, String), (i64, apache_avro::types::Value)> =

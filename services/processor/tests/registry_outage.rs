@@ -93,7 +93,7 @@ async fn records_of_a_new_schema_wait_out_a_registry_outage_and_none_is_dead_let
 
     // Version 3 is registered (the producer resolves its id), then the registry goes down
     // before the processor has seen a record of it.
-    let encoder = WireEncoder::new(&stack.registry_url(), TOPIC, Some(&schema_v3()));
+    let encoder = WireEncoder::new(&stack.registry(), TOPIC, Some(&schema_v3()));
     let ready = encoder.ready().await.unwrap();
     let records: Vec<(String, Vec<u8>)> = events[BEFORE as usize..]
         .iter()

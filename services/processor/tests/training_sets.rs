@@ -33,7 +33,7 @@ async fn published_by_key(
 ) -> HashMap<(String, String), Vec<Published>> {
     use apache_avro::types::Value as Avro;
     let decoder = freshet_avro::WireDecoder::new(
-        &stack.registry_url(),
+        &stack.registry(),
         apache_avro::Schema::parse_str(freshet_core::update_record::FEATURE_UPDATE_SCHEMA).unwrap(),
     );
     let mut out: HashMap<(String, String), Vec<Published>> = HashMap::new();
@@ -125,7 +125,7 @@ async fn training_sets_from_updates_and_from_events_give_what_was_served() {
     // From the published updates.
     let updates = History::Updates(UpdatesTopic {
         brokers: stack.brokers(),
-        registry_url: stack.registry_url(),
+        registry: stack.registry(),
         topic: deployment.output_topic.clone(),
     });
     let (from_updates, stats) =
@@ -192,7 +192,7 @@ async fn training_sets_from_updates_and_from_events_give_what_was_served() {
     // Recomputed from the events by the engine.
     let recomputed = History::Events(Input::Kafka {
         brokers: stack.brokers(),
-        registry_url: stack.registry_url(),
+        registry: stack.registry(),
     });
     let (from_events, stats) =
         freshet_training::answer(&defs, &views, &spine, &recomputed, &mut |_| {}, &stop)

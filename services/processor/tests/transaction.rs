@@ -20,7 +20,7 @@ async fn a_transaction_whose_checkpoint_failed_commits_nothing_and_can_be_sent_a
     stack.create_topic("freshet_dead_letters", 1).await;
     let sink = KafkaSink::new(
         &stack.brokers(),
-        &stack.registry_url(),
+        &stack.registry(),
         "transaction-test",
         "feature_updates",
         "freshet_dead_letters",
@@ -106,7 +106,7 @@ async fn a_commit_with_the_group_metadata_of_an_earlier_generation_on_this_broke
     }
     let sink = KafkaSink::new(
         &stack.brokers(),
-        &stack.registry_url(),
+        &stack.registry(),
         "fencing-test-tx",
         "feature_updates",
         "freshet_dead_letters",

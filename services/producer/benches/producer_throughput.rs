@@ -104,7 +104,7 @@ async fn freshet(stack: &TestStack, topic: &str, n: u64) -> f64 {
     let producer = EventProducer::new(
         ProducerConfig {
             brokers: stack.brokers(),
-            registry_url: stack.registry_url(),
+            registry: stack.registry(),
             topic: topic.into(),
             schema_version: SchemaVersion::V2,
             auto_register: true,

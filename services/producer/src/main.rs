@@ -103,7 +103,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stack = args.stack.env();
     let brokers = args.brokers.resolve(&stack);
     freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
-    let registry_url = args.registry.resolve(&stack);
+    let registry = args.registry.resolve(&stack)?;
     if args.rate < 0.0 || !args.rate.is_finite() {
         bail!("--rate must be 0 (unlimited) or a positive number of events per second");
     }
@@ -112,11 +112,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     freshet_service::serve_metrics(&args.metrics_listen, metrics.registry.clone()).await?;
     let config = ProducerConfig {
         brokers: brokers.clone(),
-        registry_url: registry_url.clone(),
+        registry: registry.clone(),
         topic: args.topic.clone(),
         schema_version: args.schema_version,
         auto_register: !args.no_auto_register,
     };
+    freshet_service::check_registry(&registry).await?;
     freshet_kafka::ensure_topic(&brokers, &args.topic, args.partitions).await?;
     let producer = EventProducer::new(config, metrics, telemetry.tracer())?;
     let options = RunOptions {
@@ -124,7 +125,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         count: args.count,
         duration: args.duration,
     };
-    tracing::info!(%brokers, %registry_url, topic = %args.topic, rate = args.rate, "producing");
+    tracing::info!(%brokers, %registry, topic = %args.topic, rate = args.rate, "producing");
     let summary = match &args.from_file {
         Some(path) => {
             let replay = Replay::open(path)?;

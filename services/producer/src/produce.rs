@@ -32,7 +32,7 @@ const MAX_CONSECUTIVE_ENCODE_ERRORS: u64 = 100;
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     pub brokers: String,
-    pub registry_url: String,
+    pub registry: freshet_avro::Registry,
     pub topic: String,
     pub schema_version: SchemaVersion,
     /// Register the schema on first use; otherwise use the subject's latest schema.
@@ -77,7 +77,7 @@ impl EventProducer {
             })?;
         let schema = config.auto_register.then(|| config.schema_version.schema());
         Ok(Self {
-            encoder: WireEncoder::new(&config.registry_url, &config.topic, schema),
+            encoder: WireEncoder::new(&config.registry, &config.topic, schema),
             producer,
             metrics,
             tracer,

@@ -73,7 +73,14 @@ fn read_back(stack: &TestStack, expected: usize) -> Vec<RawRecord> {
 }
 
 async fn decode_all(stack: &TestStack, records: &[RawRecord]) -> Vec<(String, UserEvent, u32)> {
-    let decoder = WireDecoder::new(&stack.registry_url(), Schema::parse_str(SCHEMA_V2).unwrap());
+    decode_with(&stack.registry(), records).await
+}
+
+async fn decode_with(
+    registry: &freshet_avro::Registry,
+    records: &[RawRecord],
+) -> Vec<(String, UserEvent, u32)> {
+    let decoder = WireDecoder::new(registry, Schema::parse_str(SCHEMA_V2).unwrap());
     let mut out = Vec::new();
     for r in records {
         let decoded = decoder
@@ -110,7 +117,7 @@ fn producer(stack: &TestStack, version: SchemaVersion) -> EventProducer {
     EventProducer::new(
         ProducerConfig {
             brokers: stack.brokers(),
-            registry_url: stack.registry_url(),
+            registry: stack.registry(),
             topic: TOPIC.into(),
             schema_version: version,
             auto_register: true,
@@ -413,4 +420,120 @@ fn kafka_options_reach_librdkafka_and_bad_ones_fail_at_start_naming_them() {
     let (code, stderr) = run(&["--kafka-option", "security.protocol"], &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("is not KEY=VALUE"), "{stderr}");
+}
+
+/// Against a registry that needs basic auth: without credentials, or with a wrong
+/// password, the producer stops at start naming the refusal and the flag to set; a
+/// read-only user cannot register the schema and is told so; a writer's credentials (from
+/// the environment) register and deliver every event, which a reader's credentials decode.
+/// No password is ever echoed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_with_basic_auth_works_with_credentials_and_refuses_clearly_without() {
+    use freshet_avro::{Registry, RegistryAuth};
+    let stack = TestStack::start();
+    stack.create_topic(TOPIC, PARTITIONS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.txt");
+    std::fs::write(
+        &users,
+        format!(
+            "# test users\n{}\n{}\n",
+            freshet_testkit::Registry::users_file_line("ci-writer", "write", "w-pass:7731"),
+            freshet_testkit::Registry::users_file_line("ci-reader", "read", "r-pass-5512"),
+        ),
+    )
+    .unwrap();
+    let secured =
+        freshet_testkit::Registry::start_with_users(dir.path().join("journal.jsonl"), &users);
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshet-producer"));
+        cmd.args([
+            "--brokers",
+            &stack.brokers(),
+            "--registry-url",
+            &secured.url(),
+        ])
+        .args(["--metrics-listen", "off", "--rate", "0"])
+        .args(args)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("FRESHET_REGISTRY_BASIC_AUTH")
+        .env_remove("FRESHET_REGISTRY_BEARER_TOKEN")
+        .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    for args in [
+        vec!["--count", "5"],
+        vec![
+            "--count",
+            "5",
+            "--registry-basic-auth",
+            "ci-writer:not-it-9071",
+        ],
+    ] {
+        let (code, stderr) = run(&args, &[]);
+        assert_eq!(code, Some(1), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(&format!(
+                "the schema registry at {} refused the request with HTTP 401",
+                secured.url()
+            )) && last.contains("--registry-basic-auth USER:PASSWORD"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("not-it-9071"), "{stderr}");
+    }
+
+    let (code, stderr) = run(
+        &[
+            "--count",
+            "5",
+            "--registry-basic-auth",
+            "ci-reader:r-pass-5512",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("403") && stderr.contains("a read-only user cannot register schemas"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("r-pass-5512"), "{stderr}");
+
+    let (code, stderr) = run(
+        &["--count", "40", "--seed", "7"],
+        &[("FRESHET_REGISTRY_BASIC_AUTH", "ci-writer:w-pass:7731")],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("w-pass:7731"), "{stderr}");
+    let records = read_back(&stack, 40);
+    let reader = Registry::new(secured.url()).with_auth(RegistryAuth::Basic {
+        username: "ci-reader".into(),
+        password: "r-pass-5512".into(),
+    });
+    let decoded = decode_with(&reader, &records).await;
+    assert_eq!(decoded.len(), 40);
+    assert!(decoded
+        .iter()
+        .all(|(key, event, _)| *key == event.user_id.to_string()));
+
+    // A reader without credentials is refused, as a retriable registry problem (never as
+    // a bad record), with the hint.
+    let anonymous = WireDecoder::new(
+        &Registry::new(secured.url()),
+        Schema::parse_str(SCHEMA_V2).unwrap(),
+    );
+    let error = anonymous
+        .decode(Some(&records[0].payload))
+        .await
+        .unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(error.to_string().contains("401"), "{error}");
 }

@@ -54,7 +54,7 @@ pub enum LatePolicy {
 pub struct ProcessorConfig {
     pub features_dir: PathBuf,
     pub brokers: String,
-    pub registry_url: String,
+    pub registry: freshet_avro::Registry,
     pub redis_url: String,
     pub state_dir: PathBuf,
     /// Consumer group: one per processor deployment; its instances share the partitions.
@@ -88,7 +88,7 @@ fn kafka_sink(
 ) -> Result<KafkaSink, DeliveryError> {
     KafkaSink::new(
         &config.brokers,
-        &config.registry_url,
+        &config.registry,
         transactional_id,
         &config.output_topic,
         &config.dead_letter_topic,
@@ -151,7 +151,7 @@ pub async fn run(
             sources.insert(
                 source.topic.clone(),
                 EventDecoder::new(
-                    WireDecoder::new(&config.registry_url, source.schema.avro.clone()),
+                    WireDecoder::new(&config.registry, source.schema.avro.clone()),
                     &source.entity_key_field,
                     &source.event_time_field,
                 ),

@@ -94,8 +94,18 @@ impl Deployment {
         stack: &TestStack,
         limit: Duration,
     ) -> (std::process::ExitStatus, String) {
+        self.run_until_exit_with(stack, &[], limit)
+    }
+
+    /// [`Deployment::run_until_exit`] with more flags.
+    pub fn run_until_exit_with(
+        &self,
+        stack: &TestStack,
+        flags: &[&str],
+        limit: Duration,
+    ) -> (std::process::ExitStatus, String) {
         let mut child = self
-            .command(stack, &[])
+            .command(stack, flags)
             .stderr(Stdio::piped())
             .spawn()
             .expect("the processor starts");
@@ -291,7 +301,7 @@ pub async fn produce_events(
     let producer = EventProducer::new(
         ProducerConfig {
             brokers: stack.brokers(),
-            registry_url: stack.registry_url(),
+            registry: stack.registry(),
             topic: TOPIC.into(),
             schema_version: SchemaVersion::V2,
             auto_register: true,
@@ -365,7 +375,7 @@ pub async fn input_events(stack: &TestStack) -> Vec<Vec<UserEvent>> {
 
 /// [`input_events`] of an input topic of `partitions` partitions.
 pub async fn input_events_of(stack: &TestStack, partitions: i32) -> Vec<Vec<UserEvent>> {
-    let decoder = WireDecoder::new(&stack.registry_url(), Schema::parse_str(SCHEMA_V2).unwrap());
+    let decoder = WireDecoder::new(&stack.registry(), Schema::parse_str(SCHEMA_V2).unwrap());
     let mut out = Vec::new();
     for partition in read_topic(stack, TOPIC, partitions) {
         let mut events = Vec::new();
@@ -657,7 +667,7 @@ pub async fn published(
     partitions: i32,
 ) -> Vec<((String, String, u64), BTreeMap<String, String>)> {
     let decoder = WireDecoder::new(
-        &stack.registry_url(),
+        &stack.registry(),
         Schema::parse_str(freshet_processor::delivery::FEATURE_UPDATE_SCHEMA).unwrap(),
     );
     let mut out = Vec::new();
