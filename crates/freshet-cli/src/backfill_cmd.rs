@@ -163,6 +163,11 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
             }
         }
     };
+    args.redis
+        .redis_ca_cert
+        .as_deref()
+        .map(freshet_store::tls::set_ca_certificate)
+        .transpose()?;
     let redis_url = args.redis.resolve(&stack);
     let config = BackfillConfig {
         views: args.views.clone(),

@@ -38,6 +38,11 @@ pub fn run(command: StoreCommand, features_dir: &Path) -> Result<ExitCode> {
         .iter()
         .map(|v| (v.name.clone(), ViewStorage::of(v)))
         .collect();
+    args.redis
+        .redis_ca_cert
+        .as_deref()
+        .map(freshet_store::tls::set_ca_certificate)
+        .transpose()?;
     let url = args.redis.resolve(&StackEnv::load(&args.state_dir));
     // What messages show: without a password.
     let shown = freshet_store::redacted_url(&url);
@@ -45,7 +50,7 @@ pub fn run(command: StoreCommand, features_dir: &Path) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let report = runtime.block_on(async {
-        let client = redis::Client::open(url.as_str())
+        let client = freshet_store::tls::client(url.as_str())
             .with_context(|| format!("invalid Redis URL {shown}"))?;
         let mut connection = client
             .get_multiplexed_async_connection()

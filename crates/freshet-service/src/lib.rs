@@ -232,12 +232,37 @@ pub async fn check_registry(registry: &Registry) -> Result<(), freshet_avro::Reg
     }
 }
 
-/// `--redis-url`.
-#[derive(Debug, Clone, clap::Args)]
+/// `--redis-url` and `--redis-ca-cert`.
+#[derive(Clone, clap::Args)]
 pub struct RedisArgs {
-    /// Redis URL (default: the local stack's, else redis://127.0.0.1:6379).
-    #[arg(long, env = "FRESHET_REDIS_URL")]
+    /// Redis URL (default: the local stack's, else redis://127.0.0.1:6379):
+    /// redis://[USER:PASSWORD@]HOST:PORT[/DB], rediss://... over TLS,
+    /// redis+cluster://HOST1:PORT1,HOST2:PORT2 (rediss+cluster:// over TLS) for a cluster.
+    #[arg(long, env = "FRESHET_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Check a rediss:// server's certificate against the CA certificates of this PEM
+    /// file instead of the system's.
+    #[arg(long, env = "FRESHET_REDIS_CA_CERT", value_name = "PEM_FILE")]
+    pub redis_ca_cert: Option<PathBuf>,
+}
+
+/// The URL's password left out.
+impl std::fmt::Debug for RedisArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.redis_url.as_deref().map(|url| {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return url.to_string();
+            };
+            match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => url.to_string(),
+            }
+        });
+        f.debug_struct("RedisArgs")
+            .field("redis_url", &url)
+            .field("redis_ca_cert", &self.redis_ca_cert)
+            .finish()
+    }
 }
 
 impl RedisArgs {

@@ -42,12 +42,15 @@ pub enum BatchReadError {
         command: &'static str,
         reason: String,
     },
-    #[error("batch reads need a TCP or Unix-socket Redis address, not {0}")]
+    #[error("batch reads need a TCP, TLS or Unix-socket Redis address, not {0}")]
     UnsupportedAddress(String),
+    #[error("TLS to Redis at {host}: {reason}")]
+    Tls { host: String, reason: String },
 }
 
 enum Stream {
     Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Unix(UnixStream),
 }
 
@@ -57,8 +60,8 @@ pub struct BatchConnection {
 }
 
 impl BatchConnection {
-    /// Connects to the address of `info` (as parsed from a `redis://` or `redis+unix://`
-    /// URL) and applies its settings: `AUTH` when it has a password, `SELECT` when its
+    /// Connects to the address of `info` (as parsed from a `redis://`, `rediss://` or
+    /// `redis+unix://` URL; TLS checks the server as [`crate::tls`] says) and applies its settings: `AUTH` when it has a password, `SELECT` when its
     /// database is not 0.
     pub async fn connect(info: &ConnectionInfo) -> Result<Self, BatchReadError> {
         let stream = match info.addr() {
@@ -66,6 +69,27 @@ impl BatchConnection {
                 let stream = TcpStream::connect((host.as_str(), *port)).await?;
                 stream.set_nodelay(true)?;
                 Stream::Tcp(stream)
+            }
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                ..
+            } => {
+                let tls_error = |reason: String| BatchReadError::Tls {
+                    host: host.clone(),
+                    reason,
+                };
+                let config = crate::tls::rustls_config().map_err(tls_error)?;
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| tls_error(e.to_string()))?;
+                let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                tcp.set_nodelay(true)?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| tls_error(e.to_string()))?;
+                Stream::Tls(Box::new(stream))
             }
             ConnectionAddr::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
             other => return Err(BatchReadError::UnsupportedAddress(other.to_string())),
@@ -156,6 +180,7 @@ impl BatchConnection {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), BatchReadError> {
         match &mut self.stream {
             Stream::Tcp(s) => s.write_all(bytes).await?,
+            Stream::Tls(s) => s.write_all(bytes).await?,
             Stream::Unix(s) => s.write_all(bytes).await?,
         }
         Ok(())
@@ -172,6 +197,7 @@ impl BatchConnection {
             self.buffer.reserve(READ_CHUNK);
             let n = match &mut self.stream {
                 Stream::Tcp(s) => s.read_buf(&mut self.buffer).await?,
+                Stream::Tls(s) => s.read_buf(&mut self.buffer).await?,
                 Stream::Unix(s) => s.read_buf(&mut self.buffer).await?,
             };
             if n == 0 {

@@ -15,6 +15,7 @@
 //!
 //! - [`StoreTarget`] and [`StoreConnection`]: one Redis server or a Redis Cluster
 //!   (`redis+cluster://host1:port1,host2:port2`), with the same writes and reads.
+//! - [`tls`]: Redis over TLS (`rediss://`), checked against the system's or a given CA.
 //! - [`migrate_legacy`]: moves values from the previous layout into entity hashes.
 //!
 //! The functions take any async Redis connection; connection management (reconnects,
@@ -32,10 +33,12 @@ use std::sync::LazyLock;
 mod batch_connection;
 mod migrate;
 mod target;
+pub mod tls;
 pub use batch_connection::{BatchConnection, BatchReadError};
 pub use migrate::{migrate_legacy, MigrationReport};
 pub use target::{
     cluster_node_urls, redacted_url, BadStoreUrl, StoreConnection, StoreTarget, CLUSTER_SCHEME,
+    TLS_CLUSTER_SCHEME,
 };
 
 /// Updates per pipeline: bounds the size of one request to Redis.

@@ -3,7 +3,8 @@
 //! A URL in the redis crate's forms (`redis://[user:password@]host:port[/db]`) is one
 //! server. A Redis Cluster is named by the scheme `redis+cluster` and a comma-separated
 //! list of some of its nodes: `redis+cluster://[user:password@]host1:port1,host2:port2`;
-//! the client learns the rest of the cluster (and its slots) from them.
+//! the client learns the rest of the cluster (and its slots) from them. Over TLS, the
+//! schemes are `rediss://` and `rediss+cluster://` (see [`crate::tls`]).
 //!
 //! In a cluster, one entity is one key (see `freshet_core::store_layout`), so all of its
 //! views live in one slot and a lookup is one command on one node. Many keys cannot be
@@ -21,6 +22,8 @@ use std::time::Duration;
 
 /// The scheme naming a Redis Cluster.
 pub const CLUSTER_SCHEME: &str = "redis+cluster";
+/// The scheme naming a Redis Cluster reached over TLS.
+pub const TLS_CLUSTER_SCHEME: &str = "rediss+cluster";
 
 static SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(VERSIONED_WRITE_SCRIPT));
@@ -51,12 +54,15 @@ pub fn redacted_url(url: &str) -> String {
     format!("{scheme}://{user}:***{}", &rest[at..])
 }
 
-/// The `redis://` URL of each node a cluster URL lists (credentials and options kept);
-/// `None` for a URL that is not a cluster's.
+/// The `redis://` URL of each node a cluster URL lists (credentials and options kept;
+/// `rediss://` for a `rediss+cluster://` URL); `None` for a URL that is not a cluster's.
 pub fn cluster_node_urls(url: &str) -> Option<Vec<String>> {
-    let rest = url
-        .strip_prefix(CLUSTER_SCHEME)
-        .and_then(|r| r.strip_prefix("://"))?;
+    let (node_scheme, rest) = [(TLS_CLUSTER_SCHEME, "rediss"), (CLUSTER_SCHEME, "redis")]
+        .into_iter()
+        .find_map(|(scheme, node_scheme)| {
+            let rest = url.strip_prefix(scheme)?.strip_prefix("://")?;
+            Some((node_scheme, rest))
+        })?;
     let (authority, tail) = match rest.find(['/', '?']) {
         Some(at) => rest.split_at(at),
         None => (rest, ""),
@@ -70,7 +76,7 @@ pub fn cluster_node_urls(url: &str) -> Option<Vec<String>> {
             .split(',')
             .map(str::trim)
             .filter(|h| !h.is_empty())
-            .map(|host| format!("redis://{userinfo}{host}{tail}"))
+            .map(|host| format!("{node_scheme}://{userinfo}{host}{tail}"))
             .collect(),
     )
 }
@@ -92,7 +98,7 @@ impl StoreTarget {
             reason: reason.replace(url, &redacted_url(url)),
         };
         let Some(nodes) = cluster_node_urls(url) else {
-            return redis::Client::open(url)
+            return crate::tls::client(url)
                 .map(StoreTarget::Single)
                 .map_err(|e| bad(e.to_string()));
         };
@@ -101,7 +107,7 @@ impl StoreTarget {
                 "a cluster URL lists its nodes: {CLUSTER_SCHEME}://host1:port1,host2:port2"
             )));
         }
-        let mut builder = ClusterClient::builder(nodes);
+        let mut builder = crate::tls::cluster_builder(nodes);
         if let Some(timeout) = timeout {
             builder = builder
                 .connection_timeout(timeout)

@@ -19,6 +19,8 @@ pub mod flink;
 pub mod llm;
 pub mod metrics;
 pub mod otlp;
+pub mod tls_redis;
+pub use tls_redis::TlsRedis;
 
 /// Where `scripts/bootstrap.sh` installs third-party tools (`$FRESHET_TOOLS_DIR`, default
 /// `~/.cache/freshet/tools`): the venvs of the clients tests check Freshet against.

@@ -54,6 +54,11 @@ impl OtlpReceiver {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Every export request's body as received (protobuf), for searching its bytes.
+    pub fn bodies(&self) -> Vec<Vec<u8>> {
+        self.bodies.lock().expect("bodies").clone()
+    }
+
     /// Every span exported so far, decoded.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use freshet_testkit::TestStack;
 use std::time::Duration;
 
 const PASSWORD: &str = "pipe-pass-3391";

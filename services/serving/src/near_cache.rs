@@ -207,7 +207,7 @@ async fn tracker_connection(
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3),
     );
-    let mut connection = redis::Client::open(info)?
+    let mut connection = freshet_store::tls::client(info)?
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     redis::cmd("CLIENT")
@@ -313,11 +313,11 @@ async fn track_until_error(
             let servers = masters
                 .iter()
                 .map(|(host, port)| {
-                    redis::Client::open(
-                        seed.get_connection_info()
-                            .clone()
-                            .set_addr(redis::ConnectionAddr::Tcp(host.clone(), *port)),
-                    )
+                    freshet_store::tls::client(freshet_store::tls::at_node(
+                        seed.get_connection_info(),
+                        host,
+                        *port,
+                    ))
                 })
                 .collect::<redis::RedisResult<Vec<_>>>()?;
             (servers, Some(masters), seed)

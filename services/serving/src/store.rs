@@ -85,7 +85,7 @@ impl FeatureStore {
                     let seeds = freshet_store::cluster_node_urls(url)
                         .unwrap_or_default()
                         .iter()
-                        .map(|node| redis::Client::open(node.as_str()))
+                        .map(|node| freshet_store::tls::client(node.as_str()))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| bad(e.to_string()))?;
                     let client = seeds
