@@ -178,7 +178,7 @@ async fn no_service_shows_a_configured_secret_in_logs_metrics_errors_or_traces()
                     .unwrap()
                     .get_connection()
                     .unwrap(),
-                "freshet:user:*",
+                "fe:user:*",
             )
             .unwrap_or_default();
             keys.len() > 20

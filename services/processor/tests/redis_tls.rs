@@ -58,9 +58,9 @@ async fn the_processor_writes_and_serving_reads_over_tls_as_acl_users() {
     let stored = redis_values(&deployment.redis_url(&stack), expected.keys().cloned()).await;
 
     // The reader may read, not write.
-    let mut reader = freshet_store::StoreTarget::parse(&redis.url("api", "api-pass-2207", 0), None)
+    let mut reader = freshet_store::tls::client(redis.url("api", "api-pass-2207", 0).as_str())
         .unwrap()
-        .connect()
+        .get_multiplexed_async_connection()
         .await
         .unwrap();
     let denied: redis::RedisResult<()> = redis::cmd("SET")
