@@ -8,7 +8,6 @@
 //! The test also checks that what it searched is real (logs that say the services
 //! worked, metrics with their series, spans), so it cannot pass by searching nothing.
 
-use freshet_localstack::ServiceBinaries;
 use freshet_testkit::otlp::OtlpReceiver;
 use freshet_testkit::TestStack;
 use std::path::{Path, PathBuf};
@@ -32,10 +31,17 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A binary next to the test's (`cargo test --workspace` builds them all).
+/// A binary of the same build: the test's is in `<target>/<profile>/deps/`, the services'
+/// in `<target>/<profile>/` (`cargo test --workspace` builds them all).
 fn sibling(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join(name)
+    let binary = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        binary.is_file(),
+        "no {} (build the workspace first)",
+        binary.display()
+    );
+    binary
 }
 
 /// Starts `program` with its output (stdout and stderr) to `log`, debug logs on.
@@ -102,7 +108,6 @@ impl Seen {
 async fn no_service_shows_a_configured_secret_in_logs_metrics_errors_or_traces() {
     let stack = TestStack::start_with_registry_users(&[("svc", "write", REGISTRY_PASSWORD)]);
     stack.create_topic("user_events", 3).await;
-    let services = ServiceBinaries::locate().unwrap();
     let otlp = OtlpReceiver::start();
     let dir = tempfile::tempdir().unwrap();
     let log = |name: &str| dir.path().join(format!("{name}.log"));
@@ -151,7 +156,12 @@ async fn no_service_shows_a_configured_secret_in_logs_metrics_errors_or_traces()
     // The producer: credentials from the environment and a flag.
     let mut args = common.to_vec();
     args.extend(["--metrics-listen", "off", "--count", "400", "--rate", "0"]);
-    let mut producer = spawn(&services.producer, &args, &registry_env, &log("producer"));
+    let mut producer = spawn(
+        &sibling("freshet-producer"),
+        &args,
+        &registry_env,
+        &log("producer"),
+    );
     assert!(producer.wait().unwrap().success());
     let text = seen.file("producer log", &log("producer"));
     assert!(text.contains("done"), "{text}");
@@ -168,7 +178,12 @@ async fn no_service_shows_a_configured_secret_in_logs_metrics_errors_or_traces()
         &metrics_listen,
     ]);
     args.extend(["--state-dir", state.to_str().unwrap(), "--epoch-ms", "50"]);
-    let processor = spawn(&services.processor, &args, &registry_env, &log("processor"));
+    let processor = spawn(
+        &sibling("freshet-processor"),
+        &args,
+        &registry_env,
+        &log("processor"),
+    );
     wait_for(
         "the processor's first values",
         Duration::from_secs(120),
@@ -200,7 +215,7 @@ async fn no_service_shows_a_configured_secret_in_logs_metrics_errors_or_traces()
     let listen = format!("127.0.0.1:{serving_port}");
     let keys = format!("ci:{API_KEY}:copilot");
     let serving = spawn(
-        &services.serving,
+        &sibling("freshet-serving"),
         &[
             "--listen",
             &listen,
@@ -272,6 +287,8 @@ async fn no_service_shows_a_configured_secret_in_logs_metrics_errors_or_traces()
         "user_click_stats",
         "--state-dir",
         "/nonexistent",
+        "--from",
+        "earliest",
     ];
     args.extend(["--brokers", &brokers, "--registry-url", &registry_url]);
     args.extend(["--kafka-option", &kafka_password, "--redis-url", &redis_url]);
@@ -320,7 +337,7 @@ async fn no_service_shows_a_configured_secret_in_logs_metrics_errors_or_traces()
     let mut args = common.to_vec();
     args.extend(["--metrics-listen", "off", "--count", "1"]);
     let mut refused = spawn(
-        &services.producer,
+        &sibling("freshet-producer"),
         &args,
         &[("FRESHET_REGISTRY_BASIC_AUTH", wrong_registry.as_str())],
         &log("producer-refused"),
@@ -336,19 +353,23 @@ async fn no_service_shows_a_configured_secret_in_logs_metrics_errors_or_traces()
     args.extend(["--redis-url", &wrong_redis_url, "--metrics-listen", "off"]);
     args.extend(["--state-dir", state.to_str().unwrap()]);
     let refused = spawn(
-        &services.processor,
+        &sibling("freshet-processor"),
         &args,
         &registry_env,
         &log("processor-refused"),
     );
-    wait_for(
-        "the processor to report the refused password",
-        Duration::from_secs(60),
-        || {
-            let text = std::fs::read_to_string(log("processor-refused")).unwrap_or_default();
-            text.contains("WRONGPASS") || text.contains("invalid username-password")
-        },
-    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log("processor-refused")).unwrap_or_default();
+        if text.contains("Redis refused the user or password of the URL") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the processor never reported the refused password:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     stop(refused);
     seen.file(
         "processor log (wrong Redis password)",

@@ -502,7 +502,14 @@ async fn connect_redis(
             Err(e @ DeliveryError::BadRedisUrl(_)) => bail!("{e}"),
             Err(e) if !stop.load(Ordering::Relaxed) => {
                 let url = freshet_store::redacted_url(url);
-                tracing::warn!(error = %e, %url, "Redis is not reachable; retrying");
+                let refused = matches!(&e, DeliveryError::Redis(r)
+                    if r.kind() == redis::ErrorKind::AuthenticationFailed);
+                if refused {
+                    // Retried all the same: the user may be on its way (an ACL being set up).
+                    tracing::warn!(error = %e, %url, "Redis refused the user or password of the URL; retrying");
+                } else {
+                    tracing::warn!(error = %e, %url, "Redis is not reachable; retrying");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
             }
