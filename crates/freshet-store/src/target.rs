@@ -84,7 +84,7 @@ pub fn cluster_node_urls(url: &str) -> Option<Vec<String>> {
 /// One Redis server or a cluster.
 #[derive(Clone)]
 pub enum StoreTarget {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     Cluster(Box<ClusterClient>),
 }
 
@@ -99,7 +99,7 @@ impl StoreTarget {
         };
         let Some(nodes) = cluster_node_urls(url) else {
             return crate::tls::client(url)
-                .map(StoreTarget::Single)
+                .map(|client| StoreTarget::Single(Box::new(client)))
                 .map_err(|e| bad(e.to_string()));
         };
         if nodes.is_empty() {
@@ -127,7 +127,7 @@ impl StoreTarget {
     pub async fn connect(&self) -> redis::RedisResult<StoreConnection> {
         Ok(match self {
             StoreTarget::Single(client) => {
-                StoreConnection::Single(ConnectionManager::new(client.clone()).await?)
+                StoreConnection::Single(ConnectionManager::new(client.as_ref().clone()).await?)
             }
             StoreTarget::Cluster(client) => {
                 StoreConnection::Cluster(client.get_async_connection().await?)

@@ -161,7 +161,7 @@ impl NearCache {
 /// What the tracker follows: one server, or every master of a Redis Cluster.
 #[derive(Clone)]
 pub enum Tracked {
-    Server(redis::Client),
+    Server(Box<redis::Client>),
     /// Some nodes of the cluster (with the cluster URL's credentials); its masters are
     /// found from them, and each gets a tracker connection.
     Cluster(Vec<redis::Client>),
@@ -281,7 +281,7 @@ async fn track_until_error(
 ) -> redis::RedisResult<std::convert::Infallible> {
     let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel();
     let (servers, masters, seed) = match tracked {
-        Tracked::Server(client) => (vec![client.clone()], None, client.clone()),
+        Tracked::Server(client) => (vec![(**client).clone()], None, (**client).clone()),
         Tracked::Cluster(seeds) => {
             let mut found = None;
             let mut last = None;

@@ -80,7 +80,7 @@ impl FeatureStore {
         };
         let (client, cluster) =
             match StoreTarget::parse(url, Some(timeout)).map_err(|e| bad(e.reason))? {
-                StoreTarget::Single(client) => (client, None),
+                StoreTarget::Single(client) => (*client, None),
                 StoreTarget::Cluster(cluster) => {
                     let seeds = freshet_store::cluster_node_urls(url)
                         .unwrap_or_default()
@@ -119,7 +119,7 @@ impl FeatureStore {
     /// in the URL.
     pub fn tracked(&self) -> crate::near_cache::Tracked {
         match &self.cluster {
-            None => crate::near_cache::Tracked::Server(self.client.clone()),
+            None => crate::near_cache::Tracked::Server(Box::new(self.client.clone())),
             Some(cluster) => crate::near_cache::Tracked::Cluster(cluster.seeds.clone()),
         }
     }
