@@ -281,54 +281,75 @@ fn up_detach_status_and_down_manage_a_real_stack() {
     let state = dir.path().join("stack");
     let state = state.to_str().unwrap();
     let _cleanup = DownOnDrop(state.to_string());
-    // Two processor instances: metrics on this port and the next.
-    let processor_port = loop {
-        let port = free_port();
-        if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            break port;
+    // Ports are picked free here and bound by the services later: another process may
+    // take one in between. Such a start is tried again on new ports (twice at most).
+    let mut attempt = 0;
+    let (broker, redis, registry, producer, processor, processor_2, serving, prometheus, up) = loop {
+        attempt += 1;
+        // Two processor instances: metrics on this port and the next.
+        let processor_port = loop {
+            let port = free_port();
+            if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                break port;
+            }
+        };
+        let processor = processor_port.to_string();
+        let processor_2 = (processor_port + 1).to_string();
+        let serving = free_port().to_string();
+        let prometheus = free_port().to_string();
+        let (broker, redis, registry, producer) = (
+            free_port().to_string(),
+            free_port().to_string(),
+            free_port().to_string(),
+            free_port().to_string(),
+        );
+        let up: Vec<&str> = vec![
+            "up",
+            "--detach",
+            "--state-dir",
+            state,
+            "--broker-port",
+            &broker,
+            "--redis-port",
+            &redis,
+            "--registry-port",
+            &registry,
+            "--producer-metrics-port",
+            &producer,
+            "--processor-metrics-port",
+            &processor,
+            "--serving-port",
+            &serving,
+            "--prometheus-port",
+            &prometheus,
+            "--demo-rate",
+            "100",
+            "--processors",
+            "2",
+        ];
+        let out = freshet(&up);
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        if out.status.success() {
+            let up: Vec<String> = up.iter().map(|a| a.to_string()).collect();
+            break (
+                broker,
+                redis,
+                registry,
+                producer,
+                processor,
+                processor_2,
+                serving,
+                prometheus,
+                up,
+            );
         }
+        assert!(
+            attempt < 3 && said.contains("Address already in use"),
+            "{said}"
+        );
+        let _ = freshet(&["down", "--state-dir", state]);
     };
-    let processor = processor_port.to_string();
-    let processor_2 = (processor_port + 1).to_string();
-    let serving = free_port().to_string();
-    let prometheus = free_port().to_string();
-    let (broker, redis, registry, producer) = (
-        free_port().to_string(),
-        free_port().to_string(),
-        free_port().to_string(),
-        free_port().to_string(),
-    );
-    let up: Vec<&str> = vec![
-        "up",
-        "--detach",
-        "--state-dir",
-        state,
-        "--broker-port",
-        &broker,
-        "--redis-port",
-        &redis,
-        "--registry-port",
-        &registry,
-        "--producer-metrics-port",
-        &producer,
-        "--processor-metrics-port",
-        &processor,
-        "--serving-port",
-        &serving,
-        "--prometheus-port",
-        &prometheus,
-        "--demo-rate",
-        "100",
-        "--processors",
-        "2",
-    ];
-    let out = freshet(&up);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    let up: Vec<&str> = up.iter().map(String::as_str).collect();
 
     let env = std::fs::read_to_string(Path::new(state).join("stack.env")).unwrap();
     let lines: Vec<&str> = env.lines().filter(|l| !l.starts_with('#')).collect();
