@@ -1,0 +1,219 @@
+//! History in the data lake, for the CLI's backfill and training sets: where a file or a
+//! set of files is ([`Location`]: a local path or `s3://bucket/key`, either with `*` in
+//! its last part), listing, reading and writing them ([`Lake`], through `object_store`),
+//! and Parquet files read as records of a source's Avro schema ([`parquet_records`]).
+//!
+//! S3 credentials and settings come from the standard AWS environment variables, read by
+//! `object_store`: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+//! `AWS_REGION` (or `AWS_DEFAULT_REGION`), and for S3-compatible stores
+//! `AWS_ENDPOINT_URL` with `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint. No credential is
+//! ever part of a message.
+
+mod location;
+pub mod parquet_records;
+
+pub use location::Location;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::future::Future;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("{location}: {reason}")]
+    BadLocation { location: String, reason: String },
+    #[error("cannot reach {location}: {reason}")]
+    Store { location: String, reason: String },
+    #[error("{location} matches no file")]
+    NothingThere { location: String },
+    #[error("cannot read {location}: {reason}")]
+    Read { location: String, reason: String },
+    #[error("cannot write {location}: {reason}")]
+    Write { location: String, reason: String },
+}
+
+/// One file of a [`Location`]: its full name and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeFile {
+    pub location: Location,
+    pub size: u64,
+}
+
+/// Reads and writes lake files from synchronous code anywhere (also from inside another
+/// tokio runtime): the I/O runs on the lake's own small runtime, and callers wait for it.
+pub struct Lake {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Lake {
+    pub fn new() -> Result<Self, LakeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("freshet-lake")
+            .enable_all()
+            .build()
+            .map_err(|e| LakeError::Store {
+                location: "the data lake".into(),
+                reason: format!("cannot start its I/O threads: {e}"),
+            })?;
+        Ok(Self { runtime })
+    }
+
+    /// Runs `work` on the lake's runtime and waits for it, without entering a runtime on
+    /// the calling thread.
+    fn wait<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> T {
+        let (send, receive) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            let _ = send.send(work.await);
+        });
+        receive.recv().expect("the lake's runtime finishes what it is given")
+    }
+
+    /// The files `location` names, sorted by name: the one file, or every file whose name
+    /// matches its pattern. Fails when there is none.
+    pub fn list(&self, location: &Location) -> Result<Vec<LakeFile>, LakeError> {
+        let files = match location {
+            Location::Local(path) => list_local(path, location)?,
+            Location::S3 { bucket, key } => {
+                let store = s3(bucket, location)?;
+                let (prefix, pattern) = location::split_pattern(key);
+                let (bucket, shown) = (bucket.clone(), location.to_string());
+                self.wait(async move {
+                    let prefix = object_store::path::Path::from(prefix);
+                    let listed: Vec<object_store::ObjectMeta> = store
+                        .list(Some(&prefix))
+                        .try_collect()
+                        .await
+                        .map_err(|e| store_error(&shown, e))?;
+                    let mut files: Vec<LakeFile> = listed
+                        .into_iter()
+                        .filter(|meta| match &pattern {
+                            Some(pattern) => pattern.matches(meta.location.as_ref()),
+                            None => meta.location.as_ref() == prefix.as_ref(),
+                        })
+                        .map(|meta| LakeFile {
+                            location: Location::S3 {
+                                bucket: bucket.clone(),
+                                key: meta.location.to_string(),
+                            },
+                            size: meta.size,
+                        })
+                        .collect();
+                    files.sort_by(|a, b| a.location.to_string().cmp(&b.location.to_string()));
+                    Ok::<_, LakeError>(files)
+                })?
+            }
+        };
+        if files.is_empty() {
+            return Err(LakeError::NothingThere {
+                location: location.to_string(),
+            });
+        }
+        Ok(files)
+    }
+
+    /// The whole content of one file.
+    pub fn read(&self, location: &Location) -> Result<Bytes, LakeError> {
+        let shown = location.to_string();
+        let read_error = |reason: String| LakeError::Read {
+            location: shown.clone(),
+            reason,
+        };
+        match location {
+            Location::Local(path) => std::fs::read(path)
+                .map(Bytes::from)
+                .map_err(|e| read_error(e.to_string())),
+            Location::S3 { bucket, key } => {
+                let store = s3(bucket, location)?;
+                let key = object_store::path::Path::from(key.as_str());
+                self.wait(async move {
+                    let got = store.get(&key).await?;
+                    got.bytes().await
+                })
+                .map_err(|e| read_error(describe(e)))
+            }
+        }
+    }
+
+    /// Writes `bytes` as the whole content of one file (replacing it).
+    pub fn write(&self, location: &Location, bytes: Bytes) -> Result<(), LakeError> {
+        let shown = location.to_string();
+        let write_error = |reason: String| LakeError::Write {
+            location: shown.clone(),
+            reason,
+        };
+        match location {
+            Location::Local(path) => std::fs::write(path, &bytes).map_err(|e| write_error(e.to_string())),
+            Location::S3 { bucket, key } => {
+                let store = s3(bucket, location)?;
+                let key = object_store::path::Path::from(key.as_str());
+                self.wait(async move { store.put(&key, bytes.into()).await.map(|_| ()) })
+                    .map_err(|e| write_error(describe(e)))
+            }
+        }
+    }
+}
+
+/// The S3 store of `bucket`, configured from the AWS environment variables.
+fn s3(bucket: &str, location: &Location) -> Result<Arc<dyn ObjectStore>, LakeError> {
+    object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map(|store| Arc::new(store) as Arc<dyn ObjectStore>)
+        .map_err(|e| store_error(&location.to_string(), e))
+}
+
+fn store_error(location: &str, e: object_store::Error) -> LakeError {
+    LakeError::Store {
+        location: location.to_string(),
+        reason: describe(e),
+    }
+}
+
+/// object_store's message with its causes; it names no credential.
+fn describe(e: object_store::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn list_local(path: &std::path::Path, location: &Location) -> Result<Vec<LakeFile>, LakeError> {
+    let text = path.display().to_string();
+    let bad = |reason: String| LakeError::BadLocation {
+        location: location.to_string(),
+        reason,
+    };
+    let paths: Vec<std::path::PathBuf> = if text.contains('*') {
+        glob::glob(&text)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?
+    } else if path.exists() {
+        vec![path.to_path_buf()]
+    } else {
+        Vec::new()
+    };
+    let mut files = paths
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            LakeFile {
+                location: Location::Local(p),
+                size,
+            }
+        })
+        .collect::<Vec<_>>();
+    files.sort_by(|a, b| a.location.to_string().cmp(&b.location.to_string()));
+    Ok(files)
+}
