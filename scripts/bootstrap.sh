@@ -28,6 +28,7 @@ FLINK_PACKAGE="apache-flink==2.3.0"
 CONFLUENT_VERSION="2.16.1"   # Confluent's Python client, which the registry is tested against
 FEAST_PACKAGE="feast==0.67.0"   # Feast's SDK, which the serving API's Feast protocol is tested against
 SCHEMATHESIS_PACKAGE="schemathesis==4.32.5"   # checks the serving API against its OpenAPI document
+MOTO_PACKAGE="moto[server]==5.1.18"   # an S3 API server (with boto3) for the data-lake tests
 
 say() { echo "bootstrap: $*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -101,6 +102,15 @@ if [ "$WITH_FLINK" = 1 ] && [ ! -x "$TOOLS_DIR/feast-venv/bin/feast" -o ! -f "$T
   python3 -m venv "$TOOLS_DIR/feast-venv"
   "$TOOLS_DIR/feast-venv/bin/pip" install -q --disable-pip-version-check "$FEAST_PACKAGE"
   touch "$TOOLS_DIR/feast-venv/.installed-$FEAST_PACKAGE"
+fi
+
+# moto's S3 server and boto3, for backfill and training sets from the data lake.
+if [ "$WITH_FLINK" = 1 ] && [ ! -x "$TOOLS_DIR/lake-venv/bin/moto_server" -o ! -f "$TOOLS_DIR/lake-venv/.installed-$MOTO_PACKAGE" ]; then
+  say "installing $MOTO_PACKAGE into $TOOLS_DIR/lake-venv"
+  rm -rf "$TOOLS_DIR/lake-venv"
+  python3 -m venv "$TOOLS_DIR/lake-venv"
+  "$TOOLS_DIR/lake-venv/bin/pip" install -q --disable-pip-version-check "$MOTO_PACKAGE"
+  touch "$TOOLS_DIR/lake-venv/.installed-$MOTO_PACKAGE"
 fi
 
 # Schemathesis, to check the serving API against its OpenAPI document from outside.

@@ -78,6 +78,8 @@ pub enum BackfillError {
     },
     #[error("{} is not a readable Avro object container file: {reason}", path.display())]
     AvroFile { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Lake(String),
     #[error("Kafka at {brokers}: {context}: {reason}")]
     Kafka {
         brokers: String,
@@ -1081,16 +1083,13 @@ fn read_file(
         view.event_time_field.as_str(),
         view.watermark_delay_ms,
     );
-    let file_error = |source| BackfillError::File {
-        path: path.into(),
-        source,
-    };
-    let total = std::fs::metadata(path).map_err(file_error)?.len();
-    let avro = is_avro_file(path)?;
     let count = Arc::new(AtomicU64::new(0));
-    let reader = Counting {
-        inner: std::fs::File::open(path).map_err(file_error)?,
-        count: count.clone(),
+    let (total, what, records) = match lake_location(path) {
+        Some(location) => {
+            let (total, records) = lake_records(location, schema, count.clone())?;
+            (total, "row", records)
+        }
+        None => local_records(path, schema, count.clone())?,
     };
     let mut lanes: Vec<Lane> = (0..partitions)
         .map(|partition| Lane {
@@ -1112,35 +1111,8 @@ fn read_file(
         })
     };
 
-    let records: Box<dyn Iterator<Item = (u64, Result<AvroValue, String>)>> = if avro {
-        let reader = apache_avro::Reader::builder(BufReader::new(reader))
-            .reader_schema(schema)
-            .build()
-            .map_err(|e| BackfillError::AvroFile {
-                path: path.into(),
-                reason: e.to_string(),
-            })?;
-        Box::new(
-            reader
-                .enumerate()
-                .map(|(i, r)| (i as u64 + 1, r.map_err(|e| e.to_string()))),
-        )
-    } else {
-        let mut lines = BufReader::new(reader).lines().enumerate();
-        Box::new(std::iter::from_fn(move || loop {
-            let (i, line) = lines.next()?;
-            let line = match line {
-                Ok(line) => line,
-                Err(e) => return Some((i as u64 + 1, Err(format!("cannot read the line: {e}")))),
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            return Some((i as u64 + 1, json_to_record(&line, schema)));
-        }))
-    };
-
-    for (number, record) in records {
+    for item in records {
+        let (number, record) = item?;
         if stop.load(Ordering::Relaxed) {
             return Err(BackfillError::Interrupted);
         }
@@ -1157,7 +1129,6 @@ fn read_file(
                 feeder.stats.read += 1;
                 feeder.stats.unreadable += 1;
                 if feeder.stats.unreadable <= NAMED_BAD_LINES {
-                    let what = if avro { "record" } else { "line" };
                     tracing::warn!(file = %path.display(), "{what} {number} skipped: {reason}");
                 }
                 continue;
@@ -1179,6 +1150,140 @@ fn read_file(
     }
     report(&feeder);
     Ok((lanes, feeder.stats))
+}
+
+/// Records read from a file or files: each with its number (line, record or row, from 1)
+/// and the record or why it is not one; an error ends the reading (the input cannot be
+/// read further, and what is left would silently be missing).
+type Records<'a> =
+    Box<dyn Iterator<Item = Result<(u64, Result<AvroValue, String>), BackfillError>> + 'a>;
+
+/// A local JSON Lines or Avro file's records, its size, and what its entries are called;
+/// `count` follows the bytes read.
+fn local_records<'a>(
+    path: &Path,
+    schema: &'a Schema,
+    count: Arc<AtomicU64>,
+) -> Result<(u64, &'static str, Records<'a>), BackfillError> {
+    let file_error = |source| BackfillError::File {
+        path: path.into(),
+        source,
+    };
+    let total = std::fs::metadata(path).map_err(file_error)?.len();
+    let reader = Counting {
+        inner: std::fs::File::open(path).map_err(file_error)?,
+        count,
+    };
+    if is_avro_file(path)? {
+        let reader = apache_avro::Reader::builder(BufReader::new(reader))
+            .reader_schema(schema)
+            .build()
+            .map_err(|e| BackfillError::AvroFile {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+        let records = reader
+            .enumerate()
+            .map(|(i, r)| Ok((i as u64 + 1, r.map_err(|e| e.to_string()))));
+        return Ok((total, "record", Box::new(records)));
+    }
+    let mut lines = BufReader::new(reader).lines().enumerate();
+    let records = std::iter::from_fn(move || loop {
+        let (i, line) = lines.next()?;
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                return Some(Ok((
+                    i as u64 + 1,
+                    Err(format!("cannot read the line: {e}")),
+                )))
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        return Some(Ok((i as u64 + 1, json_to_record(&line, schema))));
+    });
+    Ok((total, "line", Box::new(records)))
+}
+
+/// A source file in the data lake: anything on S3, and Parquet files (by their name,
+/// also a pattern of names such as `events/*.parquet`) on local disk.
+fn lake_location(path: &Path) -> Option<freshet_lake::Location> {
+    let location = freshet_lake::Location::parse(path.to_str()?).ok()?;
+    (location.is_s3() || location.is_parquet()).then_some(location)
+}
+
+/// The rows of every Parquet file at `location`, file after file in name order, each
+/// file's rows in their order; the files' total size. `count` follows the bytes of the
+/// files read so far.
+fn lake_records<'a>(
+    location: freshet_lake::Location,
+    schema: &'a Schema,
+    count: Arc<AtomicU64>,
+) -> Result<(u64, Records<'a>), BackfillError> {
+    let lake_error = |e: freshet_lake::LakeError| BackfillError::Lake(e.to_string());
+    if !location.is_parquet() {
+        return Err(BackfillError::Lake(format!(
+            "{location}: only Parquet files (*.parquet) are read from S3"
+        )));
+    }
+    let lake = freshet_lake::Lake::new().map_err(lake_error)?;
+    let files = lake.list(&location).map_err(lake_error)?;
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    tracing::info!(%location, files = files.len(), bytes = total, "reading Parquet files");
+    let mut files = files.into_iter();
+    let mut rows: Option<(String, freshet_lake::parquet_records::ParquetRows)> = None;
+    let mut number = 0u64;
+    let mut failed = false;
+    let records = std::iter::from_fn(move || loop {
+        if failed {
+            return None;
+        }
+        if let Some((name, current)) = rows.as_mut() {
+            match current.next() {
+                Some(Ok(line)) => {
+                    number += 1;
+                    return Some(Ok((number, json_to_record(&line, schema))));
+                }
+                Some(Err(reason)) => {
+                    failed = true;
+                    return Some(Err(BackfillError::Lake(format!(
+                        "{name} cannot be read after row {number}: {reason}"
+                    ))));
+                }
+                None => rows = None,
+            }
+        }
+        let file = files.next()?;
+        let name = file.location.to_string();
+        let opened = lake
+            .read(&file.location)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                freshet_lake::parquet_records::ParquetRows::open(bytes, schema, &name)
+                    .map_err(|e| e.to_string())
+            });
+        count.fetch_add(file.size, Ordering::Relaxed);
+        match opened {
+            Ok(opened) => {
+                tracing::info!(
+                    file = %name,
+                    row_groups = opened.shape.row_groups,
+                    rows = opened.shape.rows,
+                    "reading"
+                );
+                rows = Some((name, opened));
+            }
+            Err(reason) => {
+                // A file that cannot be read (missing column, wrong type, not Parquet)
+                // fails the whole backfill: its events would silently be missing.
+                failed = true;
+                return Some(Err(BackfillError::Lake(reason)));
+            }
+        }
+    });
+    Ok((total, Box::new(records)))
 }
 
 /// The values of one update as `(feature, value)` pairs in definition order, for reports.

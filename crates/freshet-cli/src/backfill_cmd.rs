@@ -25,8 +25,9 @@ pub struct BackfillArgs {
     /// Events before this time (same forms as --from); default: everything there is.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     to: Option<Bound>,
-    /// Read events from this file (JSON Lines, or an Avro object container file) instead
-    /// of the source topic.
+    /// Read events from this file (JSON Lines, or an Avro object container file), or from
+    /// these Parquet files (a path or pattern, local or s3://BUCKET/PREFIX/*.parquet;
+    /// credentials from the AWS environment variables), instead of the source topic.
     #[arg(long, value_name = "PATH")]
     source_file: Option<PathBuf>,
     /// With --source-file: the live topic's partition count (default: asked from the

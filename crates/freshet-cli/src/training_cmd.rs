@@ -26,10 +26,11 @@ enum HistorySource {
 #[derive(Args)]
 pub struct TrainingSetArgs {
     /// The spine: a CSV (with a header) or Parquet file of (entity, time) rows; every
-    /// other column (labels) passes through unchanged, in the spine's order.
+    /// other column (labels) passes through unchanged, in the spine's order. A local path
+    /// or s3://BUCKET/KEY (credentials from the AWS environment variables).
     #[arg(long, value_name = "FILE")]
     spine: PathBuf,
-    /// Where to write the training set: a .parquet or .csv file.
+    /// Where to write the training set: a .parquet or .csv file, local or s3://BUCKET/KEY.
     #[arg(long, short, value_name = "FILE")]
     out: PathBuf,
     /// Views whose features to join, comma-separated (default: every view, unless
@@ -51,8 +52,8 @@ pub struct TrainingSetArgs {
     /// With --from updates: the processor's output topic.
     #[arg(long, value_name = "TOPIC", default_value = "feature_updates")]
     updates_topic: String,
-    /// With --from events: read events from this file (JSON Lines or Avro) instead of the
-    /// source topic.
+    /// With --from events: read events from this file (JSON Lines or Avro) or these
+    /// Parquet files (local or s3://BUCKET/PREFIX/*.parquet) instead of the source topic.
     #[arg(long, value_name = "PATH")]
     source_file: Option<PathBuf>,
     /// With --source-file: the live topic's partition count (default: asked from the broker).
@@ -133,9 +134,14 @@ pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
             }
         },
     };
+    // Spines and outputs on S3 go through a local copy.
+    let scratch = tempfile::tempdir().context("cannot make a scratch folder")?;
+    let lake = LakeFiles::new(scratch.path());
+    let spine = lake.fetch(&args.spine)?;
+    let (out, upload) = lake.staged(&args.out)?;
     let config = TrainingSetConfig {
-        spine: args.spine.clone(),
-        out: args.out.clone(),
+        spine,
+        out,
         entity_column: args.entity_column.clone(),
         time_column: args.time_column.clone(),
         views: args.views.clone(),
@@ -200,6 +206,9 @@ pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
             tally.found, tally.missing, tally.expired
         );
     }
+    if let Some((local, location)) = upload {
+        lake.upload(&local, &location)?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "wrote {} rows to {} in {seconds:.1} s ({:.0} rows/s)",
@@ -208,4 +217,65 @@ pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
         report.rows as f64 / seconds.max(1e-3)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies between S3 and a scratch folder for the spine and the output, which the
+/// training-set builder reads and writes as local files.
+struct LakeFiles<'a> {
+    scratch: &'a Path,
+    lake: std::cell::OnceCell<freshet_lake::Lake>,
+}
+
+impl<'a> LakeFiles<'a> {
+    fn new(scratch: &'a Path) -> Self {
+        Self {
+            scratch,
+            lake: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn lake(&self) -> Result<&freshet_lake::Lake> {
+        if self.lake.get().is_none() {
+            let _ = self.lake.set(freshet_lake::Lake::new()?);
+        }
+        Ok(self.lake.get().expect("set above"))
+    }
+
+    /// `path` itself when local; an S3 location downloaded into the scratch folder.
+    fn fetch(&self, path: &Path) -> Result<PathBuf> {
+        let Some(location) = s3_location(path)? else {
+            return Ok(path.to_path_buf());
+        };
+        let bytes = self.lake()?.read(&location)?;
+        let local = self.scratch.join(location.file_name());
+        std::fs::write(&local, &bytes)
+            .with_context(|| format!("cannot copy {location} to {}", local.display()))?;
+        Ok(local)
+    }
+
+    /// Where to write `path`: itself when local; for an S3 location, a scratch file of
+    /// the same name and the location to upload it to.
+    fn staged(&self, path: &Path) -> Result<(PathBuf, Option<(PathBuf, freshet_lake::Location)>)> {
+        let Some(location) = s3_location(path)? else {
+            return Ok((path.to_path_buf(), None));
+        };
+        self.lake()?;
+        let local = self.scratch.join(location.file_name());
+        Ok((local.clone(), Some((local, location))))
+    }
+
+    fn upload(&self, local: &Path, location: &freshet_lake::Location) -> Result<()> {
+        let bytes = std::fs::read(local)
+            .with_context(|| format!("cannot read the training set at {}", local.display()))?;
+        self.lake()?.write(location, bytes.into())?;
+        Ok(())
+    }
+}
+
+/// The S3 location `path` names, if it names one.
+fn s3_location(path: &Path) -> Result<Option<freshet_lake::Location>> {
+    let Some(text) = path.to_str().filter(|t| t.starts_with("s3://")) else {
+        return Ok(None);
+    };
+    Ok(Some(freshet_lake::Location::parse(text)?))
 }

@@ -44,7 +44,18 @@ pub struct LakeFile {
 /// Reads and writes lake files from synchronous code anywhere (also from inside another
 /// tokio runtime): the I/O runs on the lake's own small runtime, and callers wait for it.
 pub struct Lake {
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// The runtime is let go without waiting: a lake may be dropped inside another runtime,
+/// where waiting is not allowed (and nothing of the lake's runs by then).
+impl Drop for Lake {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Lake {
@@ -58,17 +69,22 @@ impl Lake {
                 location: "the data lake".into(),
                 reason: format!("cannot start its I/O threads: {e}"),
             })?;
-        Ok(Self { runtime })
+        Ok(Self {
+            runtime: Some(runtime),
+        })
     }
 
     /// Runs `work` on the lake's runtime and waits for it, without entering a runtime on
     /// the calling thread.
     fn wait<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> T {
         let (send, receive) = std::sync::mpsc::channel();
-        self.runtime.spawn(async move {
+        let runtime = self.runtime.as_ref().expect("only taken when dropped");
+        runtime.spawn(async move {
             let _ = send.send(work.await);
         });
-        receive.recv().expect("the lake's runtime finishes what it is given")
+        receive
+            .recv()
+            .expect("the lake's runtime finishes what it is given")
     }
 
     /// The files `location` names, sorted by name: the one file, or every file whose name
@@ -145,7 +161,9 @@ impl Lake {
             reason,
         };
         match location {
-            Location::Local(path) => std::fs::write(path, &bytes).map_err(|e| write_error(e.to_string())),
+            Location::Local(path) => {
+                std::fs::write(path, &bytes).map_err(|e| write_error(e.to_string()))
+            }
             Location::S3 { bucket, key } => {
                 let store = s3(bucket, location)?;
                 let key = object_store::path::Path::from(key.as_str());

@@ -97,7 +97,13 @@ mod tests {
             Location::parse("data/events.jsonl").unwrap(),
             Location::Local("data/events.jsonl".into())
         );
-        for bad in ["s3://", "s3://bucket", "s3://bucket/", "gs://b/k", "s3:///key"] {
+        for bad in [
+            "s3://",
+            "s3://bucket",
+            "s3://bucket/",
+            "gs://b/k",
+            "s3:///key",
+        ] {
             assert!(Location::parse(bad).is_err(), "{bad}");
         }
     }
@@ -110,7 +116,10 @@ mod tests {
         assert!(pattern.matches("events/2026-12-01.parquet"));
         assert!(!pattern.matches("events/2026-11-01.parquet"));
         assert!(!pattern.matches("events/2026-12-01.json"));
-        assert_eq!(split_pattern("events/one.parquet"), ("events/one.parquet".into(), None));
+        assert_eq!(
+            split_pattern("events/one.parquet"),
+            ("events/one.parquet".into(), None)
+        );
         assert_eq!(split_pattern("*.parquet").0, "");
     }
 }

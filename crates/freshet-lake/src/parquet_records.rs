@@ -18,7 +18,9 @@ use std::sync::Arc;
 pub enum ParquetError {
     #[error("{file} is not a readable Parquet file: {reason}")]
     NotParquet { file: String, reason: String },
-    #[error("{file} has no column `{column}`, which the source's schema needs (it has: {columns})")]
+    #[error(
+        "{file} has no column `{column}`, which the source's schema needs (it has: {columns})"
+    )]
     MissingColumn {
         file: String,
         column: String,
@@ -207,9 +209,9 @@ fn fit(schema: &Schema, column: &Field) -> Option<Option<DataType>> {
             _ if integer => Some(None),
             _ => None,
         },
-        Schema::Double | Schema::Float => {
-            (integer || matches!(ty, Float16 | Float32 | Float64 | Decimal128(_, _))).then_some(None)
-        }
+        Schema::Double | Schema::Float => (integer
+            || matches!(ty, Float16 | Float32 | Float64 | Decimal128(_, _)))
+        .then_some(None),
         Schema::String | Schema::Enum(_) => text.then_some(None),
         Schema::Boolean => matches!(ty, Boolean).then_some(None),
         Schema::Union(union) => union
@@ -259,17 +261,32 @@ mod tests {
     #[test]
     fn rows_become_json_objects_with_timestamps_in_epoch_millis() {
         let bytes = file(vec![
-            ("user_id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
-            ("action_type", Arc::new(StringArray::from(vec!["click", "view"]))),
+            (
+                "user_id",
+                Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+            ),
+            (
+                "action_type",
+                Arc::new(StringArray::from(vec!["click", "view"])),
+            ),
             ("extra", Arc::new(StringArray::from(vec!["x", "y"]))),
             (
                 "timestamp",
-                Arc::new(TimestampMicrosecondArray::from(vec![1_700_000_000_123_000, 1_700_000_001_000_000])),
+                Arc::new(TimestampMicrosecondArray::from(vec![
+                    1_700_000_000_123_000,
+                    1_700_000_001_000_000,
+                ])),
             ),
         ]);
         let schema = Schema::parse_str(SCHEMA).unwrap();
         let rows = ParquetRows::open(bytes, &schema, "f.parquet").unwrap();
-        assert_eq!(rows.shape, FileShape { row_groups: 1, rows: 2 });
+        assert_eq!(
+            rows.shape,
+            FileShape {
+                row_groups: 1,
+                rows: 2
+            }
+        );
         let rows: Vec<serde_json::Value> = rows
             .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
             .collect();
@@ -294,7 +311,10 @@ mod tests {
             "a.parquet has no column `timestamp`, which the source's schema needs (it has: user_id, action_type)"
         );
         let mistyped = file(vec![
-            ("user_id", Arc::new(StringArray::from(vec!["1"])) as ArrayRef),
+            (
+                "user_id",
+                Arc::new(StringArray::from(vec!["1"])) as ArrayRef,
+            ),
             ("action_type", Arc::new(StringArray::from(vec!["click"]))),
             ("amount", Arc::new(Float64Array::from(vec![1.5]))),
             ("timestamp", Arc::new(Int64Array::from(vec![5]))),
@@ -303,7 +323,8 @@ mod tests {
             ParquetRows::open(mistyped, &schema, "b.parquet").err().unwrap().to_string(),
             "b.parquet: column `user_id` is Utf8, which the source's field `user_id` (long) cannot take"
         );
-        let not_parquet = ParquetRows::open(Bytes::from_static(b"{\"a\":1}\n"), &schema, "c.parquet");
+        let not_parquet =
+            ParquetRows::open(Bytes::from_static(b"{\"a\":1}\n"), &schema, "c.parquet");
         assert!(matches!(not_parquet, Err(ParquetError::NotParquet { .. })));
     }
 }

@@ -19,6 +19,7 @@ pub mod flink;
 pub mod llm;
 pub mod metrics;
 pub mod otlp;
+pub mod s3;
 pub mod tls_redis;
 pub use tls_redis::TlsRedis;
 
