@@ -16,6 +16,7 @@
 
 mod background;
 pub mod flink;
+pub mod lake_events;
 pub mod llm;
 pub mod metrics;
 pub mod otlp;
