@@ -64,7 +64,9 @@ fn main() {
         assert_eq!(computed.stats.read, count as u64, "every event read");
         count as f64 / started.elapsed().as_secs_f64()
     };
-    println!("lake: {count} events, {FILES} Parquet files on S3 (moto) vs one local JSON Lines file");
+    println!(
+        "lake: {count} events, {FILES} Parquet files on S3 (moto) vs one local JSON Lines file"
+    );
     let mut ratios = Vec::new();
     for round in 1..=ROUNDS {
         let local = run(jsonl.to_str().unwrap());

@@ -117,7 +117,7 @@ impl Lake {
                             size: meta.size,
                         })
                         .collect();
-                    files.sort_by(|a, b| a.location.to_string().cmp(&b.location.to_string()));
+                    files.sort_by_key(|f| f.location.to_string());
                     Ok::<_, LakeError>(files)
                 })?
             }
@@ -232,6 +232,6 @@ fn list_local(path: &std::path::Path, location: &Location) -> Result<Vec<LakeFil
             }
         })
         .collect::<Vec<_>>();
-    files.sort_by(|a, b| a.location.to_string().cmp(&b.location.to_string()));
+    files.sort_by_key(|f| f.location.to_string());
     Ok(files)
 }
