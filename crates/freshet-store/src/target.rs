@@ -253,6 +253,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cluster_url_lists_its_nodes_over_tls_when_its_scheme_says() {
+        assert_eq!(
+            cluster_node_urls("redis+cluster://u:p@a:1,b:2/0"),
+            Some(vec![
+                "redis://u:p@a:1/0".to_string(),
+                "redis://u:p@b:2/0".to_string()
+            ])
+        );
+        assert_eq!(
+            cluster_node_urls("rediss+cluster://a:1, b:2"),
+            Some(vec!["rediss://a:1".to_string(), "rediss://b:2".to_string()])
+        );
+        assert_eq!(cluster_node_urls("rediss://a:1"), None);
+        let target = StoreTarget::parse("rediss+cluster://a:1,b:2", None).unwrap();
+        assert!(target.is_cluster());
+        assert!(!StoreTarget::parse("rediss://a:1/0", None)
+            .unwrap()
+            .is_cluster());
+    }
+
+    #[test]
     fn passwords_are_left_out_of_urls_shown() {
         for (url, shown) in [
             ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
