@@ -29,6 +29,7 @@ CONFLUENT_VERSION="2.16.1"   # Confluent's Python client, which the registry is 
 FEAST_PACKAGE="feast==0.67.0"   # Feast's SDK, which the serving API's Feast protocol is tested against
 SCHEMATHESIS_PACKAGE="schemathesis==4.32.5"   # checks the serving API against its OpenAPI document
 MOTO_PACKAGE="moto[server]==5.1.18"   # an S3 API server (with boto3) for the data-lake tests
+PYICEBERG_PACKAGE="pyiceberg[sql-sqlite,pyarrow]==0.12.0"   # writes the Iceberg tables the lake tests read
 
 say() { echo "bootstrap: $*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -104,13 +105,14 @@ if [ "$WITH_FLINK" = 1 ] && [ ! -x "$TOOLS_DIR/feast-venv/bin/feast" -o ! -f "$T
   touch "$TOOLS_DIR/feast-venv/.installed-$FEAST_PACKAGE"
 fi
 
-# moto's S3 server and boto3, for backfill and training sets from the data lake.
-if [ "$WITH_FLINK" = 1 ] && [ ! -x "$TOOLS_DIR/lake-venv/bin/moto_server" -o ! -f "$TOOLS_DIR/lake-venv/.installed-$MOTO_PACKAGE" ]; then
-  say "installing $MOTO_PACKAGE into $TOOLS_DIR/lake-venv"
+# moto's S3 server and boto3, and pyiceberg, for backfill and training sets from the data lake.
+LAKE_MARK="$TOOLS_DIR/lake-venv/.installed-$MOTO_PACKAGE-$PYICEBERG_PACKAGE"
+if [ "$WITH_FLINK" = 1 ] && [ ! -x "$TOOLS_DIR/lake-venv/bin/moto_server" -o ! -f "$LAKE_MARK" ]; then
+  say "installing $MOTO_PACKAGE and $PYICEBERG_PACKAGE into $TOOLS_DIR/lake-venv"
   rm -rf "$TOOLS_DIR/lake-venv"
   python3 -m venv "$TOOLS_DIR/lake-venv"
-  "$TOOLS_DIR/lake-venv/bin/pip" install -q --disable-pip-version-check "$MOTO_PACKAGE"
-  touch "$TOOLS_DIR/lake-venv/.installed-$MOTO_PACKAGE"
+  "$TOOLS_DIR/lake-venv/bin/pip" install -q --disable-pip-version-check "$MOTO_PACKAGE" "$PYICEBERG_PACKAGE"
+  touch "$LAKE_MARK"
 fi
 
 # Schemathesis, to check the serving API against its OpenAPI document from outside.

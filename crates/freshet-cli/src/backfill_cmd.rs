@@ -1,6 +1,7 @@
 //! `freshet backfill`: feature values for the past, through the processor's own engine
 //! (`freshet_backfill`), from Kafka history or a file.
 
+use crate::history_args::HistoryFileArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use freshet_backfill::{self as backfill, BackfillConfig, Input, Progress};
@@ -25,15 +26,8 @@ pub struct BackfillArgs {
     /// Events before this time (same forms as --from); default: everything there is.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     to: Option<Bound>,
-    /// Read events from this file (JSON Lines, or an Avro object container file), or from
-    /// these Parquet files (a path or pattern, local or s3://BUCKET/PREFIX/*.parquet;
-    /// credentials from the AWS environment variables), instead of the source topic.
-    #[arg(long, value_name = "PATH")]
-    source_file: Option<PathBuf>,
-    /// With --source-file: the live topic's partition count (default: asked from the
-    /// broker), so events get the partitions and watermarks they have live.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
-    partitions: Option<i32>,
+    #[command(flatten)]
+    history: HistoryFileArgs,
     /// Compute and report what would be written; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -125,7 +119,7 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
     let from_ms = match args.from {
         Some(Bound::At(ms)) => Some(ms),
         Some(Bound::Earliest) => None,
-        None if args.source_file.is_none() => bail!(
+        None if !args.history.given() => bail!(
             "--from is required when backfilling from Kafka: give RFC 3339, \"2h ago\" or \"earliest\""
         ),
         None => None,
@@ -135,40 +129,14 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
         Some(Bound::Earliest) => bail!("--to earliest selects no events"),
         None => None,
     };
-    let input = match &args.source_file {
-        Some(path) => {
-            let partitions = match args.partitions {
-                Some(n) => n,
-                None => {
-                    let topic = backfill::source_topic(&defs, &args.views)?;
-                    backfill::topic_partitions(&brokers, &topic).with_context(|| {
-                        format!(
-                            "cannot tell how many partitions `{topic}` has; pass --partitions \
-                             with the live topic's partition count"
-                        )
-                    })?
-                }
-            };
-            Input::File {
-                path: path.clone(),
-                partitions,
-            }
-        }
-        None => {
-            if args.partitions.is_some() {
-                bail!("--partitions applies to --source-file only; Kafka input has its topic's partitions");
-            }
-            Input::Kafka {
-                brokers: brokers.clone(),
-                registry: args.registry.resolve(&stack)?,
-            }
-        }
+    let input = match args.history.input(&defs, &args.views, &brokers)? {
+        Some(input) => input,
+        None => Input::Kafka {
+            brokers: brokers.clone(),
+            registry: args.registry.resolve(&stack)?,
+        },
     };
-    args.redis
-        .redis_ca_cert
-        .as_deref()
-        .map(freshet_store::tls::set_ca_certificate)
-        .transpose()?;
+    args.redis.install_ca_certificate()?;
     let redis_url = args.redis.resolve(&stack);
     let config = BackfillConfig {
         views: args.views.clone(),
@@ -177,12 +145,7 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
         to_ms,
     };
 
-    let what = match &config.input {
-        Input::Kafka { .. } => format!("Kafka at {brokers}"),
-        Input::File { path, partitions } => {
-            format!("{} (as {partitions} partitions)", path.display())
-        }
-    };
+    let what = crate::history_args::describe(&config.input, &brokers);
     let range = format!(
         "[{}, {})",
         from_ms.map_or("earliest".into(), format_ms),
@@ -202,7 +165,7 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
                 signal_stop.store(true, Ordering::Relaxed);
             }
         });
-        let bar = progress_bar(args.source_file.is_some());
+        let bar = progress_bar(args.history.given());
         let started = Instant::now();
         let mut known_length = true;
         let mut on_progress = |p: Progress| {

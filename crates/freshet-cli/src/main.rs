@@ -16,6 +16,7 @@ mod backfill_cmd;
 mod compile_cmd;
 mod copilot_cmd;
 mod features_cmd;
+mod history_args;
 mod stack_cmd;
 mod store_cmd;
 mod training_cmd;

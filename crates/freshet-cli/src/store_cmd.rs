@@ -38,11 +38,7 @@ pub fn run(command: StoreCommand, features_dir: &Path) -> Result<ExitCode> {
         .iter()
         .map(|v| (v.name.clone(), ViewStorage::of(v)))
         .collect();
-    args.redis
-        .redis_ca_cert
-        .as_deref()
-        .map(freshet_store::tls::set_ca_certificate)
-        .transpose()?;
+    args.redis.install_ca_certificate()?;
     let url = args.redis.resolve(&StackEnv::load(&args.state_dir));
     // What messages show: without a password.
     let shown = freshet_store::redacted_url(&url);

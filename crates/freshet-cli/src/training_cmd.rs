@@ -2,6 +2,7 @@
 //! as served at each (entity, time) of a spine, from the published updates or recomputed
 //! from events.
 
+use crate::history_args::HistoryFileArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use freshet_backfill::Input;
@@ -52,13 +53,10 @@ pub struct TrainingSetArgs {
     /// With --from updates: the processor's output topic.
     #[arg(long, value_name = "TOPIC", default_value = "feature_updates")]
     updates_topic: String,
-    /// With --from events: read events from this file (JSON Lines or Avro) or these
-    /// Parquet files (local or s3://BUCKET/PREFIX/*.parquet) instead of the source topic.
-    #[arg(long, value_name = "PATH")]
-    source_file: Option<PathBuf>,
-    /// With --source-file: the live topic's partition count (default: asked from the broker).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
-    partitions: Option<i32>,
+    /// With --from events: events from a file, Parquet files or an Iceberg table instead
+    /// of the source topic.
+    #[command(flatten)]
+    history: HistoryFileArgs,
     #[command(flatten)]
     brokers: BrokerArgs,
     #[command(flatten)]
@@ -92,8 +90,8 @@ pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
     let registry = args.registry.resolve(&stack)?;
     let history = match args.from {
         HistorySource::Updates => {
-            if args.source_file.is_some() || args.partitions.is_some() {
-                bail!("--source-file and --partitions apply to --from events only");
+            if args.history.given() || args.history.partitions.is_some() {
+                bail!("--source-file, --source-table and --partitions apply to --from events only");
             }
             History::Updates(UpdatesTopic {
                 brokers: brokers.clone(),
@@ -101,38 +99,17 @@ pub fn run(args: TrainingSetArgs, features_dir: &Path) -> Result<ExitCode> {
                 topic: args.updates_topic.clone(),
             })
         }
-        HistorySource::Events => match &args.source_file {
-            Some(path) => {
-                let partitions = match args.partitions {
-                    Some(n) => n,
-                    None => {
-                        let views =
-                            freshet_training::request::resolve(&defs, &args.views, &args.features)?;
-                        let names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
-                        let topic = freshet_backfill::source_topic(&defs, &names)?;
-                        freshet_backfill::topic_partitions(&brokers, &topic).with_context(|| {
-                            format!(
-                                "cannot tell how many partitions `{topic}` has; pass \
-                                     --partitions with the live topic's partition count"
-                            )
-                        })?
-                    }
-                };
-                History::Events(Input::File {
-                    path: path.clone(),
-                    partitions,
-                })
-            }
-            None => {
-                if args.partitions.is_some() {
-                    bail!("--partitions applies to --source-file only");
-                }
-                History::Events(Input::Kafka {
+        HistorySource::Events => {
+            let views = freshet_training::request::resolve(&defs, &args.views, &args.features)?;
+            let names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
+            History::Events(match args.history.input(&defs, &names, &brokers)? {
+                Some(input) => input,
+                None => Input::Kafka {
                     brokers: brokers.clone(),
                     registry,
-                })
-            }
-        },
+                },
+            })
+        }
     };
     // Spines and outputs on S3 go through a local copy.
     let scratch = tempfile::tempdir().context("cannot make a scratch folder")?;

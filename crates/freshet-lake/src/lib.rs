@@ -1,17 +1,22 @@
 //! History in the data lake, for the CLI's backfill and training sets: where a file or a
 //! set of files is ([`Location`]: a local path or `s3://bucket/key`, either with `*` in
 //! its last part), listing, reading and writing them ([`Lake`], through `object_store`),
-//! and Parquet files read as records of a source's Avro schema ([`parquet_records`]).
+//! Parquet files read as records of a source's Avro schema ([`parquet_records`]), and
+//! Iceberg tables read the same way ([`iceberg_table`]).
 //!
 //! S3 credentials and settings come from the standard AWS environment variables, read by
 //! `object_store`: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
 //! `AWS_REGION` (or `AWS_DEFAULT_REGION`), and for S3-compatible stores
-//! `AWS_ENDPOINT_URL` with `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint. No credential is
-//! ever part of a message.
+//! `AWS_ENDPOINT_URL` with `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint; without an
+//! access key there, from the named profile (`AWS_PROFILE`, else `default`) of the shared
+//! credentials and config files; else the instance's or container's role. No credential
+//! is ever part of a message.
 
+pub mod iceberg_table;
 mod location;
 pub mod parquet_records;
 
+pub use iceberg_table::{TableError, TableRows, TableShape, TableSource};
 pub use location::Location;
 
 use bytes::Bytes;
@@ -93,22 +98,30 @@ impl Lake {
         let files = match location {
             Location::Local(path) => list_local(path, location)?,
             Location::S3 { bucket, key } => {
-                let store = s3(bucket, location)?;
+                let store = self.s3(bucket, location)?;
                 let (prefix, pattern) = location::split_pattern(key);
                 let (bucket, shown) = (bucket.clone(), location.to_string());
                 self.wait(async move {
                     let prefix = object_store::path::Path::from(prefix);
-                    let listed: Vec<object_store::ObjectMeta> = store
-                        .list(Some(&prefix))
-                        .try_collect()
-                        .await
-                        .map_err(|e| store_error(&shown, e))?;
+                    let listed: Vec<object_store::ObjectMeta> = match &pattern {
+                        Some(pattern) => store
+                            .list(Some(&prefix))
+                            .try_filter(|meta| {
+                                std::future::ready(pattern.matches(meta.location.as_ref()))
+                            })
+                            .try_collect()
+                            .await
+                            .map_err(|e| store_error(&shown, e))?,
+                        // One object: asked for by its key (a listing would take the key
+                        // as a folder).
+                        None => match store.head(&prefix).await {
+                            Ok(meta) => vec![meta],
+                            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                            Err(e) => return Err(store_error(&shown, e)),
+                        },
+                    };
                     let mut files: Vec<LakeFile> = listed
                         .into_iter()
-                        .filter(|meta| match &pattern {
-                            Some(pattern) => pattern.matches(meta.location.as_ref()),
-                            None => meta.location.as_ref() == prefix.as_ref(),
-                        })
                         .map(|meta| LakeFile {
                             location: Location::S3 {
                                 bucket: bucket.clone(),
@@ -142,7 +155,7 @@ impl Lake {
                 .map(Bytes::from)
                 .map_err(|e| read_error(e.to_string())),
             Location::S3 { bucket, key } => {
-                let store = s3(bucket, location)?;
+                let store = self.s3(bucket, location)?;
                 let key = object_store::path::Path::from(key.as_str());
                 self.wait(async move {
                     let got = store.get(&key).await?;
@@ -165,7 +178,7 @@ impl Lake {
                 std::fs::write(path, &bytes).map_err(|e| write_error(e.to_string()))
             }
             Location::S3 { bucket, key } => {
-                let store = s3(bucket, location)?;
+                let store = self.s3(bucket, location)?;
                 let key = object_store::path::Path::from(key.as_str());
                 self.wait(async move { store.put(&key, bytes.into()).await.map(|_| ()) })
                     .map_err(|e| write_error(describe(e)))
@@ -174,13 +187,47 @@ impl Lake {
     }
 }
 
-/// The S3 store of `bucket`, configured from the AWS environment variables.
-fn s3(bucket: &str, location: &Location) -> Result<Arc<dyn ObjectStore>, LakeError> {
-    object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .build()
-        .map(|store| Arc::new(store) as Arc<dyn ObjectStore>)
-        .map_err(|e| store_error(&location.to_string(), e))
+impl Lake {
+    /// The S3 store of `bucket`, configured from the AWS environment variables, with the
+    /// keys of the named profile when the environment has none.
+    fn s3(&self, bucket: &str, location: &Location) -> Result<Arc<dyn ObjectStore>, LakeError> {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            if let Some(keys) = self.wait(profile_credentials()) {
+                builder = builder
+                    .with_access_key_id(keys.access_key_id)
+                    .with_secret_access_key(keys.secret_access_key);
+                if let Some(token) = keys.session_token {
+                    builder = builder.with_token(token);
+                }
+            }
+        }
+        builder
+            .build()
+            .map(|store| Arc::new(store) as Arc<dyn ObjectStore>)
+            .map_err(|e| store_error(&location.to_string(), e))
+    }
+}
+
+/// The keys of the named profile (`AWS_PROFILE`, else `default`) in the shared
+/// credentials and config files (`~/.aws/credentials`, `~/.aws/config`, or the files
+/// `AWS_SHARED_CREDENTIALS_FILE` and `AWS_CONFIG_FILE` name), when there are some.
+async fn profile_credentials() -> Option<reqsign_aws_v4::Credential> {
+    use reqsign_core::ProvideCredential;
+    let context = reqsign_core::Context::new()
+        .with_file_read(reqsign_file_read_tokio::TokioFileRead)
+        .with_env(reqsign_core::OsEnv);
+    match reqsign_aws_v4::ProfileCredentialProvider::new()
+        .provide_credential(&context)
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => {
+            // The error names the profile and the file, never a key.
+            tracing::warn!(error = %e, "cannot read the AWS profile");
+            None
+        }
+    }
 }
 
 fn store_error(location: &str, e: object_store::Error) -> LakeError {

@@ -44,32 +44,30 @@ pub struct FileShape {
     pub rows: u64,
 }
 
-/// The rows of one Parquet file, as JSON objects (one per row, in file order).
-pub struct ParquetRows {
-    batches: ParquetRecordBatchReader,
+/// Which columns of an Arrow schema fill which fields of a source's Avro schema, and how
+/// a batch of them becomes JSON objects: for a Parquet file and for an Iceberg table
+/// alike.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    /// The columns read, as indexes into the Arrow schema, in its order.
+    read: Vec<usize>,
+    /// Their names, in the same order.
+    names: Vec<String>,
     /// The columns read that become epoch milliseconds, with their types in the file.
     casts: std::collections::HashMap<String, DataType>,
-    lines: std::vec::IntoIter<String>,
-    pub shape: FileShape,
 }
 
-impl ParquetRows {
-    /// Opens `bytes` (the whole file; `file` names it in errors) for the fields of
-    /// `schema`.
-    pub fn open(bytes: Bytes, schema: &Schema, file: &str) -> Result<Self, ParquetError> {
-        let not_parquet = |e: parquet::errors::ParquetError| ParquetError::NotParquet {
-            file: file.into(),
-            reason: e.to_string(),
-        };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(not_parquet)?;
-        let shape = FileShape {
-            row_groups: builder.metadata().num_row_groups(),
-            rows: builder.metadata().file_metadata().num_rows().max(0) as u64,
-        };
+impl ColumnPlan {
+    /// Checks `arrow` (the columns of `file`, which names it in errors) against the
+    /// fields of `schema`.
+    pub fn new(
+        schema: &Schema,
+        arrow: &arrow_schema::Schema,
+        file: &str,
+    ) -> Result<Self, ParquetError> {
         let Schema::Record(record) = schema else {
             return Err(ParquetError::NotARecord);
         };
-        let arrow = builder.schema().clone();
         let mut read = Vec::new();
         let mut casts = std::collections::HashMap::new();
         for field in &record.fields {
@@ -99,50 +97,36 @@ impl ParquetRows {
                 casts.insert(field.name.clone(), from);
             }
         }
-        // Leaf columns, in the file's order: top-level columns of primitive types.
-        let mask = ProjectionMask::roots(builder.parquet_schema(), read);
-        let batches = builder
-            .with_projection(mask)
-            .with_batch_size(8 * 1024)
-            .build()
-            .map_err(not_parquet)?;
-        Ok(Self {
-            batches,
-            casts,
-            lines: Vec::new().into_iter(),
-            shape,
-        })
-    }
-
-    fn next_batch(&mut self) -> Option<Result<Vec<String>, String>> {
-        let batch = match self.batches.next()? {
-            Ok(batch) => batch,
-            Err(e) => return Some(Err(e.to_string())),
-        };
-        Some(self.as_lines(batch))
-    }
-
-    /// A batch (columns in the projection's order, which is the file's) as JSON lines.
-    fn as_lines(&self, batch: RecordBatch) -> Result<Vec<String>, String> {
-        let columns: Vec<(Arc<Field>, ArrayRef)> = batch
-            .schema()
-            .fields()
+        read.sort_unstable();
+        let names = read
             .iter()
-            .cloned()
-            .zip(batch.columns().iter().cloned())
+            .map(|&i| arrow.field(i).name().clone())
             .collect();
-        let mut fields = Vec::with_capacity(columns.len());
-        let mut arrays = Vec::with_capacity(columns.len());
-        for (field, array) in columns {
-            let (field, array) = match self.casts.get(field.name()).cloned() {
-                Some(to) => {
-                    let array = epoch_millis(&array, &to).map_err(|e| e.to_string())?;
+        Ok(Self { read, names, casts })
+    }
+
+    /// The names of the columns read, in the schema's order.
+    pub fn column_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// A batch of the columns read (any order, found by name) as JSON lines, one per row.
+    pub fn lines(&self, batch: &RecordBatch) -> Result<Vec<String>, String> {
+        let mut fields = Vec::with_capacity(self.names.len());
+        let mut arrays = Vec::with_capacity(self.names.len());
+        for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+            if !self.names.contains(field.name()) {
+                continue;
+            }
+            let (field, array) = match self.casts.get(field.name()) {
+                Some(from) => {
+                    let array = epoch_millis(array, from).map_err(|e| e.to_string())?;
                     (
                         Arc::new(Field::new(field.name(), DataType::Int64, true)),
                         array,
                     )
                 }
-                None => (field, array),
+                None => (field.clone(), array.clone()),
             };
             fields.push(field);
             arrays.push(array);
@@ -154,6 +138,52 @@ impl ParquetRows {
         writer.finish().map_err(|e| e.to_string())?;
         let text = String::from_utf8(writer.into_inner()).map_err(|e| e.to_string())?;
         Ok(text.lines().map(str::to_string).collect())
+    }
+}
+
+/// The rows of one Parquet file, as JSON objects (one per row, in file order).
+pub struct ParquetRows {
+    batches: ParquetRecordBatchReader,
+    plan: ColumnPlan,
+    lines: std::vec::IntoIter<String>,
+    pub shape: FileShape,
+}
+
+impl ParquetRows {
+    /// Opens `bytes` (the whole file; `file` names it in errors) for the fields of
+    /// `schema`.
+    pub fn open(bytes: Bytes, schema: &Schema, file: &str) -> Result<Self, ParquetError> {
+        let not_parquet = |e: parquet::errors::ParquetError| ParquetError::NotParquet {
+            file: file.into(),
+            reason: e.to_string(),
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(not_parquet)?;
+        let shape = FileShape {
+            row_groups: builder.metadata().num_row_groups(),
+            rows: builder.metadata().file_metadata().num_rows().max(0) as u64,
+        };
+        let plan = ColumnPlan::new(schema, builder.schema(), file)?;
+        // Leaf columns, in the file's order: top-level columns of primitive types.
+        let mask = ProjectionMask::roots(builder.parquet_schema(), plan.read.iter().copied());
+        let batches = builder
+            .with_projection(mask)
+            .with_batch_size(8 * 1024)
+            .build()
+            .map_err(not_parquet)?;
+        Ok(Self {
+            batches,
+            plan,
+            lines: Vec::new().into_iter(),
+            shape,
+        })
+    }
+
+    fn next_batch(&mut self) -> Option<Result<Vec<String>, String>> {
+        let batch = match self.batches.next()? {
+            Ok(batch) => batch,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        Some(self.plan.lines(&batch))
     }
 }
 

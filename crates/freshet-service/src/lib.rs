@@ -249,23 +249,26 @@ pub struct RedisArgs {
 /// The URL's password left out.
 impl std::fmt::Debug for RedisArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = self.redis_url.as_deref().map(|url| {
-            let Some((scheme, rest)) = url.split_once("://") else {
-                return url.to_string();
-            };
-            match rest.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}"),
-                None => url.to_string(),
-            }
-        });
         f.debug_struct("RedisArgs")
-            .field("redis_url", &url)
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(freshet_store::redacted_url),
+            )
             .field("redis_ca_cert", &self.redis_ca_cert)
             .finish()
     }
 }
 
 impl RedisArgs {
+    /// Trusts the CA certificates of `--redis-ca-cert` for `rediss://` servers, for the
+    /// whole process, when given: call once at start, before any Redis client.
+    pub fn install_ca_certificate(&self) -> Result<(), freshet_store::tls::TlsError> {
+        match &self.redis_ca_cert {
+            Some(path) => freshet_store::tls::set_ca_certificate(path),
+            None => Ok(()),
+        }
+    }
+
     pub fn resolve(&self, stack: &StackEnv) -> String {
         stack.resolve(
             self.redis_url.clone(),
@@ -437,6 +440,18 @@ mod tests {
         assert_eq!(
             cli.registry.resolve(&stack).unwrap().url(),
             DEFAULT_REGISTRY_URL
+        );
+    }
+
+    #[test]
+    fn a_redis_password_is_never_shown() {
+        let cli = Cli::parse_from(["x", "--redis-url", "rediss://app:s3cret@redis:6380/1"]);
+        let shown = format!("{:?}", cli.redis);
+        assert!(shown.contains("rediss://app:***@redis:6380/1"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            cli.redis.install_ca_certificate().is_ok(),
+            "no CA file given"
         );
     }
 

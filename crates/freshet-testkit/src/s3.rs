@@ -11,6 +11,10 @@ pub struct S3Server {
     pub port: u16,
     child: Child,
     python: PathBuf,
+    /// The keys requests are signed with (the only ones accepted when started with
+    /// [`S3Server::start_with_auth`]).
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 /// The lake venv's Python, when it has moto and boto3.
@@ -38,10 +42,40 @@ pub fn lake_python_or_skip() -> Option<PathBuf> {
 }
 
 impl S3Server {
+    /// A server that takes requests signed with any keys.
     pub fn start(python: &Path) -> Self {
+        Self::spawn(python, None)
+    }
+
+    /// A server that checks every request's signature: only the keys of the one IAM user
+    /// it is started with (`access_key_id`, `secret_access_key`) are accepted.
+    pub fn start_with_auth(python: &Path) -> Self {
+        // moto lets the first requests through unchecked: the three that make the user.
+        let mut server = Self::spawn(python, Some(3));
+        let keys = server.boto_with(
+            "iam",
+            "import json\n\
+             iam.create_user(UserName='freshet')\n\
+             iam.put_user_policy(UserName='freshet', PolicyName='all', PolicyDocument=json.dumps({'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': '*', 'Resource': '*'}]}))\n\
+             key = iam.create_access_key(UserName='freshet')['AccessKey']\n\
+             print(key['AccessKeyId'], key['SecretAccessKey'])",
+            &[],
+        );
+        let keys = String::from_utf8(keys).unwrap();
+        let (id, secret) = keys.trim().split_once(' ').expect("two keys");
+        server.access_key_id = id.into();
+        server.secret_access_key = secret.into();
+        server
+    }
+
+    fn spawn(python: &Path, unchecked_requests: Option<u32>) -> Self {
         let port = freshet_localstack::free_port();
         let server = python.with_file_name("moto_server");
-        let child = Command::new(&server)
+        let mut command = Command::new(&server);
+        if let Some(count) = unchecked_requests {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string());
+        }
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -56,6 +90,8 @@ impl S3Server {
             port,
             child,
             python: python.to_path_buf(),
+            access_key_id: "freshet-test".into(),
+            secret_access_key: "freshet-test-secret".into(),
         }
     }
 
@@ -66,8 +102,8 @@ impl S3Server {
     /// The environment a client of this server needs (the standard AWS variables).
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("AWS_ACCESS_KEY_ID", "freshet-test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "freshet-test-secret".into()),
+            ("AWS_ACCESS_KEY_ID", self.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key.clone()),
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_ENDPOINT_URL", self.endpoint()),
             ("AWS_ALLOW_HTTP", "true".into()),
@@ -77,9 +113,16 @@ impl S3Server {
     /// Runs `script` with boto3's S3 client bound to `s3`; panics with its output if it
     /// fails.
     fn boto(&self, script: &str, args: &[&str]) -> Vec<u8> {
+        self.boto_with("s3", script, args)
+    }
+
+    /// Runs `script` with boto3's `service` client bound to a variable of that name.
+    fn boto_with(&self, service: &str, script: &str, args: &[&str]) -> Vec<u8> {
         let program = format!(
-            "import sys, boto3\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='freshet-test', aws_secret_access_key='freshet-test-secret', region_name='us-east-1')\n{script}",
-            self.endpoint()
+            "import sys, boto3\n{service} = boto3.client('{service}', endpoint_url='{}', aws_access_key_id='{}', aws_secret_access_key='{}', region_name='us-east-1')\n{script}",
+            self.endpoint(),
+            self.access_key_id,
+            self.secret_access_key,
         );
         let output = Command::new(&self.python)
             .args(["-c", &program])
@@ -103,6 +146,24 @@ impl S3Server {
         self.boto(
             "s3.upload_file(sys.argv[3], sys.argv[1], sys.argv[2])",
             &[bucket, key, from.to_str().unwrap()],
+        );
+    }
+
+    /// Copies every object of `bucket` here into the same bucket of `other` (which must
+    /// exist there).
+    pub fn copy_bucket(&self, bucket: &str, other: &S3Server) {
+        self.boto(
+            "to = boto3.client('s3', endpoint_url=sys.argv[2], aws_access_key_id=sys.argv[3], aws_secret_access_key=sys.argv[4], region_name='us-east-1')\n\
+             for page in s3.get_paginator('list_objects_v2').paginate(Bucket=sys.argv[1]):\n\
+             \x20   for item in page.get('Contents', []):\n\
+             \x20       body = s3.get_object(Bucket=sys.argv[1], Key=item['Key'])['Body'].read()\n\
+             \x20       to.put_object(Bucket=sys.argv[1], Key=item['Key'], Body=body)",
+            &[
+                bucket,
+                &other.endpoint(),
+                &other.access_key_id,
+                &other.secret_access_key,
+            ],
         );
     }
 

@@ -180,7 +180,7 @@ pub async fn answer(
         }
         History::Events(input) => {
             let partitions = |topic: &str| match input {
-                Input::File { partitions, .. } => Ok(*partitions),
+                Input::File { partitions, .. } | Input::Table { partitions, .. } => Ok(*partitions),
                 Input::Kafka { brokers, .. } => freshet_backfill::topic_partitions(brokers, topic),
             };
             let mut counts = std::collections::HashMap::new();
@@ -196,7 +196,7 @@ pub async fn answer(
                 from_ms: None,
                 to_ms: None,
             };
-            let file = matches!(input, Input::File { .. });
+            let file = !matches!(input, Input::Kafka { .. });
             let mut on_progress = |p: freshet_backfill::Progress| {
                 progress(Progress {
                     stage: Stage::ReplayingEvents,

@@ -72,11 +72,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.features_dir.display()
         )
     })?;
-    args.redis
-        .redis_ca_cert
-        .as_deref()
-        .map(freshet_store::tls::set_ca_certificate)
-        .transpose()?;
+    args.redis.install_ca_certificate()?;
     let redis_url = args.redis.resolve(&stack);
     freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
     let store = freshet_store::StoreTarget::parse(&redis_url, None)?;

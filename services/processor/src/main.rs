@@ -133,11 +133,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
     let registry = args.registry.resolve(&stack)?;
     freshet_service::check_registry(&registry).await?;
-    args.redis
-        .redis_ca_cert
-        .as_deref()
-        .map(freshet_store::tls::set_ca_certificate)
-        .transpose()?;
+    args.redis.install_ca_certificate()?;
     let config = ProcessorConfig {
         features_dir: args.features_dir,
         brokers: args.brokers.resolve(&stack),

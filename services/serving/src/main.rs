@@ -153,11 +153,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "serving without API keys (--no-auth): anyone who reaches the port reads every feature"
         );
     }
-    args.redis
-        .redis_ca_cert
-        .as_deref()
-        .map(freshet_store::tls::set_ca_certificate)
-        .transpose()?;
+    args.redis.install_ca_certificate()?;
     let config = ServingConfig {
         redis_url: args.redis.resolve(&stack),
         max_batch_size: args.max_batch_size,
