@@ -1,6 +1,7 @@
-//! Events per second from Parquet files on S3 (moto's S3 server on this machine) through
-//! the backfill's engine, as a ratio to the same events from a local JSON Lines file, in
-//! the same run: rounds alternate the two, and the median ratio of the rounds is the
+//! Events per second from Parquet files on S3 (moto's S3 server on this machine) and from
+//! an Iceberg table with its warehouse there (written by pyiceberg, two appends), through
+//! the backfill's engine, each as a ratio to the same events from a local JSON Lines file,
+//! in the same run: rounds alternate the three, and the median ratio of the rounds is the
 //! figure. `FRESHET_LAKE_BENCH_EVENTS` (default 300,000) sets the size.
 
 use freshet_backfill::{BackfillConfig, Input};
@@ -37,18 +38,23 @@ fn main() {
         write_parquet(&file, part, true);
         s3.put("lake", &format!("events/part-{i:03}.parquet"), &file);
     }
+    let catalog = dir.path().join("catalog.db");
+    s3.write_iceberg_tables(&catalog, &jsonl, count / 2);
+    let table = freshet_lake::TableSource {
+        catalog: format!("sqlite:{}", catalog.display()),
+        catalog_name: "default".into(),
+        table: "lake.events".into(),
+        snapshot: None,
+    };
     let defs = freshet_core::load_dir(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features"),
     )
     .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let run = |path: &str| {
+    let run = |input: Input| {
         let config = BackfillConfig {
             views: vec!["user_click_stats".into(), "user_purchase_stats".into()],
-            input: Input::File {
-                path: path.into(),
-                partitions: 3,
-            },
+            input,
             from_ms: None,
             to_ms: None,
         };
@@ -64,22 +70,35 @@ fn main() {
         assert_eq!(computed.stats.read, count as u64, "every event read");
         count as f64 / started.elapsed().as_secs_f64()
     };
+    let file = |path: &str| Input::File {
+        path: path.into(),
+        partitions: 3,
+    };
     println!(
-        "lake: {count} events, {FILES} Parquet files on S3 (moto) vs one local JSON Lines file"
+        "lake: {count} events, {FILES} Parquet files on S3 (moto) and an Iceberg table of two files there vs one local JSON Lines file"
     );
-    let mut ratios = Vec::new();
+    let (mut parquet_ratios, mut table_ratios) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
-        let local = run(jsonl.to_str().unwrap());
-        let lake = run("s3://lake/events/part-*.parquet");
-        let ratio = lake / local;
+        let local = run(file(jsonl.to_str().unwrap()));
+        let parquet = run(file("s3://lake/events/part-*.parquet"));
+        let iceberg = run(Input::Table {
+            table: table.clone(),
+            partitions: 3,
+        });
         println!(
-            "  round {round}: Parquet on S3 {lake:.0} events/s, local JSON Lines {local:.0} events/s, ratio {ratio:.2}"
+            "  round {round}: local JSON Lines {local:.0} events/s, Parquet on S3 {parquet:.0} (ratio {:.2}), Iceberg table {iceberg:.0} (ratio {:.2})",
+            parquet / local,
+            iceberg / local
         );
-        ratios.push(ratio);
+        parquet_ratios.push(parquet / local);
+        table_ratios.push(iceberg / local);
     }
-    ratios.sort_by(f64::total_cmp);
+    for ratios in [&mut parquet_ratios, &mut table_ratios] {
+        ratios.sort_by(f64::total_cmp);
+    }
     println!(
-        "lake: Parquet on S3 into the engine, median ratio to local JSON Lines {:.2}",
-        ratios[ROUNDS / 2]
+        "lake: into the engine, median ratio to local JSON Lines: Parquet on S3 {:.2}, Iceberg table on S3 {:.2}",
+        parquet_ratios[ROUNDS / 2],
+        table_ratios[ROUNDS / 2]
     );
 }

@@ -295,8 +295,8 @@ fn lake_records<'a>(
 }
 
 /// The rows of one snapshot of an Iceberg table, file after file in the order of their
-/// smallest event time (`time_field`), then commit order; the files' total size. `count`
-/// follows the bytes of the files read to their end.
+/// smallest event time (`time_field`), then commit order; the rows the snapshot holds.
+/// `count` follows the rows read.
 fn table_records<'a>(
     table: &freshet_lake::TableSource,
     schema: &'a Schema,
@@ -304,10 +304,11 @@ fn table_records<'a>(
     count: Arc<AtomicU64>,
 ) -> Result<(u64, Records<'a>), BackfillError> {
     let lake = freshet_lake::Lake::new().map_err(|e| BackfillError::Lake(e.to_string()))?;
+    let bytes_read = Arc::new(AtomicU64::new(0));
     let mut rows = lake
-        .open_table(table, schema, time_field, count)
+        .open_table(table, schema, time_field, bytes_read)
         .map_err(|e| BackfillError::Lake(e.to_string()))?;
-    let total = rows.shape.bytes;
+    let total = rows.shape.rows;
     let mut number = 0u64;
     let records = std::iter::from_fn(move || {
         // The lake's runtime reads the files: it lives as long as the rows.
@@ -315,6 +316,7 @@ fn table_records<'a>(
         match rows.next()? {
             Ok(line) => {
                 number += 1;
+                count.store(number, Ordering::Relaxed);
                 Some(Ok((number, json_to_record(&line, schema))))
             }
             Err(reason) => Some(Err(BackfillError::Lake(format!(

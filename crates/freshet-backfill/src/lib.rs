@@ -137,8 +137,8 @@ pub struct BackfillConfig {
     pub to_ms: Option<i64>,
 }
 
-/// How far [`compute`] has come. `position` and `total` count records for Kafka input
-/// and bytes for a file.
+/// How far [`compute`] has come. `position` and `total` count records for Kafka input,
+/// bytes for a file, and rows for a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub events: u64,

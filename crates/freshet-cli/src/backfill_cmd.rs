@@ -94,12 +94,14 @@ fn format_ms(ms: i64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
-fn progress_bar(file: bool) -> ProgressBar {
+/// A bar counting what `input` is read in: bytes of a file, rows of a table, records of
+/// a topic.
+fn progress_bar(input: &Input) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    let position = if file {
-        "{bytes}/{total_bytes}"
-    } else {
-        "{human_pos}/{human_len} records"
+    let position = match input {
+        Input::File { .. } => "{bytes}/{total_bytes}",
+        Input::Table { .. } => "{human_pos}/{human_len} rows",
+        Input::Kafka { .. } => "{human_pos}/{human_len} records",
     };
     bar.set_style(
         ProgressStyle::with_template(&format!(
@@ -165,7 +167,7 @@ pub fn run(args: BackfillArgs, features_dir: &Path) -> Result<ExitCode> {
                 signal_stop.store(true, Ordering::Relaxed);
             }
         });
-        let bar = progress_bar(args.history.given());
+        let bar = progress_bar(&config.input);
         let started = Instant::now();
         let mut known_length = true;
         let mut on_progress = |p: Progress| {

@@ -220,7 +220,7 @@ fn backfill_mistakes_end_in_one_clear_line() {
         (
             vec!["--view", "user_click_stats", "--from", "earliest", "--partitions", "3"],
             1,
-            "error: --partitions applies to --source-file only",
+            "error: --partitions applies to --source-file and --source-table only",
         ),
     ];
     for (args, code, message) in cases {

@@ -204,36 +204,6 @@ fn parquet_on_s3_backfills_and_builds_training_sets_as_local_files_do() {
     );
 }
 
-/// Snapshot ids of the Iceberg tables written by `iceberg_tables.py`, oldest first.
-fn write_iceberg_tables(
-    python: &std::path::Path,
-    s3: &S3Server,
-    catalog: &std::path::Path,
-    events: &std::path::Path,
-    split: usize,
-) -> Vec<i64> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iceberg_tables.py");
-    let out = Command::new(python)
-        .envs(s3.env())
-        .arg(&script)
-        .args([
-            catalog.to_str().unwrap(),
-            &s3.endpoint(),
-            events.to_str().unwrap(),
-            &split.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pyiceberg: {}", text(&out.stderr));
-    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    said["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| id.as_i64().unwrap())
-        .collect()
-}
-
 #[test]
 fn iceberg_tables_backfill_as_files_do_snapshot_by_snapshot() {
     let Some(python) = lake_python_or_skip() else {
@@ -250,7 +220,7 @@ fn iceberg_tables_backfill_as_files_do_snapshot_by_snapshot() {
     write_jsonl(&later, &events[2_500..]);
     // Two appends: the later events first, then the earlier ones.
     let catalog = dir.path().join("catalog.db");
-    let snapshots = write_iceberg_tables(&python, &s3, &catalog, &all, 2_500);
+    let snapshots = s3.write_iceberg_tables(&catalog, &all, 2_500);
     assert_eq!(snapshots.len(), 2);
     let catalog_uri = format!("sqlite:{}", catalog.display());
 

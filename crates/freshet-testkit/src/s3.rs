@@ -17,11 +17,11 @@ pub struct S3Server {
     pub secret_access_key: String,
 }
 
-/// The lake venv's Python, when it has moto and boto3.
+/// The lake venv's Python, when it has moto, boto3 and pyiceberg.
 pub fn lake_python() -> Option<PathBuf> {
     let python = crate::tools_dir().join("lake-venv/bin/python");
     Command::new(&python)
-        .args(["-c", "import moto, boto3"])
+        .args(["-c", "import moto, boto3, pyiceberg"])
         .output()
         .is_ok_and(|o| o.status.success())
         .then_some(python)
@@ -32,7 +32,8 @@ pub fn lake_python() -> Option<PathBuf> {
 pub fn lake_python_or_skip() -> Option<PathBuf> {
     let python = lake_python();
     if python.is_none() {
-        let reason = "no lake-venv with moto and boto3 (run scripts/bootstrap.sh --with-flink)";
+        let reason =
+            "no lake-venv with moto, boto3 and pyiceberg (run scripts/bootstrap.sh --with-flink)";
         if std::env::var("FRESHET_REQUIRE_TOOLS").as_deref() == Ok("1") {
             panic!("{reason}");
         }
@@ -165,6 +166,37 @@ impl S3Server {
                 &other.secret_access_key,
             ],
         );
+    }
+
+    /// Writes Iceberg tables with pyiceberg into a SQL catalog on SQLite at `catalog`,
+    /// the warehouse in this server's `lake` bucket (`iceberg_tables.py` says what they
+    /// hold): `lake.events` from the JSON Lines events of `events`, in two appends (the
+    /// events from `split` on first). Its snapshot ids, oldest first.
+    pub fn write_iceberg_tables(&self, catalog: &Path, events: &Path, split: usize) -> Vec<i64> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/iceberg_tables.py");
+        let output = Command::new(&self.python)
+            .envs(self.env())
+            .arg(&script)
+            .args([
+                catalog.to_str().unwrap(),
+                &self.endpoint(),
+                events.to_str().unwrap(),
+                &split.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "pyiceberg: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let said: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        said["snapshots"]
+            .as_array()
+            .expect("snapshot ids")
+            .iter()
+            .map(|id| id.as_i64().unwrap())
+            .collect()
     }
 
     /// The content of `s3://bucket/key`.
