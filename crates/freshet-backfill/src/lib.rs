@@ -460,34 +460,19 @@ async fn read_input(
     stop: &AtomicBool,
 ) -> Result<(Vec<Lane>, InputStats), BackfillError> {
     let feeder = Feeder::new(config)?;
-    match &config.input {
+    let (source, partitions) = match &config.input {
         Input::Kafka { brokers, registry } => {
             let input = KafkaInput { brokers, registry };
-            input
+            return input
                 .read(defs, views, feeder, observer, progress, stop)
-                .await
+                .await;
         }
-        Input::File { path, partitions } => files::read_file(
-            defs,
-            views,
-            feeder,
-            files::FileSource::Path(path),
-            *partitions,
-            observer,
-            progress,
-            stop,
-        ),
-        Input::Table { table, partitions } => files::read_file(
-            defs,
-            views,
-            feeder,
-            files::FileSource::Table(table),
-            *partitions,
-            observer,
-            progress,
-            stop,
-        ),
-    }
+        Input::File { path, partitions } => (files::FileSource::Path(path), *partitions),
+        Input::Table { table, partitions } => (files::FileSource::Table(table), *partitions),
+    };
+    files::read_file(
+        defs, views, feeder, source, partitions, observer, progress, stop,
+    )
 }
 
 /// Writes computed values to Redis with versioned writes.

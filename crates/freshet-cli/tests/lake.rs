@@ -224,7 +224,9 @@ fn iceberg_tables_backfill_as_files_do_snapshot_by_snapshot() {
     assert_eq!(snapshots.len(), 2);
     let catalog_uri = format!("sqlite:{}", catalog.display());
 
-    let backfill = |source: &[&str], db: u8| {
+    // A backfill of both views from `source` into Redis database `db`, with the AWS
+    // variables `aws`: what it said and what Redis then holds.
+    let backfill_in = |aws: &[(&str, String)], source: &[&str], db: u8| {
         let url = format!("{}/{db}", redis.url());
         let mut args = vec![
             "backfill",
@@ -240,9 +242,9 @@ fn iceberg_tables_backfill_as_files_do_snapshot_by_snapshot() {
             &url,
         ];
         args.extend(source);
-        let out = freshet_with(&s3, &args);
-        (out, hashes(&url))
+        (freshet_in(aws, &args), hashes(&url))
     };
+    let backfill = |source: &[&str], db: u8| backfill_in(&s3.env(), source, db);
     let succeeded = |(out, hashes): (std::process::Output, _)| {
         assert!(
             out.status.success(),
@@ -378,24 +380,8 @@ fn iceberg_tables_backfill_as_files_do_snapshot_by_snapshot() {
             ("AWS_ALLOW_HTTP", "true".to_string()),
         ]
     };
-    let by_profile = |profile: &str, source: &[&str], db: u8| {
-        let url = format!("{}/{db}", redis.url());
-        let mut args = vec![
-            "backfill",
-            "--state-dir",
-            "/nonexistent",
-            "--partitions",
-            "3",
-            "--view",
-            "user_click_stats",
-            "--view",
-            "user_purchase_stats",
-            "--redis-url",
-            &url,
-        ];
-        args.extend(source);
-        (freshet_in(&with_profile(profile), &args), hashes(&url))
-    };
+    let by_profile =
+        |profile: &str, source: &[&str], db: u8| backfill_in(&with_profile(profile), source, db);
     let parquet_source = ["--source-file", "s3://lake/events/part-000.parquet"];
     let (out, from_profile) = by_profile("lake", &table, 6);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -395,17 +395,7 @@ fn known_snapshots(metadata: &iceberg::spec::TableMetadata) -> String {
 /// Iceberg's message with its causes; it names no credential (storage properties are
 /// never part of it).
 fn describe(e: &iceberg::Error) -> String {
-    let mut text = e.message().to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::with_causes(e.message().to_string(), e)
 }
 
 #[cfg(test)]

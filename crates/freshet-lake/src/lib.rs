@@ -239,8 +239,12 @@ fn store_error(location: &str, e: object_store::Error) -> LakeError {
 
 /// object_store's message with its causes; it names no credential.
 fn describe(e: object_store::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    with_causes(e.to_string(), &e)
+}
+
+/// `text` followed by each cause of `e` that it does not already say.
+pub(crate) fn with_causes(mut text: String, e: &dyn std::error::Error) -> String {
+    let mut source = e.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
