@@ -53,6 +53,7 @@ fn shipped_definitions_load_with_the_promised_views() {
     let source = defs.source("user_events").unwrap();
     assert_eq!(source.subject, "user_events-value");
     assert_eq!(source.watermark_delay.0, 5_000);
+    assert_eq!(source.idle_timeout, None, "off unless asked for");
 
     let clicks = defs.view("user_click_stats").unwrap();
     let c1m = clicks.feature("click_count_1m").unwrap();
@@ -230,6 +231,7 @@ schema = "schemas/missing.avsc"
 event_time_field = "timestamp"
 format = "json"
 watermark_delay = "5"
+idle_timeout = "0s"
 "#;
     let source2 = r#"
 [[source]]
@@ -237,6 +239,7 @@ name = "ok_name"
 schema = "schemas/user_event.avsc"
 event_time_field = "amount"
 entity_key_field = "user"
+idle_timeout = "soon"
 "#;
     let dir = folder(&[("s.toml", source), ("t.toml", source2)]);
     let errs = errors(&dir);
@@ -251,6 +254,14 @@ entity_key_field = "user"
         (
             "s.toml:7: source #1 > watermark_delay",
             "the unit is missing",
+        ),
+        (
+            "s.toml:8: source #1 > idle_timeout",
+            "idle_timeout must be longer than zero",
+        ),
+        (
+            "t.toml:7: source \"ok_name\" > idle_timeout",
+            "does not start with a number",
         ),
         (
             "t.toml:5: source \"ok_name\" > event_time_field",
@@ -353,4 +364,12 @@ fn a_missing_or_empty_folder_is_a_clear_error() {
         .contains("cannot read definitions at /nonexistent/features"));
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(load_dir(empty.path()), Err(LoadError::Empty(_))));
+}
+
+#[test]
+fn a_source_may_let_quiet_partitions_move_on_after_an_idle_timeout() {
+    let dir = folder(&[("s.toml", &format!("{SOURCE}idle_timeout = \"30s\"\n"))]);
+    let defs = load_dir(dir.path()).expect("valid");
+    let source = defs.source("user_events").unwrap();
+    assert_eq!(source.idle_timeout.map(|d| d.as_millis()), Some(30_000));
 }

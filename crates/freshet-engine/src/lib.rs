@@ -974,6 +974,26 @@ impl PartitionEngine {
         Outcome::Applied
     }
 
+    /// Moves the clock on to `to` without a record: what the processor does for a quiet
+    /// partition once its source's `idle_timeout` has passed (see `docs/processor.md`).
+    /// Windows and sessions the new watermark passes close, as they would for an event at
+    /// `to`, and nothing is aggregated. The changes take the version of the last record
+    /// processed (`next_offset`), which the live processor's write applies over, so they
+    /// replace in Redis what that record's epoch wrote. Unlike everything else here, this
+    /// depends on when it is called, not only on the records: a replay without it reaches
+    /// the same state only once the records move the clock as far. Returns whether the
+    /// clock moved (never for a partition without a record yet, or to a time not past it).
+    pub fn advance_clock(&mut self, to: i64) -> bool {
+        match self.clock {
+            Some(clock) if to > clock => {
+                self.clock = Some(to);
+                self.fire_timers(self.next_offset as u64);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn fire_timers(&mut self, version: u64) {
         let clock = self.clock.expect("timers fire after the clock moved");
         while let Some((at, due)) = self.timers.pop_due(clock) {

@@ -971,3 +971,121 @@ fn closing_sessions_are_reported_when_the_watermark_passes_their_end() {
         vec![("session_10s".into(), 0, 24_000, Value::Long(3))]
     );
 }
+
+/// An idle advance to `to` does for every entity what an event at `to` of an entity seen
+/// nowhere else would, under the version of the last record instead of its own.
+#[test]
+fn an_idle_advance_closes_what_an_event_at_that_time_would_close() {
+    let events = stream();
+    let last = events.iter().map(|e| e.time).max().unwrap();
+    for to in [last + 1, last + 2_500, last + 9_999, last + 60_000] {
+        let (mut advanced, mut with_event) = (Run::new(mixed_view()), Run::new(mixed_view()));
+        for e in &events {
+            advanced.push(e.clone());
+            with_event.push(e.clone());
+        }
+        advanced.engine.drain_updates();
+        with_event.engine.drain_updates();
+        let next_offset = advanced.engine.next_offset();
+        assert!(advanced.engine.advance_clock(to));
+        assert_eq!(advanced.engine.clock(), Some(to));
+        assert_eq!(advanced.engine.next_offset(), next_offset, "no record");
+        with_event.push(ev("elsewhere", to, "view"));
+        let by_advance = last_per_entity(advanced.engine.drain_updates());
+        let mut by_event = last_per_entity(with_event.engine.drain_updates());
+        by_event.remove("elsewhere");
+        assert_eq!(
+            by_advance.keys().collect::<Vec<_>>(),
+            by_event.keys().collect::<Vec<_>>(),
+            "to {to}"
+        );
+        for (entity, update) in &by_advance {
+            assert_eq!(update.values, by_event[entity].values, "{entity}, to {to}");
+            assert_eq!(update.version, next_offset as u64, "{entity}, to {to}");
+            assert_eq!(update.event_time_ms, to);
+        }
+        if to >= last + 9_999 {
+            // Every tumbling window and session is closed: nothing is left to close.
+            assert!(!by_advance.is_empty());
+            assert!(by_advance
+                .values()
+                .all(|u| u.values["per_session"] != Value::Long(0)));
+        }
+    }
+}
+
+#[test]
+fn an_idle_advance_needs_a_clock_and_never_moves_it_back() {
+    let mut run = Run::new(mixed_view());
+    assert!(!run.engine.advance_clock(10_000), "no record yet");
+    assert_eq!(run.engine.clock(), None);
+    run.push(ev("a", 5_000, "click"));
+    run.engine.drain_updates();
+    assert!(!run.engine.advance_clock(5_000));
+    assert!(!run.engine.advance_clock(1_000));
+    assert_eq!(run.engine.clock(), Some(5_000));
+    assert!(run.engine.drain_updates().is_empty(), "nothing changed");
+}
+
+#[test]
+fn a_checkpoint_taken_after_an_idle_advance_restores_the_advanced_state() {
+    // The state an advance leaves is checkpointed like any other: a restored engine goes
+    // on exactly like the one that advanced.
+    let events = stream();
+    let last = events.iter().map(|e| e.time).max().unwrap();
+    let (before, after) = events.split_at(250);
+    let mut straight = Run::new(mixed_view());
+    let mut first = Run::new(mixed_view());
+    for e in before {
+        straight.push(e.clone());
+        first.push(e.clone());
+    }
+    let mut saved: BTreeMap<(usize, String, PartKey), StatePart> = BTreeMap::new();
+    let mut keep = |touched: Vec<TouchedPart>| {
+        for t in touched {
+            let key = (t.view, t.entity.into_string(), t.part);
+            match t.state {
+                Some(bytes) => saved.insert(key, StatePart::decode(&bytes).unwrap()),
+                None => saved.remove(&key),
+            };
+        }
+    };
+    keep(first.engine.drain_touched());
+    let to = before.iter().map(|e| e.time).max().unwrap() + 4_000;
+    assert!(straight.engine.advance_clock(to));
+    assert!(first.engine.advance_clock(to));
+    straight.engine.drain_updates();
+    first.engine.drain_updates();
+    keep(first.engine.drain_touched());
+    let mut pieces: HashMap<StateKey, Vec<(PartKey, StatePart)>> = HashMap::new();
+    for ((view, entity, part), state) in saved {
+        pieces
+            .entry((view, entity))
+            .or_default()
+            .push((part, state));
+    }
+    let mut resumed = Run {
+        engine: PartitionEngine::restore(
+            mixed_view(),
+            "t",
+            first.engine.next_offset(),
+            first.engine.clock(),
+            pieces,
+        )
+        .unwrap(),
+        offset: first.offset,
+    };
+    let (mut expected, mut got) = (Vec::new(), Vec::new());
+    for e in after {
+        straight.push(e.clone());
+        resumed.push(e.clone());
+        expected.extend(straight.engine.drain_updates());
+        got.extend(resumed.engine.drain_updates());
+    }
+    assert!(straight.engine.advance_clock(last + 20_000));
+    assert!(resumed.engine.advance_clock(last + 20_000));
+    expected.extend(straight.engine.drain_updates());
+    got.extend(resumed.engine.drain_updates());
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected);
+}

@@ -92,6 +92,10 @@ pub struct Source {
     pub entity_key_field: String,
     /// How far behind the largest event time seen an event may arrive and still count.
     pub watermark_delay: DurationMs,
+    /// When set, a partition of the topic with no new record for this long and no backlog
+    /// has its clock moved on by processing time, so its windows close (the live processor
+    /// only; backfill and training sets ignore it: see `docs/processor.md`).
+    pub idle_timeout: Option<DurationMs>,
     pub file: PathBuf,
 }
 

@@ -21,6 +21,7 @@ const SOURCE_KEYS: &[&str] = &[
     "event_time_field",
     "entity_key_field",
     "watermark_delay",
+    "idle_timeout",
 ];
 const VIEW_KEYS: &[&str] = &["name", "entity", "source", "ttl", "description"];
 const FEATURE_KEYS: &[&str] = &[
@@ -342,6 +343,15 @@ fn check_source(c: &mut Checker, file: &FileCtx, node: &Node, index: usize) {
     let event_time = t.string(c, file, "event_time_field", true);
     let entity_key = t.string(c, file, "entity_key_field", true);
     let delay = t.duration(c, file, "watermark_delay", false);
+    let idle_timeout = t.duration(c, file, "idle_timeout", false);
+    if let Some((_, span)) = idle_timeout.as_ref().filter(|(d, _)| d.as_millis() <= 0) {
+        c.report(
+            file,
+            span,
+            &t.field("idle_timeout"),
+            "idle_timeout must be longer than zero; leave it out to never move a quiet partition's clock".to_string(),
+        );
+    }
 
     if let (Some((_, schema)), Some((field, span))) = (&schema, &event_time) {
         match schema.field(field) {
@@ -408,6 +418,7 @@ fn check_source(c: &mut Checker, file: &FileCtx, node: &Node, index: usize) {
         event_time_field,
         entity_key_field,
         watermark_delay: delay.map(|(d, _)| d).unwrap_or(DEFAULT_WATERMARK_DELAY),
+        idle_timeout: idle_timeout.map(|(d, _)| d),
         file: file.path.to_path_buf(),
     });
 }
