@@ -994,6 +994,11 @@ impl PartitionEngine {
         }
     }
 
+    /// Whether values changed since the last drain of updates.
+    pub fn has_changes(&self) -> bool {
+        self.marks.dirty.iter().any(|d| !d.is_empty())
+    }
+
     fn fire_timers(&mut self, version: u64) {
         let clock = self.clock.expect("timers fire after the clock moved");
         while let Some((at, due)) = self.timers.pop_due(clock) {

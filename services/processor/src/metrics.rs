@@ -13,6 +13,9 @@ pub struct ProcessorMetrics {
     pub registry: Registry,
     pub events: IntCounterVec,
     pub late_events: IntCounterVec,
+    /// Times a quiet partition's clock moved on by processing time (its source's
+    /// `idle_timeout`), per source topic.
+    pub idle_advances: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub updates: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
@@ -207,6 +210,13 @@ impl ProcessorMetrics {
             late_events: counter(
                 "freshet_processor_late_events_total",
                 "Events behind the watermark, not aggregated.",
+                &["topic"],
+            ),
+            idle_advances: counter(
+                "freshet_processor_idle_advances_total",
+                "Times a quiet partition's clock moved on by processing time (the source's \
+                 idle_timeout: no new record for that long and none waiting), every 100 ms \
+                 while it stays quiet.",
                 &["topic"],
             ),
             dead_letters,

@@ -114,6 +114,8 @@ impl Processing {
             let started = Instant::now();
             let mut records = 0usize;
             let mut per_slot = vec![0u64; self.slots.len()];
+            // Per slot: an idle advance changed values or state this epoch.
+            let mut advanced = vec![false; self.slots.len()];
             let mut dead_letters = Vec::new();
             let mut traced: HashMap<String, SpanContext> = HashMap::new();
             // An assignment change ends the epoch; it is handled once the epoch is handed
@@ -129,7 +131,8 @@ impl Processing {
                 if pending.is_empty() {
                     // Group commit: once earlier epochs are delivered, this one ends with the
                     // records already read.
-                    let deliverer_idle = records > 0 && in_flight.load(Ordering::Acquire) == 0;
+                    let deliverer_idle = (records > 0 || advanced.contains(&true))
+                        && in_flight.load(Ordering::Acquire) == 0;
                     let waiting = Instant::now();
                     let handed = if deliverer_idle {
                         match records_in.try_recv() {
@@ -152,6 +155,14 @@ impl Processing {
                         .inc_by(waiting.elapsed().as_secs_f64());
                     match handed {
                         Some(Handed::Records(batch)) => pending.refill(batch),
+                        Some(Handed::Advance {
+                            slot,
+                            generation,
+                            clock,
+                        }) => {
+                            advanced[slot] |= self.advance(slot, generation, clock);
+                            continue;
+                        }
                         Some(change) => {
                             control = Some(change);
                             break;
@@ -235,8 +246,13 @@ impl Processing {
                     );
                 }
             }
-            if records > 0 {
-                self.hand_over(epoch, (per_slot, dead_letters, traced), sender, in_flight)?;
+            if records > 0 || advanced.contains(&true) {
+                self.hand_over(
+                    epoch,
+                    (per_slot, advanced, dead_letters, traced),
+                    sender,
+                    in_flight,
+                )?;
             }
             if let Some(change) = control {
                 self.change_assignment(change, sender, in_flight)?;
@@ -248,12 +264,35 @@ impl Processing {
         Ok(())
     }
 
+    /// Moves a quiet partition's clock on (see `reading::IdleWatch`); returns whether that
+    /// changed values or state, which the epoch then delivers.
+    fn advance(&mut self, slot: usize, generation: u64, clock: i64) -> bool {
+        let slot = &mut self.slots[slot];
+        let Some(engine) = slot.engine.as_mut() else {
+            return false;
+        };
+        if slot.generation != generation || !engine.advance_clock(clock) {
+            return false;
+        }
+        self.metrics
+            .idle_advances
+            .with_label_values(&[slot.topic.as_str()])
+            .inc();
+        engine.has_changes()
+    }
+
     /// Ends the epoch: drains the engines into its outbox and state changes and hands it
-    /// to the delivery task.
+    /// to the delivery task. `advanced`: per slot, whether an idle advance changed it.
+    #[allow(clippy::type_complexity)]
     fn hand_over(
         &mut self,
         epoch: &mut u64,
-        (per_slot, dead_letters, traced): (Vec<u64>, Vec<DeadLetter>, HashMap<String, SpanContext>),
+        (per_slot, advanced, dead_letters, traced): (
+            Vec<u64>,
+            Vec<bool>,
+            Vec<DeadLetter>,
+            HashMap<String, SpanContext>,
+        ),
         sender: &tokio::sync::mpsc::Sender<Epoch>,
         in_flight: &AtomicUsize,
     ) -> anyhow::Result<()> {
@@ -288,7 +327,7 @@ impl Processing {
                 &slot.topic,
                 slot.partition,
                 engine,
-                per_slot[i] > 0,
+                per_slot[i] > 0 || advanced[i],
             ));
             entities += engine.entity_count() as i64;
         }
@@ -337,7 +376,9 @@ impl Processing {
         in_flight: &AtomicUsize,
     ) -> anyhow::Result<()> {
         match change {
-            Handed::Records(_) => unreachable!("records are not a change"),
+            Handed::Records(_) | Handed::Advance { .. } => {
+                unreachable!("records and advances are not a change")
+            }
             Handed::Revoked { slots, done } => {
                 // Every epoch with records of these partitions is delivered before they go.
                 while in_flight.load(Ordering::Acquire) > 0 {

@@ -146,8 +146,15 @@ pub async fn run(
     }
 
     let mut sources: HashMap<String, EventDecoder> = HashMap::new();
+    // Per source topic with an `idle_timeout`: how long its partitions may be quiet.
+    let mut idle_timeouts: HashMap<String, Duration> = HashMap::new();
     for source in &defs.sources {
         if views.iter().any(|v| v.topic == source.topic) {
+            if let Some(timeout) = source.idle_timeout {
+                let ms = u64::try_from(timeout.as_millis()).unwrap_or(0);
+                idle_timeouts.insert(source.topic.clone(), Duration::from_millis(ms));
+                metrics.idle_advances.with_label_values(&[&source.topic]);
+            }
             sources.insert(
                 source.topic.clone(),
                 EventDecoder::new(
@@ -297,6 +304,10 @@ pub async fn run(
     if config.static_membership {
         consumer_config.set("group.instance.id", &config.instance_id);
     }
+    if !idle_timeouts.is_empty() {
+        // How the reading thread knows a quiet partition has no backlog.
+        consumer_config.set("enable.partition.eof", "true");
+    }
     freshet_kafka::keep_fetching(&mut consumer_config);
     let consumer: InputConsumer = consumer_config
         .create_with_context(context)
@@ -381,6 +392,14 @@ pub async fn run(
         runtime: tokio::runtime::Handle::current(),
         registry_waits: slots.iter().map(|_| None).collect(),
         registry_unavailable: metrics.registry_unavailable.clone(),
+        idle: slots
+            .iter()
+            .map(|s| IdleWatch {
+                timeout: idle_timeouts.get(&s.topic).copied(),
+                ..IdleWatch::default()
+            })
+            .collect(),
+        idle_checked: Instant::now(),
     };
     let processing = Processing {
         slots,

@@ -39,8 +39,8 @@ pub(super) struct Reader {
     pub(super) keep_late: bool,
     /// The error when a partition's offset is out of range.
     pub(super) out_of_range: String,
-    /// Per slot (with `keep_late`): a clock at least the engine's, to keep the bytes of
-    /// the records that may be late.
+    /// Per slot (with `keep_late`, or an `idle_timeout`): a clock at least the engine's, to
+    /// keep the bytes of the records that may be late.
     pub(super) late_checks: Vec<LateCheck>,
     /// Per slot: the assignment its records are read under (0: not assigned).
     pub(super) generations: Vec<u64>,
@@ -49,6 +49,36 @@ pub(super) struct Reader {
     /// Per engine: the partition stands still until the registry answers.
     pub(super) registry_waits: Vec<Option<RegistryWait>>,
     pub(super) registry_unavailable: prometheus::IntGauge,
+    /// Per slot: whether its partition is quiet, for sources with an `idle_timeout`.
+    pub(super) idle: Vec<IdleWatch>,
+    /// When the quiet partitions were last looked at.
+    pub(super) idle_checked: Instant,
+}
+
+/// How often quiet partitions are looked at, and so how often a quiet partition's clock
+/// moves on: windows close at most this much later than their time has come.
+pub(super) const IDLE_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Whether a partition is quiet, for a source with an `idle_timeout`: read to its end
+/// (librdkafka's end-of-partition event, which comes after every record before it and
+/// counts no transaction markers), with no record for the timeout since the last one read
+/// (or since the partition was taken over). A quiet partition's clock then follows
+/// processing time from its last record: the clock it had then, plus the time since
+/// ([`Handed::Advance`], every [`IDLE_CHECK_EVERY`]), so its windows close when the
+/// records would have closed them had events gone on. The reading thread decides this,
+/// not the processing thread, so the advance is in order with the records and the
+/// lateness test ([`LateCheck`]) moves with it.
+#[derive(Default)]
+pub(super) struct IdleWatch {
+    /// The source's `idle_timeout`; `None`: never advance.
+    pub(super) timeout: Option<Duration>,
+    /// Read to the partition's end with nothing after.
+    pub(super) at_end: bool,
+    /// The partition's clock after its last record read, and when that record was read (or
+    /// the partition restored).
+    pub(super) anchor: Option<(i64, Instant)>,
+    /// Its clock has moved on since that record.
+    pub(super) advancing: bool,
 }
 
 /// A partition whose record at `offset` could not be decoded because the schema registry
@@ -105,6 +135,14 @@ pub(super) struct TopicInput {
     pub(super) engine_of: Vec<Option<usize>>,
 }
 
+impl TopicInput {
+    /// The index of the partition's engine.
+    pub(super) fn engine_of(&self, partition: i32) -> Option<usize> {
+        let at = usize::try_from(partition).ok()?;
+        self.engine_of.get(at).copied().flatten()
+    }
+}
+
 /// Records per hand-over from the reading thread (fewer when no more are waiting).
 pub(super) const READ_BATCH: usize = 2048;
 
@@ -149,7 +187,26 @@ impl Reader {
             } else {
                 Duration::ZERO
             };
-            if self.input.read(wait, bytes.room(batch.len())) == 0 {
+            if self.idle_checked.elapsed() >= IDLE_CHECK_EVERY {
+                let advances = self.idle_advances();
+                if !advances.is_empty() {
+                    // The records read so far go first.
+                    if !batch.is_empty()
+                        && !self.hand_over(&out, take_batch(&mut batch, &mut bytes))?
+                    {
+                        return Ok(());
+                    }
+                    for advance in advances {
+                        if !self.send(&out, advance)? {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            let read = self.input.read(wait, bytes.room(batch.len()));
+            // When the records were read, for the quiet partitions' clocks: once per read.
+            let read_at = Instant::now();
+            if read == 0 {
                 if !batch.is_empty() && !self.hand_over(&out, take_batch(&mut batch, &mut bytes))? {
                     return Ok(());
                 }
@@ -159,7 +216,12 @@ impl Reader {
                 match record.error() {
                     None => {}
                     Some(code) if is_gone(code) => bail!("{}", self.out_of_range),
-                    Some(RDKafkaErrorCode::PartitionEOF) => continue,
+                    Some(RDKafkaErrorCode::PartitionEOF) => {
+                        if let Some(slot) = self.slot_of(record.topic(), record.partition()) {
+                            self.idle[slot].at_end = true;
+                        }
+                        continue;
+                    }
                     Some(code) => {
                         tracing::warn!(
                             error = %KafkaError::MessageConsumption(code),
@@ -173,10 +235,7 @@ impl Reader {
                 let Some(input) = self.inputs.iter_mut().find(|i| i.topic == topic) else {
                     continue;
                 };
-                let Some(engine) = usize::try_from(record.partition())
-                    .ok()
-                    .and_then(|p| input.engine_of.get(p).copied().flatten())
-                else {
+                let Some(engine) = input.engine_of(record.partition()) else {
                     continue;
                 };
                 let generation = self.generations[engine];
@@ -223,10 +282,20 @@ impl Reader {
                     .trace_records
                     .then(|| trace_record(&self.tracer, record.headers()?))
                     .flatten();
-                let may_be_late = self.keep_late
-                    && event
-                        .as_ref()
-                        .is_ok_and(|e| self.late_checks[engine].may_be_late(e.time));
+                let idle = &mut self.idle[engine];
+                let may_be_late = if self.keep_late || idle.timeout.is_some() {
+                    // The clock is kept for quiet partitions too.
+                    let check = &mut self.late_checks[engine];
+                    let late = event.as_ref().is_ok_and(|e| check.may_be_late(e.time));
+                    if idle.timeout.is_some() {
+                        idle.at_end = false;
+                        idle.advancing = false;
+                        idle.anchor = check.clock.map(|c| (c, read_at));
+                    }
+                    self.keep_late && late
+                } else {
+                    false
+                };
                 let raw = (event.is_err() || may_be_late).then(|| RawRecord {
                     key: record.key().map(<[u8]>::to_vec),
                     payload: record.payload().map(<[u8]>::to_vec),
@@ -267,15 +336,86 @@ impl Reader {
     }
 
     /// Hands a batch to the processing thread; returns false when it stopped taking
-    /// them. While its queue is full (it may be restoring a partition taken over) the
-    /// consumer is still served, so the group does not take this instance for dead.
+    /// them.
     fn hand_over(
         &mut self,
         out: &std::sync::mpsc::SyncSender<Handed>,
         batch: Vec<ReadRecord>,
     ) -> anyhow::Result<bool> {
+        self.send(out, Handed::Records(batch))
+    }
+
+    /// The clocks quiet partitions move on to now (see [`IdleWatch`]), which the lateness
+    /// test takes at once: every record read from here on is judged against them.
+    fn idle_advances(&mut self) -> Vec<Handed> {
+        let now = Instant::now();
+        self.idle_checked = now;
+        let mut advances = Vec::new();
+        for (slot, idle) in self.idle.iter_mut().enumerate() {
+            let (Some(timeout), true, Some((clock, since))) =
+                (idle.timeout, idle.at_end, idle.anchor)
+            else {
+                continue;
+            };
+            let check = &mut self.late_checks[slot];
+            let generation = self.generations[slot];
+            let quiet = now.saturating_duration_since(since);
+            if generation == 0
+                || !check.known
+                || self.registry_waits[slot].is_some()
+                || quiet < timeout
+            {
+                continue;
+            }
+            let to = clock.saturating_add(i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX));
+            if check.clock.is_some_and(|c| c >= to) {
+                continue;
+            }
+            check.clock = Some(to);
+            if !idle.advancing {
+                idle.advancing = true;
+                let (topic, partition) = self
+                    .inputs
+                    .iter()
+                    .find_map(|i| {
+                        let p = i.engine_of.iter().position(|&e| e == Some(slot))?;
+                        Some((i.topic.as_str(), p))
+                    })
+                    .unwrap_or_default();
+                tracing::info!(
+                    topic,
+                    partition,
+                    quiet_ms = quiet.as_millis() as u64,
+                    clock = to,
+                    "the partition is quiet: its clock follows processing time until a record comes"
+                );
+            }
+            advances.push(Handed::Advance {
+                slot,
+                generation,
+                clock: to,
+            });
+        }
+        advances
+    }
+
+    /// The slot of a partition of a source topic.
+    fn slot_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.inputs
+            .iter()
+            .find(|i| i.topic == topic)?
+            .engine_of(partition)
+    }
+
+    /// Hands records or an advance to the processing thread; returns false when it stopped
+    /// taking them. While its queue is full (it may be restoring a partition taken over)
+    /// the consumer is still served, so the group does not take this instance for dead.
+    fn send(
+        &mut self,
+        out: &std::sync::mpsc::SyncSender<Handed>,
+        mut handed: Handed,
+    ) -> anyhow::Result<bool> {
         use std::sync::mpsc::TrySendError;
-        let mut handed = Handed::Records(batch);
         loop {
             match out.try_send(handed) {
                 Ok(()) => return Ok(true),
@@ -301,6 +441,8 @@ impl Reader {
             match change {
                 SlotChange::Assigned { slot, generation } => {
                     self.generations[slot] = generation;
+                    self.idle[slot].at_end = false;
+                    self.idle[slot].anchor = None;
                     self.late_checks[slot] = LateCheck {
                         clock: None,
                         delay: 0,
@@ -324,6 +466,8 @@ impl Reader {
                         check.clock = check.clock.max(clock);
                         check.delay = delay;
                         check.known = true;
+                        // A partition taken over is quiet from now on, if no record comes.
+                        self.idle[slot].anchor = check.clock.map(|c| (c, Instant::now()));
                     }
                 }
             }

@@ -32,6 +32,14 @@ pub(super) enum Handed {
         slots: Vec<usize>,
         done: std::sync::mpsc::Sender<()>,
     },
+    /// The partition of this slot, assigned under `generation`, is quiet (see
+    /// [`super::reading::IdleWatch`]): its clock moves on to `clock`. In order with the
+    /// records: every record read before it is processed before it.
+    Advance {
+        slot: usize,
+        generation: u64,
+        clock: i64,
+    },
 }
 
 /// A change of the assignment for the reading thread to apply.

@@ -57,6 +57,8 @@ pub struct Deployment {
     pub metrics_port: u16,
     /// Another store than the stack's Redis (e.g. a Redis Cluster's URL).
     pub redis_url: Option<String>,
+    /// The definitions it runs (default: the shipped ones).
+    pub features_dir: PathBuf,
 }
 
 impl Deployment {
@@ -68,6 +70,7 @@ impl Deployment {
             redis_db,
             metrics_port: freshet_localstack::free_port(),
             redis_url: None,
+            features_dir: features_dir(),
         }
     }
 
@@ -146,9 +149,6 @@ impl Deployment {
             &state_dir,
             metrics_port,
         );
-        if std::env::var_os("FRESHET_TEST_PROCESSOR_LOGS").is_some() {
-            command.env("RUST_LOG", "info");
-        }
         Running(
             command
                 .stderr(Stdio::inherit())
@@ -171,7 +171,7 @@ impl Deployment {
         let mut command = Command::new(env!("CARGO_BIN_EXE_freshet-processor"));
         command
             .args(flags)
-            .args(["--features-dir", features_dir().to_str().unwrap()])
+            .args(["--features-dir", self.features_dir.to_str().unwrap()])
             .args([
                 "--brokers",
                 &stack.brokers(),
@@ -200,6 +200,9 @@ impl Deployment {
             .args(["--stack-dir", "/nonexistent"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
+        if std::env::var_os("FRESHET_TEST_PROCESSOR_LOGS").is_some() {
+            command.env("RUST_LOG", "info");
+        }
         command
     }
 }
