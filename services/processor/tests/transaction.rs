@@ -131,3 +131,74 @@ async fn a_commit_with_the_group_metadata_of_an_earlier_generation_on_this_broke
          {committed}): update docs/scaling.md, which says it does not"
     );
 }
+
+/// The publishing stage sends the epochs that queued up while it committed in one
+/// transaction: each one's records in order, and for every partition the offset the last
+/// epoch holding it reached.
+#[tokio::test(flavor = "multi_thread")]
+async fn epochs_published_together_commit_as_if_published_one_after_another() {
+    let stack = TestStack::start();
+    stack.create_topic(TOPIC, 2).await;
+    stack.create_topic("feature_updates", 1).await;
+    stack.create_topic("freshet_dead_letters", 1).await;
+    let sink = KafkaSink::new(
+        &stack.brokers(),
+        &stack.registry(),
+        "together-test",
+        "feature_updates",
+        "freshet_dead_letters",
+        None,
+    )
+    .unwrap();
+    let consumer: BaseConsumer =
+        freshet_kafka::group_consumer_config(&stack.brokers(), "together-test")
+            .create()
+            .unwrap();
+    let group = consumer.group_metadata().unwrap();
+    let update = |entity: &str, version: u64| OutboxUpdate {
+        view: "user_click_stats".into(),
+        entity: entity.into(),
+        version,
+        event_time_ms: 1_700_000_000_000,
+        values: BTreeMap::from([("click_count_1m".into(), freshet_core::Value::Long(1))]),
+        windows: Vec::new(),
+    };
+    let first = Outbox {
+        epoch: 1,
+        updates: vec![update("7", 5), update("8", 3)],
+        dead_letters: Vec::new(),
+        offsets: vec![(TOPIC.into(), 0, 5), (TOPIC.into(), 1, 3)],
+    };
+    // The second epoch no longer holds partition 1 (revoked between the two).
+    let second = Outbox {
+        epoch: 2,
+        updates: vec![update("7", 9)],
+        dead_letters: Vec::new(),
+        offsets: vec![(TOPIC.into(), 0, 9)],
+    };
+    sink.publish_epochs(&[(&first, &[]), (&second, &[])], &group)
+        .await
+        .unwrap();
+    let expected = Outbox {
+        offsets: vec![(TOPIC.into(), 0, 9), (TOPIC.into(), 1, 3)],
+        ..second.clone()
+    };
+    assert!(
+        transaction_committed(&consumer, &expected).unwrap(),
+        "the last offset of every partition is committed"
+    );
+    let published: Vec<String> = common::read_topic(&stack, "feature_updates", 1)
+        .remove(0)
+        .into_iter()
+        .map(|(_, key, _)| String::from_utf8(key).unwrap())
+        .collect();
+    assert_eq!(
+        published,
+        [
+            "user_click_stats:7",
+            "user_click_stats:8",
+            "user_click_stats:7"
+        ],
+        "every epoch's updates, in order"
+    );
+}

@@ -1,10 +1,14 @@
-//! The delivery task: checkpoints each epoch, publishes it in one Kafka transaction with
-//! the input offsets and writes it to Redis, one epoch after another (the sinks themselves
-//! are in `crate::delivery`).
+//! The delivery: checkpoints each epoch and writes it to Redis, then publishes it in one
+//! Kafka transaction with the input offsets, one epoch after another in each of the two
+//! stages (the sinks themselves are in `crate::delivery`).
 
 use super::*;
 
-/// The delivery task: publishes checkpointed epochs in order, then applies them to Redis.
+/// The delivery's two stages, each taking epochs in order: this task checkpoints an epoch
+/// and writes it to Redis, then hands it to the publishing task ([`Publisher`]), which
+/// commits its transaction while the next epoch is checkpointed and written. A served
+/// value waits for its own epoch's checkpoint and Redis write, not for the transaction of
+/// the epoch before (the largest step of a live epoch's delivery).
 pub(super) struct Delivery {
     pub(super) kafka: KafkaSink,
     pub(super) redis: RedisSink,
@@ -20,117 +24,151 @@ pub(super) struct Delivery {
     pub(super) tracer: opentelemetry::global::BoxedTracer,
 }
 
+/// Epochs handed to the delivery and not yet done with: `in_flight` until published (a
+/// revocation waits for none), `unwritten` until in Redis (an epoch is cut early, group
+/// commit, when none is).
+#[derive(Clone, Default)]
+pub(super) struct EpochsInFlight {
+    pub(super) in_flight: Arc<AtomicUsize>,
+    pub(super) unwritten: Arc<AtomicUsize>,
+}
+
+/// The most epochs waiting for their transaction, published together in one.
+const PUBLISH_AT_ONCE: usize = 8;
+
+/// An epoch checkpointed and in Redis, on its way to its transaction.
+struct Written {
+    epoch: Epoch,
+    started: Instant,
+    redis_started: std::time::SystemTime,
+}
+
+/// The publishing stage: each epoch's transaction, in order.
+struct Publisher {
+    kafka: KafkaSink,
+    input: Arc<InputContext>,
+    transactional_id: String,
+    changelog: Option<ChangelogTopic>,
+    checkpoint: Arc<Checkpoint>,
+    metrics: ProcessorMetrics,
+    config: ProcessorConfig,
+    stop: Arc<AtomicBool>,
+    tracer: opentelemetry::global::BoxedTracer,
+}
+
 impl Delivery {
     pub(super) async fn run(
-        mut self,
+        self,
         mut epochs: tokio::sync::mpsc::Receiver<Epoch>,
-        in_flight: Arc<AtomicUsize>,
+        counts: EpochsInFlight,
     ) -> anyhow::Result<()> {
+        let Delivery {
+            kafka,
+            mut redis,
+            input,
+            transactional_id,
+            changelog,
+            checkpoint,
+            view_names,
+            metrics,
+            config,
+            stop,
+            tracer,
+        } = self;
+        let publisher = Publisher {
+            kafka,
+            input,
+            transactional_id,
+            changelog,
+            checkpoint: checkpoint.clone(),
+            metrics: metrics.clone(),
+            config,
+            stop: stop.clone(),
+            tracer,
+        };
+        // Epochs wait for their transaction while another commits, and go in the next
+        // together: the checkpoint may be several epochs ahead of the group's offsets (a
+        // restart restores from the changelog then, as for one).
+        let (written_out, written_in) = tokio::sync::mpsc::channel::<Written>(PUBLISH_AT_ONCE);
+        let publishing = tokio::spawn(publisher.run(written_in, counts.in_flight.clone()));
+        let mut result = Ok(());
         while let Some(epoch) = epochs.recv().await {
             let started = Instant::now();
-            let delivered = self.checkpoint_and_deliver(&epoch).await;
-            self.metrics
-                .epoch_duration
-                .observe(started.elapsed().as_secs_f64());
-            in_flight.fetch_sub(1, Ordering::AcqRel);
-            delivered?;
+            // The transaction commits only once the checkpoint is durable, and Redis is
+            // written only then: whatever becomes of the transaction, its values are the
+            // values of their versions, which a replay gives again.
+            let checkpointed = tokio::task::block_in_place(|| {
+                checkpoint_epoch(&checkpoint, &view_names, &metrics, &epoch)
+            });
+            if let Err(e) = checkpointed {
+                counts.unwritten.fetch_sub(1, Ordering::AcqRel);
+                counts.in_flight.fetch_sub(1, Ordering::AcqRel);
+                result = Err(e.into());
+                break;
+            }
+            let redis_started = std::time::SystemTime::now();
+            let writing = Instant::now();
+            write_redis(&mut redis, &epoch.outbox, &metrics, &stop).await;
+            metrics
+                .delivery_step
+                .with_label_values(&["redis"])
+                .observe(writing.elapsed().as_secs_f64());
+            counts.unwritten.fetch_sub(1, Ordering::AcqRel);
+            let written = Written {
+                epoch,
+                started,
+                redis_started,
+            };
+            if let Err(unpublished) = written_out.send(written).await {
+                // The publishing task stopped with an error, which it returns below.
+                drop(unpublished);
+                counts.in_flight.fetch_sub(1, Ordering::AcqRel);
+                break;
+            }
+        }
+        drop(written_out);
+        let published = publishing.await.context("the publishing task failed")?;
+        // A publishing error is why this stage stopped taking epochs.
+        published.and(result)
+    }
+}
+
+impl Publisher {
+    /// Publishes written epochs in order until the writing stage stops handing them over:
+    /// those that queued up while a transaction committed go together in the next.
+    async fn run(
+        mut self,
+        mut written: tokio::sync::mpsc::Receiver<Written>,
+        in_flight: Arc<AtomicUsize>,
+    ) -> anyhow::Result<()> {
+        while let Some(first) = written.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < PUBLISH_AT_ONCE {
+                match written.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let published = self.publish(&batch).await;
+            let mut finished = published;
+            for w in &batch {
+                if finished.is_ok() {
+                    finished = self.finish(&w.epoch, w.redis_started, "normal");
+                }
+                self.metrics
+                    .epoch_duration
+                    .observe(w.started.elapsed().as_secs_f64());
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+            if finished.is_err() {
+                // Epochs still waiting are not published: their records are processed again.
+                while written.try_recv().is_ok() {
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
+                return finished;
+            }
         }
         Ok(())
-    }
-
-    /// Checkpoints the epoch while its transaction's records are on their way to the
-    /// broker; the transaction commits only once the checkpoint is durable. A crash before
-    /// that leaves an open transaction, which the next start aborts (`init_transactions`),
-    /// and no checkpoint, so the epoch is processed again. Redis is written as soon as the
-    /// checkpoint is durable, beside the commit: its values are in the outbox by then, so
-    /// whatever happens to the transaction they are the values the epoch delivers.
-    pub(super) async fn checkpoint_and_deliver(&mut self, epoch: &Epoch) -> anyhow::Result<()> {
-        let Ok(payloads) = self.kafka.encode(&epoch.outbox).await else {
-            // The registry did not answer: checkpoint, then publish with retries.
-            checkpoint_epoch(&self.checkpoint, &self.view_names, &self.metrics, epoch)?;
-            return self.deliver(epoch, false, "normal").await;
-        };
-        let started = Instant::now();
-        let (durable, is_durable) = tokio::sync::oneshot::channel::<()>();
-        let redis = {
-            let write = self.redis_write(epoch);
-            tokio::spawn(async move {
-                is_durable.await.ok()?;
-                Some(write.await)
-            })
-        };
-        let mut durable = Some(durable);
-        let mut mark_durable = || {
-            if let Some(durable) = durable.take() {
-                let _ = durable.send(());
-            }
-        };
-        let group = self.group()?;
-        let (checkpointed, published) = std::thread::scope(|scope| {
-            let mut writing = Some(scope.spawn(|| {
-                checkpoint_epoch(&self.checkpoint, &self.view_names, &self.metrics, epoch)
-            }));
-            let mut join = || {
-                writing
-                    .take()
-                    .map(|w| w.join().expect("the checkpoint thread does not panic"))
-            };
-            let mut checkpointed = None;
-            let published = self.kafka.publish_encoded(
-                &epoch.outbox,
-                &epoch.changes,
-                &group,
-                &payloads,
-                || {
-                    checkpointed = join();
-                    let ok = checkpointed.as_ref().is_some_and(Result::is_ok);
-                    if ok {
-                        mark_durable();
-                    }
-                    ok
-                },
-            );
-            let checkpointed = checkpointed
-                .or_else(join)
-                .expect("the checkpoint was joined");
-            (checkpointed, published)
-        });
-        // A failed checkpoint drops `durable`: the Redis task ends without writing.
-        checkpointed?;
-        mark_durable();
-        match published {
-            Ok(()) => {
-                self.metrics
-                    .delivery_step
-                    .with_label_values(&["kafka"])
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Err(DeliveryError::Fenced(e)) => bail!("stopping: {e}"),
-            Err(e) => {
-                tracing::warn!(error = %e, epoch = epoch.outbox.epoch, "publishing the epoch failed; retrying");
-                self.publish(epoch).await?;
-            }
-        }
-        let redis_started = redis
-            .await
-            .context("the Redis write task failed")?
-            .expect("the checkpoint is durable");
-        self.finish(epoch, redis_started, "normal")
-    }
-
-    /// Publishes the epoch (unless its transaction is known to have committed), applies it
-    /// to Redis and removes its outbox.
-    pub(super) async fn deliver(
-        &mut self,
-        epoch: &Epoch,
-        published: bool,
-        kind: &'static str,
-    ) -> anyhow::Result<()> {
-        if !published {
-            self.publish(epoch).await?;
-        }
-        let redis_started = self.redis_write(epoch).await;
-        self.finish(epoch, redis_started, kind)
     }
 
     /// The consumer's group metadata for a transaction's offsets.
@@ -140,27 +178,25 @@ impl Delivery {
             .context("the consumer has no group metadata (it has not joined the group)")
     }
 
-    /// Publishes the epoch in a transaction, retrying until it commits.
-    pub(super) async fn publish(&mut self, epoch: &Epoch) -> anyhow::Result<()> {
+    /// Publishes the epochs in one transaction, retrying until it commits.
+    async fn publish(&mut self, epochs: &[Written]) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
+        let parts: Vec<(&Outbox, &[PartitionChanges])> = epochs
+            .iter()
+            .map(|w| (&*w.epoch.outbox, w.epoch.changes.as_slice()))
+            .collect();
+        let last = epochs.last().map_or(0, |w| w.epoch.outbox.epoch);
         loop {
             // The group's generation may have moved on since the last try.
             let group = self.group()?;
-            match self
-                .kafka
-                .publish(&epoch.outbox, &epoch.changes, &group)
-                .await
-            {
+            match self.kafka.publish_epochs(&parts, &group).await {
                 Ok(()) => break,
                 Err(DeliveryError::Fenced(e)) => bail!("stopping: {e}"),
                 Err(e) => {
-                    tracing::warn!(error = %e, epoch = epoch.outbox.epoch, "publishing the epoch failed; retrying with a new producer");
+                    tracing::warn!(error = %e, epoch = last, "publishing the epoch failed; retrying with a new producer");
                     if self.stop.load(Ordering::Relaxed) && backoff >= RETRY_BACKOFF_MAX {
-                        bail!(
-                            "stopping with epoch {} not published: {e}",
-                            epoch.outbox.epoch
-                        );
+                        bail!("stopping with epoch {last} not published: {e}");
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
@@ -179,27 +215,6 @@ impl Delivery {
             .with_label_values(&["kafka"])
             .observe(started.elapsed().as_secs_f64());
         Ok(())
-    }
-
-    /// Applies the epoch to Redis (retrying while Redis is away); returns when it started.
-    pub(super) fn redis_write(
-        &self,
-        epoch: &Epoch,
-    ) -> impl std::future::Future<Output = std::time::SystemTime> + Send + 'static {
-        let mut redis = self.redis.clone();
-        let outbox = epoch.outbox.clone();
-        let metrics = self.metrics.clone();
-        let stop = self.stop.clone();
-        async move {
-            let started = Instant::now();
-            let started_at = std::time::SystemTime::now();
-            write_redis(&mut redis, &outbox, &metrics, &stop).await;
-            metrics
-                .delivery_step
-                .with_label_values(&["redis"])
-                .observe(started.elapsed().as_secs_f64());
-            started_at
-        }
     }
 
     /// The epoch is in Kafka and Redis: its traces end, its outbox goes, it is counted.

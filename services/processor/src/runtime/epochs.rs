@@ -73,7 +73,7 @@ impl Processing {
         ),
         mut epoch: u64,
         sender: tokio::sync::mpsc::Sender<Epoch>,
-        in_flight: Arc<AtomicUsize>,
+        in_flight: EpochsInFlight,
     ) -> anyhow::Result<u64> {
         let (used_out, used_in) = std::sync::mpsc::channel::<Vec<ReadRecord>>();
         let reader_done = Arc::new(AtomicBool::new(false));
@@ -105,7 +105,7 @@ impl Processing {
         (records_in, mut pending): (&std::sync::mpsc::Receiver<Handed>, Pending),
         epoch: &mut u64,
         sender: &tokio::sync::mpsc::Sender<Epoch>,
-        in_flight: &AtomicUsize,
+        in_flight: &EpochsInFlight,
     ) -> anyhow::Result<()> {
         use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
         let mut last_lag = Instant::now() - LAG_EVERY;
@@ -129,10 +129,10 @@ impl Processing {
                     || started.elapsed() < self.config.epoch_duration)
             {
                 if pending.is_empty() {
-                    // Group commit: once earlier epochs are delivered, this one ends with the
-                    // records already read.
+                    // Group commit: once earlier epochs are in Redis, this one ends with the
+                    // records already read (their transactions may still be committing).
                     let deliverer_idle = (records > 0 || advanced.contains(&true))
-                        && in_flight.load(Ordering::Acquire) == 0;
+                        && in_flight.unwritten.load(Ordering::Acquire) == 0;
                     let waiting = Instant::now();
                     let handed = if deliverer_idle {
                         match records_in.try_recv() {
@@ -294,7 +294,7 @@ impl Processing {
             HashMap<String, SpanContext>,
         ),
         sender: &tokio::sync::mpsc::Sender<Epoch>,
-        in_flight: &AtomicUsize,
+        in_flight: &EpochsInFlight,
     ) -> anyhow::Result<()> {
         let owned = || self.slots.iter().filter(|s| s.engine.is_some());
         let offsets = owned()
@@ -346,7 +346,8 @@ impl Processing {
                 None => events.push((topic.clone(), *n)),
             }
         }
-        in_flight.fetch_add(1, Ordering::AcqRel);
+        in_flight.in_flight.fetch_add(1, Ordering::AcqRel);
+        in_flight.unwritten.fetch_add(1, Ordering::AcqRel);
         let processed = Epoch {
             outbox: Arc::new(outbox),
             changes,
@@ -373,7 +374,7 @@ impl Processing {
         &mut self,
         change: Handed,
         sender: &tokio::sync::mpsc::Sender<Epoch>,
-        in_flight: &AtomicUsize,
+        in_flight: &EpochsInFlight,
     ) -> anyhow::Result<()> {
         match change {
             Handed::Records(_) | Handed::Advance { .. } => {
@@ -381,7 +382,7 @@ impl Processing {
             }
             Handed::Revoked { slots, done } => {
                 // Every epoch with records of these partitions is delivered before they go.
-                while in_flight.load(Ordering::Acquire) > 0 {
+                while in_flight.in_flight.load(Ordering::Acquire) > 0 {
                     if sender.is_closed() {
                         bail!("stopping: the delivery of epochs stopped");
                     }

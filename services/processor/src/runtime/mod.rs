@@ -353,7 +353,7 @@ pub async fn run(
         "joining the group"
     );
 
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let in_flight = EpochsInFlight::default();
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     let stop_processing = stop.clone();
     let reader = Reader {
