@@ -64,7 +64,7 @@ impl Delivery {
     ) -> anyhow::Result<()> {
         let Delivery {
             kafka,
-            mut redis,
+            redis,
             input,
             transactional_id,
             changelog,
@@ -94,25 +94,38 @@ impl Delivery {
         let mut result = Ok(());
         while let Some(epoch) = epochs.recv().await {
             let started = Instant::now();
-            // The transaction commits only once the checkpoint is durable, and Redis is
-            // written only then: whatever becomes of the transaction, its values are the
-            // values of their versions, which a replay gives again.
+            // Redis is written beside the checkpoint: the values under a version are the
+            // same in any run (the engine is deterministic), so a value written before a
+            // crash is the value a replay writes again. The transaction commits only once
+            // the checkpoint is durable (the publishing task starts after it).
+            let redis_started = std::time::SystemTime::now();
+            let writing = {
+                let (mut redis, outbox, metrics, stop) = (
+                    redis.clone(),
+                    epoch.outbox.clone(),
+                    metrics.clone(),
+                    stop.clone(),
+                );
+                tokio::spawn(async move {
+                    let writing = Instant::now();
+                    write_redis(&mut redis, &outbox, &metrics, &stop).await;
+                    metrics
+                        .delivery_step
+                        .with_label_values(&["redis"])
+                        .observe(writing.elapsed().as_secs_f64());
+                })
+            };
             let checkpointed = tokio::task::block_in_place(|| {
                 checkpoint_epoch(&checkpoint, &view_names, &metrics, &epoch)
             });
-            if let Err(e) = checkpointed {
+            // Written in order: an epoch's writes never overtake the one's before it.
+            let written = writing.await.context("the Redis write task failed");
+            if let Err(e) = checkpointed.map_err(anyhow::Error::from).and(written) {
                 counts.unwritten.fetch_sub(1, Ordering::AcqRel);
                 counts.in_flight.fetch_sub(1, Ordering::AcqRel);
-                result = Err(e.into());
+                result = Err(e);
                 break;
             }
-            let redis_started = std::time::SystemTime::now();
-            let writing = Instant::now();
-            write_redis(&mut redis, &epoch.outbox, &metrics, &stop).await;
-            metrics
-                .delivery_step
-                .with_label_values(&["redis"])
-                .observe(writing.elapsed().as_secs_f64());
             counts.unwritten.fetch_sub(1, Ordering::AcqRel);
             let written = Written {
                 epoch,
