@@ -668,6 +668,46 @@ fn a_closed_session_is_served_for_the_views_ttl_then_the_entity_leaves() {
     );
 }
 
+/// The pieces of state a checkpoint holds, kept from an engine's drains.
+#[derive(Default)]
+struct Saved(BTreeMap<(usize, String, PartKey), StatePart>);
+
+impl Saved {
+    /// Takes the pieces changed since the last drain, encoded as the checkpoint stores them.
+    fn keep(&mut self, engine: &mut PartitionEngine) {
+        for touched in engine.drain_touched() {
+            let key = (touched.view, touched.entity.into_string(), touched.part);
+            match touched.state {
+                Some(bytes) => self.0.insert(key, StatePart::decode(&bytes).unwrap()),
+                None => self.0.remove(&key),
+            };
+        }
+    }
+
+    /// A run restored from the pieces kept, where `run` is.
+    fn restore(self, views: Arc<Vec<CompiledView>>, run: &Run) -> Run {
+        let mut pieces: HashMap<StateKey, Vec<(PartKey, StatePart)>> = HashMap::new();
+        for ((view, entity, part), state) in self.0 {
+            pieces
+                .entry((view, entity))
+                .or_default()
+                .push((part, state));
+        }
+        let engine = PartitionEngine::restore(
+            views,
+            "t",
+            run.engine.next_offset(),
+            run.engine.clock(),
+            pieces,
+        )
+        .unwrap();
+        Run {
+            engine,
+            offset: run.offset,
+        }
+    }
+}
+
 fn restored_run_matches(views: fn() -> Arc<Vec<CompiledView>>, events: &[Event], cut: usize) {
     // Both runs drain after every record from the cut on, so every update must match, not
     // only the last: a timer the restore did not rebuild would leave one out.
@@ -683,37 +723,13 @@ fn restored_run_matches(views: fn() -> Arc<Vec<CompiledView>>, events: &[Event],
     }
 
     let mut first = Run::new(views());
-    let mut saved: BTreeMap<(usize, String, PartKey), StatePart> = BTreeMap::new();
     for e in &events[..cut] {
         first.push(e.clone());
     }
     first.engine.drain_updates();
-    for touched in first.engine.drain_touched() {
-        let key = (touched.view, touched.entity.into_string(), touched.part);
-        match touched.state {
-            // Encoded, as the checkpoint stores it.
-            Some(bytes) => saved.insert(key, StatePart::decode(&bytes).unwrap()),
-            None => saved.remove(&key),
-        };
-    }
-    let mut pieces: HashMap<StateKey, Vec<(PartKey, StatePart)>> = HashMap::new();
-    for ((view, entity, part), state) in saved {
-        pieces
-            .entry((view, entity))
-            .or_default()
-            .push((part, state));
-    }
-    let mut resumed = Run {
-        engine: PartitionEngine::restore(
-            views(),
-            "t",
-            first.engine.next_offset(),
-            first.engine.clock(),
-            pieces,
-        )
-        .unwrap(),
-        offset: first.offset,
-    };
+    let mut saved = Saved::default();
+    saved.keep(&mut first.engine);
+    let mut resumed = saved.restore(views(), &first);
     let mut updates = Vec::new();
     for e in &events[cut..] {
         resumed.push(e.clone());
@@ -1040,41 +1056,15 @@ fn a_checkpoint_taken_after_an_idle_advance_restores_the_advanced_state() {
         straight.push(e.clone());
         first.push(e.clone());
     }
-    let mut saved: BTreeMap<(usize, String, PartKey), StatePart> = BTreeMap::new();
-    let mut keep = |touched: Vec<TouchedPart>| {
-        for t in touched {
-            let key = (t.view, t.entity.into_string(), t.part);
-            match t.state {
-                Some(bytes) => saved.insert(key, StatePart::decode(&bytes).unwrap()),
-                None => saved.remove(&key),
-            };
-        }
-    };
-    keep(first.engine.drain_touched());
+    let mut saved = Saved::default();
+    saved.keep(&mut first.engine);
     let to = before.iter().map(|e| e.time).max().unwrap() + 4_000;
     assert!(straight.engine.advance_clock(to));
     assert!(first.engine.advance_clock(to));
     straight.engine.drain_updates();
     first.engine.drain_updates();
-    keep(first.engine.drain_touched());
-    let mut pieces: HashMap<StateKey, Vec<(PartKey, StatePart)>> = HashMap::new();
-    for ((view, entity, part), state) in saved {
-        pieces
-            .entry((view, entity))
-            .or_default()
-            .push((part, state));
-    }
-    let mut resumed = Run {
-        engine: PartitionEngine::restore(
-            mixed_view(),
-            "t",
-            first.engine.next_offset(),
-            first.engine.clock(),
-            pieces,
-        )
-        .unwrap(),
-        offset: first.offset,
-    };
+    saved.keep(&mut first.engine);
+    let mut resumed = saved.restore(mixed_view(), &first);
     let (mut expected, mut got) = (Vec::new(), Vec::new());
     for e in after {
         straight.push(e.clone());
