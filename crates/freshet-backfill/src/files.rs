@@ -304,9 +304,8 @@ fn table_records<'a>(
     count: Arc<AtomicU64>,
 ) -> Result<(u64, Records<'a>), BackfillError> {
     let lake = freshet_lake::Lake::new().map_err(|e| BackfillError::Lake(e.to_string()))?;
-    let bytes_read = Arc::new(AtomicU64::new(0));
     let mut rows = lake
-        .open_table(table, schema, time_field, bytes_read)
+        .open_table(table, schema, time_field)
         .map_err(|e| BackfillError::Lake(e.to_string()))?;
     let total = rows.shape.rows;
     let mut number = 0u64;

@@ -19,7 +19,6 @@ use futures::{SinkExt, StreamExt, TryStreamExt};
 use iceberg::spec::{Datum, ManifestContentType, SnapshotRef};
 use iceberg::{Catalog, CatalogBuilder, TableIdent};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -120,7 +119,7 @@ fn storage_properties(env: impl Fn(&str) -> Option<String>) -> HashMap<String, S
 /// What the reading task hands over: a batch, the end of one file, or why it stopped.
 enum Piece {
     Batch(RecordBatch),
-    FileDone { bytes: u64 },
+    FileDone,
     Failed(String),
 }
 
@@ -130,8 +129,6 @@ pub struct TableRows {
     plan: ColumnPlan,
     lines: std::vec::IntoIter<String>,
     table: String,
-    /// Bytes of the data files read to the end so far.
-    bytes_read: Arc<AtomicU64>,
     files_done: usize,
     ended: bool,
     pub shape: TableShape,
@@ -166,10 +163,7 @@ impl Iterator for TableRows {
                     Ok(lines) => self.lines = lines.into_iter(),
                     Err(e) => return Some(Err(e)),
                 },
-                Piece::FileDone { bytes } => {
-                    self.files_done += 1;
-                    self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
-                }
+                Piece::FileDone => self.files_done += 1,
                 Piece::Failed(reason) => {
                     self.ended = true;
                     return Some(Err(format!("table `{}`: {reason}", self.table)));
@@ -188,14 +182,13 @@ struct Planned {
 
 impl Lake {
     /// Opens one snapshot of `source` for the fields of `schema`, ordering its files by
-    /// the column `order_by` (the event time). `bytes_read` follows the bytes of the data
-    /// files read to their end. The lake must outlive the rows: its runtime reads them.
+    /// the column `order_by` (the event time). The lake must outlive the rows: its runtime
+    /// reads them.
     pub fn open_table(
         &self,
         source: &TableSource,
         schema: &Schema,
         order_by: &str,
-        bytes_read: Arc<AtomicU64>,
     ) -> Result<TableRows, TableError> {
         let ident = source.ident()?;
         source.check_catalog()?;
@@ -334,7 +327,6 @@ impl Lake {
                 .build();
             tokio::spawn(async move {
                 for file in planned {
-                    let bytes = file.task.file_size_in_bytes;
                     let name = file.task.data_file_path.clone();
                     let one = futures::stream::iter([Ok(file.task)]).boxed();
                     let batches = reader.clone().read(one).map(|r| r.stream());
@@ -357,7 +349,7 @@ impl Lake {
                             return;
                         }
                     }
-                    if send.send(Piece::FileDone { bytes }).await.is_err() {
+                    if send.send(Piece::FileDone).await.is_err() {
                         return;
                     }
                 }
@@ -367,7 +359,6 @@ impl Lake {
                 plan,
                 lines: Vec::new().into_iter(),
                 table: source.table.clone(),
-                bytes_read,
                 files_done: 0,
                 ended: false,
                 shape,
