@@ -20,12 +20,11 @@
 use freshet_backfill::{BackfillConfig, Input};
 use freshet_core::{load_dir, Definitions, Value, Window};
 use freshet_engine::ClosedWindow;
-use freshet_flink_sql::{compile_view, Connectors, FlinkOptions};
 use freshet_testkit::flink;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 const USERS: u64 = 100;
@@ -167,24 +166,7 @@ fn flink_windows(
     events: &Path,
     dir: &Path,
 ) -> BTreeMap<Key, BTreeMap<String, Value>> {
-    let out = dir.join("flink-out");
-    let options = FlinkOptions {
-        connectors: Connectors::Files {
-            events: events.display().to_string(),
-            output_dir: out.display().to_string(),
-        },
-        ..FlinkOptions::default()
-    };
-    let scripts: Vec<PathBuf> = defs
-        .views
-        .iter()
-        .map(|view| {
-            let path = dir.join(format!("{}.sql", view.name));
-            std::fs::write(&path, compile_view(defs, &view.name, &options).unwrap()).unwrap();
-            path
-        })
-        .collect();
-    flink::flink_sql(python, "run", &scripts);
+    let out = flink::run_views(defs, python, events, dir);
     let mut rows = BTreeMap::new();
     for view in &defs.views {
         for window in view.windows() {

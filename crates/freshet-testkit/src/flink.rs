@@ -1,8 +1,36 @@
 //! Flink for tests: PyPI's `apache-flink` (its planner and local mini-cluster), installed
 //! by `scripts/bootstrap.sh --with-flink`, driven through `scripts/flink-sql.py`.
 
+use freshet_core::Definitions;
+use freshet_flink_sql::{compile_view, Connectors, FlinkOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Runs every view of `defs`, compiled to Flink SQL with file connectors, as one job on
+/// Flink's mini-cluster over the JSON Lines `events`; returns the folder holding one
+/// folder of rows per view and window (`{view}__{window slug}`, read with [`rows`]). The
+/// scripts are written into `dir` too.
+pub fn run_views(defs: &Definitions, python: &Path, events: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join("flink-out");
+    let options = FlinkOptions {
+        connectors: Connectors::Files {
+            events: events.display().to_string(),
+            output_dir: out.display().to_string(),
+        },
+        ..FlinkOptions::default()
+    };
+    let scripts: Vec<PathBuf> = defs
+        .views
+        .iter()
+        .map(|view| {
+            let path = dir.join(format!("{}.sql", view.name));
+            std::fs::write(&path, compile_view(defs, &view.name, &options).unwrap()).unwrap();
+            path
+        })
+        .collect();
+    flink_sql(python, "run", &scripts);
+    out
+}
 
 /// The Python with `apache-flink`: `$FRESHET_FLINK_PYTHON`, else the tools folder's
 /// `flink-venv`. `None` when there is none; a test then skips, unless

@@ -8,7 +8,6 @@
 use freshet_core::{load_dir, Definitions, Value};
 use freshet_flink_sink::metrics::SinkMetrics;
 use freshet_flink_sink::SinkConfig;
-use freshet_flink_sql::{compile_view, Connectors, FlinkOptions};
 use freshet_serving::metrics::ServingMetrics;
 use freshet_serving::ServingConfig;
 use freshet_testkit::{flink, TestStack};
@@ -18,7 +17,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,24 +70,7 @@ fn write_events(path: &Path) {
 fn flink_rows(defs: &Definitions, python: &Path, dir: &Path) -> Vec<Json> {
     let events = dir.join("events.jsonl");
     write_events(&events);
-    let out = dir.join("flink-out");
-    let options = FlinkOptions {
-        connectors: Connectors::Files {
-            events: events.display().to_string(),
-            output_dir: out.display().to_string(),
-        },
-        ..FlinkOptions::default()
-    };
-    let scripts: Vec<PathBuf> = defs
-        .views
-        .iter()
-        .map(|view| {
-            let path = dir.join(format!("{}.sql", view.name));
-            std::fs::write(&path, compile_view(defs, &view.name, &options).unwrap()).unwrap();
-            path
-        })
-        .collect();
-    flink::flink_sql(python, "run", &scripts);
+    let out = flink::run_views(defs, python, &events, dir);
     let mut rows: Vec<Json> = defs
         .views
         .iter()
