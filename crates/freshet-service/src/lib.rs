@@ -343,12 +343,28 @@ pub async fn shutdown_signal() {
 }
 
 /// A flag set at the first SIGTERM or Ctrl-C, for loops that check it between steps.
-/// Needs a running tokio runtime.
+/// Needs a running tokio runtime. The signals are listened for from this call on, not
+/// from when a task first runs: a SIGTERM while the service is still starting is a stop
+/// like any other, never the default action's abrupt exit.
 pub fn stop_flag() -> Arc<AtomicBool> {
+    use tokio::signal::unix::{signal, SignalKind};
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let listening = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
     tokio::spawn(async move {
-        shutdown_signal().await;
+        match listening {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+                tracing::info!("stop requested");
+            }
+            _ => shutdown_signal().await,
+        }
         flag.store(true, Ordering::Relaxed);
     });
     stop

@@ -64,6 +64,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // First: a stop asked for while starting is a clean stop.
+    let stop = freshet_service::stop_flag();
     let _telemetry = args.otlp.init("freshet-flink-sink")?;
     let stack = args.stack.env();
     let defs = freshet_core::load_dir(&args.features_dir).with_context(|| {
@@ -84,7 +86,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         partitions: args.partitions,
     };
     tracing::info!(brokers = %config.brokers, topic = %config.topic, "Flink sink starting");
-    let stop = freshet_service::stop_flag();
     freshet_flink_sink::run(&defs, &config, &store, &metrics, &stop).await?;
     Ok(())
 }

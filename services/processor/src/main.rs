@@ -128,6 +128,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // First: a stop asked for while starting is a clean stop.
+    let stop = freshet_service::stop_flag();
     let _telemetry = args.otlp.init("freshet-processor")?;
     let stack = args.stack.env();
     freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
@@ -154,7 +156,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let metrics = ProcessorMetrics::new();
     freshet_service::serve_metrics(&args.metrics_listen, metrics.registry.clone()).await?;
-    let stop = freshet_service::stop_flag();
     tracing::info!(brokers = %config.brokers, redis = %freshet_store::redacted_url(&config.redis_url), group = %config.group_id, instance = %config.instance_id, "starting");
     runtime::run(config, metrics, stop).await
 }
