@@ -246,7 +246,7 @@ impl DistinctSet {
     }
 
     /// The values in order.
-    fn sorted(&self) -> Vec<&str> {
+    pub(crate) fn sorted(&self) -> Vec<&str> {
         let mut values: Vec<&str> = self.iter().collect();
         values.sort_unstable();
         values

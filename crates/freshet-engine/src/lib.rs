@@ -43,6 +43,7 @@ pub mod acc;
 mod entities;
 pub mod event_decoder;
 pub mod fingerprint;
+pub mod state_codec;
 mod timers;
 pub mod windows;
 
@@ -55,6 +56,8 @@ use freshet_core::store_layout::FeatureUpdate;
 use freshet_core::window::WindowBounds;
 use freshet_core::{Value, Window};
 use serde::{Deserialize, Serialize};
+use state_codec::PieceRef;
+pub use state_codec::StateDecodeError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use timers::Timers;
@@ -402,37 +405,20 @@ pub enum StatePart {
     },
 }
 
-/// [`StatePart`] borrowed from the engine's state: serialises to the same JSON, so a piece
-/// is encoded for the checkpoint without being copied first.
-#[derive(Serialize)]
-#[serde(rename = "StatePart")]
-enum StatePartRef<'a> {
-    Window(&'a [Acc]),
-    Sessions {
-        open: &'a [(WindowBounds, Vec<Acc>)],
-        closed: &'a Option<(WindowBounds, Vec<Acc>)>,
-    },
-}
-
 impl StatePart {
-    /// The piece as the checkpoint stores it.
+    /// The piece as the checkpoint and the changelog store it (format 1 of
+    /// [`state_codec`]).
     pub fn encode(&self) -> Vec<u8> {
-        let borrowed = match self {
-            StatePart::Window(accs) => StatePartRef::Window(accs),
-            StatePart::Sessions { open, closed } => StatePartRef::Sessions { open, closed },
-        };
-        borrowed.encode()
+        state_codec::encode(match self {
+            StatePart::Window(accs) => PieceRef::Window(accs),
+            StatePart::Sessions { open, closed } => PieceRef::Sessions { open, closed },
+        })
     }
 
-    /// A piece as [`StatePart::encode`] stored it.
-    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-}
-
-impl StatePartRef<'_> {
-    fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("state serialises")
+    /// A stored piece, in the format [`StatePart::encode`] writes or in the JSON of
+    /// earlier versions.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StateDecodeError> {
+        state_codec::decode(bytes)
     }
 }
 
@@ -522,25 +508,25 @@ impl EntityState {
     /// A copy of one piece (`None` if it does not exist).
     pub fn part(&self, key: PartKey) -> Option<StatePart> {
         Some(match self.part_ref(key)? {
-            StatePartRef::Window(accs) => StatePart::Window(accs.to_vec()),
-            StatePartRef::Sessions { open, closed } => StatePart::Sessions {
+            PieceRef::Window(accs) => StatePart::Window(accs.to_vec()),
+            PieceRef::Sessions { open, closed } => StatePart::Sessions {
                 open: open.to_vec(),
                 closed: closed.clone(),
             },
         })
     }
 
-    fn part_ref(&self, key: PartKey) -> Option<StatePartRef<'_>> {
+    fn part_ref(&self, key: PartKey) -> Option<PieceRef<'_>> {
         match (key, self.groups.get(key.group())?) {
             (PartKey::Window { start, .. }, GroupState::Tumbling { windows }) => {
-                windows.get(&start).map(|w| StatePartRef::Window(w))
+                windows.get(&start).map(|w| PieceRef::Window(w))
             }
             (PartKey::Window { start, .. }, GroupState::Sliding { panes, .. }) => {
-                panes.get(&start).map(|p| StatePartRef::Window(p))
+                panes.get(&start).map(|p| PieceRef::Window(p))
             }
             (PartKey::Sessions { .. }, GroupState::Session { open, closed }) => (!open.is_empty()
                 || closed.is_some())
-            .then_some(StatePartRef::Sessions { open, closed }),
+            .then_some(PieceRef::Sessions { open, closed }),
             _ => None,
         }
     }
@@ -1145,7 +1131,7 @@ impl PartitionEngine {
                 parts.dedup();
                 state.born.sort_unstable();
                 for &part in &parts {
-                    let encoded = state.part_ref(part).map(|p| p.encode());
+                    let encoded = state.part_ref(part).map(state_codec::encode);
                     // A window or pane created and gone since the last drain was never
                     // written: no deletion for it. Catching up, an epoch spans minutes of
                     // event time, and most one-minute windows live and leave within one.
