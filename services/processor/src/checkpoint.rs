@@ -1,5 +1,5 @@
 //! The processor's checkpoint in RocksDB: per input partition its next offset, its clock
-//! and the state of every entity, plus the outboxes of the epochs not yet delivered.
+//! and the state of every entity.
 //!
 //! Keys (all state is scoped by partition, so partitions can later be split between
 //! processor instances):
@@ -8,11 +8,13 @@
 //! p/{topic}/{partition}/offset      next offset to read (i64, big-endian)
 //! p/{topic}/{partition}/clock       largest event time seen (i64)
 //! p/{topic}/{partition}/w/{view}/{group}/{start}/{entity}
-//!                                   one window or pane of an entity's state (JSON)
+//!                                   one window or pane of an entity's state
+//!                                   (`freshet_engine::state_codec`)
 //! p/{topic}/{partition}/w/{view}/{group}/sessions/{entity}
-//!                                   the sessions of an entity's session group (JSON)
+//!                                   the sessions of an entity's session group
 //! v/{view}                          fingerprint of the view's definition
-//! outbox/{epoch}                    an epoch not yet delivered (JSON; epoch zero-padded)
+//! outbox/{epoch}                    an epoch an earlier release checkpointed before its
+//!                                   Redis write (JSON; epoch zero-padded)
 //! ```
 //!
 //! An entity's state is kept in pieces (see [`StatePart`]) so that an epoch writes only the
@@ -20,10 +22,12 @@
 //! `p/{topic}/{partition}/s/{view}/{entity}`; such keys are split into pieces when the
 //! partition is loaded.
 //!
-//! [`Checkpoint::commit_epoch`] writes one synced WriteBatch: state changes, offsets,
-//! clocks and the epoch's outbox together, so after a crash the store holds either the
-//! whole epoch or none of it. Epochs are delivered in the background while the next ones
-//! are processed, so several outboxes can be waiting; each is removed once delivered.
+//! [`Checkpoint::commit_epochs`] writes one synced WriteBatch: the state changes, offsets
+//! and clocks of one or more epochs, in order, so after a crash the store holds either all
+//! of them or none. An epoch is checkpointed once it is in Redis, so nothing of Redis'
+//! needs to be kept here. Releases before that wrote Redis beside the checkpoint and kept
+//! each epoch's updates (its outbox) until delivered: [`Checkpoint::outboxes`] still
+//! finds those, for the processor to deliver once on its first start.
 
 use freshet_core::store_layout::FeatureUpdate;
 use freshet_engine::{
@@ -55,7 +59,7 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-/// An update as kept in the outbox.
+/// An update of an epoch's outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxUpdate {
     pub view: String,
@@ -78,7 +82,8 @@ impl OutboxUpdate {
     }
 }
 
-/// Everything one epoch delivers, kept until it is delivered.
+/// Everything one epoch delivers. Kept in memory; releases before the delivery wrote Redis
+/// first also kept it in the checkpoint until delivered (see [`Checkpoint::outboxes`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outbox {
     pub epoch: u64,
@@ -111,7 +116,7 @@ pub struct Checkpoint {
 }
 
 /// What an epoch changed in one partition: taken from its engine at the end of the epoch,
-/// written by [`Checkpoint::commit_epoch`].
+/// written by [`Checkpoint::commit_epochs`].
 #[derive(Debug)]
 pub struct PartitionChanges {
     pub topic: String,
@@ -170,17 +175,8 @@ pub(crate) fn write_part_key(out: &mut String, view: &str, entity: &str, part: P
     out.push_str(entity);
 }
 
-/// The writes of an epoch (see [`Checkpoint::commit_epoch`]).
-fn epoch_batch(
-    partitions: &[PartitionChanges],
-    view_names: &[String],
-    outbox: &Outbox,
-) -> WriteBatch {
-    let outbox_bytes = serde_json::to_vec(outbox).expect("outbox serialises");
-    // Allocated once at about its final size: grown from nothing, a catch-up epoch's
-    // batch (megabytes) was copied at each doubling, into memory fresh from the kernel.
-    let mut batch =
-        WriteBatch::with_capacity_bytes(batch_size(partitions, view_names, outbox_bytes.len()));
+/// Adds the writes of an epoch to `batch` (see [`Checkpoint::commit_epochs`]).
+fn epoch_batch(partitions: &[PartitionChanges], view_names: &[String], batch: &mut WriteBatch) {
     // In any order: the vector memtable sorts when it is flushed.
     let mut key = String::new();
     for changes in partitions {
@@ -205,13 +201,11 @@ fn epoch_batch(
             }
         }
     }
-    batch.put(outbox_key(outbox.epoch), outbox_bytes);
-    batch
 }
 
 /// About the size of the write batch of an epoch, at least: each record takes its key,
 /// its value and up to a dozen bytes of framing.
-fn batch_size(partitions: &[PartitionChanges], view_names: &[String], outbox: usize) -> usize {
+fn batch_size(partitions: &[PartitionChanges], view_names: &[String]) -> usize {
     const FRAMING: usize = 12;
     // The numbers and separators of a key: `p/`, `/`, a partition, `/w/`, `/`, a group,
     // `/`, a window start, `/`.
@@ -228,7 +222,7 @@ fn batch_size(partitions: &[PartitionChanges], view_names: &[String], outbox: us
         .iter()
         .map(|c| 2 * (FRAMING + KEY_PUNCTUATION + c.topic.len() + 8))
         .sum();
-    FRAMING + pieces + offsets + FRAMING + 32 + outbox
+    FRAMING + pieces + offsets
 }
 
 /// `{view}/{group}/{start or sessions}/{entity}` back into its parts (entities may hold `/`).
@@ -496,7 +490,8 @@ impl Checkpoint {
         self.write_synced(batch)
     }
 
-    /// The epochs checkpointed but not yet known to be delivered, oldest first.
+    /// The outboxes an earlier release left: epochs it checkpointed but may not have
+    /// written to Redis, oldest first.
     pub fn outboxes(&self) -> Result<Vec<Outbox>, CheckpointError> {
         if let Some(bytes) = self.db.get(LEGACY_OUTBOX)? {
             let outbox = parse_outbox(LEGACY_OUTBOX, &bytes)?;
@@ -517,15 +512,31 @@ impl Checkpoint {
         Ok(out)
     }
 
-    /// Writes the epoch atomically and durably: the partitions' offsets and clocks, the
-    /// entity states they changed, and the outbox.
+    /// Writes the epochs atomically and durably, in order: the partitions' offsets and
+    /// clocks, and the entity states they changed. Several epochs in one batch share one
+    /// sync (the delivery checkpoints those that queued up while the last one synced).
+    pub fn commit_epochs(
+        &self,
+        epochs: &[&[PartitionChanges]],
+        view_names: &[String],
+    ) -> Result<(), CheckpointError> {
+        // Allocated once at about its final size: grown from nothing, a catch-up epoch's
+        // batch (megabytes) was copied at each doubling, into memory fresh from the kernel.
+        let size = epochs.iter().map(|e| batch_size(e, view_names)).sum();
+        let mut batch = WriteBatch::with_capacity_bytes(size);
+        for partitions in epochs {
+            epoch_batch(partitions, view_names, &mut batch);
+        }
+        self.write_synced(batch)
+    }
+
+    /// [`Checkpoint::commit_epochs`] of one epoch.
     pub fn commit_epoch(
         &self,
         partitions: &[PartitionChanges],
         view_names: &[String],
-        outbox: &Outbox,
     ) -> Result<(), CheckpointError> {
-        self.write_synced(epoch_batch(partitions, view_names, outbox))
+        self.commit_epochs(&[partitions], view_names)
     }
 
     /// Writes `batch` atomically and waits until it is on disk.
@@ -536,7 +547,7 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Removes a delivered epoch's outbox. Not synced: if it is lost, delivery is repeated,
+    /// Removes an outbox once delivered. Not synced: if it is lost, delivery is repeated,
     /// and repeating it is harmless (see docs/processor.md).
     pub fn clear_outbox(&self, epoch: u64) -> Result<(), CheckpointError> {
         self.db.delete(outbox_key(epoch))?;
@@ -558,19 +569,24 @@ mod tests {
         }
     }
 
-    fn commit(checkpoint: &Checkpoint, outbox: &Outbox) {
+    /// An outbox as releases before this one wrote it beside their epoch's state.
+    fn leave_outbox(checkpoint: &Checkpoint, outbox: &Outbox) {
         checkpoint
-            .commit_epoch(&[], &[], outbox)
-            .expect("epoch committed");
+            .db
+            .put(
+                outbox_key(outbox.epoch),
+                serde_json::to_vec(outbox).unwrap(),
+            )
+            .unwrap();
     }
 
     #[test]
-    fn epochs_waiting_for_delivery_come_back_oldest_first_until_each_is_cleared() {
+    fn outboxes_left_by_an_earlier_release_come_back_oldest_first_until_each_is_cleared() {
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = Checkpoint::open(dir.path()).unwrap();
         // Epoch 10 sorts after epoch 9 only if the key pads the number.
         for (epoch, offset) in [(9, 90), (10, 100), (11, 110)] {
-            commit(&checkpoint, &outbox(epoch, offset));
+            leave_outbox(&checkpoint, &outbox(epoch, offset));
         }
         let epochs = |c: &Checkpoint| -> Vec<u64> {
             c.outboxes().unwrap().iter().map(|o| o.epoch).collect()
@@ -602,7 +618,7 @@ mod tests {
             progressed: true,
         }];
         checkpoint
-            .commit_epoch(&changes, &["v".to_string()], &outbox(0, 1))
+            .commit_epoch(&changes, &["v".to_string()])
             .unwrap();
     }
 
@@ -700,15 +716,66 @@ mod tests {
             progressed: true,
         }];
         let names = ["v".to_string(), long_name];
-        let outbox = outbox(3, 9);
-        let batch = epoch_batch(&changes, &names, &outbox);
-        assert_eq!(batch.len(), 500 + 3);
-        let estimate = batch_size(&changes, &names, serde_json::to_vec(&outbox).unwrap().len());
+        let mut batch = WriteBatch::default();
+        epoch_batch(&changes, &names, &mut batch);
+        assert_eq!(batch.len(), 500 + 2);
+        let estimate = batch_size(&changes, &names);
         assert!(
             (batch.size_in_bytes()..=batch.size_in_bytes() * 2).contains(&estimate),
             "estimate {estimate} for a batch of {} bytes",
             batch.size_in_bytes()
         );
+    }
+
+    #[test]
+    fn epochs_checkpointed_together_leave_what_they_would_one_after_another() {
+        let views = HashMap::from([("v".to_string(), 0)]);
+        let pane = |start| PartKey::Window { group: 0, start };
+        let epoch = |next_offset, states: Vec<(&str, Option<i64>)>| PartitionChanges {
+            topic: "t".into(),
+            partition: 0,
+            next_offset,
+            clock: Some(next_offset * 10),
+            states: states
+                .into_iter()
+                .map(|(entity, n)| TouchedPart {
+                    view: 0,
+                    entity: entity.into(),
+                    part: pane(0),
+                    state: n.map(|n| piece(n).encode()),
+                    unwritten: false,
+                })
+                .collect(),
+            progressed: true,
+        };
+        let epochs = || {
+            [
+                vec![epoch(3, vec![("a", Some(1)), ("b", Some(1))])],
+                vec![epoch(5, vec![("a", None), ("b", Some(2)), ("c", Some(7))])],
+                vec![epoch(6, vec![("a", Some(4))])],
+            ]
+        };
+        let (together, one_by_one) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let together = Checkpoint::open(together.path()).unwrap();
+        let epochs_together = epochs();
+        let refs: Vec<&[PartitionChanges]> = epochs_together.iter().map(Vec::as_slice).collect();
+        together.commit_epochs(&refs, &["v".to_string()]).unwrap();
+        let one_by_one = Checkpoint::open(one_by_one.path()).unwrap();
+        for e in epochs() {
+            one_by_one.commit_epoch(&e, &["v".to_string()]).unwrap();
+        }
+        for checkpoint in [&together, &one_by_one] {
+            assert_eq!(
+                parts_of(checkpoint, &views),
+                BTreeMap::from([
+                    ((0, "a".to_string()), vec![(pane(0), piece(4))]),
+                    ((0, "b".to_string()), vec![(pane(0), piece(2))]),
+                    ((0, "c".to_string()), vec![(pane(0), piece(7))]),
+                ])
+            );
+            let loaded = checkpoint.load_partition("t", 0, &views).unwrap();
+            assert_eq!((loaded.next_offset, loaded.clock), (Some(6), Some(60)));
+        }
     }
 
     #[test]
@@ -739,14 +806,14 @@ mod tests {
             touched("c", pane(0), Some(piece(3))),
         ];
         checkpoint
-            .commit_epoch(&[changes(states)], &["v".into()], &outbox(1, 7))
+            .commit_epoch(&[changes(states)], &["v".into()])
             .unwrap();
         let states = vec![
             touched("a/b", pane(-1_000), None),
             touched("c", pane(0), Some(piece(4))),
         ];
         checkpoint
-            .commit_epoch(&[changes(states)], &["v".into()], &outbox(2, 7))
+            .commit_epoch(&[changes(states)], &["v".into()])
             .unwrap();
         assert_eq!(
             parts_of(&checkpoint, &views),
@@ -805,11 +872,67 @@ mod tests {
             .db
             .put(LEGACY_OUTBOX, serde_json::to_vec(&legacy).unwrap())
             .unwrap();
-        commit(&checkpoint, &outbox(5, 50));
+        leave_outbox(&checkpoint, &outbox(5, 50));
         assert_eq!(checkpoint.outboxes().unwrap(), vec![legacy, outbox(5, 50)]);
         checkpoint.clear_outbox(4).unwrap();
         checkpoint.clear_outbox(5).unwrap();
         assert_eq!(checkpoint.outboxes().unwrap(), Vec::new());
         assert_eq!(checkpoint.db.get(LEGACY_OUTBOX).unwrap(), None);
+    }
+
+    #[test]
+    fn pieces_an_earlier_release_saved_as_json_are_read_and_saved_anew_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path()).unwrap();
+        let views = HashMap::from([("v".to_string(), 0)]);
+        // An earlier release's piece: its JSON text.
+        one_piece_of_view_0(&checkpoint);
+        let key = format!(
+            "{}{}",
+            partition_prefix("t", 0),
+            part_key("v", "e", PartKey::Window { group: 0, start: 0 })
+        );
+        let stored = || checkpoint.db.get(key.as_bytes()).unwrap().unwrap();
+        assert_eq!(stored()[0], b'{');
+        let parts = parts_of(&checkpoint, &views);
+        assert_eq!(
+            parts[&(0, "e".to_string())],
+            [(PartKey::Window { group: 0, start: 0 }, piece(3))]
+        );
+        // The piece changes: saved in this release's form, and read back.
+        let changes = [PartitionChanges {
+            topic: "t".into(),
+            partition: 0,
+            next_offset: 2,
+            clock: Some(0),
+            states: vec![TouchedPart {
+                view: 0,
+                entity: "e".into(),
+                part: PartKey::Window { group: 0, start: 0 },
+                state: Some(piece(4).encode()),
+                unwritten: false,
+            }],
+            progressed: true,
+        }];
+        checkpoint
+            .commit_epoch(&changes, &["v".to_string()])
+            .unwrap();
+        assert_eq!(stored()[0], freshet_engine::state_codec::FORMAT_1);
+        assert!(stored().len() < serde_json::to_vec(&piece(4)).unwrap().len() / 2);
+        let parts = parts_of(&checkpoint, &views);
+        assert_eq!(
+            parts[&(0, "e".to_string())],
+            [(PartKey::Window { group: 0, start: 0 }, piece(4))]
+        );
+        // A piece of a format this release does not know stops the load, naming the key.
+        checkpoint.db.put(key.as_bytes(), [0x7f, 0]).unwrap();
+        let err = checkpoint
+            .load_partition("t", 0, &views)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&key) && err.contains("unknown format (first byte 0x7f)"),
+            "{err}"
+        );
     }
 }

@@ -1,14 +1,14 @@
-//! The delivery: checkpoints each epoch and writes it to Redis, then publishes it in one
-//! Kafka transaction with the input offsets, one epoch after another in each of the two
-//! stages (the sinks themselves are in `crate::delivery`).
+//! The delivery: writes each epoch to Redis, then checkpoints it, then publishes it in one
+//! Kafka transaction with the input offsets, each of the three stages taking one epoch
+//! after another (the sinks themselves are in `crate::delivery`).
 
 use super::*;
 
-/// The delivery's two stages, each taking epochs in order: this task checkpoints an epoch
-/// and writes it to Redis, then hands it to the publishing task ([`Publisher`]), which
-/// commits its transaction while the next epoch is checkpointed and written. A served
-/// value waits for its own epoch's checkpoint and Redis write, not for the transaction of
-/// the epoch before (the largest step of a live epoch's delivery).
+/// The delivery's three stages, each taking epochs in order, each on its own task: this
+/// one writes an epoch to Redis and hands it to the checkpointing task, which hands it,
+/// once durable, to the publishing task ([`Publisher`]), which commits its transaction.
+/// A served value waits for its own epoch's Redis write only: not for a checkpoint (the
+/// synced RocksDB write has the longer tail) nor for a transaction.
 pub(super) struct Delivery {
     pub(super) kafka: KafkaSink,
     pub(super) redis: RedisSink,
@@ -22,6 +22,9 @@ pub(super) struct Delivery {
     pub(super) config: ProcessorConfig,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) tracer: opentelemetry::global::BoxedTracer,
+    /// Wakes the processing thread when an epoch is in Redis: waiting for the next epoch
+    /// to be cut (group commit), it need not wait for more records to notice.
+    pub(super) wake: std::sync::mpsc::SyncSender<Handed>,
 }
 
 /// Epochs handed to the delivery and not yet done with: `in_flight` until published (a
@@ -33,10 +36,11 @@ pub(super) struct EpochsInFlight {
     pub(super) unwritten: Arc<AtomicUsize>,
 }
 
-/// The most epochs waiting for their transaction, published together in one.
+/// The most epochs waiting for their transaction, published together in one; also how
+/// many written epochs may wait for their checkpoint.
 const PUBLISH_AT_ONCE: usize = 8;
 
-/// An epoch checkpointed and in Redis, on its way to its transaction.
+/// An epoch in Redis, on its way to its checkpoint and transaction.
 struct Written {
     epoch: Epoch,
     started: Instant,
@@ -49,7 +53,6 @@ struct Publisher {
     input: Arc<InputContext>,
     transactional_id: String,
     changelog: Option<ChangelogTopic>,
-    checkpoint: Arc<Checkpoint>,
     metrics: ProcessorMetrics,
     config: ProcessorConfig,
     stop: Arc<AtomicBool>,
@@ -64,7 +67,7 @@ impl Delivery {
     ) -> anyhow::Result<()> {
         let Delivery {
             kafka,
-            redis,
+            mut redis,
             input,
             transactional_id,
             changelog,
@@ -74,13 +77,13 @@ impl Delivery {
             config,
             stop,
             tracer,
+            wake,
         } = self;
         let publisher = Publisher {
             kafka,
             input,
             transactional_id,
             changelog,
-            checkpoint: checkpoint.clone(),
             metrics: metrics.clone(),
             config,
             stop: stop.clone(),
@@ -89,61 +92,94 @@ impl Delivery {
         // Epochs wait for their transaction while another commits, and go in the next
         // together: the checkpoint may be several epochs ahead of the group's offsets (a
         // restart restores from the changelog then, as for one).
-        let (written_out, written_in) = tokio::sync::mpsc::channel::<Written>(PUBLISH_AT_ONCE);
-        let publishing = tokio::spawn(publisher.run(written_in, counts.in_flight.clone()));
-        let mut result = Ok(());
+        let (published_out, published_in) = tokio::sync::mpsc::channel::<Written>(PUBLISH_AT_ONCE);
+        let publishing = tokio::spawn(publisher.run(published_in, counts.in_flight.clone()));
+        let (checkpoint_out, checkpoint_in) =
+            tokio::sync::mpsc::channel::<Written>(PUBLISH_AT_ONCE);
+        let checkpointing = tokio::spawn(checkpoint_epochs(
+            (checkpoint, view_names, metrics.clone()),
+            checkpoint_in,
+            published_out,
+            counts.in_flight.clone(),
+        ));
         while let Some(epoch) = epochs.recv().await {
             let started = Instant::now();
-            // Redis is written beside the checkpoint: the values under a version are the
+            // Redis is written before the checkpoint: the values under a version are the
             // same in any run (the engine is deterministic), so a value written before a
             // crash is the value a replay writes again. The transaction commits only once
-            // the checkpoint is durable (the publishing task starts after it).
+            // the checkpoint is durable (the publishing task takes the epoch after it).
             let redis_started = std::time::SystemTime::now();
-            let writing = {
-                let (mut redis, outbox, metrics, stop) = (
-                    redis.clone(),
-                    epoch.outbox.clone(),
-                    metrics.clone(),
-                    stop.clone(),
-                );
-                tokio::spawn(async move {
-                    let writing = Instant::now();
-                    write_redis(&mut redis, &outbox, &metrics, &stop).await;
-                    metrics
-                        .delivery_step
-                        .with_label_values(&["redis"])
-                        .observe(writing.elapsed().as_secs_f64());
-                })
-            };
-            let checkpointed = tokio::task::block_in_place(|| {
-                checkpoint_epoch(&checkpoint, &view_names, &metrics, &epoch)
-            });
-            // Written in order: an epoch's writes never overtake the one's before it.
-            let written = writing.await.context("the Redis write task failed");
-            if let Err(e) = checkpointed.map_err(anyhow::Error::from).and(written) {
-                counts.unwritten.fetch_sub(1, Ordering::AcqRel);
-                counts.in_flight.fetch_sub(1, Ordering::AcqRel);
-                result = Err(e);
-                break;
-            }
+            write_redis(&mut redis, &epoch.outbox, &metrics, &stop).await;
+            metrics
+                .delivery_step
+                .with_label_values(&["redis"])
+                .observe(started.elapsed().as_secs_f64());
             counts.unwritten.fetch_sub(1, Ordering::AcqRel);
+            // Full: the processing thread has records to get through first.
+            let _ = wake.try_send(Handed::Written);
             let written = Written {
                 epoch,
                 started,
                 redis_started,
             };
-            if let Err(unpublished) = written_out.send(written).await {
-                // The publishing task stopped with an error, which it returns below.
+            if let Err(unpublished) = checkpoint_out.send(written).await {
+                // The checkpointing or publishing task stopped with an error, returned below.
                 drop(unpublished);
                 counts.in_flight.fetch_sub(1, Ordering::AcqRel);
                 break;
             }
         }
-        drop(written_out);
+        drop(checkpoint_out);
+        let checkpointed = checkpointing
+            .await
+            .context("the checkpointing task failed")?;
         let published = publishing.await.context("the publishing task failed")?;
-        // A publishing error is why this stage stopped taking epochs.
-        published.and(result)
+        // A checkpoint or publishing error is why the earlier stages stopped taking epochs.
+        published.and(checkpointed)
     }
+}
+
+/// The checkpointing stage: makes written epochs durable, in order, then hands them to the
+/// publishing stage. Those that queued up while a batch synced go in the next together.
+async fn checkpoint_epochs(
+    (checkpoint, view_names, metrics): (Arc<Checkpoint>, Vec<String>, ProcessorMetrics),
+    mut written: tokio::sync::mpsc::Receiver<Written>,
+    published: tokio::sync::mpsc::Sender<Written>,
+    in_flight: Arc<AtomicUsize>,
+) -> anyhow::Result<()> {
+    let mut result = Ok(());
+    'taking: while let Some(first) = written.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < PUBLISH_AT_ONCE {
+            match written.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let epochs: Vec<&Epoch> = batch.iter().map(|w| &w.epoch).collect();
+        let checkpointed = tokio::task::block_in_place(|| {
+            super::epochs::checkpoint_epochs(&checkpoint, &view_names, &metrics, &epochs)
+        });
+        if let Err(e) = checkpointed {
+            in_flight.fetch_sub(batch.len(), Ordering::AcqRel);
+            result = Err(e.into());
+            break;
+        }
+        let mut batch = batch.into_iter();
+        for w in batch.by_ref() {
+            if published.send(w).await.is_err() {
+                // The publishing task stopped with an error, which it returns.
+                in_flight.fetch_sub(1 + batch.len(), Ordering::AcqRel);
+                break 'taking;
+            }
+        }
+    }
+    // Epochs still waiting are not published: their records are processed again.
+    written.close();
+    while written.recv().await.is_some() {
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+    result
 }
 
 impl Publisher {
@@ -163,22 +199,21 @@ impl Publisher {
                 }
             }
             let published = self.publish(&batch).await;
-            let mut finished = published;
             for w in &batch {
-                if finished.is_ok() {
-                    finished = self.finish(&w.epoch, w.redis_started, "normal");
+                if published.is_ok() {
+                    self.finish(&w.epoch, w.redis_started);
                 }
                 self.metrics
                     .epoch_duration
                     .observe(w.started.elapsed().as_secs_f64());
                 in_flight.fetch_sub(1, Ordering::AcqRel);
             }
-            if finished.is_err() {
+            if published.is_err() {
                 // Epochs still waiting are not published: their records are processed again.
                 while written.try_recv().is_ok() {
                     in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
-                return finished;
+                return published;
             }
         }
         Ok(())
@@ -230,31 +265,24 @@ impl Publisher {
         Ok(())
     }
 
-    /// The epoch is in Kafka and Redis: its traces end, its outbox goes, it is counted.
-    pub(super) fn finish(
-        &self,
-        epoch: &Epoch,
-        redis_started: std::time::SystemTime,
-        kind: &'static str,
-    ) -> anyhow::Result<()> {
+    /// The epoch is in Redis and Kafka: its traces end, it is counted.
+    fn finish(&self, epoch: &Epoch, redis_started: std::time::SystemTime) {
         let outbox = &epoch.outbox;
         if !epoch.traced.is_empty() {
             trace_redis_writes(&self.tracer, outbox, &epoch.traced, redis_started);
         }
-        self.checkpoint.clear_outbox(outbox.epoch)?;
         for (topic, n) in &epoch.events {
             self.metrics.events.with_label_values(&[topic]).inc_by(*n);
         }
         for u in &outbox.updates {
             self.metrics.updates.with_label_values(&[&u.view]).inc();
         }
-        self.metrics.epochs.with_label_values(&[kind]).inc();
-        Ok(())
+        self.metrics.epochs.with_label_values(&["normal"]).inc();
     }
 }
 
-/// Applies the outbox to Redis, retrying while Redis is away: the outbox stays in the
-/// checkpoint until this succeeds, so nothing is lost.
+/// Applies the outbox to Redis, retrying while Redis is away: the epoch is checkpointed
+/// only after this succeeds, so nothing is lost.
 pub(super) async fn write_redis(
     redis: &mut RedisSink,
     outbox: &Outbox,

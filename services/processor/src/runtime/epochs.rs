@@ -163,6 +163,8 @@ impl Processing {
                             advanced[slot] |= self.advance(slot, generation, clock);
                             continue;
                         }
+                        // Whether the epoch ends now is decided again above.
+                        Some(Handed::Written) => continue,
                         Some(change) => {
                             control = Some(change);
                             break;
@@ -377,8 +379,8 @@ impl Processing {
         in_flight: &EpochsInFlight,
     ) -> anyhow::Result<()> {
         match change {
-            Handed::Records(_) | Handed::Advance { .. } => {
-                unreachable!("records and advances are not a change")
+            Handed::Records(_) | Handed::Advance { .. } | Handed::Written => {
+                unreachable!("records, advances and written epochs are not a change")
             }
             Handed::Revoked { slots, done } => {
                 // Every epoch with records of these partitions is delivered before they go.
@@ -438,16 +440,17 @@ impl Processing {
     }
 }
 
-/// Writes the epoch's state changes, offsets and outbox in one synced batch. Epochs are
+/// Writes the epochs' state changes and offsets in one synced batch. Epochs are
 /// checkpointed in order, so the store always holds a prefix of the processed epochs.
-pub(super) fn checkpoint_epoch(
+pub(super) fn checkpoint_epochs(
     checkpoint: &Checkpoint,
     view_names: &[String],
     metrics: &ProcessorMetrics,
-    epoch: &Epoch,
+    epochs: &[&Epoch],
 ) -> Result<(), crate::checkpoint::CheckpointError> {
     let started = Instant::now();
-    checkpoint.commit_epoch(&epoch.changes, view_names, &epoch.outbox)?;
+    let changes: Vec<&[PartitionChanges]> = epochs.iter().map(|e| e.changes.as_slice()).collect();
+    checkpoint.commit_epochs(&changes, view_names)?;
     metrics
         .delivery_step
         .with_label_values(&["checkpoint"])

@@ -247,7 +247,9 @@ pub async fn run(
         .collect();
     let mut redis = connect_redis(&config.redis_url, storage, &stop).await?;
 
-    // Epochs checkpointed by the last run but maybe not in Redis: their values are the
+    // Epochs an earlier release checkpointed but maybe did not write to Redis (it wrote
+    // Redis beside the checkpoint and kept each epoch's outbox until delivered; this one
+    // checkpoints an epoch once it is in Redis and keeps no outbox): their values are the
     // values of their versions whatever became of their transaction (the engine is
     // deterministic), so they go to Redis now, which ignores what it already has. Their
     // Kafka side is not repeated: the group's offsets say where each partition resumes,
@@ -258,7 +260,7 @@ pub async fn run(
         tracing::info!(
             epoch = outbox.epoch,
             updates = outbox.updates.len(),
-            "writing an epoch left by the last run to Redis"
+            "writing an epoch an earlier release left to Redis"
         );
         write_redis(&mut redis, &outbox, &metrics, &stop).await;
         checkpoint.clear_outbox(outbox.epoch)?;
@@ -342,6 +344,7 @@ pub async fn run(
         config: config.clone(),
         stop: stop.clone(),
         tracer: opentelemetry::global::tracer("freshet-processor"),
+        wake: handover.clone(),
     };
     tracing::info!(
         instance = config.instance_id.as_str(),

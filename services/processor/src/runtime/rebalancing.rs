@@ -40,6 +40,9 @@ pub(super) enum Handed {
         generation: u64,
         clock: i64,
     },
+    /// An epoch is in Redis (sent by the delivery): the processing thread, waiting for
+    /// records, may cut the next epoch now (group commit) instead of when more come.
+    Written,
 }
 
 /// A change of the assignment for the reading thread to apply.
