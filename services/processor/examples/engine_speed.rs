@@ -1,9 +1,10 @@
 //! Development aid: the engine alone (no broker, no RocksDB) over the throughput bench's
 //! backlog, split in three partitions by user, with drains every `EPOCH` events per
-//! partition. Prints the engine's events/s and the share of the drains.
+//! partition. Prints the engine's events/s and the share of the drains, and the bytes of the
+//! state pieces drained (beside what the JSON of earlier releases would have taken).
 //! `cargo run --release -p freshet-processor --example engine_speed [events] [epoch]`
 
-use freshet_engine::{shared_names, CompiledView, Fields, PartitionEngine};
+use freshet_engine::{shared_names, CompiledView, Fields, PartitionEngine, StatePart};
 use freshet_producer::simulate::{SimConfig, Simulator};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +44,7 @@ fn main() {
         let (mut processing, mut draining) = (Duration::ZERO, Duration::ZERO);
         let mut updates = 0;
         let mut pieces = 0;
+        let (mut bytes, mut json_bytes) = (0, 0);
         for events in &partitions {
             let mut engine = PartitionEngine::new(views.clone(), "user_events");
             for (i, chunk) in events.chunks(epoch).enumerate() {
@@ -52,9 +54,17 @@ fn main() {
                 }
                 let drained = Instant::now();
                 updates += engine.drain_view_updates().len();
-                pieces += engine.drain_touched().len();
+                let touched = engine.drain_touched();
                 draining += drained.elapsed();
                 processing += drained - started;
+                pieces += touched.len();
+                if round == 0 {
+                    for state in touched.iter().filter_map(|t| t.state.as_deref()) {
+                        bytes += state.len();
+                        let piece = StatePart::decode(state).unwrap();
+                        json_bytes += serde_json::to_vec(&piece).unwrap().len();
+                    }
+                }
             }
         }
         let total = processing + draining;
@@ -65,5 +75,12 @@ fn main() {
             processing.as_secs_f64() * 1e6 / n as f64,
             draining.as_secs_f64() * 1e6 / n as f64,
         );
+        if round == 0 {
+            println!(
+                "  pieces written: {bytes} bytes ({:.1} per piece); as JSON {json_bytes} bytes ({:.2}x)",
+                bytes as f64 / pieces.max(1) as f64,
+                json_bytes as f64 / bytes.max(1) as f64
+            );
+        }
     }
 }

@@ -97,7 +97,7 @@ impl Delivery {
         let (checkpoint_out, checkpoint_in) =
             tokio::sync::mpsc::channel::<Written>(PUBLISH_AT_ONCE);
         let checkpointing = tokio::spawn(checkpoint_epochs(
-            (checkpoint, view_names, metrics.clone()),
+            (checkpoint, view_names.into(), metrics.clone()),
             checkpoint_in,
             published_out,
             counts.in_flight.clone(),
@@ -142,7 +142,7 @@ impl Delivery {
 /// The checkpointing stage: makes written epochs durable, in order, then hands them to the
 /// publishing stage. Those that queued up while a batch synced go in the next together.
 async fn checkpoint_epochs(
-    (checkpoint, view_names, metrics): (Arc<Checkpoint>, Vec<String>, ProcessorMetrics),
+    (checkpoint, view_names, metrics): (Arc<Checkpoint>, Arc<[String]>, ProcessorMetrics),
     mut written: tokio::sync::mpsc::Receiver<Written>,
     published: tokio::sync::mpsc::Sender<Written>,
     in_flight: Arc<AtomicUsize>,
@@ -156,10 +156,18 @@ async fn checkpoint_epochs(
                 Err(_) => break,
             }
         }
-        let epochs: Vec<&Epoch> = batch.iter().map(|w| &w.epoch).collect();
-        let checkpointed = tokio::task::block_in_place(|| {
-            super::epochs::checkpoint_epochs(&checkpoint, &view_names, &metrics, &epochs)
-        });
+        // On a thread for blocking work: the sync would hold one of the runtime's few
+        // workers, which the Redis stage and the publishing task need meanwhile.
+        let (checkpoint, view_names, metrics) =
+            (checkpoint.clone(), view_names.clone(), metrics.clone());
+        let (batch, checkpointed) = tokio::task::spawn_blocking(move || {
+            let epochs: Vec<&Epoch> = batch.iter().map(|w| &w.epoch).collect();
+            let checkpointed =
+                super::epochs::checkpoint_epochs(&checkpoint, &view_names, &metrics, &epochs);
+            (batch, checkpointed)
+        })
+        .await
+        .context("the checkpoint's thread failed")?;
         if let Err(e) = checkpointed {
             in_flight.fetch_sub(batch.len(), Ordering::AcqRel);
             result = Err(e.into());
