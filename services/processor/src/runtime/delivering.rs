@@ -96,7 +96,7 @@ impl Delivery {
         let publishing = tokio::spawn(publisher.run(published_in, counts.in_flight.clone()));
         let (checkpoint_out, checkpoint_in) =
             tokio::sync::mpsc::channel::<Written>(PUBLISH_AT_ONCE);
-        let checkpointing = tokio::spawn(checkpoint_epochs(
+        let checkpointing = tokio::spawn(checkpointing_stage(
             (checkpoint, view_names.into(), metrics.clone()),
             checkpoint_in,
             published_out,
@@ -141,7 +141,7 @@ impl Delivery {
 
 /// The checkpointing stage: makes written epochs durable, in order, then hands them to the
 /// publishing stage. Those that queued up while a batch synced go in the next together.
-async fn checkpoint_epochs(
+async fn checkpointing_stage(
     (checkpoint, view_names, metrics): (Arc<Checkpoint>, Arc<[String]>, ProcessorMetrics),
     mut written: tokio::sync::mpsc::Receiver<Written>,
     published: tokio::sync::mpsc::Sender<Written>,
@@ -149,21 +149,14 @@ async fn checkpoint_epochs(
 ) -> anyhow::Result<()> {
     let mut result = Ok(());
     'taking: while let Some(first) = written.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < PUBLISH_AT_ONCE {
-            match written.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+        let batch = with_queued(first, &mut written);
         // On a thread for blocking work: the sync would hold one of the runtime's few
         // workers, which the Redis stage and the publishing task need meanwhile.
         let (checkpoint, view_names, metrics) =
             (checkpoint.clone(), view_names.clone(), metrics.clone());
         let (batch, checkpointed) = tokio::task::spawn_blocking(move || {
             let epochs: Vec<&Epoch> = batch.iter().map(|w| &w.epoch).collect();
-            let checkpointed =
-                super::epochs::checkpoint_epochs(&checkpoint, &view_names, &metrics, &epochs);
+            let checkpointed = checkpoint_epochs(&checkpoint, &view_names, &metrics, &epochs);
             (batch, checkpointed)
         })
         .await
@@ -190,6 +183,37 @@ async fn checkpoint_epochs(
     result
 }
 
+/// Writes the epochs' state changes and offsets in one synced batch. Epochs are
+/// checkpointed in order, so the store always holds a prefix of the processed epochs.
+fn checkpoint_epochs(
+    checkpoint: &Checkpoint,
+    view_names: &[String],
+    metrics: &ProcessorMetrics,
+    epochs: &[&Epoch],
+) -> Result<(), crate::checkpoint::CheckpointError> {
+    let started = Instant::now();
+    let changes: Vec<&[PartitionChanges]> = epochs.iter().map(|e| e.changes.as_slice()).collect();
+    checkpoint.commit_epochs(&changes, view_names)?;
+    metrics
+        .delivery_step
+        .with_label_values(&["checkpoint"])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `first` and the epochs queued behind it, up to [`PUBLISH_AT_ONCE`]: what a stage takes
+/// at once.
+fn with_queued(first: Written, queue: &mut tokio::sync::mpsc::Receiver<Written>) -> Vec<Written> {
+    let mut batch = vec![first];
+    while batch.len() < PUBLISH_AT_ONCE {
+        match queue.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 impl Publisher {
     /// Publishes written epochs in order until the writing stage stops handing them over:
     /// those that queued up while a transaction committed go together in the next.
@@ -199,13 +223,7 @@ impl Publisher {
         in_flight: Arc<AtomicUsize>,
     ) -> anyhow::Result<()> {
         while let Some(first) = written.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < PUBLISH_AT_ONCE {
-                match written.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
+            let batch = with_queued(first, &mut written);
             let published = self.publish(&batch).await;
             for w in &batch {
                 if published.is_ok() {

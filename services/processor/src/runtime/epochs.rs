@@ -439,21 +439,3 @@ impl Processing {
         Ok(())
     }
 }
-
-/// Writes the epochs' state changes and offsets in one synced batch. Epochs are
-/// checkpointed in order, so the store always holds a prefix of the processed epochs.
-pub(super) fn checkpoint_epochs(
-    checkpoint: &Checkpoint,
-    view_names: &[String],
-    metrics: &ProcessorMetrics,
-    epochs: &[&Epoch],
-) -> Result<(), crate::checkpoint::CheckpointError> {
-    let started = Instant::now();
-    let changes: Vec<&[PartitionChanges]> = epochs.iter().map(|e| e.changes.as_slice()).collect();
-    checkpoint.commit_epochs(&changes, view_names)?;
-    metrics
-        .delivery_step
-        .with_label_values(&["checkpoint"])
-        .observe(started.elapsed().as_secs_f64());
-    Ok(())
-}
