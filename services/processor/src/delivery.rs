@@ -67,6 +67,20 @@ fn is_fatal(e: &KafkaError) -> bool {
     })
 }
 
+/// The compression of the epochs' records, unless the operator chose one
+/// (`--kafka-option compression.type=...`): lz4. An epoch of a catch-up carries tens of
+/// thousands of changelog records; compressed, the broker and the producer's own thread
+/// handle a fraction of the bytes. Catching up, the machine spent 5% less CPU per event
+/// and the processor ran 7% faster (`docs/processor.md`, Performance).
+pub const DEFAULT_COMPRESSION: &str = "lz4";
+
+fn with_compression(mut config: rdkafka::ClientConfig) -> rdkafka::ClientConfig {
+    if config.get("compression.type").is_none() && config.get("compression.codec").is_none() {
+        config.set("compression.type", DEFAULT_COMPRESSION);
+    }
+    config
+}
+
 impl KafkaSink {
     /// A transactional producer; `init_transactions` fences any earlier producer with the
     /// same transactional id and aborts its open transaction.
@@ -78,17 +92,18 @@ impl KafkaSink {
         dead_letter_topic: &str,
         changelog: Option<(ChangelogTopic, prometheus::IntCounter)>,
     ) -> Result<Self, DeliveryError> {
-        let producer: ThreadedProducer<DefaultProducerContext> = freshet_kafka::client_config()
-            .set("bootstrap.servers", brokers)
-            .set("transactional.id", transactional_id)
-            .set("enable.idempotence", "true")
-            // Records go out as soon as they are handed over: the transaction waits for
-            // them anyway, so lingering would only delay every epoch.
-            .set("linger.ms", "0")
-            // Successes need no report: a failed record fails the transaction's commit.
-            .set("delivery.report.only.error", "true")
-            .set("transaction.timeout.ms", "60000")
-            .create()?;
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            with_compression(freshet_kafka::client_config())
+                .set("bootstrap.servers", brokers)
+                .set("transactional.id", transactional_id)
+                .set("enable.idempotence", "true")
+                // Records go out as soon as they are handed over: the transaction waits for
+                // them anyway, so lingering would only delay every epoch.
+                .set("linger.ms", "0")
+                // Successes need no report: a failed record fails the transaction's commit.
+                .set("delivery.report.only.error", "true")
+                .set("transaction.timeout.ms", "60000")
+                .create()?;
         producer.init_transactions(KAFKA_TIMEOUT)?;
         Ok(Self {
             producer,
@@ -397,5 +412,25 @@ impl RedisSink {
                 .observe(((now_ms - u.event_time_ms).max(0)) as f64 / 1_000.0);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_are_compressed_with_lz4_unless_the_operator_chose_a_compression() {
+        let default = with_compression(rdkafka::ClientConfig::new());
+        assert_eq!(default.get("compression.type"), Some("lz4"));
+        for key in ["compression.type", "compression.codec"] {
+            let mut chosen = rdkafka::ClientConfig::new();
+            chosen.set(key, "zstd");
+            let config = with_compression(chosen);
+            assert_eq!(config.get(key), Some("zstd"), "{key}");
+            if key == "compression.codec" {
+                assert_eq!(config.get("compression.type"), None);
+            }
+        }
     }
 }
