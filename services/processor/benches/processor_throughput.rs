@@ -66,17 +66,95 @@ fn bare_consumer(brokers: &str) -> BaseConsumer {
     consumer
 }
 
-fn bare_drain(brokers: &str, n: u64) -> f64 {
+/// CPU time in seconds: the whole machine's busy time (all cores, every process), from
+/// `/proc/stat`, and its wall-clock cores.
+#[derive(Clone, Copy)]
+struct CpuClock {
+    busy: f64,
+    at: Instant,
+}
+
+impl CpuClock {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu user nice system idle iowait irq softirq steal: all but idle and iowait.
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        let busy = [0, 1, 2, 5, 6, 7]
+            .iter()
+            .filter_map(|&i| ticks.get(i))
+            .sum::<f64>();
+        Self {
+            busy: busy / clock_ticks(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Machine CPU microseconds per event since `self`, and the share of the cores busy.
+    fn per_event(&self, events: f64) -> (f64, f64) {
+        let now = Self::now();
+        let busy = now.busy - self.busy;
+        (
+            1e6 * busy / events.max(1.0),
+            busy / (cores() * self.at.elapsed().as_secs_f64()),
+        )
+    }
+}
+
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+/// Ticks per second of `/proc`'s CPU times (`USER_HZ`: 100 on Linux).
+fn clock_ticks() -> f64 {
+    100.0
+}
+
+/// CPU seconds (user and system) a process has used, from `/proc/{pid}/stat`.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    fields.iter().sum::<f64>() / clock_ticks()
+}
+
+/// A bare drain of the backlog: events per second, and the machine's CPU per event
+/// (broker included) with the share of the cores busy, from first record to last.
+struct BareDrain {
+    rate: f64,
+    cpu_us: f64,
+    busy: f64,
+}
+
+fn bare_drain(brokers: &str, n: u64) -> BareDrain {
     let consumer = bare_consumer(brokers);
     let mut seen = 0;
     let mut started = None;
     while seen < n {
         if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
-            started.get_or_insert_with(Instant::now);
+            started.get_or_insert_with(CpuClock::now);
             seen += 1;
         }
     }
-    n as f64 / started.unwrap().elapsed().as_secs_f64()
+    let started = started.unwrap();
+    let (cpu_us, busy) = started.per_event(n as f64 - 1.0);
+    BareDrain {
+        rate: n as f64 / started.at.elapsed().as_secs_f64(),
+        cpu_us,
+        busy,
+    }
 }
 
 /// How long after the last record is produced the baselines wait for the rest to be read.
@@ -299,6 +377,11 @@ struct CatchUp {
     rate: f64,
     /// The first epoch's events, not counted.
     uncounted: f64,
+    /// The machine's CPU microseconds per event (broker, Redis and all), the processor's
+    /// own, and the share of the cores busy, over the timed span.
+    cpu_us: f64,
+    process_cpu_us: f64,
+    busy: f64,
     /// Epochs and where the processing thread waited, printed lines.
     details: String,
 }
@@ -324,20 +407,27 @@ fn catch_up(binary: &str, stack: &TestStack, n: u64) -> CatchUp {
             "freshet_processor_events_total{topic=\"user_events\"}",
         );
         if processed > 0.0 && first_count.is_none() {
-            first_count = Some((Instant::now(), processed, scraped));
+            first_count = Some((
+                (CpuClock::now(), process_cpu_seconds(processor.id())),
+                processed,
+                scraped,
+            ));
         }
         if processed >= n as f64 {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (started, uncounted, at_start) = first_count.unwrap();
+    let ((started, process_started), uncounted, at_start) = first_count.unwrap();
     assert!(
         uncounted < n as f64,
         "the whole backlog fit in the first epoch; raise FRESHET_BENCH_EVENTS"
     );
-    let catch_up_seconds = started.elapsed().as_secs_f64();
+    let catch_up_seconds = started.at.elapsed().as_secs_f64();
     let rate = (n as f64 - uncounted) / catch_up_seconds;
+    let (cpu_us, busy) = started.per_event(n as f64 - uncounted);
+    let process_cpu_us =
+        1e6 * (process_cpu_seconds(processor.id()) - process_started) / (n as f64 - uncounted);
     let catch_up = scrape(port);
     let _ = processor.kill();
     let _ = processor.wait();
@@ -363,6 +453,9 @@ fn catch_up(binary: &str, stack: &TestStack, n: u64) -> CatchUp {
     CatchUp {
         rate,
         uncounted,
+        cpu_us,
+        process_cpu_us,
+        busy,
         details,
     }
 }
@@ -397,20 +490,31 @@ async fn main() {
         let binary = &binaries[round % binaries.len()];
         let result = catch_up(binary, &stack, n);
         bare.push(bare_drain(&stack.brokers(), n));
-        let baseline = (bare[round] + bare[round + 1]) / 2.0;
+        let (before, after) = (&bare[round], &bare[round + 1]);
+        let baseline = (before.rate + after.rate) / 2.0;
+        let bare_cpu_us = (before.cpu_us + after.cpu_us) / 2.0;
         println!(
             "  round {}: bare consumer {baseline:>9.0} events/s (mean of {:.0} before and {:.0} after), processor {:>9.0} events/s, ratio {:.2}",
             round + 1,
-            bare[round],
-            bare[round + 1],
+            before.rate,
+            after.rate,
             result.rate,
             result.rate / baseline,
+        );
+        println!(
+            "    machine CPU per event (every process, the broker's too): bare consumer {bare_cpu_us:.2} µs (cores {:.0}% and {:.0}% busy), processor {:.2} µs (its own process {:.2} µs; cores {:.0}% busy): {:.2} times the bare consumer's work",
+            100.0 * before.busy,
+            100.0 * after.busy,
+            result.cpu_us,
+            result.process_cpu_us,
+            100.0 * result.busy,
+            result.cpu_us / bare_cpu_us,
         );
         if binaries.len() > 1 {
             println!("    (binary {}: {binary})", round % binaries.len() + 1);
         }
         by_binary[round % binaries.len()].push(result.rate / baseline);
-        results.push((result.rate / baseline, baseline, result));
+        results.push((result.rate / baseline, baseline, bare_cpu_us, result));
     }
     if binaries.len() > 1 {
         println!("  alternating binaries, the median round of each:");
@@ -434,7 +538,7 @@ async fn main() {
     }
     results.sort_by(|a, b| a.0.total_cmp(&b.0));
     // The lower of the two middle rounds when their number is even.
-    let (ratio, baseline, median) = &results[(results.len() - 1) / 2];
+    let (ratio, baseline, bare_cpu_us, median) = &results[(results.len() - 1) / 2];
     println!("  the median round of {rounds}:");
     println!("  bare rdkafka consumer : {baseline:>10.0} events/s  (mean of the drains before and after the processor)");
     println!("  freshet processor     : {:>10.0} events/s  (decode, aggregate, checkpoint, Kafka transaction, Redis; timed from its first delivered epoch, whose {:.0} events are not counted)", median.rate, median.uncounted);
@@ -445,6 +549,16 @@ async fn main() {
             .map(|r| format!("{:.2}", r.0))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    // What the aim leaves: at 0.8 of the bare rate with every core busy, each event may
+    // cost the whole machine (broker, Redis and all) at most this much CPU.
+    let cores = cores();
+    println!(
+        "  machine CPU per event: processor {:.2} µs (its own process {:.2}), bare consumer {bare_cpu_us:.2} µs; the aim of 0.8 ({:.0} events/s) on {cores:.0} cores leaves at most {:.2} µs per event with every core busy",
+        median.cpu_us,
+        median.process_cpu_us,
+        0.8 * baseline,
+        cores * 1e6 / (0.8 * baseline),
     );
     println!("{}", median.details);
 

@@ -44,9 +44,12 @@ fn main() {
         let (mut processing, mut draining) = (Duration::ZERO, Duration::ZERO);
         let mut updates = 0;
         let mut pieces = 0;
+        let mut unwritten = 0;
         let (mut bytes, mut json_bytes) = (0, 0);
         for events in &partitions {
             let mut engine = PartitionEngine::new(views.clone(), "user_events");
+            // As the processor with its changelog on (the default).
+            engine.report_unwritten_deletions(true);
             for (i, chunk) in events.chunks(epoch).enumerate() {
                 let started = Instant::now();
                 for (j, event) in chunk.iter().enumerate() {
@@ -58,6 +61,7 @@ fn main() {
                 draining += drained.elapsed();
                 processing += drained - started;
                 pieces += touched.len();
+                unwritten += touched.iter().filter(|t| t.unwritten).count();
                 if round == 0 {
                     for state in touched.iter().filter_map(|t| t.state.as_deref()) {
                         bytes += state.len();
@@ -69,7 +73,7 @@ fn main() {
         }
         let total = processing + draining;
         println!(
-            "round {round}: {:.0} events/s ({:.2} µs/event: process {:.2}, drains {:.2}); {updates} updates, {pieces} pieces",
+            "round {round}: {:.0} events/s ({:.2} µs/event: process {:.2}, drains {:.2}); {updates} updates, {pieces} pieces ({unwritten} of them deletions of pieces created since the last drain)",
             n as f64 / total.as_secs_f64(),
             total.as_secs_f64() * 1e6 / n as f64,
             processing.as_secs_f64() * 1e6 / n as f64,
