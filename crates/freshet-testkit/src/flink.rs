@@ -53,12 +53,17 @@ pub fn python_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// `scripts/flink-sql.py`, built in: a path known when this crate was compiled may be
+/// gone when its tests run (cargo reuses the build for a clone of the same sources at
+/// another path, and does not rebuild for `CARGO_MANIFEST_DIR`).
+const FLINK_SQL_RUNNER: &str = include_str!("../../../scripts/flink-sql.py");
+
 /// `scripts/flink-sql.py MODE SCRIPTS...` (`explain` or `run`): its standard output, or a
 /// panic with Flink's error and the SQL.
 pub fn flink_sql(python: &Path, mode: &str, scripts: &[PathBuf]) -> String {
-    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/flink-sql.py");
     let output = Command::new(python)
-        .arg(&runner)
+        .arg("-c")
+        .arg(FLINK_SQL_RUNNER)
         .arg(mode)
         .args(scripts)
         .output()

@@ -173,10 +173,11 @@ impl S3Server {
     /// hold): `lake.events` from the JSON Lines events of `events`, in two appends (the
     /// events from `split` on first). Its snapshot ids, oldest first.
     pub fn write_iceberg_tables(&self, catalog: &Path, events: &Path, split: usize) -> Vec<i64> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/iceberg_tables.py");
+        // Built in, as `flink::FLINK_SQL_RUNNER` is (and for the same reason).
         let output = Command::new(&self.python)
             .envs(self.env())
-            .arg(&script)
+            .arg("-c")
+            .arg(include_str!("iceberg_tables.py"))
             .args([
                 catalog.to_str().unwrap(),
                 &self.endpoint(),
