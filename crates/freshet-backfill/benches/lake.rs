@@ -47,7 +47,11 @@ fn main() {
         snapshot: None,
     };
     let defs = freshet_core::load_dir(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features"),
+        &std::path::Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features"),
     )
     .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -38,7 +38,14 @@ fn answer(reasoning: &str, toml: &str) -> String {
 }
 
 fn definitions() -> Definitions {
-    freshet_core::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features")).unwrap()
+    freshet_core::load_dir(
+        &Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features"),
+    )
+    .unwrap()
 }
 
 fn configured(llm: &FakeLlm) -> (Copilot, prometheus::Registry) {
@@ -411,7 +418,11 @@ async fn the_sources_fields_can_come_from_the_schema_registry() {
     let registry = freshet_testkit::Registry::start_at(dir.path().join("journal.jsonl"));
     // The registry holds a newer schema with a field the definitions' file lacks.
     let schema = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features/schemas/user_event.v2.avsc"),
+        Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features/schemas/user_event.v2.avsc"),
     )
     .unwrap()
     .replacen(

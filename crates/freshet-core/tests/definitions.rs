@@ -6,7 +6,10 @@ use freshet_core::{Value, ValueType, Window};
 use std::path::{Path, PathBuf};
 
 fn shipped() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../features")
 }
 
 const SCHEMA: &str = include_str!("../../../features/schemas/user_event.v2.avsc");

@@ -128,7 +128,11 @@ mod tests {
     use std::path::Path;
 
     fn shipped_views() -> Vec<CompiledView> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+        let dir = Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features");
         CompiledView::compile_all(&load_dir(&dir).expect("the shipped definitions load"))
     }
 

@@ -299,7 +299,11 @@ mod tests {
     use super::*;
 
     fn shipped() -> Definitions {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+        let dir = Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features");
         freshet_core::load_dir(&dir).expect("the shipped definitions")
     }
 

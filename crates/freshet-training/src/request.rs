@@ -116,8 +116,14 @@ mod tests {
     use std::path::Path;
 
     fn defs() -> Definitions {
-        freshet_core::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features"))
-            .unwrap()
+        freshet_core::load_dir(
+            &Path::new(
+                &std::env::var("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../../features"),
+        )
+        .unwrap()
     }
 
     #[test]

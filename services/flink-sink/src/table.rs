@@ -273,7 +273,11 @@ mod tests {
     use super::*;
 
     fn table() -> WindowTable {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+        let root = std::path::Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features");
         WindowTable::new(&freshet_core::load_dir(&root).unwrap())
     }
 

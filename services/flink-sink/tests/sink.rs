@@ -26,7 +26,14 @@ const TOPIC: &str = "flink_feature_windows";
 const USERS: u64 = 30;
 
 fn definitions() -> Definitions {
-    load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features")).unwrap()
+    load_dir(
+        &Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features"),
+    )
+    .unwrap()
 }
 
 fn now_ms() -> i64 {

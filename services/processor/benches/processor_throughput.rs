@@ -341,10 +341,13 @@ fn start_processor_binary(binary: &str, stack: &TestStack, dir: &Path, port: u16
     Command::new(binary)
         .args([
             "--features-dir",
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../features")
-                .to_str()
-                .unwrap(),
+            Path::new(
+                &std::env::var("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../../features")
+            .to_str()
+            .unwrap(),
         ])
         .args([
             "--brokers",

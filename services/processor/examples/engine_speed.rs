@@ -20,7 +20,10 @@ fn main() {
         .collect();
     let n = args.first().copied().unwrap_or(1_500_000) as usize;
     let epoch = args.get(1).copied().unwrap_or(25_000) as usize;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+    let dir = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../features");
     let defs = freshet_core::definitions::load_dir(&dir).unwrap();
     let config = SimConfig {
         seed: 1,

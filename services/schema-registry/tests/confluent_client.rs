@@ -36,9 +36,11 @@ fn python_or_skip() -> Option<PathBuf> {
 
 /// Runs `script` (in `tests/`) with `args`; asserts it passed at least `calls` calls.
 fn run_script(python: &Path, script: &str, args: &[String], calls: u32) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join(script);
+    let script = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests")
+    .join(script);
     let output = Command::new(python)
         .arg(script)
         .args(args)

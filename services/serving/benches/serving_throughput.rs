@@ -92,7 +92,10 @@ impl Drop for KillOnDrop {
 /// A `freshet-serving` process on a free port with `flags`; its base URL.
 fn start_serving(redis_url: &str, flags: &[&str]) -> (KillOnDrop, String) {
     let port = freshet_localstack::free_port();
-    let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+    let features = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../features");
     let child = Command::new(env!("CARGO_BIN_EXE_freshet-serving"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--redis-url", redis_url])

@@ -946,7 +946,11 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn catalog() -> Catalog {
-        let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+        let features = std::path::Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features");
         let definitions = freshet_core::load_dir(&features).expect("the shipped definitions");
         Catalog::new(&definitions, &ServingMetrics::new())
     }
@@ -1001,7 +1005,11 @@ mod tests {
 
     #[test]
     fn pairs_select_exactly_what_they_name_and_shared_names_are_found() {
-        let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+        let features = std::path::Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features");
         let mut definitions = freshet_core::load_dir(&features).unwrap();
         definitions.views[1].features[0].name = "click_count_1m".into();
         let catalog = Catalog::new(&definitions, &ServingMetrics::new());

@@ -296,7 +296,11 @@ mod tests {
 
     #[test]
     fn the_document_names_this_deployments_views_features_and_limits() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+        let dir = std::path::Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features");
         let definitions = freshet_core::load_dir(&dir).unwrap();
         let open = crate::auth::AccessConfig::open();
         let doc = serde_json::to_value(document(&definitions, 250, &open)).unwrap();
@@ -333,7 +337,11 @@ mod tests {
 
     #[test]
     fn with_keys_every_operation_but_the_probes_documents_401() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+        let dir = std::path::Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features");
         let definitions = freshet_core::load_dir(&dir).unwrap();
         let access = crate::auth::AccessConfig {
             auth: crate::auth::AuthConfig::Keys(Vec::new()),

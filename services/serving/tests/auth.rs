@@ -200,7 +200,10 @@ async fn the_copilot_is_off_by_default_then_for_allowed_keys_only_and_limited_pe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_takes_keys_from_a_file_and_the_environment_and_refuses_to_start_without() {
     let redis = TestRedis::start();
-    let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+    let features = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../features");
     let serving = |extra: &[&str], env: &[(&str, &str)]| {
         let port = freshet_localstack::free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_freshet-serving"));

@@ -40,7 +40,11 @@ async fn start(llm: Option<&FakeLlm>) -> (String, ServingMetrics) {
         max_repairs: 1,
     };
     let definitions = freshet_core::load_dir(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features"),
+        &std::path::Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../features"),
     )
     .unwrap();
     let metrics = ServingMetrics::new();

@@ -413,7 +413,10 @@ async fn feasts_python_sdk_reads_the_values_statuses_and_times_freshet_serves() 
         ..freshet_feast::ExportOptions::default()
     };
     freshet_feast::write_repository(&definitions(), &options, &repo).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/feast_sdk.py");
+    let script = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/feast_sdk.py");
     let base = serving.base.clone();
     let output = tokio::task::spawn_blocking(move || {
         let apply = Command::new(venv.join("bin/feast"))

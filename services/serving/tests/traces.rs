@@ -16,7 +16,10 @@ async fn requests_are_spans_in_the_callers_trace_exported_over_otlp() {
     let redis = TestRedis::start();
     let receiver = OtlpReceiver::start();
     let port = freshet_localstack::free_port();
-    let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+    let features = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../features");
     let mut child = Command::new(env!("CARGO_BIN_EXE_freshet-serving"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--redis-url", &redis.url()])

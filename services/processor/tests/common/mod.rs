@@ -41,7 +41,10 @@ pub fn env_or(name: &str, default: u64) -> u64 {
 }
 
 pub fn features_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../features")
 }
 
 pub fn definitions() -> Definitions {

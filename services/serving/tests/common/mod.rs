@@ -15,7 +15,10 @@ pub const PURCHASES: &str = "user_purchase_stats";
 pub const HOUR_MS: i64 = 3_600_000;
 
 pub fn definitions() -> Definitions {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+    let dir = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../features");
     freshet_core::load_dir(&dir).expect("the shipped definitions load")
 }
 
