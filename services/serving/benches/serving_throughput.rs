@@ -14,10 +14,7 @@
 //!    off at least 0.8 of raw Redis, cache on at least 1.0.
 //! 2. Latency at a steady 10,000 requests/s, open loop: requests are scheduled at a fixed
 //!    rate whatever the answers do, and a request held back because its connection was
-//!    still busy is timed from when it was due (no coordinated omission). Aim p99 < 0.5 ms,
-//!    evenly paced (one request every 100 µs, as wrk2 paces); also printed with the
-//!    requests released in bursts at tokio's millisecond timer ticks, as earlier rounds
-//!    measured.
+//!    still busy is timed from when it was due (no coordinated omission). Aim p99 < 0.5 ms.
 //! 3. Batches of 1,000 entities, both views (sequential requests), without and with the
 //!    cache, beside the same reads pipelined straight to Redis. Aim p99 < 3 ms.
 //! 4. Feast's protocol (`POST /get-online-features`) against Freshet's own endpoints,
@@ -164,25 +161,16 @@ fn main() {
     );
 
     for (name, base) in [("cache on", &cached), ("cache off", &uncached)] {
-        for (pacing, how) in [
-            (Pacing::Even, "evenly paced"),
-            (Pacing::MillisecondTicks, "in bursts at millisecond ticks"),
-        ] {
-            let open = open_loop(base, OPEN_LOOP_RATE, OPEN_LOOP_TIME, pacing);
-            println!(
-                "open loop at {OPEN_LOOP_RATE:.0} requests/s for {}s, {how}, {name}: achieved {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms{}",
-                OPEN_LOOP_TIME.as_secs(),
-                open.achieved,
-                open.p50_ms,
-                open.p99_ms,
-                open.p999_ms,
-                open.max_ms,
-                match pacing {
-                    Pacing::Even => "  (aim p99 < 0.5 ms)",
-                    Pacing::MillisecondTicks => "",
-                }
-            );
-        }
+        let open = open_loop(base, OPEN_LOOP_RATE, OPEN_LOOP_TIME);
+        println!(
+            "open loop at {OPEN_LOOP_RATE:.0} requests/s for {}s, {name}: achieved {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms  (aim p99 < 0.5 ms)",
+            OPEN_LOOP_TIME.as_secs(),
+            open.achieved,
+            open.p50_ms,
+            open.p99_ms,
+            open.p999_ms,
+            open.max_ms
+        );
     }
 
     let mut fresh = runtime.block_on(freshness(&redis.url(), &cached));
@@ -409,112 +397,89 @@ struct OpenLoop {
     max_ms: f64,
 }
 
-/// How the open-loop generator waits for a request's due time.
-#[derive(Clone, Copy)]
-enum Pacing {
-    /// On a thread of its own per connection, sleeping until the due time (the kernel's
-    /// timers, within some 60 µs here): at 10,000 requests/s one request every 100 µs, as
-    /// wrk2 paces them.
-    Even,
-    /// On tokio's timer, which wakes sleepers at millisecond ticks: at 10,000 requests/s
-    /// the requests due within a millisecond go out together, ten at once.
-    MillisecondTicks,
-}
-
 /// `GET /features/{random id}` at `rate` requests/s for `time`, open loop: request `i` is
 /// due at `start + i / rate` whatever the answers do. Workers (one keep-alive connection
 /// each, plain HTTP/1.1 written and read by hand so the generator adds little of its own)
-/// take requests in turn; a request whose worker was still busy when it fell due is timed
-/// from when it was due, so a slow answer counts against every request it held back. A
-/// worker that was idle waits for the due time as `pacing` says, and its request is timed
-/// from when it was sent.
-fn open_loop(address: &str, rate: f64, time: Duration, pacing: Pacing) -> OpenLoop {
+/// take requests in turn on a runtime of their own thread; a request whose worker was
+/// still busy when it fell due is timed from when it was due, so a slow answer counts
+/// against every request it held back. A worker that was idle waits for the due time on
+/// tokio's timer (millisecond grain), and its request is timed from when it was sent.
+fn open_loop(address: &str, rate: f64, time: Duration) -> OpenLoop {
     const WORKERS: usize = 32;
     let address = address.trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the load generator");
     let total = (rate * time.as_secs_f64()) as usize;
-    let start = Instant::now() + Duration::from_millis(100);
-    let (mut latencies, elapsed) = match pacing {
-        Pacing::Even => {
-            let workers: Vec<_> = (0..WORKERS)
-                .map(|w| {
-                    let address = address.clone();
-                    std::thread::spawn(move || {
-                        let mut stream = std::net::TcpStream::connect(&address).unwrap();
-                        stream.set_nodelay(true).unwrap();
-                        let mut worker = Worker::new(w, total / WORKERS + 1);
-                        for i in (w..total).step_by(WORKERS) {
-                            let due = start + Duration::from_secs_f64(i as f64 / rate);
-                            let request = worker.next_request(&address);
-                            let from = if worker.busy_until > due {
-                                due
-                            } else {
-                                std::thread::sleep(due.saturating_duration_since(Instant::now()));
-                                Instant::now()
-                            };
-                            use std::io::{Read, Write};
-                            stream.write_all(request.as_bytes()).unwrap();
-                            worker.read_answer(|buffer| stream.read(buffer).unwrap());
-                            worker.done(from);
+    let (mut latencies, elapsed) = runtime.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let start = tokio::time::Instant::now() + Duration::from_millis(50);
+        let mut tasks = Vec::new();
+        for w in 0..WORKERS {
+            let address = address.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut buffer = vec![0u8; 64 * 1024];
+                let mut latencies = Vec::with_capacity(total / WORKERS + 1);
+                let mut entity = w * 7919;
+                let mut busy_until = start;
+                for i in (w..total).step_by(WORKERS) {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    entity = (entity * 31 + 17) % ENTITIES;
+                    let request = format!(
+                        "GET /features/{} HTTP/1.1\r\nHost: {address}\r\n\r\n",
+                        entity_id(entity)
+                    );
+                    let from = if busy_until > due {
+                        due
+                    } else {
+                        tokio::time::sleep_until(due).await;
+                        tokio::time::Instant::now()
+                    };
+                    stream.write_all(request.as_bytes()).await.unwrap();
+                    // Read the head, then the body by its Content-Length.
+                    let mut filled = 0;
+                    let (head_end, length) = loop {
+                        let n = stream.read(&mut buffer[filled..]).await.unwrap();
+                        assert!(n > 0, "the service closed the connection");
+                        filled += n;
+                        let text = &buffer[..filled];
+                        if let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = std::str::from_utf8(&text[..end]).unwrap();
+                            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                            let length: usize = head
+                                .lines()
+                                .find_map(|l| {
+                                    let (name, value) = l.split_once(':')?;
+                                    name.eq_ignore_ascii_case("content-length")
+                                        .then(|| value.trim().parse().ok())?
+                                })
+                                .expect("a Content-Length");
+                            break (end + 4, length);
                         }
-                        worker.latencies
-                    })
-                })
-                .collect();
-            let latencies: Vec<f64> = workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap())
-                .collect();
-            (latencies, start.elapsed().as_secs_f64())
-        }
-        Pacing::MillisecondTicks => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for the load generator");
-            runtime.block_on(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let start = tokio::time::Instant::from_std(start);
-                let mut tasks = Vec::new();
-                for w in 0..WORKERS {
-                    let address = address.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-                        stream.set_nodelay(true).unwrap();
-                        let mut worker = Worker::new(w, total / WORKERS + 1);
-                        for i in (w..total).step_by(WORKERS) {
-                            let due = start + Duration::from_secs_f64(i as f64 / rate);
-                            let request = worker.next_request(&address);
-                            let from = if worker.busy_until > due.into_std() {
-                                due.into_std()
-                            } else {
-                                tokio::time::sleep_until(due).await;
-                                Instant::now()
-                            };
-                            stream.write_all(request.as_bytes()).await.unwrap();
-                            let mut filled = 0;
-                            loop {
-                                let n = stream.read(&mut worker.buffer[filled..]).await.unwrap();
-                                assert!(n > 0, "the service closed the connection");
-                                filled += n;
-                                if answer_end(&worker.buffer[..filled])
-                                    .is_some_and(|end| filled >= end)
-                                {
-                                    break;
-                                }
-                            }
-                            worker.done(from);
-                        }
-                        worker.latencies
-                    }));
+                    };
+                    while filled < head_end + length {
+                        let n = stream.read(&mut buffer[filled..]).await.unwrap();
+                        assert!(n > 0, "the service closed the connection");
+                        filled += n;
+                    }
+                    busy_until = tokio::time::Instant::now();
+                    latencies.push((busy_until - from).as_secs_f64() * 1_000.0);
                 }
-                let mut latencies = Vec::with_capacity(total);
-                for t in tasks {
-                    latencies.extend(t.await.unwrap());
-                }
-                (latencies, start.elapsed().as_secs_f64())
-            })
+                latencies
+            }));
         }
-    };
+        let mut latencies = Vec::with_capacity(total);
+        for t in tasks {
+            latencies.extend(t.await.unwrap());
+        }
+        (
+            latencies,
+            (tokio::time::Instant::now() - start).as_secs_f64(),
+        )
+    });
     latencies.sort_by(f64::total_cmp);
     OpenLoop {
         achieved: latencies.len() as f64 / elapsed,
@@ -523,69 +488,6 @@ fn open_loop(address: &str, rate: f64, time: Duration, pacing: Pacing) -> OpenLo
         p999_ms: percentile(&latencies, 0.999),
         max_ms: *latencies.last().unwrap(),
     }
-}
-
-/// One open-loop connection's requests, read buffer and latencies.
-struct Worker {
-    entity: usize,
-    buffer: Vec<u8>,
-    busy_until: Instant,
-    latencies: Vec<f64>,
-}
-
-impl Worker {
-    fn new(w: usize, requests: usize) -> Self {
-        Self {
-            entity: w * 7919,
-            buffer: vec![0u8; 64 * 1024],
-            busy_until: Instant::now(),
-            latencies: Vec::with_capacity(requests),
-        }
-    }
-
-    fn next_request(&mut self, address: &str) -> String {
-        self.entity = (self.entity * 31 + 17) % ENTITIES;
-        format!(
-            "GET /features/{} HTTP/1.1\r\nHost: {address}\r\n\r\n",
-            entity_id(self.entity)
-        )
-    }
-
-    /// Reads one answer with `read` (bytes into the buffer's free part, > 0).
-    fn read_answer(&mut self, mut read: impl FnMut(&mut [u8]) -> usize) {
-        let mut filled = 0;
-        loop {
-            let n = read(&mut self.buffer[filled..]);
-            assert!(n > 0, "the service closed the connection");
-            filled += n;
-            if answer_end(&self.buffer[..filled]).is_some_and(|end| filled >= end) {
-                return;
-            }
-        }
-    }
-
-    fn done(&mut self, from: Instant) {
-        self.busy_until = Instant::now();
-        self.latencies
-            .push((self.busy_until - from).as_secs_f64() * 1_000.0);
-    }
-}
-
-/// Where a `200` answer that starts `bytes` ends (head and body by its Content-Length),
-/// once its head is in.
-fn answer_end(bytes: &[u8]) -> Option<usize> {
-    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&bytes[..end]).unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .expect("a Content-Length");
-    Some(end + 4 + length)
 }
 
 /// CPU time (user and system) process `pid` has used so far, in seconds.
