@@ -339,16 +339,7 @@ fn processor_binaries() -> Vec<String> {
 
 fn start_processor_binary(binary: &str, stack: &TestStack, dir: &Path, port: u16) -> Child {
     Command::new(binary)
-        .args([
-            "--features-dir",
-            Path::new(
-                &std::env::var("CARGO_MANIFEST_DIR")
-                    .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-            )
-            .join("../../features")
-            .to_str()
-            .unwrap(),
-        ])
+        .args(["--features-dir", common::features_dir().to_str().unwrap()])
         .args([
             "--brokers",
             &stack.brokers(),

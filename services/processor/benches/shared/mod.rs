@@ -33,13 +33,7 @@ impl Instance {
             .args(flags)
             .args([
                 "--features-dir",
-                Path::new(
-                    &std::env::var("CARGO_MANIFEST_DIR")
-                        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-                )
-                .join("../../features")
-                .to_str()
-                .unwrap(),
+                crate::common::features_dir().to_str().unwrap(),
             ])
             .args(["--brokers", &stack.brokers()])
             .args(["--registry-url", &stack.registry_url()])
