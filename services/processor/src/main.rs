@@ -17,7 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// (`MADV_HUGEPAGE`) and hands freed memory back to the system in pieces of 64 KiB; each
 /// first touch of such a piece then made the kernel zero a whole fresh 2 MiB page. Catching
 /// up, that zeroing took 14% of the machine's CPU (a fifth of the processing thread's
-/// time); without huge pages it takes 0.4% (`docs/processor.md`, Performance). The setting
+/// time); without huge pages it took 0.4% (`docs/processor.md`, Performance). The setting
 /// holds for memory already mapped, as the kernel checks it at each fault.
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
