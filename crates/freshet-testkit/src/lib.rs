@@ -8,13 +8,15 @@
 //! Logs go to a temporary folder. When a test fails, the folder is kept and the last lines
 //! of every log are printed, so a failure in CI can be understood from its output alone.
 //!
-//! [`TestRedis`] is a Redis alone, for tests that need no broker; [`metrics`] reads a
+//! [`TestRedis`] is a Redis alone, for tests that need no broker; [`cpu`] reads CPU time
+//! from `/proc` for benches; [`metrics`] reads a
 //! service's Prometheus endpoint; [`otlp`] receives exported spans; [`llm`] answers
 //! OpenAI chat-completion requests from a script, standing in for the LLM API.
 //!
 //! Binaries come from `scripts/bootstrap.sh` (see `freshet_localstack::Tools`).
 
 mod background;
+pub mod cpu;
 pub mod flink;
 pub mod lake_events;
 pub mod llm;

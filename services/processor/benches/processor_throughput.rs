@@ -66,8 +66,8 @@ fn bare_consumer(brokers: &str) -> BaseConsumer {
     consumer
 }
 
-/// CPU time in seconds: the whole machine's busy time (all cores, every process), from
-/// `/proc/stat`, and its wall-clock cores.
+/// When a span began: the whole machine's busy CPU seconds (every core, every process)
+/// and the wall clock.
 #[derive(Clone, Copy)]
 struct CpuClock {
     busy: f64,
@@ -76,30 +76,15 @@ struct CpuClock {
 
 impl CpuClock {
     fn now() -> Self {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        // cpu user nice system idle iowait irq softirq steal: all but idle and iowait.
-        let ticks: Vec<f64> = stat
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|t| t.parse().ok())
-            .collect();
-        let busy = [0, 1, 2, 5, 6, 7]
-            .iter()
-            .filter_map(|&i| ticks.get(i))
-            .sum::<f64>();
         Self {
-            busy: busy / clock_ticks(),
+            busy: freshet_testkit::cpu::machine_busy_seconds(),
             at: Instant::now(),
         }
     }
 
     /// Machine CPU microseconds per event since `self`, and the share of the cores busy.
     fn per_event(&self, events: f64) -> (f64, f64) {
-        let now = Self::now();
-        let busy = now.busy - self.busy;
+        let busy = freshet_testkit::cpu::machine_busy_seconds() - self.busy;
         (
             1e6 * busy / events.max(1.0),
             busy / (cores() * self.at.elapsed().as_secs_f64()),
@@ -109,25 +94,6 @@ impl CpuClock {
 
 fn cores() -> f64 {
     std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
-}
-
-/// Ticks per second of `/proc`'s CPU times (`USER_HZ`: 100 on Linux).
-fn clock_ticks() -> f64 {
-    100.0
-}
-
-/// CPU seconds (user and system) a process has used, from `/proc/{pid}/stat`.
-fn process_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name in parentheses: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    fields.iter().sum::<f64>() / clock_ticks()
 }
 
 /// A bare drain of the backlog: events per second, and the machine's CPU per event
@@ -402,7 +368,10 @@ fn catch_up(binary: &str, stack: &TestStack, n: u64) -> CatchUp {
         );
         if processed > 0.0 && first_count.is_none() {
             first_count = Some((
-                (CpuClock::now(), process_cpu_seconds(processor.id())),
+                (
+                    CpuClock::now(),
+                    freshet_testkit::cpu::process_seconds(processor.id()),
+                ),
                 processed,
                 scraped,
             ));
@@ -420,8 +389,9 @@ fn catch_up(binary: &str, stack: &TestStack, n: u64) -> CatchUp {
     let catch_up_seconds = started.at.elapsed().as_secs_f64();
     let rate = (n as f64 - uncounted) / catch_up_seconds;
     let (cpu_us, busy) = started.per_event(n as f64 - uncounted);
-    let process_cpu_us =
-        1e6 * (process_cpu_seconds(processor.id()) - process_started) / (n as f64 - uncounted);
+    let process_cpu_us = 1e6
+        * (freshet_testkit::cpu::process_seconds(processor.id()) - process_started)
+        / (n as f64 - uncounted);
     let catch_up = scrape(port);
     let _ = processor.kill();
     let _ = processor.wait();

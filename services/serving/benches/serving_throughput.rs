@@ -250,12 +250,12 @@ fn main() {
     let (mut own_cpu, mut feast_cpu) = (0.0, 0.0);
     let pid = cached_service.0.id();
     for round in 1..=2 {
-        let cpu = cpu_seconds(pid);
+        let cpu = freshet_testkit::cpu::process_seconds(pid);
         let own = wrk(&cached, &own_script, CONCURRENCY, 2);
-        let own_us = (cpu_seconds(pid) - cpu) * 1e6 / own.requests;
-        let cpu = cpu_seconds(pid);
+        let own_us = (freshet_testkit::cpu::process_seconds(pid) - cpu) * 1e6 / own.requests;
+        let cpu = freshet_testkit::cpu::process_seconds(pid);
         let feast = wrk(&cached, &feast_script, CONCURRENCY, 2);
-        let feast_us = (cpu_seconds(pid) - cpu) * 1e6 / feast.requests;
+        let feast_us = (freshet_testkit::cpu::process_seconds(pid) - cpu) * 1e6 / feast.requests;
         println!(
             "  round {round}: GET /features/{{id}} {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms, {own_us:.1} us of service CPU each) | POST /get-online-features {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms, {feast_us:.1} us each) | ratio {:.2}",
             own.per_second, own.p50_ms, own.p99_ms, feast.per_second, feast.p50_ms, feast.p99_ms,
@@ -488,28 +488,6 @@ fn open_loop(address: &str, rate: f64, time: Duration) -> OpenLoop {
         p999_ms: percentile(&latencies, 0.999),
         max_ms: *latencies.last().unwrap(),
     }
-}
-
-/// CPU time (user and system) process `pid` has used so far, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the service's stat");
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    static TICKS_PER_SECOND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let per_second = TICKS_PER_SECOND.get_or_init(|| {
-        let out = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .expect("getconf");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(100.0)
-    });
-    ticks / per_second
 }
 
 /// Every feature of both views, as Feast references them.
