@@ -12,11 +12,11 @@
 //!     engine just before the partition's clock passes the row's time.
 //! - [`output`] writes the spine's columns and the features (Parquet or CSV).
 //!
-//! The two sources agree wherever the processor published every change: the processor
-//! publishes once per epoch, so a (view, entity) that changed twice within one epoch has
-//! only its second change on the topic. A row whose time falls between those two changes
-//! gets the first from recomputed history and the epoch before's value from the topic
-//! (see `docs/training-sets.md`).
+//! The two sources agree on every row when the processor publishes every change
+//! (`--publish-changes all`). By default it publishes once per epoch, so a (view, entity)
+//! that changed twice within one epoch has only its second change on the topic; a row whose
+//! time falls between those two changes gets the first from recomputed history and the
+//! epoch before's value from the topic (see `docs/training-sets.md`).
 
 pub mod asof;
 pub mod output;

@@ -87,7 +87,13 @@ impl OutboxUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outbox {
     pub epoch: u64,
+    /// The values the epoch leaves, one per (view, entity) it changed: for Redis and the
+    /// output topic.
     pub updates: Vec<OutboxUpdate>,
+    /// With every change published (`PublishedChanges::All`): the epoch's earlier changes
+    /// of pairs in `updates`, oldest first; published before them, never written to Redis.
+    #[serde(default)]
+    pub superseded: Vec<OutboxUpdate>,
     pub dead_letters: Vec<DeadLetter>,
     /// Next offset of every partition at the end of the epoch.
     pub offsets: Vec<(String, i32, i64)>,
@@ -564,6 +570,7 @@ mod tests {
         Outbox {
             epoch,
             updates: Vec::new(),
+            superseded: Vec::new(),
             dead_letters: Vec::new(),
             offsets: vec![("user_events".into(), 0, offset)],
         }

@@ -150,11 +150,12 @@ impl KafkaSink {
         self.abort_unless_done(self.transaction(&parts, group, || true))
     }
 
-    /// The outbox's updates as keyed records for the output topic.
+    /// The outbox's updates as keyed records for the output topic: the superseded changes
+    /// first, so each (view, entity)'s records are in the order of its changes.
     pub async fn encode(&self, outbox: &Outbox) -> Result<Vec<(String, Vec<u8>)>, DeliveryError> {
         let encoder = self.encoder.ready().await?;
-        let mut payloads = Vec::with_capacity(outbox.updates.len());
-        for u in &outbox.updates {
+        let mut payloads = Vec::with_capacity(outbox.superseded.len() + outbox.updates.len());
+        for u in outbox.superseded.iter().chain(&outbox.updates) {
             payloads.push((format!("{}:{}", u.view, u.entity), encode(&encoder, u)?));
         }
         Ok(payloads)

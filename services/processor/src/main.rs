@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use freshet_processor::metrics::ProcessorMetrics;
-use freshet_processor::runtime::{self, LatePolicy, ProcessorConfig};
+use freshet_processor::runtime::{self, LatePolicy, ProcessorConfig, PublishedChanges};
 use freshet_service::{BrokerArgs, OtlpArgs, RedisArgs, RegistryArgs, StackArgs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +77,17 @@ struct Args {
     /// Topic of feature updates.
     #[arg(long, default_value = "feature_updates")]
     output_topic: String,
+    /// Which changes the topic of feature updates receives: "epoch", the values each epoch
+    /// leaves (what Redis receives); or "all", every change at each event time, so that
+    /// `freshet training-set --from updates` equals `--from events` row for row (more
+    /// records to publish).
+    #[arg(
+        long,
+        env = "FRESHET_PROCESSOR_PUBLISH_CHANGES",
+        value_enum,
+        default_value = "epoch"
+    )]
+    publish_changes: PublishedChanges,
     /// Topic of records that cannot be processed (and late events, with --late-events dead-letter).
     #[arg(long, default_value = "freshet_dead_letters")]
     dead_letter_topic: String,
@@ -161,6 +172,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         static_membership: args.static_membership,
         changelog: args.changelog == Switch::On,
         output_topic: args.output_topic,
+        published_changes: args.publish_changes,
         dead_letter_topic: args.dead_letter_topic,
         late_events: args.late_events,
         epoch_duration: Duration::from_millis(args.epoch_ms.max(1)),

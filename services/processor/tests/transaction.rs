@@ -44,6 +44,7 @@ async fn a_transaction_whose_checkpoint_failed_commits_nothing_and_can_be_sent_a
             values: BTreeMap::from([("click_count_1m".into(), freshet_core::Value::Long(2))]),
             windows: Vec::new(),
         }],
+        superseded: Vec::new(),
         dead_letters: Vec::new(),
         offsets: vec![(TOPIC.into(), 0, 5)],
     };
@@ -116,6 +117,7 @@ async fn a_commit_with_the_group_metadata_of_an_earlier_generation_on_this_broke
     let outbox = Outbox {
         epoch: 1,
         updates: Vec::new(),
+        superseded: Vec::new(),
         dead_letters: Vec::new(),
         offsets: vec![(TOPIC.into(), 0, 7), (TOPIC.into(), 1, 7)],
     };
@@ -166,6 +168,7 @@ async fn epochs_published_together_commit_as_if_published_one_after_another() {
     let first = Outbox {
         epoch: 1,
         updates: vec![update("7", 5), update("8", 3)],
+        superseded: Vec::new(),
         dead_letters: Vec::new(),
         offsets: vec![(TOPIC.into(), 0, 5), (TOPIC.into(), 1, 3)],
     };
@@ -173,6 +176,7 @@ async fn epochs_published_together_commit_as_if_published_one_after_another() {
     let second = Outbox {
         epoch: 2,
         updates: vec![update("7", 9)],
+        superseded: Vec::new(),
         dead_letters: Vec::new(),
         offsets: vec![(TOPIC.into(), 0, 9)],
     };

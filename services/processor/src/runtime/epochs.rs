@@ -118,6 +118,8 @@ impl Processing {
             let mut advanced = vec![false; self.slots.len()];
             let mut dead_letters = Vec::new();
             let mut traced: HashMap<String, SpanContext> = HashMap::new();
+            // With every change published: the changes drained before the clocks moved on.
+            let mut earlier: Vec<OutboxUpdate> = Vec::new();
             // An assignment change ends the epoch; it is handled once the epoch is handed
             // over.
             let mut control = None;
@@ -160,7 +162,7 @@ impl Processing {
                             generation,
                             clock,
                         }) => {
-                            advanced[slot] |= self.advance(slot, generation, clock);
+                            advanced[slot] |= self.advance(slot, generation, clock, &mut earlier);
                             continue;
                         }
                         // Whether the epoch ends now is decided again above.
@@ -203,6 +205,11 @@ impl Processing {
                     Ok(event) => {
                         if let Some(span) = record.span.take() {
                             traced.insert(event.entity.to_string(), span);
+                        }
+                        if self.config.published_changes == PublishedChanges::All
+                            && engine.clock().is_some_and(|clock| event.time > clock)
+                        {
+                            drain_changes(engine, &mut earlier);
                         }
                         if engine.process(record.offset, Some(event)) == Outcome::Late {
                             self.metrics
@@ -251,7 +258,7 @@ impl Processing {
             if records > 0 || advanced.contains(&true) {
                 self.hand_over(
                     epoch,
-                    (per_slot, advanced, dead_letters, traced),
+                    (per_slot, advanced, dead_letters, traced, earlier),
                     sender,
                     in_flight,
                 )?;
@@ -268,12 +275,25 @@ impl Processing {
 
     /// Moves a quiet partition's clock on (see `reading::IdleWatch`); returns whether that
     /// changed values or state, which the epoch then delivers.
-    fn advance(&mut self, slot: usize, generation: u64, clock: i64) -> bool {
+    /// With every change published, the changes before the clock moves go to `earlier`.
+    fn advance(
+        &mut self,
+        slot: usize,
+        generation: u64,
+        clock: i64,
+        earlier: &mut Vec<OutboxUpdate>,
+    ) -> bool {
         let slot = &mut self.slots[slot];
         let Some(engine) = slot.engine.as_mut() else {
             return false;
         };
-        if slot.generation != generation || !engine.advance_clock(clock) {
+        if slot.generation != generation || engine.clock().is_none_or(|c| clock <= c) {
+            return false;
+        }
+        if self.config.published_changes == PublishedChanges::All {
+            drain_changes(engine, earlier);
+        }
+        if !engine.advance_clock(clock) {
             return false;
         }
         self.metrics
@@ -284,16 +304,18 @@ impl Processing {
     }
 
     /// Ends the epoch: drains the engines into its outbox and state changes and hands it
-    /// to the delivery task. `advanced`: per slot, whether an idle advance changed it.
+    /// to the delivery task. `advanced`: per slot, whether an idle advance changed it;
+    /// `earlier`: the changes drained within the epoch (every change published).
     #[allow(clippy::type_complexity)]
     fn hand_over(
         &mut self,
         epoch: &mut u64,
-        (per_slot, advanced, dead_letters, traced): (
+        (per_slot, advanced, dead_letters, traced, earlier): (
             Vec<u64>,
             Vec<bool>,
             Vec<DeadLetter>,
             HashMap<String, SpanContext>,
+            Vec<OutboxUpdate>,
         ),
         sender: &tokio::sync::mpsc::Sender<Epoch>,
         in_flight: &EpochsInFlight,
@@ -312,19 +334,7 @@ impl Processing {
             let Some(engine) = slot.engine.as_mut() else {
                 continue;
             };
-            updates.extend(
-                engine
-                    .drain_view_updates()
-                    .into_iter()
-                    .map(|u| OutboxUpdate {
-                        view: u.update.view,
-                        entity: u.update.entity,
-                        version: u.update.version,
-                        event_time_ms: u.update.event_time_ms,
-                        values: u.update.values,
-                        windows: u.windows,
-                    }),
-            );
+            drain_changes(engine, &mut updates);
             changes.push(PartitionChanges::take(
                 &slot.topic,
                 slot.partition,
@@ -334,9 +344,11 @@ impl Processing {
             entities += engine.entity_count() as i64;
         }
         self.metrics.entities.set(entities);
+        let (updates, superseded) = latest_of_each(earlier, updates);
         let outbox = Outbox {
             epoch: *epoch,
             updates,
+            superseded,
             dead_letters,
             offsets,
         };
@@ -437,5 +449,82 @@ impl Processing {
             }
         }
         Ok(())
+    }
+}
+
+/// Drains what changed in `engine` since its last drain into `into`.
+fn drain_changes(engine: &mut PartitionEngine, into: &mut Vec<OutboxUpdate>) {
+    into.extend(
+        engine
+            .drain_view_updates()
+            .into_iter()
+            .map(|u| OutboxUpdate {
+                view: u.update.view,
+                entity: u.update.entity,
+                version: u.update.version,
+                event_time_ms: u.update.event_time_ms,
+                values: u.update.values,
+                windows: u.windows,
+            }),
+    );
+}
+
+/// Splits an epoch's changes, `earlier` (drained within it) then `last` (drained at its
+/// end), into the latest of each (view, entity), which Redis receives, and the ones a later
+/// change of the same pair supersedes; both keep their order.
+fn latest_of_each(
+    earlier: Vec<OutboxUpdate>,
+    last: Vec<OutboxUpdate>,
+) -> (Vec<OutboxUpdate>, Vec<OutboxUpdate>) {
+    if earlier.is_empty() {
+        return (last, Vec::new());
+    }
+    let mut seen: HashSet<(String, String)> = HashSet::with_capacity(last.len());
+    let (mut latest, mut superseded) = (Vec::new(), Vec::new());
+    for u in earlier.into_iter().chain(last).rev() {
+        if seen.insert((u.view.clone(), u.entity.clone())) {
+            latest.push(u);
+        } else {
+            superseded.push(u);
+        }
+    }
+    latest.reverse();
+    superseded.reverse();
+    (latest, superseded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(entity: &str, version: u64) -> OutboxUpdate {
+        OutboxUpdate {
+            view: "v".into(),
+            entity: entity.into(),
+            version,
+            event_time_ms: version as i64,
+            values: Default::default(),
+            windows: Vec::new(),
+        }
+    }
+
+    fn versions(updates: &[OutboxUpdate]) -> Vec<(&str, u64)> {
+        updates
+            .iter()
+            .map(|u| (u.entity.as_str(), u.version))
+            .collect()
+    }
+
+    #[test]
+    fn redis_gets_the_latest_change_of_each_pair_and_the_topic_every_change_in_order() {
+        let earlier = vec![change("a", 1), change("b", 2), change("a", 3), change("c", 4)];
+        let last = vec![change("a", 5), change("d", 6)];
+        let (latest, superseded) = latest_of_each(earlier, last);
+        assert_eq!(versions(&latest), [("b", 2), ("c", 4), ("a", 5), ("d", 6)]);
+        assert_eq!(versions(&superseded), [("a", 1), ("a", 3)]);
+        // Publishing each epoch's values: nothing is superseded.
+        let (latest, superseded) = latest_of_each(Vec::new(), vec![change("a", 5)]);
+        assert_eq!(versions(&latest), [("a", 5)]);
+        assert!(superseded.is_empty());
     }
 }

@@ -35,7 +35,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMe
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,19 @@ pub enum LatePolicy {
     Drop,
     /// Count them and send them to the dead-letter topic.
     DeadLetter,
+}
+
+/// Which changes of feature values the output topic receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishedChanges {
+    /// The values each epoch leaves: one update per (view, entity) it changed, as Redis
+    /// receives them.
+    Epoch,
+    /// Every change: one update per (view, entity) for each event time its partition's
+    /// clock reached while the values changed, so the topic holds the values as of every
+    /// moment of event time (what training sets recompute from the events). Redis still
+    /// receives each epoch's last values.
+    All,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +83,8 @@ pub struct ProcessorConfig {
     /// restore partitions from it.
     pub changelog: bool,
     pub output_topic: String,
+    /// Which changes the output topic receives.
+    pub published_changes: PublishedChanges,
     pub dead_letter_topic: String,
     pub late_events: LatePolicy,
     pub epoch_duration: Duration,
