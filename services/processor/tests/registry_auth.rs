@@ -55,10 +55,8 @@ async fn the_processor_works_with_registry_credentials_and_stops_clearly_without
     );
     // Its output records decode through the secured registry, with the schema it registered.
     let updates = published(&stack, &deployment.output_topic, PARTITIONS).await;
-    let entities: std::collections::BTreeSet<_> = updates
-        .iter()
-        .map(|((_, entity, _), _)| entity.clone())
-        .collect();
+    let entities: std::collections::BTreeSet<_> =
+        updates.iter().map(|record| record.key.1.clone()).collect();
     assert_eq!(
         entities.len(),
         expected

@@ -28,7 +28,7 @@ type Latest = BTreeMap<(String, String), (u64, BTreeMap<String, String>)>;
 async fn published_once_each(stack: &TestStack, topic: &str) -> Published {
     let mut out = Published::new();
     let mut conflicts = Vec::new();
-    for (key, values) in published(stack, topic, 3).await {
+    for PublishedRecord { key, values, .. } in published(stack, topic, 3).await {
         match out.get(&key) {
             Some(earlier) if *earlier != values => {
                 conflicts.push(format!("{key:?}: {earlier:?} and {values:?}"))

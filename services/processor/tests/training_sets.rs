@@ -12,13 +12,15 @@ mod common;
 
 use common::*;
 use freshet_backfill::Input;
+use freshet_core::definitions::Definitions;
 use freshet_core::Value;
 use freshet_producer::event::UserEvent;
 use freshet_producer::simulate::Simulator;
 use freshet_testkit::TestStack;
 use freshet_training::updates::UpdatesTopic;
-use freshet_core::definitions::Definitions;
-use freshet_training::{Answers, AsOf, History, HistoryStats, RequestedView, Spine, TrainingSetConfig};
+use freshet_training::{
+    Answers, AsOf, History, HistoryStats, RequestedView, Spine, TrainingSetConfig,
+};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
@@ -30,49 +32,24 @@ struct Published {
     values: BTreeMap<String, Value>,
 }
 
-/// Every record of the output topic by (view, entity).
+/// Every record of the output topic by (view, entity), in the order published.
 async fn published_by_key(
     stack: &TestStack,
     topic: &str,
 ) -> HashMap<(String, String), Vec<Published>> {
-    use apache_avro::types::Value as Avro;
-    let decoder = freshet_avro::WireDecoder::new(
-        &stack.registry(),
-        apache_avro::Schema::parse_str(freshet_core::update_record::FEATURE_UPDATE_SCHEMA).unwrap(),
-    );
     let mut out: HashMap<(String, String), Vec<Published>> = HashMap::new();
-    for partition in read_topic(stack, topic, PARTITIONS) {
-        for (_, _, payload) in partition {
-            let Avro::Record(fields) = decoder.decode(Some(&payload)).await.unwrap().value else {
-                panic!("a feature update is a record")
-            };
-            let fields: HashMap<String, Avro> = fields.into_iter().collect();
-            let text = |name: &str| match &fields[name] {
-                Avro::String(s) => s.clone(),
-                other => panic!("{name}: {other:?}"),
-            };
-            let long = |name: &str| match &fields[name] {
-                Avro::Long(n) => *n,
-                other => panic!("{name}: {other:?}"),
-            };
-            let Avro::Map(values) = &fields["values"] else {
-                panic!("values is a map")
-            };
-            let values = values
-                .iter()
-                .map(|(k, v)| match v {
-                    Avro::String(s) => (k.clone(), serde_json::from_str(s).unwrap()),
-                    other => panic!("{k}: {other:?}"),
-                })
-                .collect();
-            out.entry((text("view"), text("entity")))
-                .or_default()
-                .push(Published {
-                    version: long("version") as u64,
-                    event_time: long("event_time"),
-                    values,
-                });
-        }
+    for record in published(stack, topic, PARTITIONS).await {
+        let (view, entity, version) = record.key;
+        let values = record
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap()))
+            .collect();
+        out.entry((view, entity)).or_default().push(Published {
+            version,
+            event_time: record.event_time,
+            values,
+        });
     }
     out
 }
@@ -229,14 +206,17 @@ async fn training_sets_from_updates_and_from_events_give_what_was_served() {
     // the last one what Redis holds.
     for ((view, entity), records) in &every_published {
         assert!(
-            records.windows(2).all(|w| w[0].version < w[1].version
-                && w[0].event_time <= w[1].event_time),
+            records
+                .windows(2)
+                .all(|w| w[0].version < w[1].version && w[0].event_time <= w[1].event_time),
             "{view} {entity}: records out of order"
         );
         if let Some(values) = expected.get(&(view.clone(), entity.clone())) {
             let last = &records.last().unwrap().values;
             assert!(
-                values.iter().all(|(name, v)| last.get(name).is_some_and(|l| close(l, v))),
+                values
+                    .iter()
+                    .all(|(name, v)| last.get(name).is_some_and(|l| close(l, v))),
                 "{view} {entity}: the last published {last:?}, the oracle {values:?}"
             );
         }

@@ -517,7 +517,12 @@ mod tests {
 
     #[test]
     fn redis_gets_the_latest_change_of_each_pair_and_the_topic_every_change_in_order() {
-        let earlier = vec![change("a", 1), change("b", 2), change("a", 3), change("c", 4)];
+        let earlier = vec![
+            change("a", 1),
+            change("b", 2),
+            change("a", 3),
+            change("c", 4),
+        ];
         let last = vec![change("a", 5), change("d", 6)];
         let (latest, superseded) = latest_of_each(earlier, last);
         assert_eq!(versions(&latest), [("b", 2), ("c", 4), ("a", 5), ("d", 6)]);

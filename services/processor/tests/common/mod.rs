@@ -665,13 +665,17 @@ pub async fn wait_for_oracle(
     }
 }
 
-/// Every record on an output topic as ((view, entity, version), values), in each
-/// partition's order.
-pub async fn published(
-    stack: &TestStack,
-    topic: &str,
-    partitions: i32,
-) -> Vec<((String, String, u64), BTreeMap<String, String>)> {
+/// A record of an output topic.
+pub struct PublishedRecord {
+    /// (view, entity, version)
+    pub key: (String, String, u64),
+    pub event_time: i64,
+    /// Each feature's value as JSON text.
+    pub values: BTreeMap<String, String>,
+}
+
+/// Every record on an output topic, in each partition's order.
+pub async fn published(stack: &TestStack, topic: &str, partitions: i32) -> Vec<PublishedRecord> {
     let decoder = WireDecoder::new(
         &stack.registry(),
         Schema::parse_str(freshet_processor::delivery::FEATURE_UPDATE_SCHEMA).unwrap(),
@@ -686,12 +690,14 @@ pub async fn published(
             let mut view = String::new();
             let mut entity = String::new();
             let mut version = 0;
+            let mut event_time = i64::MIN;
             let mut values = BTreeMap::new();
             for (name, v) in fields {
                 match (name.as_str(), v) {
                     ("view", apache_avro::types::Value::String(s)) => view = s,
                     ("entity", apache_avro::types::Value::String(s)) => entity = s,
                     ("version", apache_avro::types::Value::Long(n)) => version = n as u64,
+                    ("event_time", apache_avro::types::Value::Long(n)) => event_time = n,
                     ("values", apache_avro::types::Value::Map(m)) => {
                         for (k, v) in m {
                             if let apache_avro::types::Value::String(s) = v {
@@ -702,7 +708,11 @@ pub async fn published(
                     _ => {}
                 }
             }
-            out.push(((view, entity, version), values));
+            out.push(PublishedRecord {
+                key: (view, entity, version),
+                event_time,
+                values,
+            });
         }
     }
     out
