@@ -8,6 +8,11 @@
 //!   a plain copy of the same spine (read and written with the same libraries) as the
 //!   baseline.
 //!
+//! - publishing every change (`--publish-changes all`, what makes `--from updates` equal
+//!   `--from events` row for row): the processor's catch-up rate as a ratio to its default
+//!   (each epoch's values) on the same events, the records each publishes, and the join of
+//!   the whole spine from that topic beside the join from the default one.
+//!
 //! Rounds take turns and the median round of each figure is printed.
 //! `cargo bench -p freshet-processor --bench training_sets`; `FRESHET_BENCH_EVENTS`
 //! (default 1000000: a shorter catch-up is over in a few epochs) sets the backlog, `FRESHET_BENCH_SPINE_ROWS` (default 1000000) the
@@ -24,7 +29,7 @@ use freshet_backfill::Input;
 use freshet_producer::simulate::SimConfig;
 use freshet_testkit::TestStack;
 use freshet_training::updates::UpdatesTopic;
-use freshet_training::{History, TrainingSetConfig};
+use freshet_training::{History, HistoryStats, TrainingSetConfig};
 use rand::{Rng, SeedableRng};
 use shared::{catch_up, median};
 use std::path::Path;
@@ -112,14 +117,28 @@ async fn main() {
     let stop = AtomicBool::new(false);
     let (mut recompute_ratios, mut join_seconds, mut copy_ratios) =
         (Vec::new(), Vec::new(), Vec::new());
+    let (mut every_ratios, mut every_join_ratios, mut records_ratios) =
+        (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        // The processor's catch-up on the backlog; its output topic is the history the
-        // join reads.
+        // The processor's catch-up on the backlog, publishing each epoch's values and
+        // every change, in turns which first; their output topics are the histories the
+        // joins read.
         let group = format!("live-{round}");
-        let (processor_rate, running) = catch_up(&stack, &group, dir.path(), 1, &[], n);
-        // Let it deliver its last epoch before it stops.
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        drop(running);
+        let every_group = format!("every-{round}");
+        let mut rates = [0.0; 2];
+        let order: [usize; 2] = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let (name, flags): (&str, &[&str]) = match which {
+                0 => (&group, &[]),
+                _ => (&every_group, &["--publish-changes", "all"]),
+            };
+            let (rate, running) = catch_up(&stack, name, dir.path(), 1, flags, n);
+            // Let it deliver its last epoch before it stops.
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            drop(running);
+            rates[which] = rate;
+        }
+        let [processor_rate, every_rate] = rates;
 
         // Recomputation of the same events, answering a spine of 100,000 rows.
         let small = dir.path().join(format!("small-{round}.parquet"));
@@ -153,30 +172,36 @@ async fn main() {
         assert!(uncounted < n, "raise FRESHET_BENCH_EVENTS");
         let recompute_rate = (n - uncounted) as f64 / first_at.elapsed().as_secs_f64();
 
-        // The join of the whole spine from the published updates, then the plain copy.
-        let out = dir.path().join(format!("set-{round}.parquet"));
-        let started = Instant::now();
-        let report = freshet_training::build(
-            &defs,
-            &TrainingSetConfig {
-                spine: spine_path.clone(),
-                out,
-                entity_column: None,
-                time_column: "event_timestamp".into(),
-                views: Vec::new(),
-                features: Vec::new(),
-                history: History::Updates(UpdatesTopic {
-                    brokers: stack.brokers(),
-                    registry: stack.registry(),
-                    topic: format!("updates_{group}"),
-                }),
-            },
-            &mut |_| {},
-            &stop,
-        )
-        .await
-        .unwrap();
-        let join = started.elapsed().as_secs_f64();
+        // The join of the whole spine from each one's published updates, then the plain
+        // copy.
+        let mut joins = Vec::new();
+        for name in [&group, &every_group] {
+            let out = dir.path().join(format!("set-{name}.parquet"));
+            let started = Instant::now();
+            let report = freshet_training::build(
+                &defs,
+                &TrainingSetConfig {
+                    spine: spine_path.clone(),
+                    out,
+                    entity_column: None,
+                    time_column: "event_timestamp".into(),
+                    views: Vec::new(),
+                    features: Vec::new(),
+                    history: History::Updates(UpdatesTopic {
+                        brokers: stack.brokers(),
+                        registry: stack.registry(),
+                        topic: format!("updates_{name}"),
+                    }),
+                },
+                &mut |_| {},
+                &stop,
+            )
+            .await
+            .unwrap();
+            joins.push((started.elapsed().as_secs_f64(), report));
+        }
+        let (every_join, every_report) = joins.pop().expect("two joins");
+        let (join, report) = joins.pop().expect("two joins");
         let copy = copy_spine(
             &spine_path,
             &dir.path().join(format!("copy-{round}.parquet")),
@@ -191,6 +216,21 @@ async fn main() {
             report.writing.as_secs_f64(),
             copy / join,
         );
+        let records = [&report, &every_report].map(|r| match &r.history {
+            HistoryStats::Updates(stats) => stats.read,
+            HistoryStats::Events(_) => unreachable!("joined from updates"),
+        });
+        println!(
+            "  round {round}: publishing every change: processor {every_rate:>8.0} events/s ({:.2} of publishing epochs), {} records against {} ({:.1}x); join {every_join:.2} s ({:.2} of the join from epochs' time)",
+            every_rate / processor_rate,
+            records[1],
+            records[0],
+            records[1] as f64 / records[0] as f64,
+            every_join / join,
+        );
+        every_ratios.push(every_rate / processor_rate);
+        every_join_ratios.push(every_join / join);
+        records_ratios.push(records[1] as f64 / records[0] as f64);
         recompute_ratios.push(recompute_rate / processor_rate);
         join_seconds.push(join);
         copy_ratios.push(copy / join);
@@ -208,5 +248,11 @@ async fn main() {
     println!(
         "  plain copy of the spine / join   : {:>6.2}  (the share of the join's time a copy of the spine takes)",
         median(&mut copy_ratios)
+    );
+    println!(
+        "  publishing every change / epochs: catch-up {:>6.2}, records {:.1}x, join time {:.2}",
+        median(&mut every_ratios),
+        median(&mut records_ratios),
+        median(&mut every_join_ratios)
     );
 }

@@ -51,12 +51,15 @@ fn every_version(
     out
 }
 
+/// (view, entity, event time) -> (version, values as JSON text)
+type LastAtEachTime = BTreeMap<(String, String, i64), (u64, BTreeMap<String, String>)>;
+
 /// Of each (view, entity) and event time, the largest version: the values that pair has
 /// once its partition's clock moves past that time.
 fn last_at_each_time<'a>(
     records: impl Iterator<Item = (&'a (String, String, u64), i64, &'a BTreeMap<String, String>)>,
-) -> BTreeMap<(String, String, i64), (u64, BTreeMap<String, String>)> {
-    let mut out: BTreeMap<(String, String, i64), (u64, BTreeMap<String, String>)> = BTreeMap::new();
+) -> LastAtEachTime {
+    let mut out = LastAtEachTime::new();
     for ((view, entity, version), event_time, values) in records {
         let at = out
             .entry((view.clone(), entity.clone(), event_time))
