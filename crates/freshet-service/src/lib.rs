@@ -5,7 +5,9 @@
 //!   environment variables, defaulting to the addresses a running local stack published in
 //!   its `stack.env` ([`StackEnv`]), else to the local defaults;
 //! - the OTLP endpoint flag ([`OtlpArgs`]) and the Prometheus listener ([`serve_metrics`]);
-//! - shutdown on SIGTERM or Ctrl-C ([`shutdown_signal`], [`stop_flag`]).
+//! - shutdown on SIGTERM or Ctrl-C ([`shutdown_signal`], [`stop_flag`]);
+//! - transparent huge pages off for binaries that use mimalloc
+//!   ([`no_transparent_huge_pages`]).
 //!
 //! Reading `stack.env` needs no link to the local-stack crate, which writes it: the file is
 //! plain `KEY=value` lines, and [`STACK_ENV_FILE`] names it for both.
@@ -517,5 +519,19 @@ mod tests {
             .is_err(),
             "basic auth and a token conflict"
         );
+    }
+}
+
+/// Turns transparent huge pages off for the process. mimalloc (the allocator of the
+/// processor and of `freshet`'s replays) asks for them on its arenas (`MADV_HUGEPAGE`) and
+/// hands freed memory back to the system in pieces of 64 KiB; each first touch of such a
+/// piece then made the kernel zero a whole fresh 2 MiB page. Catching up, that zeroing took
+/// 14% of the machine's CPU in the processor (a fifth of its processing thread's time);
+/// without huge pages it took 0.4% (`docs/processor.md`, Performance). The setting holds
+/// for memory already mapped, as the kernel checks it at each fault.
+pub fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off");
     }
 }

@@ -89,8 +89,14 @@ fn copy_spine(from: &Path, to: &Path) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// The allocator of `freshet`, whose `training-set` this bench measures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
+    // As `freshet` runs.
+    freshet_service::no_transparent_huge_pages();
     let n = env_or("FRESHET_BENCH_EVENTS", 1_000_000);
     let rows = env_or("FRESHET_BENCH_SPINE_ROWS", 1_000_000) as usize;
     let rounds = env_or("FRESHET_BENCH_ROUNDS", 3).max(1);

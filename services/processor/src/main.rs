@@ -13,19 +13,6 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Turns transparent huge pages off for the process. mimalloc asks for them on its arenas
-/// (`MADV_HUGEPAGE`) and hands freed memory back to the system in pieces of 64 KiB; each
-/// first touch of such a piece then made the kernel zero a whole fresh 2 MiB page. Catching
-/// up, that zeroing took 14% of the machine's CPU (a fifth of the processing thread's
-/// time); without huge pages it took 0.4% (`docs/processor.md`, Performance). The setting
-/// holds for memory already mapped, as the kernel checks it at each fault.
-fn no_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
-        tracing::warn!(error = %e, "cannot turn transparent huge pages off");
-    }
-}
-
 #[derive(Parser)]
 #[command(
     version,
@@ -155,7 +142,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // First: a stop asked for while starting is a clean stop.
     let stop = freshet_service::stop_flag();
     let _telemetry = args.otlp.init("freshet-processor")?;
-    no_transparent_huge_pages();
+    freshet_service::no_transparent_huge_pages();
     let stack = args.stack.env();
     freshet_kafka::set_client_options(args.brokers.kafka_options(std::env::vars())?)?;
     let registry = args.registry.resolve(&stack)?;
