@@ -372,6 +372,20 @@ pub fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
+/// Turns transparent huge pages off for the process. mimalloc (the allocator of the
+/// processor and of `freshet`'s replays) asks for them on its arenas (`MADV_HUGEPAGE`) and
+/// hands freed memory back to the system in pieces of 64 KiB; each first touch of such a
+/// piece then made the kernel zero a whole fresh 2 MiB page. Catching up, that zeroing took
+/// 14% of the machine's CPU in the processor (a fifth of its processing thread's time);
+/// without huge pages it took 0.4% (`docs/processor.md`, Performance). The setting holds
+/// for memory already mapped, as the kernel checks it at each fault.
+pub fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,19 +533,5 @@ mod tests {
             .is_err(),
             "basic auth and a token conflict"
         );
-    }
-}
-
-/// Turns transparent huge pages off for the process. mimalloc (the allocator of the
-/// processor and of `freshet`'s replays) asks for them on its arenas (`MADV_HUGEPAGE`) and
-/// hands freed memory back to the system in pieces of 64 KiB; each first touch of such a
-/// piece then made the kernel zero a whole fresh 2 MiB page. Catching up, that zeroing took
-/// 14% of the machine's CPU in the processor (a fifth of its processing thread's time);
-/// without huge pages it took 0.4% (`docs/processor.md`, Performance). The setting holds
-/// for memory already mapped, as the kernel checks it at each fault.
-pub fn no_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
-        tracing::warn!(error = %e, "cannot turn transparent huge pages off");
     }
 }
