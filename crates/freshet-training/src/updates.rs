@@ -298,7 +298,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_published_record_deserialises_with_its_windows_skipped() {
+    fn a_published_record_with_a_window_deserialises_into_its_fields() {
         use apache_avro::types::Value as Avro;
         let schema = apache_avro::Schema::parse_str(FEATURE_UPDATE_SCHEMA).unwrap();
         let record = Avro::Record(vec![
@@ -335,10 +335,6 @@ mod tests {
         assert_eq!(
             u.values,
             HashMap::from([("f".to_string(), "2".to_string())])
-        );
-        assert!(
-            bytes.len() > 20,
-            "the window was written, and skipped in reading"
         );
     }
 }

@@ -206,10 +206,8 @@ impl Processing {
                         if let Some(span) = record.span.take() {
                             traced.insert(event.entity.to_string(), span);
                         }
-                        if self.config.published_changes == PublishedChanges::All
-                            && engine.clock().is_some_and(|clock| event.time > clock)
-                        {
-                            drain_changes(engine, &mut earlier);
+                        if self.config.published_changes == PublishedChanges::All {
+                            drain_before_clock_moves(engine, event.time, &mut earlier);
                         }
                         if engine.process(record.offset, Some(event)) == Outcome::Late {
                             self.metrics
@@ -287,11 +285,11 @@ impl Processing {
         let Some(engine) = slot.engine.as_mut() else {
             return false;
         };
-        if slot.generation != generation || engine.clock().is_none_or(|c| clock <= c) {
+        if slot.generation != generation {
             return false;
         }
         if self.config.published_changes == PublishedChanges::All {
-            drain_changes(engine, earlier);
+            drain_before_clock_moves(engine, clock, earlier);
         }
         if !engine.advance_clock(clock) {
             return false;
@@ -467,6 +465,18 @@ fn drain_changes(engine: &mut PartitionEngine, into: &mut Vec<OutboxUpdate>) {
                 windows: u.windows,
             }),
     );
+}
+
+/// With every change published: drains `engine` into `earlier` when its clock is about to
+/// move on to `to`, so each change goes out with the event time it was made at.
+fn drain_before_clock_moves(
+    engine: &mut PartitionEngine,
+    to: i64,
+    earlier: &mut Vec<OutboxUpdate>,
+) {
+    if engine.clock().is_some_and(|clock| to > clock) {
+        drain_changes(engine, earlier);
+    }
 }
 
 /// Splits an epoch's changes, `earlier` (drained within it) then `last` (drained at its
