@@ -21,6 +21,10 @@
 //!    single lookups by wrk alternated with `GET /features/{id}`, and 1,000-entity
 //!    requests alternated with `POST /features/batch` (cache on).
 
+/// The allocator of `freshet-serving`, for the HTTP floor served from this process.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use freshet_core::store_layout::{entity_key, FeatureUpdate, ViewStorage, Writer};
 use freshet_core::Value;
 use freshet_testkit::TestRedis;
@@ -115,114 +119,18 @@ fn main() {
             std::process::exit(1);
         }
     }
+    // `cargo bench -p freshet-serving -- open_loop`: only the sections whose name holds
+    // the filter (single, open_loop, freshness, batch, feast).
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let runs = |section: &str| only.as_deref().is_none_or(|o| section.contains(o));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let redis = TestRedis::start();
     runtime.block_on(fill(&redis.url()));
     let (cached_service, cached) = start_serving(&redis.url(), &[]);
-    let (_uncached_service, uncached) = start_serving(&redis.url(), &["--near-cache-entries", "0"]);
+    let (uncached_service, uncached) = start_serving(&redis.url(), &["--near-cache-entries", "0"]);
     runtime.block_on(wait_ready(&cached));
     runtime.block_on(wait_ready(&uncached));
     let port = cached.rsplit(':').next().unwrap().to_string();
-    let script = std::env::temp_dir().join(format!("freshet-bench-{port}.lua"));
-    let requests = format!(
-        "math.randomseed(7)\nrequest = function()\n  return wrk.format(\"GET\", string.format(\"/features/%012d\", math.random(0, {})))\nend\n",
-        ENTITIES - 1
-    );
-    std::fs::write(&script, &requests).expect("wrk script");
-
-    println!(
-        "serving benchmark: {ENTITIES} entities x {} views (one hash each), concurrency {CONCURRENCY}, rounds of {}s",
-        VIEWS.len(),
-        ROUND.as_secs()
-    );
-    let (mut raw_total, mut off_total, mut on_total) = (0.0, 0.0, 0.0);
-    let hits_before = runtime.block_on(cache_counts(&cached));
-    for round in 1..=2 {
-        let raw = redis_benchmark_hgetall(&redis.url());
-        let off = wrk(&uncached, &script, CONCURRENCY, 2);
-        let on = wrk(&cached, &script, CONCURRENCY, 2);
-        println!(
-            "  round {round}: raw Redis HGETALL {:>7.0}/s | GET /features/{{id}} cache off {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms) | cache on {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms) | ratios {:.2} / {:.2}",
-            raw, off.per_second, off.p50_ms, off.p99_ms, on.per_second, on.p50_ms, on.p99_ms,
-            off.per_second / raw, on.per_second / raw
-        );
-        raw_total += raw;
-        off_total += off.per_second;
-        on_total += on.per_second;
-    }
-    let hits_after = runtime.block_on(cache_counts(&cached));
-    let (hits, misses) = (hits_after.0 - hits_before.0, hits_after.1 - hits_before.1);
-    println!(
-        "single lookups / raw Redis HGETALL of one hash (both rounds): cache off {:.2} (aim >= 0.8), cache on {:.2} (aim >= 1.0; hit ratio {:.3} of {:.0} entity reads)",
-        off_total / raw_total,
-        on_total / raw_total,
-        hits / (hits + misses).max(1.0),
-        hits + misses
-    );
-
-    for (name, base) in [("cache on", &cached), ("cache off", &uncached)] {
-        let open = open_loop(base, OPEN_LOOP_RATE, OPEN_LOOP_TIME);
-        println!(
-            "open loop at {OPEN_LOOP_RATE:.0} requests/s for {}s, {name}: achieved {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms  (aim p99 < 0.5 ms)",
-            OPEN_LOOP_TIME.as_secs(),
-            open.achieved,
-            open.p50_ms,
-            open.p99_ms,
-            open.p999_ms,
-            open.max_ms
-        );
-    }
-
-    let mut fresh = runtime.block_on(freshness(&redis.url(), &cached));
-    fresh.sort_by(f64::total_cmp);
-    println!(
-        "near cache freshness ({} writes to cached entities): the new version served {:.2} ms after the write at p50, {:.2} ms at p99, {:.2} ms at most  (bound 100 ms)",
-        fresh.len(),
-        percentile(&fresh, 0.5),
-        percentile(&fresh, 0.99),
-        fresh.last().unwrap()
-    );
-
-    // Batches from wrk too (one connection, one request at a time, each of BATCH_REQUESTS
-    // bodies in turn), so the client's own cost (a 780 KB answer per request) stays out
-    // of the service's process and runtime.
-    let batch_script = std::env::temp_dir().join(format!("freshet-bench-{port}-batch.lua"));
-    std::fs::write(
-        &batch_script,
-        format!(
-            "local bodies = {{}}\nlocal n = 0\ninit = function(args)\n  for r = 0, {last} do\n    local ids = {{}}\n    for i = 0, {batch_last} do\n      ids[#ids + 1] = string.format('\"%012d\"', (r * 7919 + i * 13) % {ENTITIES})\n    end\n    bodies[r] = '{{\"entity_ids\":[' .. table.concat(ids, ',') .. ']}}'\n  end\nend\nrequest = function()\n  n = (n + 1) % {requests}\n  return wrk.format('POST', '/features/batch', {{['Content-Type'] = 'application/json'}}, bodies[n])\nend\n",
-            last = BATCH_REQUESTS - 1,
-            batch_last = BATCH - 1,
-            requests = BATCH_REQUESTS
-        ),
-    )
-    .expect("wrk script");
-    let mut raw_ms = Vec::new();
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for _ in 0..2 {
-        raw_ms.extend(runtime.block_on(raw_batches(&redis.url())));
-        off.push(wrk(&uncached, &batch_script, 1, 1));
-        on.push(wrk(&cached, &batch_script, 1, 1));
-    }
-    raw_ms.sort_by(f64::total_cmp);
-    let worst =
-        |figures: &[Figures], f: fn(&Figures) -> f64| figures.iter().map(f).fold(0.0, f64::max);
-    println!(
-        "batch of {BATCH} (both views, wrk, one request at a time, two rounds each): cache off {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms | cache on {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms (the worse round's percentiles)  (aim p99 < 3 ms)",
-        off.iter().map(|f| f.per_second).sum::<f64>() / off.len() as f64,
-        worst(&off, |f| f.p50_ms),
-        worst(&off, |f| f.p99_ms),
-        on.iter().map(|f| f.per_second).sum::<f64>() / on.len() as f64,
-        worst(&on, |f| f.p50_ms),
-        worst(&on, |f| f.p99_ms),
-    );
-    println!(
-        "  baseline, the same {BATCH} HMGETs pipelined straight to Redis (no HTTP, no JSON): p50 {:.2} ms, p99 {:.2} ms; cache off / baseline p99 {:.2}",
-        percentile(&raw_ms, 0.5), percentile(&raw_ms, 0.99),
-        worst(&off, |f| f.p99_ms) / percentile(&raw_ms, 0.99)
-    );
-
-    // Feast's protocol beside Freshet's own endpoints (cache on).
     // Both request kinds made once per wrk thread, so the load generator (on the same
     // cores) spends as little, and the same, on each.
     let prebuilt = |name: &str, request: &str| {
@@ -238,67 +146,224 @@ fn main() {
         path
     };
     let own_script = prebuilt("own", "wrk.format(\"GET\", \"/features/\" .. id)");
-    let feast_script = prebuilt(
+
+    println!(
+        "serving benchmark: {ENTITIES} entities x {} views (one hash each), concurrency {CONCURRENCY}, rounds of {}s",
+        VIEWS.len(),
+        ROUND.as_secs()
+    );
+    if runs("single") {
+        // The floor answers with a real lookup's bytes.
+        let answer = runtime.block_on(async {
+            reqwest::get(format!("{cached}/features/{}", entity_id(0)))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        });
+        let floor = start_http_floor(answer.clone());
+        let servers = [
+            ("HTTP floor", floor.as_str(), std::process::id()),
+            ("cache off", uncached.as_str(), uncached_service.0.id()),
+            ("cache on", cached.as_str(), cached_service.0.id()),
+        ];
+        let redis_pid = runtime.block_on(redis_pid(&redis.url()));
+        let mut totals = [0.0; 4];
+        let mut cpu_us = [0.0; 4];
+        let hits_before = runtime.block_on(cache_counts(&cached));
+        for round in 1..=2 {
+            let cpu = freshet_testkit::cpu::process_seconds(redis_pid);
+            let raw = redis_benchmark_hgetall(&redis.url());
+            let raw_us =
+                (freshet_testkit::cpu::process_seconds(redis_pid) - cpu) * 1e6 / raw.requests;
+            let mut line = format!(
+                "  round {round}: raw Redis HGETALL {:>7.0}/s ({raw_us:.1} us of Redis CPU each)",
+                raw.per_second
+            );
+            totals[0] += raw.per_second;
+            cpu_us[0] += raw_us / 2.0;
+            for (i, (name, base, pid)) in servers.iter().enumerate() {
+                let cpu = freshet_testkit::cpu::process_seconds(*pid);
+                let figures = wrk(base, &own_script, CONCURRENCY, 1);
+                let us =
+                    (freshet_testkit::cpu::process_seconds(*pid) - cpu) * 1e6 / figures.requests;
+                line += &format!(
+                    " | {name} {:>7.0}/s ({us:.1} us, p99 {:.2} ms)",
+                    figures.per_second, figures.p99_ms
+                );
+                totals[i + 1] += figures.per_second;
+                cpu_us[i + 1] += us / 2.0;
+            }
+            println!("{line}");
+        }
+        let hits_after = runtime.block_on(cache_counts(&cached));
+        let (hits, misses) = (hits_after.0 - hits_before.0, hits_after.1 - hits_before.1);
+        let [raw, floor, off, on] = totals;
+        println!(
+            "single lookups / raw Redis HGETALL of one hash (both rounds): cache off {:.2} (aim >= 0.8), cache on {:.2} (aim >= 1.0; hit ratio {:.3} of {:.0} entity reads); HTTP floor {:.2}",
+            off / raw,
+            on / raw,
+            hits / (hits + misses).max(1.0),
+            hits + misses,
+            floor / raw
+        );
+        println!(
+            "  CPU per answer: raw Redis {:.1} us, HTTP floor {:.1} us, cache off {:.1} us, cache on {:.1} us; cache on / HTTP floor: throughput {:.2}, CPU {:.2}",
+            cpu_us[0], cpu_us[1], cpu_us[2], cpu_us[3], on / floor, cpu_us[3] / cpu_us[1]
+        );
+    }
+
+    if runs("open_loop") {
+        println!(
+            "open loop at {OPEN_LOOP_RATE:.0} requests/s for {}s each, the same generator against raw Redis HGETALL (the baseline) and the service:",
+            OPEN_LOOP_TIME.as_secs()
+        );
+        let mut raw_p99 = Vec::new();
+        let mut service_p99 = Vec::new();
+        let targets = [
+            ("raw Redis HGETALL", redis.url(), Protocol::Redis),
+            ("cache on", cached.clone(), Protocol::Http),
+            ("cache off", uncached.clone(), Protocol::Http),
+        ];
+        for (name, address, protocol) in &targets {
+            let open = open_loop(address, *protocol, OPEN_LOOP_RATE, OPEN_LOOP_TIME);
+            println!(
+                "  {name:<17}: achieved {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+                open.achieved, open.p50_ms, open.p99_ms, open.p999_ms, open.max_ms
+            );
+            match protocol {
+                Protocol::Redis => raw_p99.push(open.p99_ms),
+                Protocol::Http => service_p99.push(open.p99_ms),
+            }
+        }
+        println!(
+            "open loop p99: cache on {:.3} ms, cache off {:.3} ms (aim < 0.5 ms), raw Redis {:.3} ms; cache on / raw Redis {:.2}",
+            service_p99[0],
+            service_p99[1],
+            raw_p99[0],
+            service_p99[0] / raw_p99[0]
+        );
+    }
+
+    if runs("freshness") {
+        let mut fresh = runtime.block_on(freshness(&redis.url(), &cached));
+        fresh.sort_by(f64::total_cmp);
+        println!(
+        "near cache freshness ({} writes to cached entities): the new version served {:.2} ms after the write at p50, {:.2} ms at p99, {:.2} ms at most  (bound 100 ms)",
+        fresh.len(),
+        percentile(&fresh, 0.5),
+        percentile(&fresh, 0.99),
+        fresh.last().unwrap()
+    );
+    }
+
+    if runs("batch") {
+        // Batches from wrk too (one connection, one request at a time, each of BATCH_REQUESTS
+        // bodies in turn), so the client's own cost (a 780 KB answer per request) stays out
+        // of the service's process and runtime.
+        let batch_script = std::env::temp_dir().join(format!("freshet-bench-{port}-batch.lua"));
+        std::fs::write(
+        &batch_script,
+        format!(
+            "local bodies = {{}}\nlocal n = 0\ninit = function(args)\n  for r = 0, {last} do\n    local ids = {{}}\n    for i = 0, {batch_last} do\n      ids[#ids + 1] = string.format('\"%012d\"', (r * 7919 + i * 13) % {ENTITIES})\n    end\n    bodies[r] = '{{\"entity_ids\":[' .. table.concat(ids, ',') .. ']}}'\n  end\nend\nrequest = function()\n  n = (n + 1) % {requests}\n  return wrk.format('POST', '/features/batch', {{['Content-Type'] = 'application/json'}}, bodies[n])\nend\n",
+            last = BATCH_REQUESTS - 1,
+            batch_last = BATCH - 1,
+            requests = BATCH_REQUESTS
+        ),
+    )
+    .expect("wrk script");
+        let mut raw_ms = Vec::new();
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            raw_ms.extend(runtime.block_on(raw_batches(&redis.url())));
+            off.push(wrk(&uncached, &batch_script, 1, 1));
+            on.push(wrk(&cached, &batch_script, 1, 1));
+        }
+        raw_ms.sort_by(f64::total_cmp);
+        let worst =
+            |figures: &[Figures], f: fn(&Figures) -> f64| figures.iter().map(f).fold(0.0, f64::max);
+        println!(
+        "batch of {BATCH} (both views, wrk, one request at a time, two rounds each): cache off {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms | cache on {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms (the worse round's percentiles)  (aim p99 < 3 ms)",
+        off.iter().map(|f| f.per_second).sum::<f64>() / off.len() as f64,
+        worst(&off, |f| f.p50_ms),
+        worst(&off, |f| f.p99_ms),
+        on.iter().map(|f| f.per_second).sum::<f64>() / on.len() as f64,
+        worst(&on, |f| f.p50_ms),
+        worst(&on, |f| f.p99_ms),
+    );
+        println!(
+        "  baseline, the same {BATCH} HMGETs pipelined straight to Redis (no HTTP, no JSON): p50 {:.2} ms, p99 {:.2} ms; cache off / baseline p99 {:.2}",
+        percentile(&raw_ms, 0.5), percentile(&raw_ms, 0.99),
+        worst(&off, |f| f.p99_ms) / percentile(&raw_ms, 0.99)
+    );
+        let _ = std::fs::remove_file(batch_script);
+    }
+
+    if runs("feast") {
+        // Feast's protocol beside Freshet's own endpoints (cache on).
+        let feast_script = prebuilt(
         "feast",
         &format!(
             "wrk.format(\"POST\", \"/get-online-features\", {{[\"Content-Type\"] = \"application/json\"}}, '{{\"entities\":{{\"user_id\":[\"' .. id .. '\"]}},\"features\":{}}}')",
             serde_json::to_string(&feast_features()).unwrap()
         ),
     );
-    println!("Feast's protocol (POST /get-online-features, all {} features) against Freshet's own endpoints, alternated (cache on):", feast_features().len());
-    let (mut own_total, mut feast_total) = (0.0, 0.0);
-    let (mut own_cpu, mut feast_cpu) = (0.0, 0.0);
-    let pid = cached_service.0.id();
-    for round in 1..=2 {
-        let cpu = freshet_testkit::cpu::process_seconds(pid);
-        let own = wrk(&cached, &own_script, CONCURRENCY, 2);
-        let own_us = (freshet_testkit::cpu::process_seconds(pid) - cpu) * 1e6 / own.requests;
-        let cpu = freshet_testkit::cpu::process_seconds(pid);
-        let feast = wrk(&cached, &feast_script, CONCURRENCY, 2);
-        let feast_us = (freshet_testkit::cpu::process_seconds(pid) - cpu) * 1e6 / feast.requests;
-        println!(
+        println!("Feast's protocol (POST /get-online-features, all {} features) against Freshet's own endpoints, alternated (cache on):", feast_features().len());
+        let (mut own_total, mut feast_total) = (0.0, 0.0);
+        let (mut own_cpu, mut feast_cpu) = (0.0, 0.0);
+        let pid = cached_service.0.id();
+        for round in 1..=2 {
+            let cpu = freshet_testkit::cpu::process_seconds(pid);
+            let own = wrk(&cached, &own_script, CONCURRENCY, 2);
+            let own_us = (freshet_testkit::cpu::process_seconds(pid) - cpu) * 1e6 / own.requests;
+            let cpu = freshet_testkit::cpu::process_seconds(pid);
+            let feast = wrk(&cached, &feast_script, CONCURRENCY, 2);
+            let feast_us =
+                (freshet_testkit::cpu::process_seconds(pid) - cpu) * 1e6 / feast.requests;
+            println!(
             "  round {round}: GET /features/{{id}} {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms, {own_us:.1} us of service CPU each) | POST /get-online-features {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms, {feast_us:.1} us each) | ratio {:.2}",
             own.per_second, own.p50_ms, own.p99_ms, feast.per_second, feast.p50_ms, feast.p99_ms,
             feast.per_second / own.per_second
         );
-        own_total += own.per_second;
-        feast_total += feast.per_second;
-        own_cpu += own_us;
-        feast_cpu += feast_us;
-    }
-    println!(
+            own_total += own.per_second;
+            feast_total += feast.per_second;
+            own_cpu += own_us;
+            feast_cpu += feast_us;
+        }
+        println!(
         "single lookups, Feast's protocol / GET /features/{{id}} (all rounds): throughput {:.2}  (aim >= 0.9); service CPU per request {:.2}",
         feast_total / own_total,
         feast_cpu / own_cpu
     );
-    let (mut own_ms, mut feast_ms) = (Vec::new(), Vec::new());
-    for _ in 0..2 {
-        own_ms.extend(runtime.block_on(batches(&cached)).0);
-        feast_ms.extend(runtime.block_on(feast_batches(&cached)));
-    }
-    let per_second = |ms: &[f64]| ms.len() as f64 / (ms.iter().sum::<f64>() / 1_000.0);
-    let (own_rate, feast_rate) = (per_second(&own_ms), per_second(&feast_ms));
-    for latencies in [&mut own_ms, &mut feast_ms] {
-        latencies.sort_by(f64::total_cmp);
-    }
-    println!(
+        let (mut own_ms, mut feast_ms) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            own_ms.extend(runtime.block_on(batches(&cached)).0);
+            feast_ms.extend(runtime.block_on(feast_batches(&cached)));
+        }
+        let per_second = |ms: &[f64]| ms.len() as f64 / (ms.iter().sum::<f64>() / 1_000.0);
+        let (own_rate, feast_rate) = (per_second(&own_ms), per_second(&feast_ms));
+        for latencies in [&mut own_ms, &mut feast_ms] {
+            latencies.sort_by(f64::total_cmp);
+        }
+        println!(
         "  {BATCH}-entity requests ({} each): POST /features/batch {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms) | POST /get-online-features {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms)",
         own_ms.len(),
         own_rate, percentile(&own_ms, 0.5), percentile(&own_ms, 0.99),
         feast_rate, percentile(&feast_ms, 0.5), percentile(&feast_ms, 0.99),
     );
-    println!(
-        "{BATCH}-entity requests, Feast's protocol / POST /features/batch: {:.2}  (aim >= 0.9)",
-        feast_rate / own_rate
-    );
-    for file in [script, own_script, feast_script, batch_script] {
-        let _ = std::fs::remove_file(file);
+        println!(
+            "{BATCH}-entity requests, Feast's protocol / POST /features/batch: {:.2}  (aim >= 0.9)",
+            feast_rate / own_rate
+        );
+        let _ = std::fs::remove_file(feast_script);
     }
+    let _ = std::fs::remove_file(own_script);
 }
 
 /// `redis-benchmark` sending `HGETALL` of random entity hashes from [`CONCURRENCY`]
 /// connections for about a round; its requests per second.
-fn redis_benchmark_hgetall(url: &str) -> f64 {
+fn redis_benchmark_hgetall(url: &str) -> RawRound {
     let address = url.trim_start_matches("redis://");
     let (host, port) = address.split_once(':').expect("host:port");
     let requests = (90_000.0 * ROUND.as_secs_f64()) as u64;
@@ -316,11 +381,73 @@ fn redis_benchmark_hgetall(url: &str) -> f64 {
         .expect("run redis-benchmark");
     let text = String::from_utf8_lossy(&out.stdout);
     // CSV: a header line, then "HGETALL ...","<requests per second>",...
-    text.lines()
+    let per_second = text
+        .lines()
         .filter(|l| l.starts_with("\"HGETALL"))
         .find_map(|l| l.split(',').nth(1))
         .and_then(|v| v.trim_matches('"').parse().ok())
-        .unwrap_or_else(|| panic!("no figure in redis-benchmark's output:\n{text}"))
+        .unwrap_or_else(|| panic!("no figure in redis-benchmark's output:\n{text}"));
+    RawRound {
+        per_second,
+        requests: requests as f64,
+    }
+}
+
+struct RawRound {
+    per_second: f64,
+    requests: f64,
+}
+
+/// The Redis server's process id (to read its CPU time).
+async fn redis_pid(url: &str) -> u32 {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .expect("a process_id in INFO server")
+}
+
+/// The HTTP floor: the service's HTTP stack (axum on hyper, one worker thread, mimalloc)
+/// answering every `GET /features/{id}` with the fixed bytes of a real lookup, with no
+/// state, no middleware and no lookup. What a lookup served over HTTP/1.1 costs at least
+/// on this machine; its base URL.
+fn start_http_floor(answer: axum::body::Bytes) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the floor");
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("the floor's runtime");
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                "/features/{entity_id}",
+                axum::routing::get(move || {
+                    let answer = answer.clone();
+                    async move {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            answer,
+                        )
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{address}")
 }
 
 /// The cache-on service's cache hits and misses so far.
@@ -397,16 +524,78 @@ struct OpenLoop {
     max_ms: f64,
 }
 
-/// `GET /features/{random id}` at `rate` requests/s for `time`, open loop: request `i` is
-/// due at `start + i / rate` whatever the answers do. Workers (one keep-alive connection
-/// each, plain HTTP/1.1 written and read by hand so the generator adds little of its own)
+/// What the open loop sends and how it knows an answer is whole.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// `GET /features/{id}` over HTTP/1.1, answered by a `200` with a `Content-Length`.
+    Http,
+    /// `HGETALL` of the entity's hash, straight to Redis (RESP2).
+    Redis,
+}
+
+impl Protocol {
+    fn request(self, entity: usize, address: &str) -> Vec<u8> {
+        match self {
+            Protocol::Http => format!(
+                "GET /features/{} HTTP/1.1\r\nHost: {address}\r\n\r\n",
+                entity_id(entity)
+            )
+            .into_bytes(),
+            Protocol::Redis => {
+                let key = entity_key("user", &entity_id(entity));
+                format!("*2\r\n$7\r\nHGETALL\r\n${}\r\n{key}\r\n", key.len()).into_bytes()
+            }
+        }
+    }
+
+    /// Whether `buffer` holds a whole answer (and it is a success).
+    fn complete(self, buffer: &[u8]) -> bool {
+        match self {
+            Protocol::Http => {
+                let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return false;
+                };
+                let head = std::str::from_utf8(&buffer[..end]).unwrap();
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse().ok())?
+                    })
+                    .expect("a Content-Length");
+                buffer.len() >= end + 4 + length
+            }
+            Protocol::Redis => {
+                match redis_protocol::resp2::decode::decode_range(buffer).expect("RESP") {
+                    Some((frame, _)) => {
+                        assert!(
+                            matches!(frame, redis_protocol::resp2::types::RangeFrame::Array(ref a) if a.len() == 2 * FIELDS.len()),
+                            "HGETALL answered {frame:?}"
+                        );
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
+    }
+}
+
+/// Random entities at `rate` requests/s for `time`, open loop: request `i` is due at
+/// `start + i / rate` whatever the answers do. Workers (one keep-alive connection each,
+/// requests written and answers read by hand so the generator adds little of its own)
 /// take requests in turn on a runtime of their own thread; a request whose worker was
 /// still busy when it fell due is timed from when it was due, so a slow answer counts
 /// against every request it held back. A worker that was idle waits for the due time on
 /// tokio's timer (millisecond grain), and its request is timed from when it was sent.
-fn open_loop(address: &str, rate: f64, time: Duration) -> OpenLoop {
+fn open_loop(address: &str, protocol: Protocol, rate: f64, time: Duration) -> OpenLoop {
     const WORKERS: usize = 32;
-    let address = address.trim_start_matches("http://").to_string();
+    let address = address
+        .trim_start_matches("http://")
+        .trim_start_matches("redis://")
+        .to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -428,41 +617,18 @@ fn open_loop(address: &str, rate: f64, time: Duration) -> OpenLoop {
                 for i in (w..total).step_by(WORKERS) {
                     let due = start + Duration::from_secs_f64(i as f64 / rate);
                     entity = (entity * 31 + 17) % ENTITIES;
-                    let request = format!(
-                        "GET /features/{} HTTP/1.1\r\nHost: {address}\r\n\r\n",
-                        entity_id(entity)
-                    );
+                    let request = protocol.request(entity, &address);
                     let from = if busy_until > due {
                         due
                     } else {
                         tokio::time::sleep_until(due).await;
                         tokio::time::Instant::now()
                     };
-                    stream.write_all(request.as_bytes()).await.unwrap();
-                    // Read the head, then the body by its Content-Length.
+                    stream.write_all(&request).await.unwrap();
                     let mut filled = 0;
-                    let (head_end, length) = loop {
+                    while filled == 0 || !protocol.complete(&buffer[..filled]) {
                         let n = stream.read(&mut buffer[filled..]).await.unwrap();
-                        assert!(n > 0, "the service closed the connection");
-                        filled += n;
-                        let text = &buffer[..filled];
-                        if let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = std::str::from_utf8(&text[..end]).unwrap();
-                            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-                            let length: usize = head
-                                .lines()
-                                .find_map(|l| {
-                                    let (name, value) = l.split_once(':')?;
-                                    name.eq_ignore_ascii_case("content-length")
-                                        .then(|| value.trim().parse().ok())?
-                                })
-                                .expect("a Content-Length");
-                            break (end + 4, length);
-                        }
-                    };
-                    while filled < head_end + length {
-                        let n = stream.read(&mut buffer[filled..]).await.unwrap();
-                        assert!(n > 0, "the service closed the connection");
+                        assert!(n > 0, "the server closed the connection");
                         filled += n;
                     }
                     busy_until = tokio::time::Instant::now();

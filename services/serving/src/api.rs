@@ -27,12 +27,46 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 pub const MAX_ENTITY_ID_CHARS: usize = 512;
 
 pub struct AppState {
-    pub catalog: Catalog,
+    /// Made once per service and kept for the life of the process, so that
+    /// `full_selection`, which borrows it, is made once too.
+    pub catalog: &'static Catalog,
+    /// The selection of every view and feature: what a lookup without `view` or
+    /// `features` reads.
+    pub full_selection: Selection<'static>,
     pub store: FeatureStore,
     /// The near cache, when on.
     pub cache: Option<Arc<NearCache>>,
     pub metrics: ServingMetrics,
     pub max_batch_size: usize,
+    /// Time a lookup may take before it is answered with 408.
+    pub request_timeout: Duration,
+}
+
+impl AppState {
+    /// The state of a service over `catalog` (leaked: one per service, for the
+    /// process's life).
+    pub fn new(
+        catalog: Catalog,
+        store: FeatureStore,
+        cache: Option<Arc<NearCache>>,
+        metrics: ServingMetrics,
+        max_batch_size: usize,
+        request_timeout: Duration,
+    ) -> Self {
+        let catalog: &'static Catalog = Box::leak(Box::new(catalog));
+        let full_selection = catalog
+            .select(None::<[&str; 0]>, None::<[&str; 0]>)
+            .expect("every view and feature is a valid selection");
+        Self {
+            catalog,
+            full_selection,
+            store,
+            cache,
+            metrics,
+            max_batch_size,
+            request_timeout,
+        }
+    }
 }
 
 type SharedState = Arc<AppState>;
@@ -82,29 +116,33 @@ type SharedState = Arc<AppState>;
 pub struct ApiDoc;
 
 /// The service's routes with their state; `/metrics`, `/docs` and `/openapi.json`
-/// included. Lookups time out after `request_timeout`; `extra` (the copilot's routes)
-/// brings its own timeout. Tracing is added by [`crate::app`].
+/// included. Lookups time out after the state's `request_timeout` (single lookups set
+/// their timer themselves, see [`lazily_timed`]); `extra` (the copilot's routes) brings
+/// its own timeout. Tracing is added by [`crate::app`].
 pub fn router(
     state: SharedState,
-    request_timeout: Duration,
     extra: Router,
     document: utoipa::openapi::OpenApi,
     access: Arc<crate::auth::Access>,
 ) -> Router {
-    Router::new()
-        .route("/features/{entity_id}", get(get_features))
+    // Requests with a body: the timeout covers reading it too.
+    let with_bodies = Router::new()
         .route("/features/batch", post(batch_features))
         .route(
             "/get-online-features",
             post(crate::feast_api::get_online_features),
         )
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .with_state(state.clone())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
+            state.request_timeout,
+        ));
+    let front_door = Arc::new(FrontDoor::new(access, &state.metrics));
+    Router::new()
+        .route("/features/{entity_id}", get(get_features))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .merge(with_bodies)
+        .with_state(state.clone())
         .merge(extra)
         .merge(freshet_telemetry::metrics::router(
             state.metrics.registry.clone(),
@@ -113,10 +151,9 @@ pub fn router(
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            access,
-            crate::auth::require_access,
+            front_door,
+            FrontDoor::pass,
         ))
-        .layer(axum::middleware::from_fn_with_state(state, record_request))
 }
 
 /// Which views and features to return (all when not given).
@@ -150,11 +187,26 @@ pub const MAX_BUDGET_MS: u64 = 60_000;
 /// The header that carries a latency budget.
 pub const BUDGET_HEADER: &str = "x-freshet-budget-ms";
 
+/// The [`BUDGET_HEADER`] of a request, if it has one (taken without copying the other
+/// headers).
+pub struct BudgetHeader(Option<axum::http::HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for BudgetHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(BudgetHeader(parts.headers.get(BUDGET_HEADER).cloned()))
+    }
+}
+
 /// A request's latency budget, from the query or the header (the query's wins when both
 /// are given; either being malformed is an error).
 pub(crate) fn budget(
     query: Option<&str>,
-    headers: &axum::http::HeaderMap,
+    header: &BudgetHeader,
 ) -> Result<Option<Duration>, ApiError> {
     let parse = |text: &str| match text.trim().parse::<u64>() {
         Ok(ms) if (1..=MAX_BUDGET_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
@@ -163,7 +215,7 @@ pub(crate) fn budget(
             max: MAX_BUDGET_MS,
         }),
     };
-    let header = match headers.get(BUDGET_HEADER) {
+    let header = match &header.0 {
         Some(value) => Some(parse(&String::from_utf8_lossy(value.as_bytes()))?),
         None => None,
     };
@@ -188,7 +240,40 @@ pub(crate) fn budget(
 async fn get_features(
     State(state): State<SharedState>,
     Path(entity_id): Path<String>,
-    headers: axum::http::HeaderMap,
+    header: BudgetHeader,
+    query: Result<Query<SelectionQuery>, QueryRejection>,
+) -> Response {
+    let timeout = state.request_timeout;
+    lazily_timed(timeout, async move {
+        single_lookup(&state, entity_id, header, query)
+            .await
+            .into_response()
+    })
+    .await
+}
+
+/// `answer`, or 408 (with no body, as the routes with a body answer) once `timeout` has
+/// passed. The timer is set only if the answer is not ready at the first poll: a lookup
+/// the near cache answers never needs one (setting one costs the worker a wake-up of its
+/// I/O driver whenever no other timer is pending).
+async fn lazily_timed(
+    timeout: Duration,
+    answer: impl std::future::Future<Output = Response>,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut answer = std::pin::pin!(answer);
+    if let std::task::Poll::Ready(response) = futures::poll!(answer.as_mut()) {
+        return response;
+    }
+    tokio::time::timeout_at(deadline, answer)
+        .await
+        .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response())
+}
+
+async fn single_lookup(
+    state: &AppState,
+    entity_id: String,
+    header: BudgetHeader,
     query: Result<Query<SelectionQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest {
@@ -198,12 +283,19 @@ async fn get_features(
             e.body_text()
         ),
     })?;
-    let budget = budget(query.budget_ms.as_deref(), &headers)?;
+    let budget = budget(query.budget_ms.as_deref(), &header)?;
     check_entity_id(0, &entity_id)?;
-    let selection = state.catalog.select(
-        query.view.as_deref().map(|v| v.split(',')),
-        query.features.as_deref().map(|f| f.split(',')),
-    )?;
+    let everything = query.view.is_none() && query.features.is_none();
+    let narrower;
+    let selection = if everything {
+        &state.full_selection
+    } else {
+        narrower = state.catalog.select(
+            query.view.as_deref().map(|v| v.split(',')),
+            query.features.as_deref().map(|f| f.split(',')),
+        )?;
+        &narrower
+    };
     let span = tracing::Span::current();
     if !span.is_disabled() {
         span.record("entity_count", 1);
@@ -211,16 +303,16 @@ async fn get_features(
     }
     // The answer's fixed JSON fragments: made once for the whole selection (the usual
     // lookup), per request for a narrower one.
-    let narrower;
-    let json = if query.view.is_none() && query.features.is_none() {
+    let narrower_json;
+    let json = if everything {
         state.catalog.full_answer_json()
     } else {
-        narrower = selection.answer_json();
-        &narrower
+        narrower_json = selection.answer_json();
+        &narrower_json
     };
     let mut body = Vec::with_capacity(ANSWER_BYTES_PER_VIEW * selection.view_count());
     let ids = [entity_id];
-    read_entities(&state, &selection, &ids, budget, |id, read, now, tally| {
+    read_entities(state, selection, &ids, budget, |id, read, now, tally| {
         selection.write_entity(json, id, read, now, tally, &mut body);
     })
     .await?;
@@ -305,7 +397,7 @@ pub struct BatchResponse {
 )]
 async fn batch_features(
     State(state): State<SharedState>,
-    headers: axum::http::HeaderMap,
+    header: BudgetHeader,
     query: Result<Query<BudgetQuery>, QueryRejection>,
     body: Result<Json<BatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -314,7 +406,7 @@ async fn batch_features(
         status: StatusCode::BAD_REQUEST,
         message: format!("{}; the query takes only `budget_ms`", e.body_text()),
     })?;
-    let budget = budget(query.budget_ms.as_deref(), &headers)?;
+    let budget = budget(query.budget_ms.as_deref(), &header)?;
     let Json(request) = body.map_err(|e| ApiError::BadRequest {
         status: e.status(),
         message: e.body_text(),
@@ -490,22 +582,60 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     }
 }
 
-/// Records every request's latency by endpoint (method and matched route) and status.
-async fn record_request(
-    State(state): State<SharedState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let endpoint = match request.extensions().get::<MatchedPath>() {
-        Some(path) => format!("{} {}", request.method(), path.as_str()),
-        None => "unmatched".to_string(),
-    };
-    let response = next.run(request).await;
-    state
-        .metrics
-        .requests
-        .with_label_values(&[endpoint.as_str(), response.status().as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    response
+/// What every request passes on its way in and out: the access check
+/// ([`crate::auth::Access::check`]), then the request's latency by endpoint (method and
+/// matched route) and status. One middleware for both, as each costs every request.
+pub struct FrontDoor {
+    access: Arc<crate::auth::Access>,
+    requests: prometheus::HistogramVec,
+    /// `requests` of the usual request, a single lookup answered 200, looked up once.
+    single_lookup_ok: prometheus::Histogram,
+}
+
+impl FrontDoor {
+    const SINGLE_LOOKUP: &str = "/features/{entity_id}";
+
+    fn new(access: Arc<crate::auth::Access>, metrics: &ServingMetrics) -> Self {
+        let single = format!("{} {}", Method::GET, Self::SINGLE_LOOKUP);
+        Self {
+            access,
+            single_lookup_ok: metrics
+                .requests
+                .with_label_values(&[single.as_str(), "200"]),
+            requests: metrics.requests.clone(),
+        }
+    }
+
+    async fn pass(State(door): State<Arc<FrontDoor>>, request: Request, next: Next) -> Response {
+        let started = Instant::now();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = request.method().clone();
+        let response = match door.access.check(request.uri().path(), request.headers()) {
+            Ok(()) => next.run(request).await,
+            Err(error) => error.into_response(),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let status = response.status();
+        match route {
+            Some(route)
+                if status == StatusCode::OK
+                    && method == Method::GET
+                    && route.as_str() == Self::SINGLE_LOOKUP =>
+            {
+                door.single_lookup_ok.observe(seconds)
+            }
+            Some(route) => door
+                .requests
+                .with_label_values(&[
+                    format!("{method} {}", route.as_str()).as_str(),
+                    status.as_str(),
+                ])
+                .observe(seconds),
+            None => door
+                .requests
+                .with_label_values(&["unmatched", status.as_str()])
+                .observe(seconds),
+        }
+        response
+    }
 }

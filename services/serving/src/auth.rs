@@ -8,16 +8,14 @@
 //! local use) no key is asked for; the copilot is then limited as one caller.
 
 use crate::error::ApiError;
-use axum::extract::{Request, State};
+
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 
 /// One API key as configured: its name (for logs and limits), the SHA-256 of the key,
 /// and whether it may use the copilot.
@@ -206,8 +204,9 @@ impl Access {
         headers.get("x-api-key")?.to_str().ok().map(str::trim)
     }
 
-    /// Lets the request through or answers 401, 403, 429 or 503 (copilot off).
-    fn check(&self, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// Lets the request through or answers 401, 403, 429 or 503 (copilot off). Run for every
+    /// request by [`crate::api::FrontDoor`].
+    pub(crate) fn check(&self, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
         let open = path == "/health"
             || path == "/ready"
             || (path == "/metrics" && !self.config.metrics_need_key);
@@ -245,18 +244,6 @@ impl Access {
             }
         }
         Ok(())
-    }
-}
-
-/// The middleware: [`Access::check`] before the request reaches its route.
-pub async fn require_access(
-    State(access): State<Arc<Access>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match access.check(request.uri().path(), request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
     }
 }
 

@@ -263,10 +263,10 @@ fn parse_ref(reference: &str) -> Result<(&str, &str), FeastError> {
 )]
 pub async fn get_online_features(
     State(state): State<Arc<AppState>>,
-    headers: axum::http::HeaderMap,
+    header: crate::api::BudgetHeader,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FeastError> {
-    let budget = crate::api::budget(None, &headers)
+    let budget = crate::api::budget(None, &header)
         .map_err(|e| FeastError::request(StatusCode::BAD_REQUEST, e.to_string()))?;
     let body = body.map_err(|e| FeastError::request(e.status(), e.body_text()))?;
     let request: GetOnlineFeaturesRequest = serde_json::from_slice(&body).map_err(|e| {

@@ -138,19 +138,20 @@ pub fn app(
         tokio::spawn(near_cache::track(cache.clone(), store.tracked()));
         cache
     });
-    let state = Arc::new(api::AppState {
-        catalog: lookup::Catalog::new(definitions, &metrics),
+    let state = Arc::new(api::AppState::new(
+        lookup::Catalog::new(definitions, &metrics),
         store,
         cache,
         metrics,
-        max_batch_size: config.max_batch_size,
-    });
+        config.max_batch_size,
+        config.request_timeout,
+    ));
     // Room for the largest batch of the longest ids, with JSON punctuation, each character
     // written as a JSON escape (`\uXXXX`, twice for characters beyond the BMP).
     let body_limit = 64 * 1024 + config.max_batch_size * (12 * api::MAX_ENTITY_ID_CHARS + 4);
     let document = openapi::document(definitions, config.max_batch_size, &config.access);
     let access = Arc::new(auth::Access::new(config.access.clone())?);
-    let router = api::router(state, config.request_timeout, llm, document, access)
+    let router = api::router(state, llm, document, access)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit));
     Ok(if config.trace_requests {
         router.layer(TraceLayer::new_for_http().make_span_with(request_span))
