@@ -156,15 +156,12 @@ impl BatchConnection {
         }
         for _ in requests {
             let fields = match self.next_frame().await? {
-                BytesFrame::Array(values) => RawFields::fields(
-                    values
-                        .into_iter()
-                        .map(|value| match value {
-                            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Some(b),
-                            _ => None,
-                        })
-                        .collect(),
-                ),
+                BytesFrame::Array(values) => {
+                    RawFields::fields(values.into_iter().map(|value| match value {
+                        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Some(b),
+                        _ => None,
+                    }))
+                }
                 BytesFrame::Error(e) => RawFields::failed(e.to_string()),
                 other => {
                     return Err(BatchReadError::Protocol(format!(

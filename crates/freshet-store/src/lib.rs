@@ -143,8 +143,9 @@ pub struct RawFields {
 
 #[derive(Debug, Clone)]
 enum Fields {
-    /// As Redis sent them.
-    Read(Vec<Option<bytes::Bytes>>),
+    /// As Redis sent them, checked as UTF-8 once (a reader's cache serves them many
+    /// times).
+    Read(Vec<Option<bytestring::ByteString>>),
     /// Some of another read's fields, by position (see [`RawFields::project`]).
     Projected(Arc<RawFields>, Arc<[usize]>),
     /// Why the key's fields are not there.
@@ -165,12 +166,11 @@ impl RawFields {
     /// with an error). Bytes that are not UTF-8 read as U+FFFD, so a corrupt value fails
     /// to decode instead of vanishing.
     pub fn get(&self, i: usize) -> Option<&str> {
-        let bytes = match &self.fields {
-            Fields::Read(fields) => fields.get(i)?.as_ref()?,
-            Fields::Projected(all, positions) => return all.get(*positions.get(i)?),
-            Fields::Unread(_) => return None,
-        };
-        Some(std::str::from_utf8(bytes).unwrap_or("\u{fffd}"))
+        match &self.fields {
+            Fields::Read(fields) => fields.get(i)?.as_deref(),
+            Fields::Projected(all, positions) => all.get(*positions.get(i)?),
+            Fields::Unread(_) => None,
+        }
     }
 
     /// Whether none of the fields exist (for a hash written by [`write_updates`]: the key
@@ -233,9 +233,13 @@ impl RawFields {
         }
     }
 
-    pub(crate) fn fields(fields: Vec<Option<bytes::Bytes>>) -> Self {
+    pub(crate) fn fields(fields: impl IntoIterator<Item = Option<bytes::Bytes>>) -> Self {
+        let text = |bytes| {
+            bytestring::ByteString::try_from(bytes)
+                .unwrap_or_else(|_| bytestring::ByteString::from_static("\u{fffd}"))
+        };
         RawFields {
-            fields: Fields::Read(fields),
+            fields: Fields::Read(fields.into_iter().map(|f| f.map(text)).collect()),
             cached: false,
         }
     }
@@ -278,8 +282,7 @@ impl<'a> FromIterator<Option<&'a str>> for RawFields {
         RawFields::fields(
             fields
                 .into_iter()
-                .map(|f| f.map(|text| bytes::Bytes::copy_from_slice(text.as_bytes())))
-                .collect(),
+                .map(|f| f.map(|text| bytes::Bytes::copy_from_slice(text.as_bytes()))),
         )
     }
 }
@@ -291,16 +294,13 @@ impl redis::FromRedisValue for RawFields {
             redis::Value::ServerError(e) => return Ok(RawFields::failed(e.to_string())),
             other => return Err(format!("expected HMGET's array, Redis sent {other:?}").into()),
         };
-        Ok(RawFields::fields(
-            values
-                .into_iter()
-                .map(|value| match value {
-                    redis::Value::BulkString(b) => Some(b.into()),
-                    redis::Value::SimpleString(s) => Some(s.into()),
-                    _ => None,
-                })
-                .collect(),
-        ))
+        Ok(RawFields::fields(values.into_iter().map(
+            |value| match value {
+                redis::Value::BulkString(b) => Some(b.into()),
+                redis::Value::SimpleString(s) => Some(s.into()),
+                _ => None,
+            },
+        )))
     }
 }
 

@@ -119,10 +119,13 @@ fn main() {
             std::process::exit(1);
         }
     }
-    // `cargo bench -p freshet-serving -- open_loop`: only the sections whose name holds
-    // the filter (single, open_loop, freshness, batch, feast).
-    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let runs = |section: &str| only.as_deref().is_none_or(|o| section.contains(o));
+    // `cargo bench -p freshet-serving -- single open_loop`: only the sections whose name
+    // holds one of the filters (single, open_loop, freshness, batch, feast).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let runs = |section: &str| only.is_empty() || only.iter().any(|o| section.contains(o.as_str()));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let redis = TestRedis::start();
     runtime.block_on(fill(&redis.url()));
