@@ -118,13 +118,16 @@ pub struct ApiDoc;
 /// The service's routes with their state; `/metrics`, `/docs` and `/openapi.json`
 /// included. Lookups time out after the state's `request_timeout` (single lookups set
 /// their timer themselves, see [`lazily_timed`]); `extra` (the copilot's routes) brings
-/// its own timeout. Tracing is added by [`crate::app`].
+/// its own timeout. Requests with a body (lookups' and `extra`'s) may be up to
+/// `body_limit` bytes. Tracing is added by [`crate::app`].
 pub fn router(
     state: SharedState,
     extra: Router,
     document: utoipa::openapi::OpenApi,
     access: Arc<crate::auth::Access>,
+    body_limit: usize,
 ) -> Router {
+    let body_limit = axum::extract::DefaultBodyLimit::max(body_limit);
     // Requests with a body: the timeout covers reading it too.
     let with_bodies = Router::new()
         .route("/features/batch", post(batch_features))
@@ -135,7 +138,8 @@ pub fn router(
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             state.request_timeout,
-        ));
+        ))
+        .layer(body_limit);
     let front_door = Arc::new(FrontDoor::new(access, &state.metrics));
     Router::new()
         .route("/features/{entity_id}", get(get_features))
@@ -143,7 +147,7 @@ pub fn router(
         .route("/ready", get(ready))
         .merge(with_bodies)
         .with_state(state.clone())
-        .merge(extra)
+        .merge(extra.layer(body_limit))
         .merge(freshet_telemetry::metrics::router(
             state.metrics.registry.clone(),
         ))

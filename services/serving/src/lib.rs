@@ -151,8 +151,7 @@ pub fn app(
     let body_limit = 64 * 1024 + config.max_batch_size * (12 * api::MAX_ENTITY_ID_CHARS + 4);
     let document = openapi::document(definitions, config.max_batch_size, &config.access);
     let access = Arc::new(auth::Access::new(config.access.clone())?);
-    let router = api::router(state, llm, document, access)
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit));
+    let router = api::router(state, llm, document, access, body_limit);
     Ok(if config.trace_requests {
         router.layer(TraceLayer::new_for_http().make_span_with(request_span))
     } else {

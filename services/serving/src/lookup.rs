@@ -539,15 +539,19 @@ impl Selection<'_> {
     pub fn record(&self, tally: &Tally, redis_seconds: f64) {
         for (selected, counts) in self.views.iter().zip(&tally.views) {
             let m = &selected.view.metrics;
-            m.found.inc_by(counts.statuses[ViewStatus::Found as usize]);
-            m.missing
-                .inc_by(counts.statuses[ViewStatus::Missing as usize]);
-            m.expired
-                .inc_by(counts.statuses[ViewStatus::Expired as usize]);
-            m.unreadable
-                .inc_by(counts.statuses[ViewStatus::Unreadable as usize]);
-            m.timeout
-                .inc_by(counts.statuses[ViewStatus::Timeout as usize]);
+            for (counter, status) in [
+                (&m.found, ViewStatus::Found),
+                (&m.missing, ViewStatus::Missing),
+                (&m.expired, ViewStatus::Expired),
+                (&m.unreadable, ViewStatus::Unreadable),
+                (&m.timeout, ViewStatus::Timeout),
+            ] {
+                // Each an atomic add: only the statuses seen (one, for a single lookup).
+                let count = counts.statuses[status as usize];
+                if count > 0 {
+                    counter.inc_by(count);
+                }
+            }
             m.redis_seconds.observe(redis_seconds);
             m.compute_seconds.observe(counts.compute.as_secs_f64());
         }

@@ -674,3 +674,74 @@ async fn the_openapi_document_and_docs_page_describe_the_api() {
     assert_eq!(asset.status(), 200);
     assert!(asset.text().await.unwrap().len() > 100_000);
 }
+
+/// The Redis server's process id (from `INFO server`).
+async fn redis_pid(url: &str) -> i32 {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .expect("a process_id in INFO server")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_redis_does_not_answer_in_time_get_408_after_the_request_timeout() {
+    use nix::sys::signal::{kill, Signal};
+    let redis = TestRedis::start();
+    write(&redis.url(), &[(click_update("1", 1, now_ms(), 4), 0)]).await;
+    let serving = Serving::start_with(&redis.url(), |config| {
+        config.request_timeout = Duration::from_millis(300);
+        // Longer than the request's, so the request timeout is what ends the wait.
+        config.redis_timeout = Duration::from_secs(10);
+        config.near_cache_entries = 0;
+    })
+    .await;
+    assert_eq!(serving.get("/features/1").await.0, 200);
+
+    // Redis stalls (its process stopped): nothing it should answer comes back.
+    let redis_process = nix::unistd::Pid::from_raw(redis_pid(&redis.url()).await);
+    kill(redis_process, Signal::SIGSTOP).unwrap();
+    let single = format!("{}/features/1", serving.base);
+    let batch = format!("{}/features/batch", serving.base);
+    for request in [
+        serving.http.get(&single),
+        serving.http.get(format!("{single}?view={CLICKS}")),
+        serving
+            .http
+            .post(&batch)
+            .json(&json!({"entity_ids": ["1", "2"]})),
+    ] {
+        let started = Instant::now();
+        let response = request.send().await.unwrap();
+        let waited = started.elapsed();
+        assert_eq!(response.status().as_u16(), 408);
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+            "408 after {waited:?}, the request timeout is 300 ms"
+        );
+    }
+    kill(redis_process, Signal::SIGCONT).unwrap();
+    // Redis back: lookups are answered again, with the value it holds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = serving.get("/features/1").await;
+        if status == 200 {
+            assert_eq!(feature(&body, CLICKS, "click_count_1m")["value"], 4);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
