@@ -54,6 +54,12 @@ impl Server {
         self.spec.address()
     }
 
+    /// The server's process id while it runs (to read its CPU time, or stop and continue
+    /// it with signals).
+    pub fn pid(&self) -> Option<i32> {
+        self.process.as_ref().map(|p| p.pid)
+    }
+
     /// Stops the server (as a crash or an outage would), keeping its port reserved in
     /// `spec` so [`Server::restart`] brings it back at the same address.
     pub fn stop(&mut self) {

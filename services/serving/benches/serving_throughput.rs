@@ -171,7 +171,7 @@ fn main() {
             ("cache off", uncached.as_str(), uncached_service.0.id()),
             ("cache on", cached.as_str(), cached_service.0.id()),
         ];
-        let redis_pid = runtime.block_on(redis_pid(&redis.url()));
+        let redis_pid = redis.server.pid().expect("Redis runs") as u32;
         let mut totals = [0.0; 4];
         let mut cpu_us = [0.0; 4];
         let hits_before = runtime.block_on(cache_counts(&cached));
@@ -399,24 +399,6 @@ fn redis_benchmark_hgetall(url: &str) -> RawRound {
 struct RawRound {
     per_second: f64,
     requests: f64,
-}
-
-/// The Redis server's process id (to read its CPU time).
-async fn redis_pid(url: &str) -> u32 {
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|pid| pid.trim().parse().ok())
-        .expect("a process_id in INFO server")
 }
 
 /// The HTTP floor: the service's HTTP stack (axum on hyper, one worker thread, mimalloc)

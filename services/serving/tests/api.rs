@@ -675,24 +675,6 @@ async fn the_openapi_document_and_docs_page_describe_the_api() {
     assert!(asset.text().await.unwrap().len() > 100_000);
 }
 
-/// The Redis server's process id (from `INFO server`).
-async fn redis_pid(url: &str) -> i32 {
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|pid| pid.trim().parse().ok())
-        .expect("a process_id in INFO server")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_redis_does_not_answer_in_time_get_408_after_the_request_timeout() {
     use nix::sys::signal::{kill, Signal};
@@ -708,7 +690,7 @@ async fn lookups_redis_does_not_answer_in_time_get_408_after_the_request_timeout
     assert_eq!(serving.get("/features/1").await.0, 200);
 
     // Redis stalls (its process stopped): nothing it should answer comes back.
-    let redis_process = nix::unistd::Pid::from_raw(redis_pid(&redis.url()).await);
+    let redis_process = nix::unistd::Pid::from_raw(redis.server.pid().expect("Redis runs"));
     kill(redis_process, Signal::SIGSTOP).unwrap();
     let single = format!("{}/features/1", serving.base);
     let batch = format!("{}/features/batch", serving.base);
