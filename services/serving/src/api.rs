@@ -20,7 +20,6 @@ use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tower_http::timeout::TimeoutLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// Longest entity id accepted, in characters.
@@ -116,8 +115,8 @@ type SharedState = Arc<AppState>;
 pub struct ApiDoc;
 
 /// The service's routes with their state; `/metrics`, `/docs` and `/openapi.json`
-/// included. Lookups time out after the state's `request_timeout` (single lookups set
-/// their timer themselves, see [`lazily_timed`]); `extra` (the copilot's routes) brings
+/// included. Lookups time out after the state's `request_timeout` (with a timer only if
+/// not answered at once: [`crate::lazy_timeout`]); `extra` (the copilot's routes) brings
 /// its own timeout. Requests with a body (lookups' and `extra`'s) may be up to
 /// `body_limit` bytes. Tracing is added by [`crate::app`].
 pub fn router(
@@ -128,17 +127,12 @@ pub fn router(
     body_limit: usize,
 ) -> Router {
     let body_limit = axum::extract::DefaultBodyLimit::max(body_limit);
-    // Requests with a body: the timeout covers reading it too.
     let with_bodies = Router::new()
         .route("/features/batch", post(batch_features))
         .route(
             "/get-online-features",
             post(crate::feast_api::get_online_features),
         )
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            state.request_timeout,
-        ))
         .layer(body_limit);
     let front_door = Arc::new(FrontDoor::new(access, &state.metrics));
     Router::new()
@@ -146,6 +140,10 @@ pub fn router(
         .route("/health", get(health))
         .route("/ready", get(ready))
         .merge(with_bodies)
+        // The timeout covers reading a body too.
+        .layer(crate::lazy_timeout::LazyTimeoutLayer::new(
+            state.request_timeout,
+        ))
         .with_state(state.clone())
         .merge(extra.layer(body_limit))
         .merge(freshet_telemetry::metrics::router(
@@ -246,39 +244,6 @@ async fn get_features(
     Path(entity_id): Path<String>,
     header: BudgetHeader,
     query: Result<Query<SelectionQuery>, QueryRejection>,
-) -> Response {
-    let timeout = state.request_timeout;
-    lazily_timed(timeout, async move {
-        single_lookup(&state, entity_id, header, query)
-            .await
-            .into_response()
-    })
-    .await
-}
-
-/// `answer`, or 408 (with no body, as the routes with a body answer) once `timeout` has
-/// passed. The timer is set only if the answer is not ready at the first poll: a lookup
-/// the near cache answers never needs one (setting one costs the worker a wake-up of its
-/// I/O driver whenever no other timer is pending).
-async fn lazily_timed(
-    timeout: Duration,
-    answer: impl std::future::Future<Output = Response>,
-) -> Response {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut answer = std::pin::pin!(answer);
-    if let std::task::Poll::Ready(response) = futures::poll!(answer.as_mut()) {
-        return response;
-    }
-    tokio::time::timeout_at(deadline, answer)
-        .await
-        .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response())
-}
-
-async fn single_lookup(
-    state: &AppState,
-    entity_id: String,
-    header: BudgetHeader,
-    query: Result<Query<SelectionQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest {
         status: StatusCode::BAD_REQUEST,
@@ -316,7 +281,7 @@ async fn single_lookup(
     };
     let mut body = Vec::with_capacity(ANSWER_BYTES_PER_VIEW * selection.view_count());
     let ids = [entity_id];
-    read_entities(state, selection, &ids, budget, |id, read, now, tally| {
+    read_entities(&state, selection, &ids, budget, |id, read, now, tally| {
         selection.write_entity(json, id, read, now, tally, &mut body);
     })
     .await?;

@@ -15,6 +15,8 @@
 //!   same lookup, so Feast's SDK reads Freshet's features.
 //! - [`copilot_api`]: the LLM copilot's endpoints (`/api/llm/...`), 503 without a key.
 //! - [`error`]: every error response, in one JSON shape.
+//! - [`lazy_timeout`]: the lookups' request timeout, with a timer only for requests that
+//!   wait.
 //! - [`metrics`]: the service's Prometheus metrics.
 //!
 //! Invariant: serving never writes to Redis. The layout it reads is
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod copilot_api;
 pub mod error;
 pub mod feast_api;
+pub mod lazy_timeout;
 pub mod lookup;
 pub mod metrics;
 pub mod near_cache;
