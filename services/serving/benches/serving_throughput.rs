@@ -278,11 +278,26 @@ fn main() {
     .expect("wrk script");
         let mut raw_ms = Vec::new();
         let (mut off, mut on) = (Vec::new(), Vec::new());
-        for _ in 0..2 {
+        let (mut hits, mut misses) = (0.0, 0.0);
+        for round in 1..=2 {
             raw_ms.extend(runtime.block_on(raw_batches(&redis.url())));
             off.push(wrk(&uncached, &batch_script, 1, 1));
+            let before = runtime.block_on(cache_counts(&cached));
             on.push(wrk(&cached, &batch_script, 1, 1));
+            let after = runtime.block_on(cache_counts(&cached));
+            hits += after.0 - before.0;
+            misses += after.1 - before.1;
+            let (off, on) = (off.last().unwrap(), on.last().unwrap());
+            println!(
+                "  batch round {round}: cache off {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms) | cache on {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms)",
+                off.per_second, off.p50_ms, off.p99_ms, on.per_second, on.p50_ms, on.p99_ms
+            );
         }
+        println!(
+            "  the cache's hit ratio over the cache-on batches: {:.3} of {:.0} entity reads",
+            hits / (hits + misses).max(1.0),
+            hits + misses
+        );
         raw_ms.sort_by(f64::total_cmp);
         let worst =
             |figures: &[Figures], f: fn(&Figures) -> f64| figures.iter().map(f).fold(0.0, f64::max);

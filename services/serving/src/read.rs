@@ -127,7 +127,7 @@ async fn read_through_cache(
         let mut arrived = 0;
         let read = state.store.read_each(&misses, |fields| {
             let (slot, ticket) = tickets[arrived];
-            let fields = Arc::new(fields);
+            let fields = Arc::new(fields.compacted());
             cache.insert(misses[arrived].0.clone(), &fields, ticket);
             reads[slot] = Some(selection.project(slot % per_entity, &fields, false));
             arrived += 1;
