@@ -21,6 +21,9 @@
 //!    single lookups by wrk alternated with `GET /features/{id}`, and 1,000-entity
 //!    requests alternated with `POST /features/batch` (cache on).
 
+#[path = "serving_throughput/open_loop.rs"]
+mod open_loop;
+
 /// The allocator of `freshet-serving`, for the HTTP floor served from this process.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,6 +31,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use freshet_core::store_layout::{entity_key, FeatureUpdate, ViewStorage, Writer};
 use freshet_core::Value;
 use freshet_testkit::TestRedis;
+use open_loop::{open_loop, Protocol};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -112,6 +116,38 @@ fn start_serving(redis_url: &str, flags: &[&str]) -> (KillOnDrop, String) {
     (KillOnDrop(child), format!("http://127.0.0.1:{port}"))
 }
 
+/// What every section measures against: Redis filled with the entities, the two services,
+/// and the prebuilt single-lookup script.
+struct Setup {
+    runtime: tokio::runtime::Runtime,
+    redis: TestRedis,
+    cached: String,
+    cached_service: KillOnDrop,
+    uncached: String,
+    uncached_service: KillOnDrop,
+    /// `GET /features/{id}` of random entities, prebuilt per wrk thread.
+    own_script: std::path::PathBuf,
+}
+
+impl Setup {
+    /// A wrk script that sends one of `request` (a Lua expression of `id`) for a random
+    /// entity: built once per wrk thread, so the load generator (on the same cores) spends
+    /// as little, and the same, on each kind of request.
+    fn prebuilt(&self, name: &str, request: &str) -> std::path::PathBuf {
+        let port = self.cached.rsplit(':').next().unwrap();
+        let path = std::env::temp_dir().join(format!("freshet-bench-{port}-{name}.lua"));
+        std::fs::write(
+            &path,
+            format!(
+                "local requests = {{}}\ninit = function(args)\n  math.randomseed(7)\n  for n = 0, {last} do\n    local id = string.format(\"%012d\", n)\n    requests[n] = {request}\n  end\nend\nrequest = function()\n  return requests[math.random(0, {last})]\nend\n",
+                last = ENTITIES - 1
+            ),
+        )
+        .expect("wrk script");
+        path
+    }
+}
+
 fn main() {
     for tool in ["wrk", "redis-benchmark"] {
         if Command::new(tool).arg("--version").output().is_err() {
@@ -120,7 +156,7 @@ fn main() {
         }
     }
     // `cargo bench -p freshet-serving -- single open_loop`: only the sections whose name
-    // holds one of the filters (single, open_loop, freshness, batch, feast).
+    // holds one of the filters.
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -133,140 +169,187 @@ fn main() {
     let (uncached_service, uncached) = start_serving(&redis.url(), &["--near-cache-entries", "0"]);
     runtime.block_on(wait_ready(&cached));
     runtime.block_on(wait_ready(&uncached));
-    let port = cached.rsplit(':').next().unwrap().to_string();
-    // Both request kinds made once per wrk thread, so the load generator (on the same
-    // cores) spends as little, and the same, on each.
-    let prebuilt = |name: &str, request: &str| {
-        let path = std::env::temp_dir().join(format!("freshet-bench-{port}-{name}.lua"));
-        std::fs::write(
-            &path,
-            format!(
-                "local requests = {{}}\ninit = function(args)\n  math.randomseed(7)\n  for n = 0, {last} do\n    local id = string.format(\"%012d\", n)\n    requests[n] = {request}\n  end\nend\nrequest = function()\n  return requests[math.random(0, {last})]\nend\n",
-                last = ENTITIES - 1
-            ),
-        )
-        .expect("wrk script");
-        path
+    let mut setup = Setup {
+        runtime,
+        redis,
+        cached,
+        cached_service,
+        uncached,
+        uncached_service,
+        own_script: std::path::PathBuf::new(),
     };
-    let own_script = prebuilt("own", "wrk.format(\"GET\", \"/features/\" .. id)");
+    setup.own_script = setup.prebuilt("own", "wrk.format(\"GET\", \"/features/\" .. id)");
 
     println!(
         "serving benchmark: {ENTITIES} entities x {} views (one hash each), concurrency {CONCURRENCY}, rounds of {}s",
         VIEWS.len(),
         ROUND.as_secs()
     );
-    if runs("single") {
-        // The floor answers with a real lookup's bytes.
-        let answer = runtime.block_on(async {
-            reqwest::get(format!("{cached}/features/{}", entity_id(0)))
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
-        });
-        let floor = start_http_floor(answer.clone());
-        let servers = [
-            ("HTTP floor", floor.as_str(), std::process::id()),
-            ("cache off", uncached.as_str(), uncached_service.0.id()),
-            ("cache on", cached.as_str(), cached_service.0.id()),
-        ];
-        let redis_pid = redis.server.pid().expect("Redis runs") as u32;
-        let mut totals = [0.0; 4];
-        let mut cpu_us = [0.0; 4];
-        let hits_before = runtime.block_on(cache_counts(&cached));
-        for round in 1..=2 {
-            let cpu = freshet_testkit::cpu::process_seconds(redis_pid);
-            let raw = redis_benchmark_hgetall(&redis.url());
-            let raw_us =
-                (freshet_testkit::cpu::process_seconds(redis_pid) - cpu) * 1e6 / raw.requests;
-            let mut line = format!(
-                "  round {round}: raw Redis HGETALL {:>7.0}/s ({raw_us:.1} us of Redis CPU each)",
-                raw.per_second
-            );
-            totals[0] += raw.per_second;
-            cpu_us[0] += raw_us / 2.0;
-            for (i, (name, base, pid)) in servers.iter().enumerate() {
-                let cpu = freshet_testkit::cpu::process_seconds(*pid);
-                let figures = wrk(base, &own_script, CONCURRENCY, 1);
-                let us =
-                    (freshet_testkit::cpu::process_seconds(*pid) - cpu) * 1e6 / figures.requests;
-                line += &format!(
-                    " | {name} {:>7.0}/s ({us:.1} us, p99 {:.2} ms)",
-                    figures.per_second, figures.p99_ms
-                );
-                totals[i + 1] += figures.per_second;
-                cpu_us[i + 1] += us / 2.0;
-            }
-            println!("{line}");
+    type Section = fn(&Setup);
+    let sections: [(&str, Section); 5] = [
+        ("single", single_lookups),
+        ("open_loop", steady_load),
+        ("freshness", cache_freshness),
+        ("batch", batch_lookups),
+        ("feast", feast_protocol),
+    ];
+    for (name, section) in sections {
+        if runs(name) {
+            section(&setup);
         }
-        let hits_after = runtime.block_on(cache_counts(&cached));
-        let (hits, misses) = (hits_after.0 - hits_before.0, hits_after.1 - hits_before.1);
-        let [raw, floor, off, on] = totals;
-        println!(
-            "single lookups / raw Redis HGETALL of one hash (both rounds): cache off {:.2} (aim >= 0.8), cache on {:.2} (aim >= 1.0; hit ratio {:.3} of {:.0} entity reads); HTTP floor {:.2}",
-            off / raw,
-            on / raw,
-            hits / (hits + misses).max(1.0),
-            hits + misses,
-            floor / raw
-        );
-        println!(
-            "  CPU per answer: raw Redis {:.1} us, HTTP floor {:.1} us, cache off {:.1} us, cache on {:.1} us; cache on / HTTP floor: throughput {:.2}, CPU {:.2}",
-            cpu_us[0], cpu_us[1], cpu_us[2], cpu_us[3], on / floor, cpu_us[3] / cpu_us[1]
-        );
     }
+    let _ = std::fs::remove_file(&setup.own_script);
+}
 
-    if runs("open_loop") {
-        println!(
-            "open loop at {OPEN_LOOP_RATE:.0} requests/s for {}s each, the same generator against raw Redis HGETALL (the baseline) and the service:",
-            OPEN_LOOP_TIME.as_secs()
+/// Runs one `round` and reads the CPU time process `pid` spent meanwhile: what the
+/// round returned and the microseconds per answer (`answers` counts them).
+fn cpu_per_answer<T>(
+    pid: u32,
+    round: impl FnOnce() -> T,
+    answers: impl FnOnce(&T) -> f64,
+) -> (T, f64) {
+    let before = freshet_testkit::cpu::process_seconds(pid);
+    let figures = round();
+    let spent = freshet_testkit::cpu::process_seconds(pid) - before;
+    let us = spent * 1e6 / answers(&figures);
+    (figures, us)
+}
+
+/// Single lookups against raw Redis, with the HTTP floor: throughput and CPU per answer.
+fn single_lookups(setup: &Setup) {
+    let Setup {
+        runtime,
+        redis,
+        cached,
+        uncached,
+        ..
+    } = setup;
+    // The floor answers with a real lookup's bytes.
+    let answer = runtime.block_on(async {
+        reqwest::get(format!("{cached}/features/{}", entity_id(0)))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    });
+    let floor = start_http_floor(answer);
+    let servers = [
+        ("HTTP floor", floor.as_str(), std::process::id()),
+        (
+            "cache off",
+            uncached.as_str(),
+            setup.uncached_service.0.id(),
+        ),
+        ("cache on", cached.as_str(), setup.cached_service.0.id()),
+    ];
+    let redis_pid = redis.server.pid().expect("Redis runs") as u32;
+    let mut totals = [0.0; 4];
+    let mut cpu_us = [0.0; 4];
+    let hits_before = runtime.block_on(cache_counts(cached));
+    for round in 1..=2 {
+        let (raw, raw_us) = cpu_per_answer(
+            redis_pid,
+            || redis_benchmark_hgetall(&redis.url()),
+            |raw| raw.requests,
         );
-        let mut raw_p99 = Vec::new();
-        let mut service_p99 = Vec::new();
-        let targets = [
-            ("raw Redis HGETALL", redis.url(), Protocol::Redis),
-            ("cache on", cached.clone(), Protocol::Http),
-            ("cache off", uncached.clone(), Protocol::Http),
-        ];
-        for (name, address, protocol) in &targets {
-            let open = open_loop(address, *protocol, OPEN_LOOP_RATE, OPEN_LOOP_TIME);
-            println!(
-                "  {name:<17}: achieved {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
-                open.achieved, open.p50_ms, open.p99_ms, open.p999_ms, open.max_ms
+        let mut line = format!(
+            "  round {round}: raw Redis HGETALL {:>7.0}/s ({raw_us:.1} us of Redis CPU each)",
+            raw.per_second
+        );
+        totals[0] += raw.per_second;
+        cpu_us[0] += raw_us / 2.0;
+        for (i, (name, base, pid)) in servers.iter().enumerate() {
+            let (figures, us) = cpu_per_answer(
+                *pid,
+                || wrk(base, &setup.own_script, CONCURRENCY, 1),
+                |f| f.requests,
             );
-            match protocol {
-                Protocol::Redis => raw_p99.push(open.p99_ms),
-                Protocol::Http => service_p99.push(open.p99_ms),
-            }
+            line += &format!(
+                " | {name} {:>7.0}/s ({us:.1} us, p99 {:.2} ms)",
+                figures.per_second, figures.p99_ms
+            );
+            totals[i + 1] += figures.per_second;
+            cpu_us[i + 1] += us / 2.0;
         }
-        println!(
-            "open loop p99: cache on {:.3} ms, cache off {:.3} ms (aim < 0.5 ms), raw Redis {:.3} ms; cache on / raw Redis {:.2}",
-            service_p99[0],
-            service_p99[1],
-            raw_p99[0],
-            service_p99[0] / raw_p99[0]
-        );
+        println!("{line}");
     }
+    let hits_after = runtime.block_on(cache_counts(cached));
+    let (hits, misses) = (hits_after.0 - hits_before.0, hits_after.1 - hits_before.1);
+    let [raw, floor, off, on] = totals;
+    println!(
+        "single lookups / raw Redis HGETALL of one hash (both rounds): cache off {:.2} (aim >= 0.8), cache on {:.2} (aim >= 1.0; hit ratio {:.3} of {:.0} entity reads); HTTP floor {:.2}",
+        off / raw,
+        on / raw,
+        hits / (hits + misses).max(1.0),
+        hits + misses,
+        floor / raw
+    );
+    println!(
+        "  CPU per answer: raw Redis {:.1} us, HTTP floor {:.1} us, cache off {:.1} us, cache on {:.1} us; cache on / HTTP floor: throughput {:.2}, CPU {:.2}",
+        cpu_us[0], cpu_us[1], cpu_us[2], cpu_us[3], on / floor, cpu_us[3] / cpu_us[1]
+    );
+}
 
-    if runs("freshness") {
-        let mut fresh = runtime.block_on(freshness(&redis.url(), &cached));
-        fresh.sort_by(f64::total_cmp);
+/// Latency at a steady rate, open loop, with raw Redis under the same generator first.
+fn steady_load(setup: &Setup) {
+    println!(
+        "open loop at {OPEN_LOOP_RATE:.0} requests/s for {}s each, the same generator against raw Redis HGETALL (the baseline) and the service:",
+        OPEN_LOOP_TIME.as_secs()
+    );
+    let targets = [
+        ("raw Redis HGETALL", setup.redis.url(), Protocol::Redis),
+        ("cache on", setup.cached.clone(), Protocol::Http),
+        ("cache off", setup.uncached.clone(), Protocol::Http),
+    ];
+    let mut p99 = Vec::new();
+    for (name, address, protocol) in &targets {
+        let open = open_loop(address, *protocol, OPEN_LOOP_RATE, OPEN_LOOP_TIME);
         println!(
+            "  {name:<17}: achieved {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+            open.achieved, open.p50_ms, open.p99_ms, open.p999_ms, open.max_ms
+        );
+        p99.push(open.p99_ms);
+    }
+    let [raw, on, off] = p99[..] else {
+        unreachable!("three targets")
+    };
+    println!(
+        "open loop p99: cache on {on:.3} ms, cache off {off:.3} ms (aim < 0.5 ms), raw Redis {raw:.3} ms; cache on / raw Redis {:.2}",
+        on / raw
+    );
+}
+
+/// How soon a newer version written to Redis is served instead of the cached one.
+fn cache_freshness(setup: &Setup) {
+    let mut fresh = setup
+        .runtime
+        .block_on(freshness(&setup.redis.url(), &setup.cached));
+    fresh.sort_by(f64::total_cmp);
+    println!(
         "near cache freshness ({} writes to cached entities): the new version served {:.2} ms after the write at p50, {:.2} ms at p99, {:.2} ms at most  (bound 100 ms)",
         fresh.len(),
         percentile(&fresh, 0.5),
         percentile(&fresh, 0.99),
         fresh.last().unwrap()
     );
-    }
+}
 
-    if runs("batch") {
-        // Batches from wrk too (one connection, one request at a time, each of BATCH_REQUESTS
-        // bodies in turn), so the client's own cost (a 780 KB answer per request) stays out
-        // of the service's process and runtime.
-        let batch_script = std::env::temp_dir().join(format!("freshet-bench-{port}-batch.lua"));
-        std::fs::write(
+/// Batches of [`BATCH`] entities, cache off and on, beside the same reads straight to
+/// Redis. From wrk too (one connection, one request at a time, each of
+/// [`BATCH_REQUESTS`] bodies in turn), so the client's own cost (a 780 KB answer per
+/// request) stays out of the service's process and runtime.
+fn batch_lookups(setup: &Setup) {
+    let Setup {
+        runtime,
+        redis,
+        cached,
+        uncached,
+        ..
+    } = setup;
+    let port = cached.rsplit(':').next().unwrap();
+    let batch_script = std::env::temp_dir().join(format!("freshet-bench-{port}-batch.lua"));
+    std::fs::write(
         &batch_script,
         format!(
             "local bodies = {{}}\nlocal n = 0\ninit = function(args)\n  for r = 0, {last} do\n    local ids = {{}}\n    for i = 0, {batch_last} do\n      ids[#ids + 1] = string.format('\"%012d\"', (r * 7919 + i * 13) % {ENTITIES})\n    end\n    bodies[r] = '{{\"entity_ids\":[' .. table.concat(ids, ',') .. ']}}'\n  end\nend\nrequest = function()\n  n = (n + 1) % {requests}\n  return wrk.format('POST', '/features/batch', {{['Content-Type'] = 'application/json'}}, bodies[n])\nend\n",
@@ -276,107 +359,119 @@ fn main() {
         ),
     )
     .expect("wrk script");
-        let mut raw_ms = Vec::new();
-        let (mut off, mut on) = (Vec::new(), Vec::new());
-        let (mut hits, mut misses) = (0.0, 0.0);
-        for round in 1..=2 {
-            raw_ms.extend(runtime.block_on(raw_batches(&redis.url())));
-            off.push(wrk(&uncached, &batch_script, 1, 1));
-            let before = runtime.block_on(cache_counts(&cached));
-            on.push(wrk(&cached, &batch_script, 1, 1));
-            let after = runtime.block_on(cache_counts(&cached));
-            hits += after.0 - before.0;
-            misses += after.1 - before.1;
-            let (off, on) = (off.last().unwrap(), on.last().unwrap());
-            println!(
-                "  batch round {round}: cache off {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms) | cache on {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms)",
-                off.per_second, off.p50_ms, off.p99_ms, on.per_second, on.p50_ms, on.p99_ms
-            );
-        }
+    let mut raw_ms = Vec::new();
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let (mut hits, mut misses) = (0.0, 0.0);
+    for round in 1..=2 {
+        raw_ms.extend(runtime.block_on(raw_batches(&redis.url())));
+        off.push(wrk(uncached, &batch_script, 1, 1));
+        let before = runtime.block_on(cache_counts(cached));
+        on.push(wrk(cached, &batch_script, 1, 1));
+        let after = runtime.block_on(cache_counts(cached));
+        hits += after.0 - before.0;
+        misses += after.1 - before.1;
+        let (off, on) = (off.last().unwrap(), on.last().unwrap());
         println!(
-            "  the cache's hit ratio over the cache-on batches: {:.3} of {:.0} entity reads",
-            hits / (hits + misses).max(1.0),
-            hits + misses
+            "  batch round {round}: cache off {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms) | cache on {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms)",
+            off.per_second, off.p50_ms, off.p99_ms, on.per_second, on.p50_ms, on.p99_ms
         );
-        raw_ms.sort_by(f64::total_cmp);
-        let worst =
-            |figures: &[Figures], f: fn(&Figures) -> f64| figures.iter().map(f).fold(0.0, f64::max);
-        println!(
+    }
+    println!(
+        "  the cache's hit ratio over the cache-on batches: {:.3} of {:.0} entity reads",
+        hits / (hits + misses).max(1.0),
+        hits + misses
+    );
+    raw_ms.sort_by(f64::total_cmp);
+    let worst =
+        |figures: &[Figures], f: fn(&Figures) -> f64| figures.iter().map(f).fold(0.0, f64::max);
+    let mean_rate = |figures: &[Figures]| {
+        figures.iter().map(|f| f.per_second).sum::<f64>() / figures.len() as f64
+    };
+    println!(
         "batch of {BATCH} (both views, wrk, one request at a time, two rounds each): cache off {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms | cache on {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms (the worse round's percentiles)  (aim p99 < 3 ms)",
-        off.iter().map(|f| f.per_second).sum::<f64>() / off.len() as f64,
+        mean_rate(&off),
         worst(&off, |f| f.p50_ms),
         worst(&off, |f| f.p99_ms),
-        on.iter().map(|f| f.per_second).sum::<f64>() / on.len() as f64,
+        mean_rate(&on),
         worst(&on, |f| f.p50_ms),
         worst(&on, |f| f.p99_ms),
     );
-        println!(
+    println!(
         "  baseline, the same {BATCH} HMGETs pipelined straight to Redis (no HTTP, no JSON): p50 {:.2} ms, p99 {:.2} ms; cache off / baseline p99 {:.2}",
-        percentile(&raw_ms, 0.5), percentile(&raw_ms, 0.99),
+        percentile(&raw_ms, 0.5),
+        percentile(&raw_ms, 0.99),
         worst(&off, |f| f.p99_ms) / percentile(&raw_ms, 0.99)
     );
-        let _ = std::fs::remove_file(batch_script);
-    }
+    let _ = std::fs::remove_file(batch_script);
+}
 
-    if runs("feast") {
-        // Feast's protocol beside Freshet's own endpoints (cache on).
-        let feast_script = prebuilt(
+/// Feast's protocol beside Freshet's own endpoints (cache on): single lookups by wrk,
+/// then 1,000-entity requests.
+fn feast_protocol(setup: &Setup) {
+    let Setup {
+        runtime, cached, ..
+    } = setup;
+    let feast_script = setup.prebuilt(
         "feast",
         &format!(
             "wrk.format(\"POST\", \"/get-online-features\", {{[\"Content-Type\"] = \"application/json\"}}, '{{\"entities\":{{\"user_id\":[\"' .. id .. '\"]}},\"features\":{}}}')",
             serde_json::to_string(&feast_features()).unwrap()
         ),
     );
-        println!("Feast's protocol (POST /get-online-features, all {} features) against Freshet's own endpoints, alternated (cache on):", feast_features().len());
-        let (mut own_total, mut feast_total) = (0.0, 0.0);
-        let (mut own_cpu, mut feast_cpu) = (0.0, 0.0);
-        let pid = cached_service.0.id();
-        for round in 1..=2 {
-            let cpu = freshet_testkit::cpu::process_seconds(pid);
-            let own = wrk(&cached, &own_script, CONCURRENCY, 2);
-            let own_us = (freshet_testkit::cpu::process_seconds(pid) - cpu) * 1e6 / own.requests;
-            let cpu = freshet_testkit::cpu::process_seconds(pid);
-            let feast = wrk(&cached, &feast_script, CONCURRENCY, 2);
-            let feast_us =
-                (freshet_testkit::cpu::process_seconds(pid) - cpu) * 1e6 / feast.requests;
-            println!(
+    println!(
+        "Feast's protocol (POST /get-online-features, all {} features) against Freshet's own endpoints, alternated (cache on):",
+        feast_features().len()
+    );
+    let (mut own_total, mut feast_total) = (0.0, 0.0);
+    let (mut own_cpu, mut feast_cpu) = (0.0, 0.0);
+    let pid = setup.cached_service.0.id();
+    for round in 1..=2 {
+        let (own, own_us) = cpu_per_answer(
+            pid,
+            || wrk(cached, &setup.own_script, CONCURRENCY, 2),
+            |f| f.requests,
+        );
+        let (feast, feast_us) = cpu_per_answer(
+            pid,
+            || wrk(cached, &feast_script, CONCURRENCY, 2),
+            |f| f.requests,
+        );
+        println!(
             "  round {round}: GET /features/{{id}} {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms, {own_us:.1} us of service CPU each) | POST /get-online-features {:>7.0} req/s (p50 {:.3} ms, p99 {:.3} ms, {feast_us:.1} us each) | ratio {:.2}",
             own.per_second, own.p50_ms, own.p99_ms, feast.per_second, feast.p50_ms, feast.p99_ms,
             feast.per_second / own.per_second
         );
-            own_total += own.per_second;
-            feast_total += feast.per_second;
-            own_cpu += own_us;
-            feast_cpu += feast_us;
-        }
-        println!(
+        own_total += own.per_second;
+        feast_total += feast.per_second;
+        own_cpu += own_us;
+        feast_cpu += feast_us;
+    }
+    println!(
         "single lookups, Feast's protocol / GET /features/{{id}} (all rounds): throughput {:.2}  (aim >= 0.9); service CPU per request {:.2}",
         feast_total / own_total,
         feast_cpu / own_cpu
     );
-        let (mut own_ms, mut feast_ms) = (Vec::new(), Vec::new());
-        for _ in 0..2 {
-            own_ms.extend(runtime.block_on(batches(&cached)).0);
-            feast_ms.extend(runtime.block_on(feast_batches(&cached)));
-        }
-        let per_second = |ms: &[f64]| ms.len() as f64 / (ms.iter().sum::<f64>() / 1_000.0);
-        let (own_rate, feast_rate) = (per_second(&own_ms), per_second(&feast_ms));
-        for latencies in [&mut own_ms, &mut feast_ms] {
-            latencies.sort_by(f64::total_cmp);
-        }
-        println!(
+    let (mut own_ms, mut feast_ms) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        own_ms.extend(runtime.block_on(batches(cached)).0);
+        feast_ms.extend(runtime.block_on(feast_batches(cached)));
+    }
+    let per_second = |ms: &[f64]| ms.len() as f64 / (ms.iter().sum::<f64>() / 1_000.0);
+    let (own_rate, feast_rate) = (per_second(&own_ms), per_second(&feast_ms));
+    for latencies in [&mut own_ms, &mut feast_ms] {
+        latencies.sort_by(f64::total_cmp);
+    }
+    println!(
         "  {BATCH}-entity requests ({} each): POST /features/batch {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms) | POST /get-online-features {:.0} requests/s (p50 {:.2} ms, p99 {:.2} ms)",
         own_ms.len(),
         own_rate, percentile(&own_ms, 0.5), percentile(&own_ms, 0.99),
         feast_rate, percentile(&feast_ms, 0.5), percentile(&feast_ms, 0.99),
     );
-        println!(
-            "{BATCH}-entity requests, Feast's protocol / POST /features/batch: {:.2}  (aim >= 0.9)",
-            feast_rate / own_rate
-        );
-        let _ = std::fs::remove_file(feast_script);
-    }
-    let _ = std::fs::remove_file(own_script);
+    println!(
+        "{BATCH}-entity requests, Feast's protocol / POST /features/batch: {:.2}  (aim >= 0.9)",
+        feast_rate / own_rate
+    );
+    let _ = std::fs::remove_file(feast_script);
 }
 
 /// `redis-benchmark` sending `HGETALL` of random entity hashes from [`CONCURRENCY`]
@@ -514,146 +609,6 @@ async fn freshness(redis_url: &str, base: &str) -> Vec<f64> {
         delays.push(written.elapsed().as_secs_f64() * 1_000.0);
     }
     delays
-}
-
-struct OpenLoop {
-    achieved: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    max_ms: f64,
-}
-
-/// What the open loop sends and how it knows an answer is whole.
-#[derive(Clone, Copy)]
-enum Protocol {
-    /// `GET /features/{id}` over HTTP/1.1, answered by a `200` with a `Content-Length`.
-    Http,
-    /// `HGETALL` of the entity's hash, straight to Redis (RESP2).
-    Redis,
-}
-
-impl Protocol {
-    fn request(self, entity: usize, address: &str) -> Vec<u8> {
-        match self {
-            Protocol::Http => format!(
-                "GET /features/{} HTTP/1.1\r\nHost: {address}\r\n\r\n",
-                entity_id(entity)
-            )
-            .into_bytes(),
-            Protocol::Redis => {
-                let key = entity_key("user", &entity_id(entity));
-                format!("*2\r\n$7\r\nHGETALL\r\n${}\r\n{key}\r\n", key.len()).into_bytes()
-            }
-        }
-    }
-
-    /// Whether `buffer` holds a whole answer (and it is a success).
-    fn complete(self, buffer: &[u8]) -> bool {
-        match self {
-            Protocol::Http => {
-                let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    return false;
-                };
-                let head = std::str::from_utf8(&buffer[..end]).unwrap();
-                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (name, value) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse().ok())?
-                    })
-                    .expect("a Content-Length");
-                buffer.len() >= end + 4 + length
-            }
-            Protocol::Redis => {
-                match redis_protocol::resp2::decode::decode_range(buffer).expect("RESP") {
-                    Some((frame, _)) => {
-                        assert!(
-                            matches!(frame, redis_protocol::resp2::types::RangeFrame::Array(ref a) if a.len() == 2 * FIELDS.len()),
-                            "HGETALL answered {frame:?}"
-                        );
-                        true
-                    }
-                    None => false,
-                }
-            }
-        }
-    }
-}
-
-/// Random entities at `rate` requests/s for `time`, open loop: request `i` is due at
-/// `start + i / rate` whatever the answers do. Workers (one keep-alive connection each,
-/// requests written and answers read by hand so the generator adds little of its own)
-/// take requests in turn on a runtime of their own thread; a request whose worker was
-/// still busy when it fell due is timed from when it was due, so a slow answer counts
-/// against every request it held back. A worker that was idle waits for the due time on
-/// tokio's timer (millisecond grain), and its request is timed from when it was sent.
-fn open_loop(address: &str, protocol: Protocol, rate: f64, time: Duration) -> OpenLoop {
-    const WORKERS: usize = 32;
-    let address = address
-        .trim_start_matches("http://")
-        .trim_start_matches("redis://")
-        .to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime for the load generator");
-    let total = (rate * time.as_secs_f64()) as usize;
-    let (mut latencies, elapsed) = runtime.block_on(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let start = tokio::time::Instant::now() + Duration::from_millis(50);
-        let mut tasks = Vec::new();
-        for w in 0..WORKERS {
-            let address = address.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let mut buffer = vec![0u8; 64 * 1024];
-                let mut latencies = Vec::with_capacity(total / WORKERS + 1);
-                let mut entity = w * 7919;
-                let mut busy_until = start;
-                for i in (w..total).step_by(WORKERS) {
-                    let due = start + Duration::from_secs_f64(i as f64 / rate);
-                    entity = (entity * 31 + 17) % ENTITIES;
-                    let request = protocol.request(entity, &address);
-                    let from = if busy_until > due {
-                        due
-                    } else {
-                        tokio::time::sleep_until(due).await;
-                        tokio::time::Instant::now()
-                    };
-                    stream.write_all(&request).await.unwrap();
-                    let mut filled = 0;
-                    while filled == 0 || !protocol.complete(&buffer[..filled]) {
-                        let n = stream.read(&mut buffer[filled..]).await.unwrap();
-                        assert!(n > 0, "the server closed the connection");
-                        filled += n;
-                    }
-                    busy_until = tokio::time::Instant::now();
-                    latencies.push((busy_until - from).as_secs_f64() * 1_000.0);
-                }
-                latencies
-            }));
-        }
-        let mut latencies = Vec::with_capacity(total);
-        for t in tasks {
-            latencies.extend(t.await.unwrap());
-        }
-        (
-            latencies,
-            (tokio::time::Instant::now() - start).as_secs_f64(),
-        )
-    });
-    latencies.sort_by(f64::total_cmp);
-    OpenLoop {
-        achieved: latencies.len() as f64 / elapsed,
-        p50_ms: percentile(&latencies, 0.5),
-        p99_ms: percentile(&latencies, 0.99),
-        p999_ms: percentile(&latencies, 0.999),
-        max_ms: *latencies.last().unwrap(),
-    }
 }
 
 /// Every feature of both views, as Feast references them.

@@ -4,7 +4,8 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::lookup::{
-    Catalog, EntityFeatures, FeatureValue, Selection, ValueSource, ViewStatus, ViewValues,
+    AnswerJson, Catalog, EntityFeatures, FeatureValue, Selection, ValueSource, ViewStatus,
+    ViewValues,
 };
 use crate::metrics::ServingMetrics;
 use crate::near_cache::NearCache;
@@ -30,8 +31,9 @@ pub struct AppState {
     /// `full_selection`, which borrows it, is made once too.
     pub catalog: &'static Catalog,
     /// The selection of every view and feature: what a lookup without `view` or
-    /// `features` reads.
+    /// `features` reads, and its answer's JSON fragments.
     pub full_selection: Selection<'static>,
+    pub full_json: AnswerJson,
     pub store: FeatureStore,
     /// The near cache, when on.
     pub cache: Option<Arc<NearCache>>,
@@ -58,6 +60,7 @@ impl AppState {
             .expect("every view and feature is a valid selection");
         Self {
             catalog,
+            full_json: full_selection.answer_json(),
             full_selection,
             store,
             cache,
@@ -274,7 +277,7 @@ async fn get_features(
     // lookup), per request for a narrower one.
     let narrower_json;
     let json = if everything {
-        state.catalog.full_answer_json()
+        &state.full_json
     } else {
         narrower_json = selection.answer_json();
         &narrower_json

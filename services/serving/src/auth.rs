@@ -8,9 +8,7 @@
 //! local use) no key is asked for; the copilot is then limited as one caller.
 
 use crate::error::ApiError;
-
 use axum::http::HeaderMap;
-
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};

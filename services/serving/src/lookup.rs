@@ -35,9 +35,6 @@ use utoipa::ToSchema;
 /// the definitions.
 pub struct Catalog {
     views: Vec<CatalogView>,
-    /// The answer fragments of the selection of everything (see
-    /// [`Catalog::full_answer_json`]).
-    full_json: AnswerJson,
     /// Per entity type, every field of its hash the views define: per view (in
     /// definition order) version, event time, then features. The near cache reads these.
     entity_fields: Vec<(Arc<str>, Vec<Arc<str>>)>,
@@ -123,23 +120,10 @@ impl Catalog {
                 metrics: metrics.view(&v.name),
             })
             .collect();
-        let mut catalog = Self {
+        Self {
             views,
             entity_fields,
-            full_json: AnswerJson { views: Vec::new() },
-        };
-        let full_json = catalog
-            .select(None::<[&str; 0]>, None::<[&str; 0]>)
-            .expect("every view and feature is a valid selection")
-            .answer_json();
-        catalog.full_json = full_json;
-        catalog
-    }
-
-    /// [`Selection::answer_json`] of the selection of every view and feature (the usual
-    /// lookup), made once.
-    pub fn full_answer_json(&self) -> &AnswerJson {
-        &self.full_json
+        }
     }
 
     fn view_names(&self) -> String {
