@@ -124,7 +124,7 @@ impl ConsumerContext for InputContext {
                 done.map_err(|e| format!("cannot take the assigned partitions: {e}"))
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                *self.group.lock().expect("group") = consumer.group_metadata().map(Arc::new);
+                self.note_group(consumer);
                 rebalancing.revoke(partitions);
                 let done = if cooperative {
                     consumer.incremental_unassign(partitions)
@@ -143,7 +143,7 @@ impl ConsumerContext for InputContext {
                 Ok(())
             }
         };
-        *self.group.lock().expect("group") = consumer.group_metadata().map(Arc::new);
+        self.note_group(consumer);
         if let Err(e) = result {
             rebalancing.fail(e);
         }
@@ -298,6 +298,16 @@ fn describe(partitions: &TopicPartitionList) -> String {
 }
 
 impl InputContext {
+    /// Keeps the group's current metadata for the next transaction's offsets, unless the
+    /// consumer is closing: then no transaction follows, and asking for it waits forever
+    /// on the closing group handler (a processor hung on SIGTERM, its last revocation
+    /// asking from inside the consumer's close).
+    fn note_group(&self, consumer: &BaseConsumer<Self>) {
+        if !consumer.closed() {
+            *self.group.lock().expect("group") = consumer.group_metadata().map(Arc::new);
+        }
+    }
+
     /// A context that handles the group's rebalances with `rebalancing`.
     pub(super) fn with_rebalancing(rebalancing: Rebalancing) -> Self {
         Self {
